@@ -1,0 +1,1 @@
+//! whisk-collector (being written).

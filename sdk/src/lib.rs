@@ -1,0 +1,1 @@
+//! whisk-metrics (being written).

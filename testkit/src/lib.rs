@@ -1,0 +1,70 @@
+//! Real services for tests: a tansu Kafka broker, a Prometheus Pushgateway and a Prometheus
+//! server, each started as a child process on a free loopback port and killed when dropped.
+//!
+//! No mocks: the binaries are the ones `scripts/setup.sh` installs (`tansu` from crates.io,
+//! `prometheus-pushgateway` and `prometheus` from Debian). A missing binary is an error that
+//! says how to install it, never a silently skipped test.
+//!
+//! ```no_run
+//! let pgw = whisk_testkit::Pushgateway::start(&[]).unwrap();
+//! let body = whisk_testkit::http_get(&format!("{}/metrics", pgw.url())).unwrap();
+//! assert!(body.contains("pushgateway_build_info"));
+//! ```
+
+mod process;
+mod services;
+
+pub use process::{ServiceProcess, free_port, http_get, wait_until};
+pub use services::{Prometheus, Pushgateway, Tansu};
+
+/// Why a service could not be started or queried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binary is not on `PATH`.
+    #[error("`{binary}` is not installed or not on PATH; run scripts/setup.sh ({hint})")]
+    MissingBinary {
+        /// Binary name.
+        binary: String,
+        /// How to install it.
+        hint: &'static str,
+    },
+    /// Spawning or talking to the process failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The service did not become ready in time.
+    #[error("{service} did not become ready within {secs} s; its log:\n{log}")]
+    NotReady {
+        /// Service name.
+        service: String,
+        /// Seconds waited.
+        secs: u64,
+        /// Tail of the service's log.
+        log: String,
+    },
+    /// An HTTP request failed.
+    #[error("HTTP {method} {url} failed: {message}")]
+    Http {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A command run against a service failed.
+    #[error("`{command}` failed: {output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its output.
+        output: String,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

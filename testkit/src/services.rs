@@ -1,0 +1,213 @@
+//! The three real services the end-to-end tests run against.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{ServiceProcess, agent, free_port, http_err, http_get, which};
+use crate::{Error, Result};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A tansu Kafka-protocol broker with memory storage.
+#[derive(Debug)]
+pub struct Tansu {
+    process: ServiceProcess,
+    port: u16,
+}
+
+impl Tansu {
+    /// Starts a broker on a free port and waits until it accepts connections.
+    pub fn start() -> Result<Self> {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args = vec![
+            "broker".to_string(),
+            "--listener-url".into(),
+            url.clone(),
+            "--advertised-listener-url".into(),
+            url,
+            "--storage-engine".into(),
+            "memory://tansu/".into(),
+        ];
+        let mut process = ServiceProcess::spawn(
+            "tansu",
+            "tansu",
+            &args,
+            "cargo install tansu --version 0.6.0 --locked --features dynostore",
+        )?;
+        process.wait_ready(READY_TIMEOUT, || TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+        Ok(Self { process, port })
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a topic (tansu does not auto-create them).
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        let partitions = partitions.to_string();
+        let args = ["topic", "create", name, "--broker", &broker, "--partitions", &partitions];
+        let binary = which("tansu").ok_or_else(|| Error::MissingBinary {
+            binary: "tansu".into(),
+            hint: "cargo install tansu --version 0.6.0 --locked --features dynostore",
+        })?;
+        let out = Command::new(binary)
+            .args(args)
+            .output()
+            .map_err(|source| Error::Io { what: "running tansu topic create".into(), source })?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("tansu {}", args.join(" ")),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The underlying process (to stop it for fault tests).
+    pub fn process(&mut self) -> &mut ServiceProcess {
+        &mut self.process
+    }
+}
+
+/// A Prometheus Pushgateway (Debian's `prometheus-pushgateway`).
+#[derive(Debug)]
+pub struct Pushgateway {
+    process: ServiceProcess,
+    port: u16,
+}
+
+impl Pushgateway {
+    /// Starts a Pushgateway on a free port with `extra` flags (for example
+    /// `--push.disable-consistency-check`) and waits for `/-/ready`.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a Pushgateway on `port` (to bring one back on the same address).
+    pub fn start_on(port: u16, extra: &[&str]) -> Result<Self> {
+        let mut args = vec![format!("--web.listen-address=127.0.0.1:{port}")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut process = ServiceProcess::spawn(
+            "pushgateway",
+            "prometheus-pushgateway",
+            &args,
+            "apt-get install -y prometheus-pushgateway",
+        )?;
+        let ready = format!("http://127.0.0.1:{port}/-/ready");
+        process.wait_ready(READY_TIMEOUT, || http_get(&ready).is_ok())?;
+        Ok(Self { process, port })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `GET /api/v1/metrics` parsed: one entry per group.
+    pub fn groups(&self) -> Result<Vec<serde_json::Value>> {
+        let url = format!("{}/api/v1/metrics", self.url());
+        let body = http_get(&url)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| http_err("GET", &url, e))?;
+        Ok(v.get("data").and_then(|d| d.as_array()).cloned().unwrap_or_default())
+    }
+
+    /// The text exposition of `/metrics`.
+    pub fn metrics_text(&self) -> Result<String> {
+        http_get(&format!("{}/metrics", self.url()))
+    }
+
+    /// The underlying process (to stop it for fault tests).
+    pub fn process(&mut self) -> &mut ServiceProcess {
+        &mut self.process
+    }
+}
+
+/// A Prometheus server (Debian's `prometheus`) with a given configuration file.
+#[derive(Debug)]
+pub struct Prometheus {
+    process: ServiceProcess,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Prometheus {
+    /// Writes `config_yaml` to its working directory and starts Prometheus on a free port.
+    pub fn start(config_yaml: &str) -> Result<Self> {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("whisk-prom-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| Error::Io { what: format!("creating {}", dir.display()), source })?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, config_yaml)
+            .map_err(|source| Error::Io { what: format!("writing {}", config.display()), source })?;
+        let args = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ];
+        let mut process = ServiceProcess::spawn(
+            "prometheus",
+            "prometheus",
+            &args,
+            "apt-get install -y prometheus",
+        )?;
+        let ready = format!("http://127.0.0.1:{port}/-/ready");
+        process.wait_ready(READY_TIMEOUT, || http_get(&ready).is_ok())?;
+        Ok(Self { process, port, dir })
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs an instant PromQL query and returns `data.result`.
+    pub fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>> {
+        let url = format!("{}/api/v1/query", self.url());
+        let mut resp = agent()
+            .get(&url)
+            .query("query", promql)
+            .call()
+            .map_err(|e| http_err("GET", &url, format!("{promql}: {e}")))?;
+        let body = resp.body_mut().read_to_string().map_err(|e| http_err("GET", &url, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| http_err("GET", &url, e))?;
+        Ok(v.pointer("/data/result").and_then(|r| r.as_array()).cloned().unwrap_or_default())
+    }
+
+    /// Sum of the values an instant query returns (0 when empty).
+    pub fn query_sum(&self, promql: &str) -> Result<f64> {
+        Ok(self
+            .query(promql)?
+            .iter()
+            .filter_map(|s| s.pointer("/value/1").and_then(|v| v.as_str()))
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// The underlying process.
+    pub fn process(&mut self) -> &mut ServiceProcess {
+        &mut self.process
+    }
+}

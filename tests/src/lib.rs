@@ -1,0 +1,1 @@
+//! whisk-emulator (being written).
