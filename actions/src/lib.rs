@@ -1,0 +1,29 @@
+//! Example OpenWhisk actions built on [`whisk_metrics`]: `hello`, `orders` and `flaky`.
+//!
+//! Each binary in `src/bin/` is a complete action: it registers its custom metrics once, then
+//! hands its handler to the SDK's action loop (`whisk_metrics::run` / `run_with_context`), which
+//! reads one activation per stdin line, writes one result line to fd 3 and pushes the container's
+//! metrics to the Pushgateway named by the init parameter `WHISK_METRICS_PUSHGATEWAY_URL`.
+//!
+//! The handlers live here, as plain functions over their metrics, so they can be tested without
+//! the action loop. Parameters and metrics follow `docs/design.md` ("Example actions' custom
+//! metrics"):
+//!
+//! | action | params | result | metrics |
+//! |---|---|---|---|
+//! | hello | `name` | `{"greeting": "Hello, <name>!"}` | `hello_greetings_total` |
+//! | orders | `items`, `value`, `region` | `{"order_id", "items"}` | `orders_placed_total`, `orders_items_total`, `orders_value` (by `region`) |
+//! | flaky | `mode` ∈ ok, error, panic, sleep; `sleep_ms` | ok: `{"ok": true}` | `flaky_calls_total` (by `mode`) |
+//!
+//! Build them as static executables and package them as OpenWhisk zips with
+//! `cargo run -p whisk-emulator -- package` (see the emulator's documentation).
+
+mod flaky;
+mod hello;
+mod orders;
+mod params;
+
+pub use flaky::{Flaky, FlakyMode};
+pub use hello::Hello;
+pub use orders::Orders;
+pub use params::ParamError;
