@@ -1,1 +1,2 @@
 //! whisk-emulator (being written).
+pub mod dashboards;
