@@ -1,2 +1,46 @@
-//! whisk-emulator (being written).
-pub mod dashboards;
+//! An OpenWhisk invoker emulator, for demos and end-to-end tests without an OpenWhisk.
+//!
+//! It runs real action executables (the `exec` of an OpenWhisk zip) exactly as the Go actionloop
+//! proxy of the Rust runtime does ([`proxy`]), keeps a container pool per action that cold-starts,
+//! reuses, freezes (`SIGSTOP`), thaws (`SIGCONT`) and removes (`SIGKILL`) processes as the
+//! invoker does ([`pool`]), and publishes one `Activation` event per activation (and
+//! `ConcurrentRateLimit` events on throttling) to the broker's `events` topic in OpenWhisk's
+//! exact format ([`events`]). [`load`] drives it with a rate, an action mix and bursts;
+//! [`table`] renders the live per-action table; [`package`] builds the example actions as static
+//! executables and zips them for `wsk action create`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use whisk_emulator::{ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink};
+//!
+//! let sink = Arc::new(KafkaSink::new("127.0.0.1:9092", "events", &[]).unwrap());
+//! let config = InvokerConfig::new().with_pushgateway_url("http://127.0.0.1:9091");
+//! let hello = ActionSpec::new("/guest/hello", "target/release/hello");
+//! let invoker = Invoker::new(config, sink.clone(), vec![hello]).unwrap();
+//! let answer = invoker.invoke("guest/hello", serde_json::json!({"name": "you"}), Instant::now());
+//! if let Ok(Invocation::Completed(a)) = answer {
+//!     println!("{} {} cold={}", a.activation_id, a.result, a.cold);
+//! }
+//! ```
+//!
+//! The binary `whisk-emulator` wraps this: `whisk-emulator run …` (the demo's load with a live
+//! table) and `whisk-emulator package` (the action zips).
+
+pub mod error;
+pub mod events;
+pub mod load;
+pub mod package;
+pub mod pool;
+pub mod proxy;
+pub mod table;
+
+pub use error::{Error, Result};
+pub use events::{
+    ActivationBody, DeliveryStats, EventBody, EventMessage, EventSink, KafkaSink, MemorySink,
+    MetricBody,
+};
+pub use load::{LoadPlan, LoadSpec, LoadSummary, PlannedRequest, run_plan};
+pub use load::{example_params, parse_duration};
+pub use pool::{ActionSpec, ActionStats, ActivationRecord, Invocation, Invoker, InvokerConfig};
+pub use proxy::{ActionProcess, RunInput, RunOutcome, SENTINEL};

@@ -1,0 +1,330 @@
+//! `whisk-emulator`: runs a load against action executables like an OpenWhisk invoker (events to
+//! Kafka, metrics from the actions to a Pushgateway) with a live table, or packages the example
+//! actions as OpenWhisk zips.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use whisk_emulator::load::{LoadSpec, example_params, parse_duration};
+use whisk_emulator::package::{PackageOptions, build_and_package};
+use whisk_emulator::{
+    ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, MemorySink, run_plan, table,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "whisk-emulator",
+    version,
+    about = "An OpenWhisk invoker emulator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a load against action executables, printing a live per-action table.
+    Run(RunArgs),
+    /// Build the example actions as static musl executables and zip each as dist/<action>.zip.
+    Package(PackageArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// An action: NAME=PATH (NAME is `action` in --namespace, or `ns/action`, `ns/pkg/action`).
+    #[arg(long = "action", value_name = "NAME=PATH", required = true)]
+    actions: Vec<String>,
+    /// Namespace for action names given without one.
+    #[arg(long, default_value = "guest")]
+    namespace: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_HOSTS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// The topic is `<prefix>events`.
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
+    /// librdkafka property for the producer (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
+    /// Keep events in memory instead of producing them to Kafka.
+    #[arg(long)]
+    no_kafka: bool,
+    /// Passed to every container as WHISK_METRICS_PUSHGATEWAY_URL.
+    #[arg(long)]
+    pushgateway_url: Option<String>,
+    /// Extra init parameter for every container (repeatable).
+    #[arg(long = "init-param", value_name = "KEY=VALUE")]
+    init_params: Vec<String>,
+    /// Steady activations per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// How long to generate load (250ms, 15s, 15m, 1h or seconds).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// A burst every this long.
+    #[arg(long, value_parser = parse_duration)]
+    burst_every: Option<Duration>,
+    /// Requests per burst.
+    #[arg(long, default_value_t = 20)]
+    burst_size: usize,
+    /// Weights, e.g. hello=3,orders=2,flaky=1 (default: equal).
+    #[arg(long, value_delimiter = ',', value_name = "NAME=WEIGHT")]
+    mix: Vec<String>,
+    /// Parameters for an action: NAME=JSON, an object or an array of objects to pick from
+    /// (repeatable). Default: choices that exercise hello, orders and flaky; `{}` otherwise.
+    #[arg(long = "params", value_name = "NAME=JSON")]
+    params: Vec<String>,
+    /// Idle time before a container is frozen (SIGSTOP).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pause_grace: Duration,
+    /// Idle time before a container is removed (SIGKILL).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Most containers per action.
+    #[arg(long, default_value_t = 4)]
+    max_containers: usize,
+    /// In-flight activations allowed per namespace (beyond: ConcurrentRateLimit).
+    #[arg(long, default_value_t = 100)]
+    namespace_limit: usize,
+    /// Action time limit.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Time limit of one action: NAME=DURATION (repeatable).
+    #[arg(long = "action-timeout", value_name = "NAME=DURATION")]
+    action_timeouts: Vec<String>,
+    /// Memory limit (MB) reported in the events.
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// Runtime kind reported in the events.
+    #[arg(long, default_value = "rust:1.34")]
+    kind: String,
+    /// N of the events' source `invoker<N>`.
+    #[arg(long, default_value_t = 0)]
+    invoker_id: u32,
+    /// Worker threads (most requests in flight).
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    /// Seed of the load plan.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print only the summary, not the live table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct PackageArgs {
+    /// Rust target triple of the static build.
+    #[arg(long, default_value = whisk_emulator::package::MUSL_TARGET)]
+    target: String,
+    /// Output directory.
+    #[arg(long, default_value = "dist")]
+    out: PathBuf,
+    /// Workspace root.
+    #[arg(long, default_value = ".")]
+    workspace: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Package(args) => package(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("whisk-emulator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn package(args: PackageArgs) -> Result<ExitCode, String> {
+    let opts = PackageOptions {
+        workspace: args.workspace,
+        target: args.target,
+        out_dir: args.out,
+    };
+    let zips = build_and_package(&opts).map_err(|e| e.to_string())?;
+    for z in zips {
+        println!("{}", z.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn split_kv<'a>(s: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
+    s.split_once('=')
+        .ok_or_else(|| format!("{what} {s:?} must be KEY=VALUE"))
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let qualify = |name: &str| {
+        let name = name.trim_start_matches('/');
+        if name.contains('/') {
+            name.to_string()
+        } else {
+            format!("{}/{name}", args.namespace)
+        }
+    };
+    let timeouts: BTreeMap<String, Duration> = args
+        .action_timeouts
+        .iter()
+        .map(|s| {
+            let (k, v) = split_kv(s, "--action-timeout")?;
+            Ok((qualify(k), parse_duration(v)?))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut specs = Vec::new();
+    for a in &args.actions {
+        let (name, path) = split_kv(a, "--action")?;
+        let name = qualify(name);
+        let timeout = timeouts.get(&name).copied().unwrap_or(args.timeout);
+        specs.push(
+            ActionSpec::new(&name, path)
+                .with_timeout(timeout)
+                .with_max_containers(args.max_containers)
+                .with_memory_mb(args.memory),
+        );
+    }
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+
+    let mut spec = LoadSpec::new(&names);
+    spec.rate = args.rate;
+    spec.duration = args.duration;
+    spec.burst_every = args.burst_every;
+    spec.burst_size = args.burst_size;
+    spec.seed = args.seed;
+    if !args.mix.is_empty() {
+        spec.mix = args
+            .mix
+            .iter()
+            .map(|m| {
+                let (k, v) = split_kv(m, "--mix")?;
+                let w = v
+                    .parse::<u32>()
+                    .map_err(|_| format!("--mix weight {v:?} must be a whole number"))?;
+                Ok((qualify(k), w))
+            })
+            .collect::<Result<_, String>>()?;
+    }
+    for n in &names {
+        spec.params.insert(n.clone(), example_params(n));
+    }
+    for p in &args.params {
+        let (k, v) = split_kv(p, "--params")?;
+        let json: Value =
+            serde_json::from_str(v).map_err(|e| format!("--params {k}: invalid JSON: {e}"))?;
+        let choices = match json {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        spec.params.insert(qualify(k), choices);
+    }
+    for (m, _) in &spec.mix {
+        if !names.contains(m) {
+            return Err(format!("--mix names {m}, which is not an --action"));
+        }
+    }
+
+    let mut config = InvokerConfig::new()
+        .with_pause_grace(args.pause_grace)
+        .with_idle_timeout(args.idle_timeout)
+        .with_namespace_concurrency(args.namespace_limit)
+        .with_invoker_id(args.invoker_id)
+        .with_kind(&args.kind);
+    if let Some(url) = &args.pushgateway_url {
+        config = config.with_pushgateway_url(url);
+    }
+    for p in &args.init_params {
+        let (k, v) = split_kv(p, "--init-param")?;
+        config = config.with_init_param(k, v);
+    }
+
+    let topic = format!("{}events", args.topic_prefix);
+    let kafka = if args.no_kafka {
+        None
+    } else {
+        let props = args
+            .kafka_properties
+            .iter()
+            .map(|p| split_kv(p, "-X").map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect::<Result<Vec<_>, String>>()?;
+        Some(Arc::new(
+            KafkaSink::new(&args.brokers, &topic, &props).map_err(|e| e.to_string())?,
+        ))
+    };
+    let sink: Arc<dyn EventSink> = match &kafka {
+        Some(k) => k.clone(),
+        None => Arc::new(MemorySink::default()),
+    };
+    let mut invoker = Invoker::new(config, sink, specs).map_err(|e| e.to_string())?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+
+    let plan = LoadPlan::generate(&spec);
+    let tty = std::io::stdout().is_terminal();
+    println!(
+        "whisk-emulator: {} requests over {:.0}s to {} (events → {}), Ctrl-C stops",
+        plan.requests.len(),
+        spec.duration.as_secs_f64(),
+        names.join(", "),
+        if args.no_kafka {
+            "memory".to_string()
+        } else {
+            format!("{} topic {topic}", args.brokers)
+        },
+    );
+    let summary = run_plan(&invoker, &plan, args.workers, &stop, |p| {
+        if args.quiet {
+            return;
+        }
+        let mut out = String::new();
+        if tty {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        out.push_str(&format!(
+            "t={:>5.1}s  submitted {}/{}  answered {}\n",
+            p.elapsed.as_secs_f64(),
+            p.submitted,
+            p.planned,
+            p.answered
+        ));
+        out.push_str(&table::render(&invoker.stats()));
+        println!("{out}");
+    });
+    invoker.shutdown();
+    println!("{}", table::render(&invoker.stats()));
+    print!("{}", summary.render());
+    if let Some(k) = kafka {
+        let d = k
+            .flush(Duration::from_secs(30))
+            .map_err(|e| e.to_string())?;
+        println!(
+            "events: {} published, {} delivered, {} failed",
+            d.published, d.delivered, d.failed
+        );
+        if d.failed > 0 || d.delivered < d.published {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,548 @@
+//! One action container, started and driven exactly as the Go actionloop proxy of the Rust
+//! runtime does it (openwhisk-runtime-go `executor.go`):
+//!
+//! * the environment is cleared and holds only `__OW_*` values and the action's init parameters
+//!   (no `PATH`, `HOME` or `HOSTNAME`);
+//! * stdin is a pipe; fd 3 is a pipe the action writes one result line to per activation;
+//! * stdout and stderr are captured, and after each activation the sentinel
+//!   `XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX` is written to both (after the action's own output);
+//! * one JSON line per activation on stdin (`value`, `namespace`, `action_name` with a leading
+//!   slash, `action_version`, `activation_id`, `transaction_id`, `deadline` as a string of epoch
+//!   ms, `api_key`), one line read back from fd 3 within the action's timeout;
+//! * a child that exits is reported as `{"error":"command exited"}` (a developer error);
+//! * start-up is checked like the proxy's `DefaultTimeoutStart`: the child must still be alive
+//!   5 ms after it was started.
+//!
+//! Freezing is `SIGSTOP` (what `docker pause` does to the cgroup), thawing `SIGCONT`, removal
+//! `SIGKILL` (what `docker rm -f` does): the action gets no signal it can handle.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// Written to stdout and stderr after every activation, as the Go proxy does.
+pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
+/// How long the proxy waits after starting the child before checking it is still alive.
+const START_CHECK: Duration = Duration::from_millis(5);
+
+/// Longest result line accepted from fd 3: OpenWhisk's 1 MiB payload limit plus the JSON framing.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024 + 1024;
+
+/// Longest log line kept (longer lines are cut).
+const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// Most log lines kept per activation (OpenWhisk truncates logs at 10 MB; we keep it small).
+pub const MAX_LOG_LINES: usize = 1000;
+
+/// How long to wait for both sentinels after the result (OpenWhisk's log collection waits too).
+const LOG_COLLECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the invoker sends for one activation (the `/run` body the proxy forwards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInput {
+    /// The parameters.
+    pub value: Value,
+    /// The invoking namespace.
+    pub namespace: String,
+    /// Fully qualified name with a leading slash, e.g. `/guest/hello`.
+    pub action_name: String,
+    /// e.g. `0.0.1`.
+    pub action_version: String,
+    /// 32 lowercase hex characters.
+    pub activation_id: String,
+    /// The controller's transaction id.
+    pub transaction_id: String,
+    /// Epoch milliseconds by which the activation must finish.
+    pub deadline_ms: u128,
+    /// `uuid:key`, when the action is given an API key.
+    pub api_key: Option<String>,
+}
+
+impl RunInput {
+    /// The JSON line written to the action's stdin (no newline inside, one at the end).
+    pub fn to_line(&self) -> String {
+        let mut v = json!({
+            "value": self.value,
+            "namespace": self.namespace,
+            "action_name": self.action_name,
+            "action_version": self.action_version,
+            "activation_id": self.activation_id,
+            "transaction_id": self.transaction_id,
+            "deadline": self.deadline_ms.to_string(),
+        });
+        if let (Some(key), Some(obj)) = (&self.api_key, v.as_object_mut()) {
+            obj.insert("api_key".into(), Value::String(key.clone()));
+        }
+        // serde_json escapes newlines inside strings, so the line is a single line; the proxy
+        // strips raw newlines anyway.
+        let mut line = v.to_string().replace('\n', "");
+        line.push('\n');
+        line
+    }
+
+    /// The `__OW_*` variables the proxy's `/init` passes to the child (taken from the activation
+    /// that caused the cold start).
+    pub fn init_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("__OW_NAMESPACE".to_string(), self.namespace.clone()),
+            ("__OW_ACTION_NAME".into(), self.action_name.clone()),
+            ("__OW_ACTION_VERSION".into(), self.action_version.clone()),
+            ("__OW_ACTIVATION_ID".into(), self.activation_id.clone()),
+            ("__OW_TRANSACTION_ID".into(), self.transaction_id.clone()),
+            ("__OW_DEADLINE".into(), self.deadline_ms.to_string()),
+        ];
+        if let Some(key) = &self.api_key {
+            env.push(("__OW_API_KEY".into(), key.clone()));
+        }
+        env
+    }
+}
+
+/// How one run ended, from the proxy's point of view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// A line arrived on fd 3 (not yet interpreted).
+    Line(String),
+    /// The child exited or closed fd 3: the proxy answers `{"error":"command exited"}`.
+    Exited,
+    /// No line within the timeout.
+    TimedOut,
+    /// The line was longer than [`MAX_RESULT_BYTES`].
+    TooLarge,
+}
+
+/// A line of the action's output.
+type LogLine = (Stream, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A running action process: one container.
+#[derive(Debug)]
+pub struct ActionProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    results: Receiver<Result<String, usize>>,
+    logs: Receiver<LogLine>,
+    // Our ends of the child's stdout/stderr pipes, to write the sentinel after the child's output.
+    stdout_w: std::io::PipeWriter,
+    stderr_w: std::io::PipeWriter,
+    frozen: bool,
+    exec: PathBuf,
+}
+
+impl ActionProcess {
+    /// Starts `exec` with exactly `env` as its environment, and checks it is alive 5 ms later.
+    pub fn start(exec: &Path, env: &[(String, String)]) -> Result<Self> {
+        let io = |what: &str| {
+            let what = format!("{what} for {}", exec.display());
+            move |source| Error::Io { what, source }
+        };
+        let (result_r, result_w) = std::io::pipe().map_err(io("creating the fd 3 pipe"))?;
+        let (out_r, out_w) = std::io::pipe().map_err(io("creating the stdout pipe"))?;
+        let (err_r, err_w) = std::io::pipe().map_err(io("creating the stderr pipe"))?;
+        let child_out = out_w
+            .try_clone()
+            .map_err(io("duplicating the stdout pipe"))?;
+        let child_err = err_w
+            .try_clone()
+            .map_err(io("duplicating the stderr pipe"))?;
+
+        let mut cmd = Command::new(exec);
+        cmd.env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(exec.parent().unwrap_or(Path::new("/")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(OwnedFd::from(child_out)))
+            .stderr(Stdio::from(OwnedFd::from(child_err)));
+        cmd.fd_mappings(vec![FdMapping {
+            parent_fd: OwnedFd::from(result_w),
+            child_fd: 3,
+        }])
+        .map_err(|e| Error::Io {
+            what: format!("mapping fd 3 for {}", exec.display()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            path: exec.to_path_buf(),
+            source,
+        })?;
+        // Dropping the command closes our copy of the fd 3 write end, so EOF means the child
+        // is gone.
+        drop(cmd);
+        let stdin = child.stdin.take();
+
+        let (rtx, results) = mpsc::channel();
+        spawn_reader("fd3", move || read_results(result_r, rtx));
+        let (ltx, logs) = mpsc::sync_channel(4 * MAX_LOG_LINES);
+        let ltx2 = ltx.clone();
+        spawn_reader("stdout", move || read_logs(out_r, Stream::Stdout, ltx));
+        spawn_reader("stderr", move || read_logs(err_r, Stream::Stderr, ltx2));
+
+        let mut process = Self {
+            child,
+            stdin,
+            results,
+            logs,
+            stdout_w: out_w,
+            stderr_w: err_w,
+            frozen: false,
+            exec: exec.to_path_buf(),
+        };
+        std::thread::sleep(START_CHECK);
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return Err(Error::Spawn {
+                path: exec.to_path_buf(),
+                source: std::io::Error::other(format!(
+                    "the action exited during start-up ({status}); its output: {}",
+                    process.drain_logs().join(" | ")
+                )),
+            });
+        }
+        Ok(process)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The executable.
+    pub fn exec(&self) -> &Path {
+        &self.exec
+    }
+
+    /// Sends one activation and waits up to `timeout` for its result line, then writes the
+    /// sentinels and collects the activation's log lines (stdout and stderr, up to
+    /// [`MAX_LOG_LINES`]).
+    pub fn run(&mut self, input: &RunInput, timeout: Duration) -> (RunOutcome, Vec<String>) {
+        // Anything left over from a previous activation that timed out is stale.
+        while self.results.try_recv().is_ok() {}
+        let written = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(input.to_line().as_bytes())
+                .and_then(|()| stdin.flush()),
+            None => Err(std::io::Error::other("stdin closed")),
+        };
+        let outcome = match written {
+            Err(_) => RunOutcome::Exited,
+            Ok(()) => match self.results.recv_timeout(timeout) {
+                Ok(Ok(line)) => RunOutcome::Line(line),
+                Ok(Err(_)) => RunOutcome::TooLarge,
+                Err(RecvTimeoutError::Timeout) => RunOutcome::TimedOut,
+                Err(RecvTimeoutError::Disconnected) => RunOutcome::Exited,
+            },
+        };
+        let logs = self.collect_logs();
+        (outcome, logs)
+    }
+
+    fn collect_logs(&mut self) -> Vec<String> {
+        let sentinel = format!("{SENTINEL}\n");
+        let out_ok = self.stdout_w.write_all(sentinel.as_bytes()).is_ok();
+        let err_ok = self.stderr_w.write_all(sentinel.as_bytes()).is_ok();
+        let (mut seen_out, mut seen_err) = (!out_ok, !err_ok);
+        let deadline = Instant::now() + LOG_COLLECTION_TIMEOUT;
+        let mut lines = Vec::new();
+        while !(seen_out && seen_err) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok((stream, line)) if line == SENTINEL => match stream {
+                    Stream::Stdout => seen_out = true,
+                    Stream::Stderr => seen_err = true,
+                },
+                Ok((stream, line)) => {
+                    if lines.len() < MAX_LOG_LINES {
+                        let tag = if stream == Stream::Stdout {
+                            "stdout"
+                        } else {
+                            "stderr"
+                        };
+                        lines.push(format!("{tag}: {line}"));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
+    fn drain_logs(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok((_, line)) = self.logs.recv_timeout(Duration::from_millis(20)) {
+            lines.push(line);
+            if lines.len() >= 20 {
+                break;
+            }
+        }
+        lines
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Whether it is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Freezes the process (`SIGSTOP`). Returns whether the signal was delivered.
+    pub fn freeze(&mut self) -> bool {
+        let ok = self.signal(Signal::SIGSTOP);
+        self.frozen |= ok;
+        ok
+    }
+
+    /// Thaws the process (`SIGCONT`). Returns whether the signal was delivered.
+    pub fn thaw(&mut self) -> bool {
+        let ok = self.signal(Signal::SIGCONT);
+        if ok {
+            self.frozen = false;
+        }
+        ok
+    }
+
+    fn signal(&self, sig: Signal) -> bool {
+        match i32::try_from(self.child.id()) {
+            Ok(pid) => kill(Pid::from_raw(pid), sig).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Removes the container: `SIGKILL` (works on frozen processes too) and reap.
+    pub fn kill(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ActionProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_reader(name: &str, f: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("action-{name}"))
+        .spawn(f);
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the {name} reader thread: {e}");
+    }
+}
+
+/// Reads result lines from fd 3 until EOF. An oversized line is reported as `Err(len)` and
+/// skipped up to its newline.
+fn read_results(r: std::io::PipeReader, tx: mpsc::Sender<Result<String, usize>>) {
+    let mut r = BufReader::new(r);
+    loop {
+        match read_line_limited(&mut r, MAX_RESULT_BYTES) {
+            Ok(None) | Err(_) => return,
+            Ok(Some((line, false))) => {
+                if tx.send(Ok(line)).is_err() {
+                    return;
+                }
+            }
+            Ok(Some((line, true))) => {
+                if tx.send(Err(line.len())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn read_logs(r: std::io::PipeReader, stream: Stream, tx: SyncSender<LogLine>) {
+    let mut r = BufReader::new(r);
+    while let Ok(Some((line, _cut))) = read_line_limited(&mut r, MAX_LOG_LINE_BYTES) {
+        if tx.send((stream, line)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one line (without its newline) of at most `limit` bytes; a longer line is cut and the
+/// rest skipped, reported with `true`. `None` at EOF.
+fn read_line_limited(
+    r: &mut impl BufRead,
+    limit: usize,
+) -> std::io::Result<Option<(String, bool)>> {
+    let mut buf = Vec::new();
+    let n = r
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut cut = false;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > limit {
+        cut = true;
+        buf.truncate(limit);
+        let mut rest = Vec::new();
+        r.read_until(b'\n', &mut rest)?;
+    }
+    Ok(Some((String::from_utf8_lossy(&buf).into_owned(), cut)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> RunInput {
+        RunInput {
+            value: json!({"name": "a\nb"}),
+            namespace: "guest".into(),
+            action_name: "/guest/hello".into(),
+            action_version: "0.0.1".into(),
+            activation_id: "0123456789abcdef0123456789abcdef".into(),
+            transaction_id: "tid_1".into(),
+            deadline_ms: 1_700_000_000_000,
+            api_key: Some("uuid:key".into()),
+        }
+    }
+
+    #[test]
+    fn run_line_is_one_json_line_with_the_proxy_fields() {
+        let line = input().to_line();
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["value"]["name"], "a\nb");
+        assert_eq!(v["action_name"], "/guest/hello");
+        assert_eq!(v["deadline"], "1700000000000");
+        assert_eq!(v["api_key"], "uuid:key");
+        assert_eq!(v["activation_id"].as_str().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn init_env_holds_only_ow_variables() {
+        let env = input().init_env();
+        assert!(env.iter().all(|(k, _)| k.starts_with("__OW_")));
+        assert!(env.contains(&("__OW_ACTION_NAME".into(), "/guest/hello".into())));
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_the_rest_skipped() {
+        let mut r = BufReader::new(&b"abcdefgh\nok\n"[..]);
+        assert_eq!(
+            read_line_limited(&mut r, 4).unwrap(),
+            Some(("abcd".into(), true))
+        );
+        assert_eq!(
+            read_line_limited(&mut r, 4).unwrap(),
+            Some(("ok".into(), false))
+        );
+        assert_eq!(read_line_limited(&mut r, 4).unwrap(), None);
+    }
+
+    fn script(body: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "whisk-emu-proxy-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("exec");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn echoes_through_fd3_collects_logs_and_sees_only_ow_env() {
+        // A shell action: prints its environment names, answers each line on fd 3.
+        let (dir, exec) = script(
+            "/usr/bin/env | /usr/bin/cut -d= -f1 | /usr/bin/tr '\\n' ' ' >&2; echo >&2\n\
+             while read -r line; do echo \"got it\"; echo '{\"ok\":true}' >&3; done",
+        );
+        let mut env = input().init_env();
+        env.push((
+            "WHISK_METRICS_PUSHGATEWAY_URL".into(),
+            "http://127.0.0.1:1".into(),
+        ));
+        let mut p = ActionProcess::start(&exec, &env).unwrap();
+        let (out, logs) = p.run(&input(), Duration::from_secs(5));
+        assert_eq!(out, RunOutcome::Line("{\"ok\":true}".into()));
+        assert!(logs.contains(&"stdout: got it".to_string()), "{logs:?}");
+        let env_line = logs.iter().find(|l| l.starts_with("stderr:")).unwrap();
+        for name in env_line.trim_start_matches("stderr:").split_whitespace() {
+            // /bin/sh itself may add PWD, SHLVL and `_`.
+            assert!(
+                name.starts_with("__OW_")
+                    || name == "WHISK_METRICS_PUSHGATEWAY_URL"
+                    || ["PWD", "SHLVL", "_"].contains(&name),
+                "unexpected variable {name}"
+            );
+        }
+        assert!(!env_line.contains("PATH") && !env_line.contains("HOME"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_child_that_exits_is_command_exited_and_a_silent_one_times_out() {
+        let (dir, exec) = script("read -r line; exit 0");
+        let mut p = ActionProcess::start(&exec, &[]).unwrap();
+        assert_eq!(
+            p.run(&input(), Duration::from_secs(5)).0,
+            RunOutcome::Exited
+        );
+        let (dir2, exec2) = script("while read -r line; do :; done");
+        let mut q = ActionProcess::start(&exec2, &[]).unwrap();
+        assert_eq!(
+            q.run(&input(), Duration::from_millis(100)).0,
+            RunOutcome::TimedOut
+        );
+        let _ = (std::fs::remove_dir_all(dir), std::fs::remove_dir_all(dir2));
+    }
+
+    #[test]
+    fn a_child_that_dies_at_start_is_an_error() {
+        let (dir, exec) = script("echo bye >&2; exit 3");
+        let err = ActionProcess::start(&exec, &[]).unwrap_err();
+        assert!(err.to_string().contains("exited during start-up"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn frozen_process_answers_only_after_thaw() {
+        let (dir, exec) = script("while read -r line; do echo '{\"n\":1}' >&3; done");
+        let mut p = ActionProcess::start(&exec, &[]).unwrap();
+        assert!(p.freeze() && p.is_frozen());
+        assert_eq!(
+            p.run(&input(), Duration::from_millis(200)).0,
+            RunOutcome::TimedOut
+        );
+        assert!(p.thaw());
+        // The line written while frozen is answered once thawed; run() discards it as stale and
+        // the next line gets its own answer.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            p.run(&input(), Duration::from_secs(5)).0,
+            RunOutcome::Line("{\"n\":1}".into())
+        );
+        p.kill();
+        assert!(p.has_exited());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

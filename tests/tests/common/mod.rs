@@ -1,0 +1,350 @@
+//! Shared support of the end-to-end tests: the real stack (tansu, Pushgateway, Prometheus and
+//! whisk-collector replicas, all on free loopback ports, all killed on drop), the locations of
+//! the prebuilt executables, and a small parser of the Prometheus text format.
+//!
+//! Prerequisites (scripts/test.sh builds them; a missing one fails the test with the command):
+//! `cargo build -p whisk-actions --release` (target/release/{hello,orders,flaky}; a newer
+//! target/debug build is used if there is one) and `cargo build -p whisk-collector`
+//! (target/debug/whisk-collector). `WHISK_ACTIONS_DIR` / `WHISK_COLLECTOR_BIN` override them.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use whisk_testkit::{
+    Prometheus, Pushgateway, ServiceProcess, Tansu, free_port, http_get, wait_until,
+};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The executable of an example action; panics with the build command when it is missing.
+pub fn action_exec(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("WHISK_ACTIONS_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        assert!(
+            p.is_file(),
+            "WHISK_ACTIONS_DIR has no {name}: {}",
+            p.display()
+        );
+        return p;
+    }
+    let candidates = [
+        target_dir().join("release").join(name),
+        target_dir().join("debug").join(name),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!("action `{name}` is not built: run `cargo build -p whisk-actions --release` first (looked in {candidates:?})")
+        })
+}
+
+/// target/debug/whisk-collector; panics with the build command when it is missing.
+pub fn collector_bin() -> PathBuf {
+    let p = std::env::var_os("WHISK_COLLECTOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("whisk-collector"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p whisk-collector` first",
+        p.display()
+    );
+    p
+}
+
+/// The real services of one test.
+pub struct Stack {
+    pub collectors: Vec<ServiceProcess>,
+    pub collector_ports: Vec<u16>,
+    pub prometheus: Prometheus,
+    pub pushgateway: Pushgateway,
+    pub tansu: Tansu,
+}
+
+impl Stack {
+    /// tansu with an `events` topic of `partitions`, a Pushgateway, `replicas` collectors in one
+    /// consumer group pushing every second, and Prometheus scraping the Pushgateway
+    /// (`honor_labels: true`) and the collectors every second.
+    pub fn start(replicas: usize, partitions: u32) -> Self {
+        let collector = collector_bin();
+        let tansu = Tansu::start().expect("start tansu");
+        tansu
+            .create_topic("events", partitions)
+            .expect("create the events topic");
+        let pushgateway = Pushgateway::start(&[]).expect("start the Pushgateway");
+        let mut collectors = Vec::new();
+        let mut collector_ports = Vec::new();
+        for i in 0..replicas {
+            let port = free_port();
+            let args: Vec<String> = [
+                "--brokers",
+                &tansu.bootstrap(),
+                "--group-id",
+                "whisk-collector-e2e",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--pushgateway-url",
+                &pushgateway.url(),
+                "--push-interval",
+                "1s",
+                "--instance",
+                &format!("replica{i}"),
+                "--prune-after",
+                "0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut p = ServiceProcess::spawn(
+                &format!("collector{i}"),
+                &collector.to_string_lossy(),
+                &args,
+                "cargo build -p whisk-collector",
+            )
+            .expect("start whisk-collector");
+            let ready = format!("http://127.0.0.1:{port}/readyz");
+            p.wait_ready(Duration::from_secs(30), || http_get(&ready).is_ok())
+                .expect("collector ready");
+            collectors.push(p);
+            collector_ports.push(port);
+        }
+        let targets = collector_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join("', '");
+        let config = whisk_emulator::dashboards::prometheus_config_for(
+            &format!("127.0.0.1:{}", pushgateway.port()),
+            &targets,
+        )
+        .expect("render dashboards/prometheus/prometheus.yml");
+        assert!(config.contains("scrape_interval: 5s") && config.contains("scrape_timeout: 4s"));
+        let config = config
+            .replace("scrape_interval: 5s", "scrape_interval: 1s")
+            .replace("scrape_timeout: 4s", "scrape_timeout: 1s");
+        let prometheus = Prometheus::start(&config).expect("start Prometheus");
+        Self {
+            collectors,
+            collector_ports,
+            prometheus,
+            pushgateway,
+            tansu,
+        }
+    }
+
+    /// The running Prometheus: what the dashboards check queries.
+    pub fn prometheus_url(&self) -> String {
+        self.prometheus.url()
+    }
+
+    /// Parsed `/metrics` of the Pushgateway.
+    pub fn pushgateway_samples(&self) -> Vec<Sample> {
+        parse_exposition(
+            &self
+                .pushgateway
+                .metrics_text()
+                .expect("Pushgateway /metrics"),
+        )
+    }
+
+    /// Parsed `/metrics` of collector `i`.
+    pub fn collector_samples(&self, i: usize) -> Vec<Sample> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.collector_ports[i]);
+        parse_exposition(&http_get(&url).expect("collector /metrics"))
+    }
+
+    /// The collectors' logs (for failure messages).
+    pub fn collector_logs(&self) -> String {
+        self.collectors
+            .iter()
+            .map(ServiceProcess::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+/// One sample of the text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the Prometheus text exposition format (comments skipped, label values unescaped).
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name_end, mut labels, rest) = match line.find('{') {
+            Some(i) if line[..i].find(' ').is_none() => {
+                let mut labels = BTreeMap::new();
+                let mut chars = line[i + 1..].char_indices().peekable();
+                let base = i + 1;
+                let mut end = None;
+                loop {
+                    while matches!(chars.peek(), Some((_, ' ' | ','))) {
+                        chars.next();
+                    }
+                    match chars.peek() {
+                        Some((j, '}')) => {
+                            end = Some(base + j + 1);
+                            break;
+                        }
+                        None => break,
+                        _ => {}
+                    }
+                    let mut key = String::new();
+                    for (_, c) in chars.by_ref() {
+                        if c == '=' {
+                            break;
+                        }
+                        key.push(c);
+                    }
+                    chars.next(); // opening quote
+                    let mut value = String::new();
+                    let mut escaped = false;
+                    for (_, c) in chars.by_ref() {
+                        match (escaped, c) {
+                            (true, 'n') => {
+                                value.push('\n');
+                                escaped = false;
+                            }
+                            (true, c) => {
+                                value.push(c);
+                                escaped = false;
+                            }
+                            (false, '\\') => escaped = true,
+                            (false, '"') => break,
+                            (false, c) => value.push(c),
+                        }
+                    }
+                    labels.insert(key.trim().to_string(), value);
+                }
+                let Some(end) = end else { continue };
+                (i, labels, &line[end..])
+            }
+            _ => {
+                let i = line.find(' ').unwrap_or(line.len());
+                (i, BTreeMap::new(), &line[i..])
+            }
+        };
+        let Some(value) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        labels.retain(|k, _| !k.is_empty());
+        out.push(Sample {
+            name: line[..name_end].to_string(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// Sum of `name` over the samples whose labels include every `filter` pair.
+pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && filter
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Sum of `name` grouped by `label`, over the samples whose labels include every `filter` pair.
+pub fn sum_by(
+    samples: &[Sample],
+    name: &str,
+    label: &str,
+    filter: &[(&str, &str)],
+) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for s in samples.iter().filter(|s| {
+        s.name == name
+            && filter
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    }) {
+        *m.entry(s.labels.get(label).cloned().unwrap_or_default())
+            .or_insert(0.0) += s.value;
+    }
+    m
+}
+
+/// Polls `get` until it equals `want` (or `timeout` passes) and returns the last value, so the
+/// caller's assert_eq shows the difference.
+pub fn eventually<T: PartialEq + Clone>(
+    timeout: Duration,
+    want: &T,
+    mut get: impl FnMut() -> T,
+) -> T {
+    let start = Instant::now();
+    let mut last = get();
+    while &last != want && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(250));
+        last = get();
+    }
+    last
+}
+
+/// `wait_until` re-exported for the tests.
+pub fn wait(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    wait_until(timeout, check)
+}
+
+/// The result of an instant PromQL query as `label value → sample value` (by `label`; "" when
+/// the label is absent).
+pub fn promql_by(stack: &Stack, query: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for s in stack.prometheus.query(query).unwrap_or_default() {
+        let key = s
+            .pointer(&format!("/metric/{label}"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let value = s
+            .pointer("/value/1")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        m.insert(key, value);
+    }
+    m
+}
+
+#[test]
+fn parses_labels_with_escapes_and_plain_samples() {
+    let text = "# HELP x y\nx_total{a=\"1\",b=\"q\\\"u,o}te\"} 3\nplain 2.5\nempty{} 1\n";
+    let s = parse_exposition(text);
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0].labels["b"], "q\"u,o}te");
+    assert_eq!(sum(&s, "x_total", &[("a", "1")]), 3.0);
+    assert_eq!(sum(&s, "plain", &[]), 2.5);
+    assert_eq!(s[2].name, "empty");
+}

@@ -1,0 +1,563 @@
+//! End to end on real services: the example actions (with the SDK) run in the emulator's
+//! containers, push to a real Pushgateway; the emulator's Activation events go through a real
+//! tansu broker to real whisk-collector processes, which push the platform metrics to the same
+//! Pushgateway; a real Prometheus scrapes it with `honor_labels: true`. Every number is checked
+//! exactly, on the Pushgateway and through PromQL.
+//!
+//! Prerequisites: `cargo build -p whisk-actions --release` and `cargo build -p whisk-collector`
+//! (see common/mod.rs); tansu, prometheus-pushgateway and prometheus installed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use common::{Sample, Stack, action_exec, eventually, promql_by, sum, sum_by};
+use serde_json::{Value, json};
+use whisk_emulator::load::LoadSpec;
+use whisk_emulator::{
+    ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSummary, run_plan,
+};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn short(action: &str) -> String {
+    action.rsplit('/').next().unwrap_or(action).to_string()
+}
+
+fn invoker(stack: &Stack, sink: Arc<KafkaSink>, idle: Duration, max: usize) -> Invoker {
+    let config = InvokerConfig::new()
+        .with_pause_grace(Duration::from_millis(50))
+        .with_idle_timeout(idle)
+        .with_namespace_concurrency(1000)
+        .with_pushgateway_url(&stack.pushgateway.url());
+    let specs = vec![
+        ActionSpec::new("/guest/hello", action_exec("hello")).with_max_containers(max),
+        ActionSpec::new("/guest/orders", action_exec("orders")).with_max_containers(max),
+        ActionSpec::new("/guest/flaky", action_exec("flaky"))
+            .with_max_containers(max)
+            .with_timeout(Duration::from_secs(1)),
+    ];
+    Invoker::new(config, sink, specs).expect("invoker")
+}
+
+/// What the SDK should report, derived from the plan and the activation records.
+#[derive(Debug, Default)]
+struct Expected {
+    activations: BTreeMap<String, f64>,
+    cold_starts: BTreeMap<String, f64>,
+    platform_status: BTreeMap<(String, String), f64>,
+    sdk_activations: BTreeMap<String, f64>,
+    sdk_status: BTreeMap<(String, String), f64>,
+    groups: BTreeMap<String, f64>,
+    greetings: f64,
+    orders_placed: BTreeMap<String, f64>,
+    orders_items: BTreeMap<String, f64>,
+    orders_value_sum: BTreeMap<String, f64>,
+    flaky_calls: BTreeMap<String, f64>,
+}
+
+fn expected(plan: &LoadPlan, summary: &LoadSummary, invoker: &Invoker) -> Expected {
+    let mut e = Expected::default();
+    let mut containers: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let names = [
+        "success",
+        "application_error",
+        "action_developer_error",
+        "whisk_internal_error",
+    ];
+    for (i, rec) in &summary.records {
+        let a = short(&rec.action);
+        let params: &Value = &plan.requests[*i].params;
+        *e.activations.entry(a.clone()).or_default() += 1.0;
+        *e.platform_status
+            .entry((a.clone(), names[usize::from(rec.status_code)].into()))
+            .or_default() += 1.0;
+        if rec.status_code >= 2 {
+            continue; // the container was killed before the SDK could push this activation
+        }
+        containers
+            .entry(a.clone())
+            .or_default()
+            .insert(rec.container);
+        *e.sdk_activations.entry(a.clone()).or_default() += 1.0;
+        let sdk_status = match (rec.status_code, params["mode"].as_str()) {
+            (0, _) => "success",
+            (_, Some("panic")) => "developer_error",
+            _ => "application_error",
+        };
+        *e.sdk_status
+            .entry((a.clone(), sdk_status.into()))
+            .or_default() += 1.0;
+        match a.as_str() {
+            "hello" => e.greetings += 1.0,
+            "orders" => {
+                let region = params["region"].as_str().unwrap_or("eu").to_string();
+                *e.orders_placed.entry(region.clone()).or_default() += 1.0;
+                *e.orders_items.entry(region.clone()).or_default() +=
+                    params["items"].as_f64().unwrap_or(1.0);
+                *e.orders_value_sum.entry(region).or_default() +=
+                    params["value"].as_f64().unwrap_or(10.0);
+            }
+            "flaky" => {
+                *e.flaky_calls
+                    .entry(params["mode"].as_str().unwrap_or("ok").to_string())
+                    .or_default() += 1.0;
+            }
+            _ => {}
+        }
+    }
+    e.groups = containers
+        .into_iter()
+        .map(|(a, c)| (a, c.len() as f64))
+        .collect();
+    for s in invoker.stats() {
+        e.cold_starts
+            .insert(short(&s.action), s.containers_created as f64);
+    }
+    e
+}
+
+fn pairs(
+    samples: &[Sample],
+    name: &str,
+    a: &str,
+    b: &str,
+    filter: &[(&str, &str)],
+) -> BTreeMap<(String, String), f64> {
+    let mut m = BTreeMap::new();
+    for s in samples.iter().filter(|s| {
+        s.name == name
+            && filter
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    }) {
+        let key = (
+            s.labels.get(a).cloned().unwrap_or_default(),
+            s.labels.get(b).cloned().unwrap_or_default(),
+        );
+        *m.entry(key).or_insert(0.0) += s.value;
+    }
+    m
+}
+
+fn count_groups(samples: &[Sample]) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name == "whisk_container_info") {
+        *m.entry(s.labels.get("action").cloned().unwrap_or_default())
+            .or_insert(0.0) += 1.0;
+    }
+    m
+}
+
+const SDK: &[(&str, &str)] = &[("job", "openwhisk_actions"), ("namespace", "guest")];
+const PLATFORM: &[(&str, &str)] = &[("job", "openwhisk_platform")];
+
+/// Asserts every expected number on the Pushgateway (waiting for the last pushes).
+fn check_pushgateway(stack: &Stack, n: f64, e: &Expected) {
+    let total = eventually(SETTLE, &n, || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(
+        total,
+        n,
+        "platform activations on the Pushgateway; collector logs:\n{}",
+        stack.collector_logs()
+    );
+    let s = stack.pushgateway_samples();
+    assert_eq!(
+        sum_by(&s, "openwhisk_action_activations_total", "action", PLATFORM),
+        e.activations
+    );
+    assert_eq!(
+        sum_by(&s, "openwhisk_action_coldStarts_total", "action", PLATFORM),
+        e.cold_starts,
+        "cold starts = containers created"
+    );
+    assert_eq!(
+        pairs(&s, "openwhisk_action_status", "action", "status", PLATFORM),
+        e.platform_status
+    );
+
+    let sdk = eventually(SETTLE, &e.sdk_activations, || {
+        sum_by(
+            &stack.pushgateway_samples(),
+            "whisk_activations_total",
+            "action",
+            SDK,
+        )
+    });
+    assert_eq!(
+        sdk, e.sdk_activations,
+        "SDK activations per action (summed over containers)"
+    );
+    let s = stack.pushgateway_samples();
+    assert_eq!(
+        pairs(&s, "whisk_activations_total", "action", "status", SDK),
+        e.sdk_status
+    );
+    assert_eq!(
+        count_groups(&s),
+        e.groups,
+        "one SDK group per container that served an activation"
+    );
+    assert_eq!(sum(&s, "hello_greetings_total", SDK), e.greetings);
+    assert_eq!(
+        sum_by(&s, "orders_placed_total", "region", SDK),
+        e.orders_placed
+    );
+    assert_eq!(
+        sum_by(&s, "orders_items_total", "region", SDK),
+        e.orders_items
+    );
+    assert_eq!(
+        sum_by(&s, "orders_value_sum", "region", SDK),
+        e.orders_value_sum
+    );
+    assert_eq!(
+        sum_by(&s, "orders_value_count", "region", SDK),
+        e.orders_placed
+    );
+    assert_eq!(sum_by(&s, "flaky_calls_total", "mode", SDK), e.flaky_calls);
+}
+
+/// The same numbers through PromQL.
+fn check_promql(stack: &Stack, n: f64, e: &Expected) {
+    let total = eventually(SETTLE, &BTreeMap::from([(String::new(), n)]), || {
+        promql_by(stack, "sum(openwhisk_action_activations_total)", "")
+    });
+    assert_eq!(
+        total,
+        BTreeMap::from([(String::new(), n)]),
+        "sum(openwhisk_action_activations_total)"
+    );
+    let sdk = eventually(SETTLE, &e.sdk_activations, || {
+        promql_by(
+            stack,
+            "sum by (action) (whisk_activations_total{namespace=\"guest\"})",
+            "action",
+        )
+    });
+    assert_eq!(sdk, e.sdk_activations);
+    let q = |query: &str, label: &str| promql_by(stack, query, label);
+    assert_eq!(
+        q(
+            "sum by (action) (openwhisk_action_activations_total)",
+            "action"
+        ),
+        e.activations
+    );
+    assert_eq!(
+        q(
+            "sum by (action) (openwhisk_action_coldStarts_total)",
+            "action"
+        ),
+        e.cold_starts
+    );
+    assert_eq!(
+        q(
+            "count by (action) (whisk_container_info{namespace=\"guest\"})",
+            "action"
+        ),
+        e.groups
+    );
+    assert_eq!(
+        q("sum(hello_greetings_total)", ""),
+        BTreeMap::from([(String::new(), e.greetings)])
+    );
+    assert_eq!(
+        q("sum by (region) (orders_items_total)", "region"),
+        e.orders_items
+    );
+    assert_eq!(
+        q("sum by (mode) (flaky_calls_total)", "mode"),
+        e.flaky_calls
+    );
+    let flaky_platform: BTreeMap<String, f64> = e
+        .platform_status
+        .iter()
+        .filter(|((a, _), _)| a == "flaky")
+        .map(|((_, s), v)| (s.clone(), *v))
+        .collect();
+    assert_eq!(
+        q(
+            "sum by (status) (openwhisk_action_status{action=\"flaky\"})",
+            "status"
+        ),
+        flaky_platform
+    );
+    let flaky_sdk: BTreeMap<String, f64> = e
+        .sdk_status
+        .iter()
+        .filter(|((a, _), _)| a == "flaky")
+        .map(|((_, s), v)| (s.clone(), *v))
+        .collect();
+    assert_eq!(
+        q(
+            "sum by (status) (whisk_activations_total{action=\"flaky\"})",
+            "status"
+        ),
+        flaky_sdk
+    );
+}
+
+fn load_spec() -> LoadSpec {
+    let actions = [
+        "guest/hello".to_string(),
+        "guest/orders".into(),
+        "guest/flaky".into(),
+    ];
+    let mut spec = LoadSpec::new(&actions);
+    spec.rate = 30.0;
+    spec.duration = Duration::from_secs(6);
+    spec.burst_every = Some(Duration::from_millis(1500));
+    spec.burst_size = 12;
+    spec.mix = vec![
+        ("guest/hello".into(), 3),
+        ("guest/orders".into(), 2),
+        ("guest/flaky".into(), 2),
+    ];
+    spec.params
+        .insert("guest/hello".into(), vec![json!({"name": "e2e"})]);
+    spec.params.insert(
+        "guest/orders".into(),
+        vec![
+            json!({"items": 1, "value": 5.0, "region": "eu"}),
+            json!({"items": 4, "value": 120.5, "region": "us"}),
+            json!({"items": 2, "value": 30.0, "region": "eu"}),
+        ],
+    );
+    spec.params.insert(
+        "guest/flaky".into(),
+        vec![
+            json!({"mode": "ok"}),
+            json!({"mode": "ok"}),
+            json!({"mode": "error"}),
+            json!({"mode": "panic"}),
+            json!({"mode": "sleep", "sleep_ms": 20}),
+            json!({"mode": "sleep", "sleep_ms": 3000}), // past the 1 s timeout: developer error
+        ],
+    );
+    spec
+}
+
+#[test]
+fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
+    let stack = Stack::start(1, 2);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    let mut inv = invoker(&stack, sink.clone(), Duration::from_millis(800), 3);
+    let plan = LoadPlan::generate(&load_spec());
+    let n = plan.requests.len();
+    let summary = run_plan(&inv, &plan, 32, &AtomicBool::new(false), |_| {});
+    assert_eq!(
+        (summary.completed as usize, summary.rejected, summary.failed),
+        (n, 0, 0),
+        "{}",
+        summary.render()
+    );
+    let stats = inv.stats();
+    std::thread::sleep(Duration::from_millis(500)); // the last after-result pushes
+    inv.shutdown();
+    let delivery = sink.flush(Duration::from_secs(10)).expect("flush");
+    assert_eq!((delivery.delivered, delivery.failed), (n as u64, 0));
+
+    // The load did what it is meant to exercise.
+    let by = |a: &str| {
+        stats
+            .iter()
+            .find(|s| s.action == a)
+            .cloned()
+            .expect("stats")
+    };
+    assert!(
+        stats.iter().all(|s| s.freezes > 0 && s.thaws > 0),
+        "{stats:?}"
+    );
+    assert!(
+        stats.iter().map(|s| s.containers_removed).sum::<u64>() > 0,
+        "{stats:?}"
+    );
+    let flaky = by("guest/flaky");
+    assert!(flaky.statuses[1] > 0 && flaky.statuses[2] > 0, "{flaky:?}");
+    for a in ["guest/hello", "guest/orders"] {
+        assert_eq!(by(a).statuses[1..], [0, 0, 0], "{a}");
+    }
+
+    let e = expected(&plan, &summary, &inv);
+    assert_eq!(e.activations.values().sum::<f64>(), n as f64);
+    for a in ["hello", "orders"] {
+        assert_eq!(
+            e.groups[a], e.cold_starts[a],
+            "{a}: every container served and pushed"
+        );
+    }
+    check_pushgateway(&stack, n as f64, &e);
+    check_promql(&stack, n as f64, &e);
+
+    // The hook for the dashboards: every panel query returns data from this Prometheus.
+    let vars = whisk_emulator::dashboards::Vars::new()
+        .with("namespace", "guest")
+        .with("action", "hello")
+        .with_rate_interval_secs(300)
+        .with_range_secs(300);
+    let checked =
+        whisk_emulator::dashboards::check_all_queries_return_data(&stack.prometheus_url(), &vars);
+    assert!(
+        checked.is_ok(),
+        "dashboard queries without data: {checked:?}"
+    );
+}
+
+#[test]
+fn freezing_thawing_and_killing_lose_no_completed_activation() {
+    let stack = Stack::start(1, 1);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    let mut inv = invoker(&stack, sink.clone(), Duration::from_millis(600), 5);
+    let wave = |inv: &Invoker| -> Vec<u32> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..5)
+                .map(|_| {
+                    s.spawn(|| {
+                        match inv.invoke("guest/hello", json!({"name": "wave"}), Instant::now()) {
+                            Ok(Invocation::Completed(r)) => {
+                                assert_eq!(r.status_code, 0);
+                                r.pid
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("join")).collect()
+        })
+    };
+    let first: BTreeSet<u32> = wave(&inv).into_iter().collect();
+    std::thread::sleep(Duration::from_millis(300)); // all frozen, none removed yet
+    let s = inv.stats()[0].clone();
+    assert_eq!((s.containers_alive, s.containers_frozen), (5, 5), "{s:?}");
+    let second: BTreeSet<u32> = wave(&inv).into_iter().collect();
+    assert!(second.is_subset(&first), "thawed containers are reused");
+    std::thread::sleep(Duration::from_millis(1500)); // idle timeout: all killed while frozen
+    let s = inv.stats()[0].clone();
+    assert_eq!((s.containers_alive, s.containers_removed), (0, 5), "{s:?}");
+    let third: BTreeSet<u32> = wave(&inv).into_iter().collect();
+    assert!(third.is_disjoint(&first), "new containers after the kills");
+    std::thread::sleep(Duration::from_millis(500));
+    let created = inv.stats()[0].containers_created as f64;
+    inv.shutdown();
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        15
+    );
+
+    let want = BTreeMap::from([("hello".to_string(), 15.0)]);
+    let sdk = eventually(SETTLE, &want, || {
+        sum_by(
+            &stack.pushgateway_samples(),
+            "whisk_activations_total",
+            "action",
+            SDK,
+        )
+    });
+    assert_eq!(
+        sdk, want,
+        "every completed activation reached the Pushgateway"
+    );
+    let s = stack.pushgateway_samples();
+    assert_eq!(
+        count_groups(&s),
+        BTreeMap::from([("hello".to_string(), created)])
+    );
+    assert_eq!(created, 10.0);
+    assert_eq!(sum(&s, "hello_greetings_total", SDK), 15.0);
+    let platform = eventually(SETTLE, &15.0, || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(platform, 15.0);
+    assert_eq!(
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_coldStarts_total",
+            PLATFORM
+        ),
+        10.0
+    );
+}
+
+#[test]
+fn two_collector_replicas_in_one_group_total_exactly_n() {
+    let stack = Stack::start(2, 2);
+    // Both replicas own a partition before any event is produced.
+    let assigned = eventually(SETTLE, &2.0, || {
+        (0..2)
+            .map(|i| {
+                sum(
+                    &stack.collector_samples(i),
+                    "whisk_collector_assigned_partitions",
+                    &[],
+                )
+            })
+            .sum::<f64>()
+    });
+    assert_eq!(
+        assigned,
+        2.0,
+        "partitions assigned across the replicas; logs:\n{}",
+        stack.collector_logs()
+    );
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    let mut inv = invoker(&stack, sink.clone(), Duration::from_secs(5), 3);
+    let mut spec = load_spec();
+    spec.duration = Duration::from_secs(4);
+    spec.params.insert(
+        "guest/flaky".into(),
+        vec![json!({"mode": "ok"}), json!({"mode": "error"})],
+    );
+    let plan = LoadPlan::generate(&spec);
+    let n = plan.requests.len();
+    let summary = run_plan(&inv, &plan, 32, &AtomicBool::new(false), |_| {});
+    assert_eq!(summary.completed as usize, n);
+    inv.shutdown();
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        n as u64
+    );
+
+    let total = eventually(SETTLE, &(n as f64), || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(total, n as f64, "logs:\n{}", stack.collector_logs());
+    let per_replica = sum_by(
+        &stack.pushgateway_samples(),
+        "openwhisk_action_activations_total",
+        "instance",
+        PLATFORM,
+    );
+    assert_eq!(
+        per_replica.len(),
+        2,
+        "both replicas consumed a share: {per_replica:?}"
+    );
+    let promql = eventually(SETTLE, &BTreeMap::from([(String::new(), n as f64)]), || {
+        promql_by(&stack, "sum(openwhisk_action_activations_total)", "")
+    });
+    assert_eq!(promql, BTreeMap::from([(String::new(), n as f64)]));
+}
