@@ -44,3 +44,4 @@ pub use load::{LoadPlan, LoadSpec, LoadSummary, PlannedRequest, run_plan};
 pub use load::{example_params, parse_duration};
 pub use pool::{ActionSpec, ActionStats, ActivationRecord, Invocation, Invoker, InvokerConfig};
 pub use proxy::{ActionProcess, RunInput, RunOutcome, SENTINEL};
+pub mod dashboards;
