@@ -1,1 +1,3 @@
 //! whisk-collector (being written).
+pub mod aggregate;
+pub mod event;

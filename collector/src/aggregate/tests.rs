@@ -1,0 +1,248 @@
+use super::*;
+use crate::event::parse;
+
+fn act(initiator: &str, name: &str, extra: &str) -> String {
+    format!(
+        r#"{{"body":{{"name":"{name}","kind":"nodejs:20","memory":256{extra}}},"eventType":"Activation","source":"invoker0","namespace":"{initiator}","timestamp":1700000000000}}"#
+    )
+}
+
+const ST: &str = r#","statusCode":0"#;
+
+fn apply_all(agg: &mut Aggregator, events: &[String]) -> Vec<Applied> {
+    events
+        .iter()
+        .map(|e| agg.apply(&parse(e.as_bytes()).unwrap()))
+        .collect()
+}
+
+/// The family block of `name` (from its `# HELP` to the next `# HELP`).
+fn family<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let start = text
+        .find(&format!("# HELP {name} "))
+        .unwrap_or_else(|| panic!("{name} missing"));
+    let rest = &text[start..];
+    let end = rest[1..].find("# HELP ").map_or(rest.len(), |i| i + 1);
+    rest[..end].lines().collect()
+}
+
+#[test]
+fn renders_exact_exposition_for_known_mix() {
+    let mut agg = Aggregator::new(100);
+    let events = vec![
+        // warm success, 20 ms wait, 150 ms duration, 100 B response
+        act("guest", "guest/hello", r#","statusCode":0,"waitTime":20,"duration":150,"initTime":0,"size":100"#),
+        // cold start with application error and a user status code
+        act(
+            "guest",
+            "guest/hello",
+            r#","statusCode":1,"waitTime":5,"duration":700,"initTime":400,"userDefinedStatusCode":404"#,
+        ),
+        // unknown status code 9, different memory → second kind/memory row; latest memory wins
+        r#"{"body":{"name":"guest/hello","statusCode":9,"kind":"nodejs:20","memory":512,"duration":400000},"eventType":"Activation","source":"invoker0","namespace":"guest","timestamp":1700000000500}"#.to_string(),
+        // package action invoked from another namespace, label needing escapes in the kind
+        r#"{"body":{"name":"shared/pkg/act","statusCode":2,"kind":"black\"box\\\n","memory":128},"eventType":"Activation","source":"invoker1","namespace":"alice","timestamp":1699999999000}"#.to_string(),
+        r#"{"body":{"metricName":"ConcurrentRateLimit","metricValue":1},"eventType":"Metric","source":"controller0","namespace":"guest"}"#.to_string(),
+        r#"{"body":{"metricName":"ConcurrentRateLimit","metricValue":1},"eventType":"Metric","source":"controller1","namespace":"guest"}"#.to_string(),
+        r#"{"body":{"metricName":"TimedRateLimit","metricValue":1},"eventType":"Metric","source":"controller0","namespace":"alice"}"#.to_string(),
+        r#"{"body":{"metricName":"ConcurrentInvocations","metricValue":3},"eventType":"Metric","source":"controller0","namespace":"guest"}"#.to_string(),
+        r#"{"body":{"metricName":"ConcurrentInvocations","metricValue":7},"eventType":"Metric","source":"controller1","namespace":"guest"}"#.to_string(),
+        r#"{"body":{"metricName":"ConcurrentInvocations","metricValue":2},"eventType":"Metric","source":"controller0","namespace":"guest"}"#.to_string(),
+    ];
+    let applied = apply_all(&mut agg, &events);
+    assert_eq!(&applied[..4], &[Applied::Activation; 4]);
+    assert_eq!(agg.newest_timestamp_ms(), Some(1_700_000_000_500));
+    let text = agg.render_to_string();
+
+    assert!(!text.contains('\r'));
+    assert!(text.ends_with('\n'));
+    let g = r#"namespace="guest",initiator="guest",action="hello""#;
+    let s = r#"namespace="shared",initiator="alice",action="pkg/act""#;
+    assert_eq!(
+        family(&text, "openwhisk_action_activations_total"),
+        vec![
+            "# HELP openwhisk_action_activations_total Activation Count",
+            "# TYPE openwhisk_action_activations_total counter",
+            &format!(
+                r#"openwhisk_action_activations_total{{{g},kind="nodejs:20",memory="256"}} 2"#
+            ),
+            &format!(
+                r#"openwhisk_action_activations_total{{{g},kind="nodejs:20",memory="512"}} 1"#
+            ),
+            &format!(
+                r#"openwhisk_action_activations_total{{{s},kind="black\"box\\\n",memory="128"}} 1"#
+            ),
+        ]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_action_coldStarts_total"),
+        vec![
+            "# HELP openwhisk_action_coldStarts_total Cold start counts",
+            "# TYPE openwhisk_action_coldStarts_total counter",
+            &format!("openwhisk_action_coldStarts_total{{{g}}} 1"),
+        ]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_action_status"),
+        vec![
+            "# HELP openwhisk_action_status Activation failure status type",
+            "# TYPE openwhisk_action_status counter",
+            &format!(r#"openwhisk_action_status{{{g},status="success"}} 1"#),
+            &format!(r#"openwhisk_action_status{{{g},status="application_error"}} 1"#),
+            &format!(r#"openwhisk_action_status{{{g},status="unknown"}} 1"#),
+            &format!(r#"openwhisk_action_status{{{s},status="action_developer_error"}} 1"#),
+        ]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_action_status_code")[2..],
+        [&format!(
+            r#"openwhisk_action_status_code{{{g},status_code="404"}} 1"#
+        )]
+    );
+    let wait = family(&text, "openwhisk_action_waitTime_seconds");
+    assert_eq!(
+        wait[1],
+        "# TYPE openwhisk_action_waitTime_seconds histogram"
+    );
+    let b = |le: &str, n: u64| {
+        format!(r#"openwhisk_action_waitTime_seconds_bucket{{{g},le="{le}"}} {n}"#)
+    };
+    assert_eq!(wait[2], b("0.005", 2)); // 0 and 5 ms
+    assert_eq!(wait[3], b("0.01", 2));
+    assert_eq!(wait[4], b("0.025", 3)); // 20 ms
+    assert_eq!(wait[16], b("300", 3));
+    assert_eq!(wait[17], b("+Inf", 3));
+    assert_eq!(
+        wait[18],
+        format!("openwhisk_action_waitTime_seconds_sum{{{g}}} 0.025")
+    );
+    assert_eq!(
+        wait[19],
+        format!("openwhisk_action_waitTime_seconds_count{{{g}}} 3")
+    );
+    assert_eq!(wait.len(), 2 + 2 * 18);
+
+    let init = family(&text, "openwhisk_action_initTime_seconds");
+    assert_eq!(
+        init.len(),
+        2 + 18,
+        "only the cold-started action has an init histogram"
+    );
+    assert_eq!(
+        init[7],
+        format!(r#"openwhisk_action_initTime_seconds_bucket{{{g},le="0.25"}} 0"#)
+    );
+    assert_eq!(
+        init[8],
+        format!(r#"openwhisk_action_initTime_seconds_bucket{{{g},le="0.5"}} 1"#)
+    );
+
+    let dur = family(&text, "openwhisk_action_duration_seconds");
+    let d = |le: &str, n: u64| {
+        format!(r#"openwhisk_action_duration_seconds_bucket{{{g},le="{le}"}} {n}"#)
+    };
+    assert_eq!(dur[7], d("0.25", 1)); // 150 ms
+    assert_eq!(dur[9], d("1", 2)); // 700 ms
+    assert_eq!(dur[16], d("300", 2)); // 400 s is above the top bound
+    assert_eq!(dur[17], d("+Inf", 3));
+    assert_eq!(
+        dur[18],
+        format!("openwhisk_action_duration_seconds_sum{{{g}}} 400.85")
+    );
+
+    assert_eq!(
+        family(&text, "openwhisk_action_response_size_bytes")[2..6],
+        [
+            format!(r#"openwhisk_action_response_size_bytes_bucket{{{g},le="64"}} 0"#),
+            format!(r#"openwhisk_action_response_size_bytes_bucket{{{g},le="256"}} 1"#),
+            format!(r#"openwhisk_action_response_size_bytes_bucket{{{g},le="1024"}} 1"#),
+            format!(r#"openwhisk_action_response_size_bytes_bucket{{{g},le="4096"}} 1"#),
+        ]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_action_response_size_bytes").len(),
+        2 + 12
+    );
+
+    assert_eq!(
+        family(&text, "openwhisk_action_memory")[2..],
+        [
+            format!("openwhisk_action_memory{{{g}}} 512"),
+            format!("openwhisk_action_memory{{{s}}} 128"),
+        ]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_action_limit_concurrent_total")[1..],
+        [
+            "# TYPE openwhisk_action_limit_concurrent_total counter",
+            r#"openwhisk_action_limit_concurrent_total{namespace="guest"} 2"#
+        ]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_action_limit_timed_total")[2..],
+        [r#"openwhisk_action_limit_timed_total{namespace="alice"} 1"#]
+    );
+    assert_eq!(
+        family(&text, "openwhisk_namespace_concurrent_invocations")[1..],
+        [
+            "# TYPE openwhisk_namespace_concurrent_invocations gauge",
+            r#"openwhisk_namespace_concurrent_invocations{namespace="guest",controller="controller0"} 2"#,
+            r#"openwhisk_namespace_concurrent_invocations{namespace="guest",controller="controller1"} 7"#,
+        ]
+    );
+    // 2 activation rows + cold + 3 statuses + code + wait + dur + init + size + memory for hello;
+    // 1 + 1 + 2 + 1 for shared; 1 + 1 namespace counters; 2 gauges.
+    assert_eq!(agg.live_series(), 12 + 5 + 2 + 2);
+}
+
+#[test]
+fn takes_labels_from_every_event_never_frozen() {
+    let mut agg = Aggregator::new(100);
+    apply_all(
+        &mut agg,
+        &[
+            act("alice", "shared/tool", ST),
+            r#"{"body":{"name":"shared/tool","statusCode":0,"kind":"python:3","memory":512},"eventType":"Activation","source":"invoker0","namespace":"bob"}"#.to_string(),
+        ],
+    );
+    let text = agg.render_to_string();
+    assert!(text.contains(r#"openwhisk_action_activations_total{namespace="shared",initiator="alice",action="tool",kind="nodejs:20",memory="256"} 1"#), "{text}");
+    assert!(text.contains(r#"openwhisk_action_activations_total{namespace="shared",initiator="bob",action="tool",kind="python:3",memory="512"} 1"#), "{text}");
+}
+
+#[test]
+fn counts_actions_beyond_max_actions_under_overflow_keeping_namespace() {
+    let mut agg = Aggregator::new(2);
+    let applied = apply_all(
+        &mut agg,
+        &[
+            act("guest", "guest/a", ST),
+            act("guest", "guest/b", ST),
+            act("guest", "guest/c", ST),
+            act("other", "other/d", ST),
+            act("guest", "guest/a", ST),
+            act("guest", "guest/c", ST),
+        ],
+    );
+    use Applied::{Activation as A, OverflowActivation as O};
+    assert_eq!(applied, vec![A, A, O, O, A, O]);
+    assert_eq!(agg.distinct_actions(), 2);
+    let text = agg.render_to_string();
+    assert!(text.contains(r#"openwhisk_action_activations_total{namespace="guest",initiator="guest",action="__overflow__",kind="nodejs:20",memory="256"} 2"#), "{text}");
+    assert!(text.contains(r#"openwhisk_action_activations_total{namespace="other",initiator="other",action="__overflow__",kind="nodejs:20",memory="256"} 1"#), "{text}");
+    assert!(!text.contains(r#"action="c""#));
+}
+
+#[test]
+fn escapes_backslash_quote_and_newline_in_label_values() {
+    let mut s = String::new();
+    escape_into(&mut s, "a\\b\"c\nd");
+    assert_eq!(s, r#"a\\b\"c\nd"#);
+}
+
+#[test]
+fn renders_empty_aggregate_with_headers_only() {
+    let text = Aggregator::new(10).render_to_string();
+    assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 0);
+    assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 12);
+}
