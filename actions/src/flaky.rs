@@ -114,7 +114,9 @@ mod tests {
         let slept = f.handle(&json!({"mode": "sleep", "sleep_ms": 20})).unwrap();
         assert_eq!(slept["slept_ms"], 20);
         let g = f.clone();
-        let panicked = std::panic::catch_unwind(move || g.handle(&json!({"mode": "panic"})));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            g.handle(&json!({"mode": "panic"}))
+        }));
         assert!(panicked.is_err());
         for mode in ["ok", "error", "sleep", "panic"] {
             assert_eq!(f.calls.with_label_values(&[mode]).get(), 1, "{mode}");

@@ -23,7 +23,7 @@ mod hello;
 mod orders;
 mod params;
 
-pub use flaky::{Flaky, FlakyMode};
+pub use flaky::{Flaky, FlakyMode, MAX_SLEEP_MS};
 pub use hello::Hello;
-pub use orders::Orders;
+pub use orders::{Orders, VALUE_BUCKETS};
 pub use params::ParamError;
