@@ -1,0 +1,885 @@
+//! Offline checks of `deploy/`: the kustomize manifests, the collector image and the drift
+//! between them and the parts they deploy (collector flags, dashboards, scrape config).
+//!
+//! Needs `kubectl` (kustomize), `kubernetes-validate` (PyPI), `promtool` and a built
+//! `target/debug/whisk-collector` (scripts/test.sh builds every binary first). A missing tool is
+//! a failure that says how to get it, never a skipped check.
+
+// Helpers outside #[test] fns panic on purpose: a failed expectation is the test's failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Every kustomization that must render: the base and each directory under overlays/.
+fn kustomization_dirs() -> Vec<PathBuf> {
+    let k8s = root().join("deploy/kubernetes");
+    let mut dirs = vec![k8s.join("base")];
+    let mut overlays: Vec<PathBuf> = std::fs::read_dir(k8s.join("overlays"))
+        .expect("deploy/kubernetes/overlays must exist")
+        .map(|e| e.expect("readable overlays dir").path())
+        .filter(|p| p.join("kustomization.yaml").is_file())
+        .collect();
+    overlays.sort();
+    assert!(
+        !overlays.is_empty(),
+        "no overlay under deploy/kubernetes/overlays"
+    );
+    dirs.extend(overlays);
+    dirs
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(root()).unwrap_or(p).display().to_string()
+}
+
+/// A rendered kustomization: its directory, the YAML text and the parsed documents.
+struct Render {
+    dir: PathBuf,
+    yaml: String,
+    docs: Vec<Value>,
+}
+
+impl Render {
+    fn name(&self) -> String {
+        rel(&self.dir)
+    }
+
+    fn of_kind<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
+        let kind = kind.to_owned();
+        self.docs.iter().filter(move |d| d["kind"] == kind.as_str())
+    }
+
+    fn get(&self, kind: &str, name: &str) -> &Value {
+        self.of_kind(kind)
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{}: no {kind} named {name}", self.name()))
+    }
+
+    fn collector_container(&self) -> &Value {
+        let deploy = self.get("Deployment", "whisk-collector");
+        deploy["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "collector"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: whisk-collector has no `collector` container",
+                    self.name()
+                )
+            })
+    }
+}
+
+fn parse_docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).expect("kustomize output is valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kustomize(dir: &Path) -> Result<String, String> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run `kubectl kustomize` ({e}); install kubectl"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`kubectl kustomize {}` failed:\n{}",
+            rel(dir),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("kustomize output is not UTF-8: {e}"))
+}
+
+fn renders() -> &'static [Render] {
+    static RENDERS: OnceLock<Vec<Render>> = OnceLock::new();
+    RENDERS.get_or_init(|| {
+        kustomization_dirs()
+            .into_iter()
+            .map(|dir| {
+                let yaml = kustomize(&dir).unwrap_or_else(|e| panic!("{e}"));
+                let docs = parse_docs(&yaml);
+                Render { dir, yaml, docs }
+            })
+            .collect()
+    })
+}
+
+fn overlay(name: &str) -> &'static Render {
+    renders()
+        .iter()
+        .find(|r| r.dir.ends_with(format!("overlays/{name}")))
+        .unwrap_or_else(|| panic!("overlay {name} not rendered"))
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("whisk-deploy-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).expect("write temp file");
+    path
+}
+
+/// Runs `kubernetes-validate --strict --quiet` on `yaml`; Ok(output) when it exits 0.
+fn kubernetes_validate(name: &str, yaml: &str) -> Result<String, String> {
+    let file = temp_file(&format!("{name}.yaml"), yaml);
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let out = out.unwrap_or_else(|e| {
+        panic!(
+            "cannot run `kubernetes-validate` ({e}); install it with \
+             `python3 -m pip install kubernetes-validate` (scripts/setup.sh does)"
+        )
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// Kinds with no schema in kubernetes-validate: checked structurally by a test of their own.
+const CRD_KINDS: &[&str] = &["ServiceMonitor"];
+
+#[test]
+fn every_overlay_and_the_base_render_with_kustomize() {
+    let names: Vec<String> = renders().iter().map(Render::name).collect();
+    assert!(
+        names.contains(&"deploy/kubernetes/base".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"deploy/kubernetes/overlays/openwhisk".to_owned()),
+        "{names:?}"
+    );
+    for r in renders() {
+        for kind in ["Deployment", "Service", "PodDisruptionBudget", "ConfigMap"] {
+            assert!(
+                r.of_kind(kind).next().is_some(),
+                "{}: renders no {kind}",
+                r.name()
+            );
+        }
+        r.get("Deployment", "whisk-collector");
+        r.get("Deployment", "pushgateway");
+    }
+}
+
+#[test]
+fn rendered_resources_validate_strictly_against_kubernetes_schemas() {
+    for r in renders() {
+        let out = kubernetes_validate(&r.dir.file_name().unwrap().to_string_lossy(), &r.yaml)
+            .unwrap_or_else(|e| panic!("{} does not validate:\n{e}", r.name()));
+        // Every kind without a schema must be one we check structurally ourselves.
+        for line in out.lines().filter(|l| l.contains("Couldn't find schema")) {
+            assert!(
+                CRD_KINDS
+                    .iter()
+                    .any(|k| line.contains(&format!("kind {k} "))),
+                "{}: unvalidated kind: {line}",
+                r.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_validate_rejects_a_misspelled_field() {
+    // The negative control: strict validation must catch a typo in our own manifests.
+    let base = &renders()[0];
+    assert!(base.yaml.contains("readOnlyRootFilesystem: true"));
+    let broken = base.yaml.replace(
+        "readOnlyRootFilesystem: true",
+        "readOnlyRootFilesytem: true",
+    );
+    let err = kubernetes_validate("broken", &broken).expect_err("a misspelled field must fail");
+    assert!(err.contains("readOnlyRootFilesytem"), "{err}");
+}
+
+/// The fields of monitoring.coreos.com/v1 ServiceMonitor we may use (a subset of the CRD).
+fn servicemonitor_fields() -> BTreeMap<&'static str, &'static [&'static str]> {
+    BTreeMap::from([
+        ("top", &["apiVersion", "kind", "metadata", "spec"][..]),
+        (
+            "spec",
+            &[
+                "selector",
+                "endpoints",
+                "namespaceSelector",
+                "jobLabel",
+                "targetLabels",
+            ][..],
+        ),
+        (
+            "endpoint",
+            &[
+                "port",
+                "path",
+                "interval",
+                "scrapeTimeout",
+                "scheme",
+                "honorLabels",
+                "honorTimestamps",
+                "relabelings",
+                "metricRelabelings",
+            ][..],
+        ),
+        (
+            "relabel",
+            &[
+                "sourceLabels",
+                "separator",
+                "regex",
+                "targetLabel",
+                "replacement",
+                "action",
+                "modulus",
+            ][..],
+        ),
+    ])
+}
+
+fn assert_keys_within(what: &str, obj: &Value, allowed: &[&str]) {
+    let map = obj
+        .as_object()
+        .unwrap_or_else(|| panic!("{what} is not a mapping: {obj}"));
+    for key in map.keys() {
+        assert!(
+            allowed.contains(&key.as_str()),
+            "{what}: unknown field `{key}` (allowed: {allowed:?})"
+        );
+    }
+}
+
+#[test]
+fn servicemonitors_use_known_fields_honor_labels_and_select_our_services() {
+    let r = overlay("openwhisk-prometheus-operator");
+    let fields = servicemonitor_fields();
+    let monitors: Vec<&Value> = r.of_kind("ServiceMonitor").collect();
+    let names: BTreeSet<&str> = monitors
+        .iter()
+        .filter_map(|m| m["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["pushgateway", "whisk-collector"]));
+    for m in monitors {
+        let name = m["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1", "{name}");
+        assert_eq!(m["metadata"]["namespace"], "openwhisk", "{name}");
+        assert_keys_within(name, m, fields["top"]);
+        assert_keys_within(&format!("{name}.spec"), &m["spec"], fields["spec"]);
+        let selector = m["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: spec.selector.matchLabels missing"));
+        // The selector must match exactly one of our Services, by its labels.
+        let services: Vec<&Value> = r
+            .of_kind("Service")
+            .filter(|s| {
+                selector
+                    .iter()
+                    .all(|(k, v)| &s["metadata"]["labels"][k] == v)
+            })
+            .collect();
+        assert_eq!(
+            services.len(),
+            1,
+            "{name}: selector {selector:?} must match one Service"
+        );
+        let ports: Vec<&str> = services[0]["spec"]["ports"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|p| p["name"].as_str()).collect())
+            .unwrap_or_default();
+        let endpoints = m["spec"]["endpoints"]
+            .as_array()
+            .expect("endpoints is a list");
+        assert!(!endpoints.is_empty(), "{name}: no endpoints");
+        for ep in endpoints {
+            assert_keys_within(&format!("{name}.endpoint"), ep, fields["endpoint"]);
+            assert_eq!(ep["honorLabels"], true, "{name}: honorLabels must be true");
+            let port = ep["port"].as_str().expect("endpoint port is a name");
+            assert!(
+                ports.contains(&port),
+                "{name}: port {port} not in Service ports {ports:?}"
+            );
+            for relabel in ep["metricRelabelings"].as_array().into_iter().flatten() {
+                assert_keys_within(
+                    &format!("{name}.metricRelabelings"),
+                    relabel,
+                    fields["relabel"],
+                );
+            }
+        }
+    }
+    // The collector's openwhisk_* families arrive through the Pushgateway only.
+    let collector = r.get("ServiceMonitor", "whisk-collector");
+    let drop = &collector["spec"]["endpoints"][0]["metricRelabelings"][0];
+    assert_eq!(drop["action"], "drop");
+    assert_eq!(drop["regex"], "openwhisk_.*");
+    assert_eq!(drop["sourceLabels"][0], "__name__");
+}
+
+fn collector_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let bin = target.join("debug/whisk-collector");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p whisk-collector` \
+         (scripts/test.sh builds every binary before the tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// The env var names (`[env: NAME=...]`) and long/short flags `whisk-collector --help` documents.
+fn collector_help() -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = Command::new(collector_binary())
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("run whisk-collector --help");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "whisk-collector --help failed: {help}"
+    );
+    let mut envs = BTreeSet::new();
+    for part in help.split("[env: ").skip(1) {
+        let name: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        envs.insert(name);
+    }
+    let mut flags = BTreeSet::new();
+    for word in help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[') {
+        let is_long = word.starts_with("--") && word.len() > 2;
+        let is_short = word.len() == 2 && word.starts_with('-') && word != "--";
+        if is_long || is_short {
+            let flag: String = word
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            flags.insert(flag);
+        }
+    }
+    (envs, flags)
+}
+
+#[test]
+fn every_collector_env_var_and_flag_in_the_manifests_is_documented_by_help() {
+    let (envs, flags) = collector_help();
+    assert!(
+        envs.len() >= 10,
+        "--help documents too few env vars: {envs:?}"
+    );
+    for r in renders() {
+        let c = r.collector_container();
+        let env_names: Vec<&str> = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert!(!env_names.is_empty(), "{}: collector has no env", r.name());
+        for name in env_names {
+            assert!(
+                envs.contains(name),
+                "{}: env {name} is not documented by `whisk-collector --help` (documented: {envs:?})",
+                r.name()
+            );
+        }
+        let args = c["command"]
+            .as_array()
+            .into_iter()
+            .chain(c["args"].as_array())
+            .flatten();
+        for arg in args
+            .filter_map(Value::as_str)
+            .filter(|a| a.starts_with('-'))
+        {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            assert!(
+                flags.contains(flag),
+                "{}: flag {flag} not in --help ({flags:?})",
+                r.name()
+            );
+        }
+    }
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("collector env {name} missing"))
+}
+
+#[test]
+fn collector_deployment_runs_two_replicas_in_one_group_with_pod_name_instances() {
+    for r in renders() {
+        let d = r.get("Deployment", "whisk-collector");
+        assert_eq!(d["spec"]["replicas"], 2, "{}", r.name());
+        let pod = &d["spec"]["template"]["spec"];
+        let c = r.collector_container();
+        assert_eq!(
+            env_value(c, "WHISK_COLLECTOR_GROUP_ID")["value"],
+            "whisk-collector"
+        );
+        assert_eq!(
+            env_value(c, "WHISK_COLLECTOR_INSTANCE")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(env_value(c, "WHISK_COLLECTOR_PRUNE_AFTER")["value"], "15m");
+        assert_eq!(
+            env_value(c, "WHISK_COLLECTOR_PUSHGATEWAY_URL")["value"],
+            "http://pushgateway:9091"
+        );
+        let secret = &env_value(c, "WHISK_COLLECTOR_KAFKA_PROPERTIES")["valueFrom"]["secretKeyRef"];
+        assert_eq!(secret["name"], "whisk-collector-kafka");
+        assert_eq!(secret["key"], "kafka-properties");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        for res in ["requests", "limits"] {
+            for k in ["cpu", "memory"] {
+                assert!(
+                    c["resources"][res][k].is_string(),
+                    "{}: resources.{res}.{k}",
+                    r.name()
+                );
+            }
+        }
+        let pdb = r.get("PodDisruptionBudget", "whisk-collector");
+        assert_eq!(pdb["spec"]["selector"], d["spec"]["selector"]);
+        let pgw = r.get("Deployment", "pushgateway");
+        let pgw_args = &pgw["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert!(
+            pgw_args
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a == "--push.disable-consistency-check"),
+            "{}: pushgateway args {pgw_args}",
+            r.name()
+        );
+    }
+    let ow = overlay("openwhisk");
+    assert_eq!(
+        env_value(ow.collector_container(), "WHISK_COLLECTOR_BROKERS")["value"],
+        "owdev-kafka.openwhisk:9092"
+    );
+    for doc in &ow.docs {
+        assert_eq!(
+            doc["metadata"]["namespace"], "openwhisk",
+            "{}",
+            doc["metadata"]["name"]
+        );
+    }
+}
+
+fn dashboard_files() -> BTreeMap<String, String> {
+    let dir = root().join("dashboards/grafana/dashboards");
+    let files: BTreeMap<String, String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("readable dashboards dir").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                std::fs::read_to_string(&p).expect("readable dashboard"),
+            )
+        })
+        .collect();
+    assert!(!files.is_empty(), "no dashboards in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_dashboard_file_is_in_a_grafana_configmap_with_the_same_content() {
+    let files = dashboard_files();
+    for r in renders() {
+        let mut generated = BTreeMap::new();
+        for cm in r
+            .of_kind("ConfigMap")
+            .filter(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        {
+            for (key, value) in cm["data"].as_object().into_iter().flatten() {
+                let text = value.as_str().unwrap_or_default().to_owned();
+                let before = generated.insert(key.clone(), text);
+                assert!(
+                    before.is_none(),
+                    "{}: dashboard {key} generated twice",
+                    r.name()
+                );
+            }
+        }
+        let missing: Vec<&String> = files
+            .keys()
+            .filter(|f| !generated.contains_key(*f))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{}: dashboards {missing:?} are not in any ConfigMap; add them to dashboards/kustomization.yaml",
+            r.name()
+        );
+        let extra: Vec<&String> = generated
+            .keys()
+            .filter(|k| !files.contains_key(*k))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "{}: ConfigMaps hold unknown dashboards {extra:?}",
+            r.name()
+        );
+        for (name, text) in &files {
+            assert_eq!(
+                &generated[name],
+                text,
+                "{}: {name} differs from the file",
+                r.name()
+            );
+        }
+    }
+}
+
+fn scrape_jobs(config: &Value) -> BTreeMap<String, &Value> {
+    config["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs is a list")
+        .iter()
+        .map(|j| (j["job_name"].as_str().expect("job_name").to_owned(), j))
+        .collect()
+}
+
+#[test]
+fn kubernetes_scrape_config_matches_the_demo_config_and_passes_promtool() {
+    let base = &renders()[0];
+    let cm = base.get("ConfigMap", "whisk-metrics-prometheus-scrape");
+    let text = cm["data"]["prometheus.yml"]
+        .as_str()
+        .expect("prometheus.yml key");
+    let k8s: Value = serde_yaml::from_str(text).expect("scrape config is YAML");
+    let demo_path = root().join("dashboards/prometheus/prometheus.yml");
+    let demo: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&demo_path).expect("demo prometheus.yml"))
+            .expect("demo prometheus.yml is YAML");
+    let (k8s_jobs, demo_jobs) = (scrape_jobs(&k8s), scrape_jobs(&demo));
+    assert_eq!(
+        k8s_jobs.keys().collect::<Vec<_>>(),
+        demo_jobs.keys().collect::<Vec<_>>(),
+        "job names drifted from {}",
+        rel(&demo_path)
+    );
+    for (job, k) in &k8s_jobs {
+        let d = demo_jobs[job];
+        assert_eq!(
+            k["honor_labels"], d["honor_labels"],
+            "job {job}: honor_labels"
+        );
+        assert_eq!(
+            k["metric_relabel_configs"], d["metric_relabel_configs"],
+            "job {job}"
+        );
+        assert!(
+            k["kubernetes_sd_configs"].is_array(),
+            "job {job}: no kubernetes_sd_configs"
+        );
+    }
+    assert_eq!(k8s_jobs["pushgateway"]["honor_labels"], true);
+
+    // Debian's promtool is built without Kubernetes discovery, so promtool checks the rest of
+    // the file (globals, relabel rules and regexes) with each discovery swapped for a target.
+    let mut checkable = k8s.clone();
+    for job in checkable["scrape_configs"].as_array_mut().expect("list") {
+        let job = job.as_object_mut().expect("job is a mapping");
+        assert!(job.remove("kubernetes_sd_configs").is_some());
+        job.insert(
+            "static_configs".into(),
+            serde_json::json!([{ "targets": ["127.0.0.1:1"] }]),
+        );
+    }
+    let file = temp_file(
+        "prometheus.yml",
+        &serde_yaml::to_string(&checkable).expect("to YAML"),
+    );
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let out = out.expect("run promtool (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool check config failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Dockerfile as instructions (continuation lines joined, comments dropped).
+fn dockerfile() -> Vec<(String, String)> {
+    let text =
+        std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("deploy/Dockerfile");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head.trim());
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                let (op, args) = current.split_once(' ').unwrap_or((&current, ""));
+                out.push((op.to_uppercase(), args.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+fn instructions(op: &str) -> Vec<String> {
+    dockerfile()
+        .into_iter()
+        .filter(|(o, _)| o == op)
+        .map(|(_, a)| a)
+        .collect()
+}
+
+/// The script's `cargo build` line and its `export NAME=VALUE` lines.
+fn script() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(root().join("scripts/build-collector-static.sh"))
+        .expect("scripts/build-collector-static.sh");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let builds: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("cargo build"))
+        .collect();
+    assert_eq!(
+        builds.len(),
+        1,
+        "the script must run exactly one cargo build: {builds:?}"
+    );
+    let exports = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("export "))
+        .map(str::to_owned)
+        .collect();
+    ((*builds[0]).to_owned(), exports)
+}
+
+#[test]
+fn dockerfile_builds_with_the_exact_command_and_env_of_the_static_build_script() {
+    let (build, exports) = script();
+    assert!(
+        build.contains("--target x86_64-unknown-linux-musl"),
+        "{build}"
+    );
+    assert!(
+        build.contains("--release") && build.contains("-p whisk-collector"),
+        "{build}"
+    );
+    let runs: Vec<String> = instructions("RUN")
+        .into_iter()
+        .filter(|r| r.contains("cargo build"))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![build],
+        "the Dockerfile's cargo build differs from the script's"
+    );
+    let envs = instructions("ENV");
+    for export in &exports {
+        assert!(
+            envs.contains(export),
+            "Dockerfile lacks `ENV {export}` (script exports it)"
+        );
+    }
+    let all = dockerfile();
+    let from_builder = all
+        .iter()
+        .position(|(o, a)| o == "FROM" && a.ends_with(" AS builder"));
+    let build_at = all
+        .iter()
+        .position(|(o, a)| o == "RUN" && a.contains("cargo build"));
+    assert!(
+        from_builder < build_at,
+        "cargo build must run in the builder stage"
+    );
+    let setup = instructions("RUN").join(" ");
+    assert!(
+        setup.contains("rustup target add x86_64-unknown-linux-musl"),
+        "{setup}"
+    );
+    assert!(setup.contains("musl-tools"), "{setup}");
+}
+
+fn workspace_members() -> Vec<String> {
+    let toml = std::fs::read_to_string(root().join("Cargo.toml")).expect("root Cargo.toml");
+    let line = toml
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .expect("workspace members line");
+    line.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn dockerfile_copies_existing_paths_and_runs_the_binary_the_build_produces() {
+    let mut copied = BTreeSet::new();
+    let mut binary_dest = None;
+    let workdir = instructions("WORKDIR")
+        .first()
+        .cloned()
+        .expect("builder WORKDIR");
+    let (build, _) = script();
+    for copy in instructions("COPY") {
+        let words: Vec<&str> = copy.split_whitespace().collect();
+        if let Some(from) = words[0].strip_prefix("--from=") {
+            if from == "builder" && words[1].contains("/target/") {
+                let expected =
+                    format!("{workdir}/target/x86_64-unknown-linux-musl/release/whisk-collector");
+                assert!(build.contains("--target x86_64-unknown-linux-musl"));
+                assert_eq!(words[1], expected, "COPY of the binary");
+                binary_dest = Some(words[2].to_owned());
+            }
+            continue;
+        }
+        let (sources, _dest) = words.split_at(words.len() - 1);
+        for src in sources {
+            let path = root().join(src);
+            assert!(
+                path.exists(),
+                "Dockerfile copies {src}, which does not exist"
+            );
+            copied.insert((*src).to_owned());
+        }
+    }
+    for member in workspace_members() {
+        assert!(
+            copied.contains(&member),
+            "workspace member {member} is not copied"
+        );
+    }
+    assert!(
+        copied.contains("Cargo.lock"),
+        "--locked needs Cargo.lock in the image"
+    );
+    let collector_toml = std::fs::read_to_string(root().join("collector/Cargo.toml")).unwrap();
+    assert!(collector_toml.contains("name = \"whisk-collector\""));
+    let dest = binary_dest.expect("the final stage copies the built binary");
+    assert_eq!(instructions("ENTRYPOINT"), vec![format!("[\"{dest}\"]")]);
+
+    // User, port and health check agree with the Deployment.
+    let base = &renders()[0];
+    let c = base.collector_container();
+    let uid = base.get("Deployment", "whisk-collector")["spec"]["template"]["spec"]
+        ["securityContext"]["runAsUser"]
+        .as_u64()
+        .expect("runAsUser");
+    let user = instructions("USER").last().cloned().expect("USER");
+    let image_uid: u64 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numeric USER");
+    assert!(image_uid > 0);
+    assert_eq!(image_uid, uid, "image USER and Deployment runAsUser differ");
+    let port = c["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("containerPort");
+    assert_eq!(instructions("EXPOSE"), vec![port.to_string()]);
+    assert_eq!(
+        env_value(c, "WHISK_COLLECTOR_LISTEN")["value"],
+        format!("0.0.0.0:{port}")
+    );
+    let health = instructions("HEALTHCHECK").join(" ");
+    assert!(
+        health.contains(&format!("127.0.0.1:{port}/healthz")),
+        "{health}"
+    );
+    let last_from = instructions("FROM").last().cloned().unwrap_or_default();
+    assert_eq!(last_from, "scratch");
+}
+
+/// True when the ELF file has no program interpreter (PT_INTERP): it runs on `FROM scratch`.
+fn elf_is_static(bytes: &[u8]) -> bool {
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[o..o + 8]);
+        u64::from_le_bytes(b) as usize
+    };
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(bytes[4], 2, "not a 64-bit ELF");
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).all(|i| {
+        let p_type = u32::from_le_bytes(bytes[phoff + i * phentsize..][..4].try_into().unwrap());
+        p_type != 3 // PT_INTERP
+    })
+}
+
+#[test]
+#[ignore = "a release musl build takes minutes; run with `cargo test -p whisk-emulator --test deploy -- --ignored`"]
+fn static_build_script_produces_a_statically_linked_collector() {
+    let status = Command::new(root().join("scripts/build-collector-static.sh"))
+        .status()
+        .expect("run scripts/build-collector-static.sh");
+    assert!(status.success(), "scripts/build-collector-static.sh failed");
+    let bin = root().join("target/x86_64-unknown-linux-musl/release/whisk-collector");
+    let bytes = std::fs::read(&bin).expect("built binary");
+    assert!(
+        elf_is_static(&bytes),
+        "{} needs a dynamic loader",
+        bin.display()
+    );
+    let out = Command::new(&bin)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("run static binary");
+    assert!(out.status.success(), "static whisk-collector --help failed");
+}
+
+#[test]
+fn elf_check_tells_dynamic_from_static_executables() {
+    // The control for the check above: the test binary itself is dynamically linked (glibc).
+    let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    assert!(!elf_is_static(&me));
+}
