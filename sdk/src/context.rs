@@ -69,8 +69,14 @@ pub(crate) fn value_text(v: &Value) -> String {
 /// `deadline` is epoch milliseconds, sent as a JSON string (docs say number; accept both).
 fn parse_deadline(v: &Value) -> Option<SystemTime> {
     let ms = match v {
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => match s.trim().parse::<u64>() {
+            Ok(ms) => return UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
+            Err(_) => s.trim().parse::<f64>().ok()?,
+        },
+        Value::Number(n) => match n.as_u64() {
+            Some(ms) => return UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
+            None => n.as_f64()?,
+        },
         _ => return None,
     };
     if !ms.is_finite() || ms < 0.0 {

@@ -364,7 +364,7 @@ mod tests {
                 URL_SAFE_NO_PAD.encode("pkg/a"),
             )
         );
-        assert_eq!(p.matches('/').count(), 10, "{p}");
+        assert_eq!(p.matches('/').count(), 9, "{p}");
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! Drives an action executable the way the OpenWhisk Go proxy does: an empty environment plus
+//! the given variables, one JSON line per activation on stdin, the result read from a pipe
+//! passed as fd 3. Shared by the integration tests and the benchmark.
+#![allow(dead_code, unreachable_pub, unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// `target/<profile>/examples/<name>`, built by `cargo test` / `cargo bench` with the package.
+pub fn example_exe(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the whole package (`cargo test -p whisk-metrics`), which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// One action process.
+pub struct Action {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    results: Receiver<String>,
+    pub stderr_path: PathBuf,
+    pub action_name: String,
+    n: u64,
+}
+
+impl Action {
+    /// Starts `exe` with exactly `env` (the proxy starts the action with an empty environment).
+    pub fn spawn(exe: &std::path::Path, action_name: &str, env: &[(&str, &str)]) -> Self {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        let writer_fd = writer.as_raw_fd();
+        let stderr_path = std::env::temp_dir().join(format!(
+            "whisk-sdk-test-{}-{}.stderr",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = Command::new(exe);
+        cmd.env_clear()
+            .env("__OW_ACTION_NAME", action_name)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if writer_fd == 3 {
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(writer_fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn action");
+        drop(writer);
+        let stdin = child.stdin.take();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            results: rx,
+            stderr_path,
+            action_name: action_name.to_string(),
+            n: 0,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line on fd 3, waiting at most `timeout`.
+    pub fn read_result(&self, timeout: Duration) -> Option<String> {
+        self.results.recv_timeout(timeout).ok()
+    }
+
+    /// Sends one activation (deadline `deadline_in` from now) and waits for its result line.
+    /// Returns the result and the time from writing the line to reading the result.
+    pub fn invoke(&mut self, value: Value, deadline_in: Duration) -> (Value, Duration) {
+        self.n += 1;
+        let deadline = SystemTime::now() + deadline_in;
+        let deadline_ms = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis();
+        let line = json!({
+            "value": value,
+            "namespace": "guest",
+            "action_name": self.action_name,
+            "action_version": "0.0.1",
+            "activation_id": format!("{:032x}", self.n),
+            "transaction_id": "tid",
+            "deadline": deadline_ms.to_string(),
+            "api_key": "user:key",
+        });
+        let started = Instant::now();
+        self.send_raw(&format!("{line}\n"));
+        let result = self
+            .read_result(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("no result line within 20 s; stderr:\n{}", self.stderr()));
+        let elapsed = started.elapsed();
+        (
+            serde_json::from_str(&result).expect("result is JSON"),
+            elapsed,
+        )
+    }
+
+    pub fn send_raw(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Closes stdin and waits (bounded) for the exit status.
+    pub fn close(&mut self) -> Option<std::process::ExitStatus> {
+        self.stdin = None;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn freeze(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    pub fn thaw(&self) {
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Drop for Action {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// Sends SIGSTOP / SIGCONT to any pid (used on the Pushgateway).
+pub fn signal(pid: u32, sig: i32) {
+    unsafe { libc::kill(pid as i32, sig) };
+}

@@ -1,0 +1,337 @@
+//! The SDK on a real Pushgateway, driving the probe action over real pipes the way the Go
+//! actionloop proxy does (stdin lines in, result lines from fd 3).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Action, example_exe, signal};
+use serde_json::json;
+use whisk_testkit::{Pushgateway, free_port, wait_until};
+
+const ACTION: &str = "/guest/pkg/probe";
+const LONG: Duration = Duration::from_secs(60);
+
+/// Sum of the samples of `name` whose labels include all of `want`, from the exposition text.
+fn sample_sum(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let map: HashMap<&str, &str> = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if want.iter().all(|(k, v)| map.get(k) == Some(v)) {
+            *found.get_or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(f64::NAN);
+        }
+    }
+    found
+}
+
+fn count(pgw: &Pushgateway, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    sample_sum(&pgw.metrics_text().ok()?, name, want)
+}
+
+fn instances(pgw: &Pushgateway) -> Vec<String> {
+    let mut ids: Vec<String> = pgw
+        .groups()
+        .unwrap()
+        .iter()
+        .filter(|g| g.pointer("/labels/job").and_then(|j| j.as_str()) == Some("openwhisk_actions"))
+        .filter_map(|g| {
+            g.pointer("/labels/instance")
+                .and_then(|i| i.as_str())
+                .map(String::from)
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn probe(url: &str, extra: &[(&str, &str)]) -> Action {
+    let mut env = vec![("WHISK_METRICS_PUSHGATEWAY_URL", url)];
+    env.extend_from_slice(extra);
+    Action::spawn(&example_exe("probe_action"), ACTION, &env)
+}
+
+#[test]
+fn group_holds_exactly_n_activations_after_n_invocations() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[]);
+    let modes = [
+        "ok", "ok", "error", "ok", "panic", "ok", "sleep", "ok", "ok", "error",
+    ];
+    for mode in modes {
+        let (result, _) = action.invoke(json!({ "mode": mode, "sleep_ms": 5 }), LONG);
+        match mode {
+            "error" => assert_eq!(result, json!({"error": "asked to fail"})),
+            "panic" => assert_eq!(
+                result,
+                json!({"error": "the action panicked: asked to panic"})
+            ),
+            _ => assert_eq!(result["ok"], json!(true), "{result}"),
+        }
+    }
+    // The last push happens right after the last result: wait for it, bounded.
+    let key = [
+        ("namespace", "guest"),
+        ("action", "pkg/probe"),
+        ("job", "openwhisk_actions"),
+    ];
+    let total = |status: &str| {
+        let mut want = key.to_vec();
+        want.push(("status", status));
+        count(&pgw, "whisk_activations_total", &want)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || total("success") == Some(7.0)),
+        "success count never reached 7:\n{}",
+        pgw.metrics_text().unwrap()
+    );
+    assert_eq!(total("application_error"), Some(2.0));
+    assert_eq!(total("developer_error"), Some(1.0));
+    assert_eq!(count(&pgw, "probe_calls_total", &key), Some(10.0));
+    assert_eq!(
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]),
+        Some(6.0)
+    );
+    assert_eq!(
+        count(&pgw, "probe_calls_total", &[("mode", "sleep")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(&pgw, "whisk_activation_duration_seconds_count", &key),
+        Some(10.0)
+    );
+    assert_eq!(count(&pgw, "whisk_push_failures_total", &key), Some(0.0));
+    // nine earlier pushes are recorded by the time the tenth is sent
+    assert_eq!(
+        count(&pgw, "whisk_push_duration_seconds_count", &key),
+        Some(9.0)
+    );
+    let info = [
+        ("action_version", "0.0.1"),
+        ("sdk_version", env!("CARGO_PKG_VERSION")),
+    ];
+    assert_eq!(count(&pgw, "whisk_container_info", &info), Some(1.0));
+    assert!(count(&pgw, "whisk_cold_start_seconds", &key).is_some_and(|s| s > 0.0 && s < 10.0));
+    let ids = instances(&pgw);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[0].len(), 32);
+    assert!(
+        ids[0]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    // Still exactly 10 a moment later: nothing is pushed twice or late.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(&pgw, "probe_calls_total", &key), Some(10.0));
+}
+
+#[test]
+fn pushgateway_down_every_activation_answers_within_deadline_and_next_push_carries_all() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    for mode in ["after-result", "before-result"] {
+        let mut action = probe(&url, &[("WHISK_METRICS_PUSH_MODE", mode)]);
+        for _ in 0..5 {
+            let deadline = Duration::from_millis(300);
+            let (result, took) = action.invoke(json!({"mode": "ok"}), deadline);
+            assert_eq!(result["ok"], json!(true));
+            assert!(
+                took < deadline,
+                "{mode}: answered after {took:?}, deadline {deadline:?}"
+            );
+        }
+        let (_, _) = action.invoke(json!({"mode": "ok"}), LONG);
+        let stderr = action.stderr();
+        assert_eq!(
+            stderr.matches("push to").count(),
+            1,
+            "{mode}: expected one failure notice per minute:\n{stderr}"
+        );
+        // The Pushgateway comes back on the same address: the next push carries everything.
+        let pgw = Pushgateway::start_on(port, &[]).unwrap();
+        action.invoke(json!({"mode": "ok"}), LONG);
+        let ok = wait_until(Duration::from_secs(5), || {
+            count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(7.0)
+        });
+        assert!(
+            ok,
+            "{mode}: counts not pushed after recovery:\n{}",
+            pgw.metrics_text().unwrap()
+        );
+        let failures = count(&pgw, "whisk_push_failures_total", &[]).unwrap();
+        assert_eq!(failures, 6.0, "{mode}");
+        drop(pgw);
+    }
+}
+
+#[test]
+fn strict_mode_answers_before_deadline_when_the_pushgateway_hangs() {
+    // A frozen Pushgateway accepts connections (kernel backlog) but never answers: the
+    // timeout must stop at the deadline minus the margin.
+    let mut pgw = Pushgateway::start(&[]).unwrap();
+    let pid = pgw.process().pid();
+    let mut action = probe(
+        &pgw.url(),
+        &[
+            ("WHISK_METRICS_PUSH_MODE", "before-result"),
+            ("WHISK_METRICS_TIMEOUT_MS", "1000"),
+        ],
+    );
+    action.invoke(json!({"mode": "ok"}), LONG); // connection established
+    signal(pid, libc::SIGSTOP);
+    let deadline = Duration::from_millis(150);
+    let (result, took) = action.invoke(json!({"mode": "ok"}), deadline);
+    signal(pid, libc::SIGCONT);
+    assert_eq!(result["ok"], json!(true));
+    assert!(
+        took < deadline,
+        "answered after {took:?}, deadline {deadline:?}"
+    );
+    // default mode: the hung push is bounded by the configured timeout, off the response path
+    action.invoke(json!({"mode": "ok"}), LONG);
+    let ok = wait_until(Duration::from_secs(5), || {
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(3.0)
+    });
+    assert!(ok, "{}", pgw.metrics_text().unwrap());
+}
+
+#[test]
+fn frozen_50ms_after_answering_has_its_counts_pushed_and_loses_nothing_after_thaw() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[]);
+    for i in 1..=5u32 {
+        action.invoke(json!({"mode": "ok"}), LONG);
+        std::thread::sleep(Duration::from_millis(50));
+        action.freeze();
+        let frozen_at = Instant::now();
+        let pushed = count(&pgw, "probe_calls_total", &[("mode", "ok")]);
+        let success = count(&pgw, "whisk_activations_total", &[("status", "success")]);
+        // hold the freeze a while, as a paused container would be
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(frozen_at.elapsed()));
+        action.thaw();
+        assert_eq!(
+            pushed,
+            Some(f64::from(i)),
+            "activation {i}: not in the Pushgateway while frozen"
+        );
+        assert_eq!(success, Some(f64::from(i)));
+    }
+    action.invoke(json!({"mode": "ok"}), LONG);
+    assert!(wait_until(Duration::from_secs(5), || {
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(6.0)
+    }));
+}
+
+#[test]
+fn strict_mode_frozen_right_after_answering_has_its_counts_pushed() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[("WHISK_METRICS_PUSH_MODE", "before-result")]);
+    for i in 1..=5u32 {
+        action.invoke(json!({"mode": "ok"}), LONG);
+        action.freeze();
+        let pushed = count(&pgw, "probe_calls_total", &[("mode", "ok")]);
+        let success = count(&pgw, "whisk_activations_total", &[("status", "success")]);
+        action.thaw();
+        assert_eq!(
+            pushed,
+            Some(f64::from(i)),
+            "activation {i}: not pushed before the result"
+        );
+        assert_eq!(success, Some(f64::from(i)));
+    }
+}
+
+#[test]
+fn two_processes_of_the_same_action_get_two_groups() {
+    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let mut a = probe(&pgw.url(), &[]);
+    let mut b = probe(&pgw.url(), &[]);
+    for _ in 0..3 {
+        a.invoke(json!({"mode": "ok"}), LONG);
+    }
+    for _ in 0..5 {
+        b.invoke(json!({"mode": "ok"}), LONG);
+    }
+    assert!(wait_until(Duration::from_secs(5), || instances(&pgw).len() == 2));
+    let ids = instances(&pgw);
+    assert_ne!(ids[0], ids[1]);
+    let mut per_instance: Vec<f64> = ids
+        .iter()
+        .map(|id| count(&pgw, "probe_calls_total", &[("instance", id.as_str())]).unwrap())
+        .collect();
+    per_instance.sort_by(f64::total_cmp);
+    assert_eq!(per_instance, vec![3.0, 5.0]);
+}
+
+#[test]
+fn closing_stdin_deletes_the_group_and_exits_cleanly() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[]);
+    action.invoke(json!({"mode": "ok"}), LONG);
+    assert!(wait_until(Duration::from_secs(5), || instances(&pgw).len() == 1));
+    let status = action.close().expect("exits after stdin closes");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || instances(&pgw).is_empty()),
+        "group not deleted: {:?}",
+        instances(&pgw)
+    );
+}
+
+#[test]
+fn acknowledges_start_and_answers_malformed_lines_with_an_error() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[("__OW_WAIT_FOR_ACK", "true")]);
+    let ack = action
+        .read_result(Duration::from_secs(10))
+        .expect("ack line");
+    assert_eq!(ack, r#"{"ok":true}"#);
+    action.send_raw("{this is not json\n");
+    let line = action
+        .read_result(Duration::from_secs(10))
+        .expect("error line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed activation input"),
+        "{v}"
+    );
+    let (result, _) = action.invoke(json!({"mode": "ok"}), LONG);
+    assert_eq!(result["ok"], json!(true));
+}
+
+#[test]
+fn without_a_pushgateway_url_the_action_still_serves_and_says_so_once() {
+    let mut action = Action::spawn(&example_exe("probe_action"), ACTION, &[]);
+    for _ in 0..3 {
+        let (result, _) = action.invoke(json!({"mode": "ok"}), LONG);
+        assert_eq!(result["ok"], json!(true));
+    }
+    let stderr = action.stderr();
+    assert_eq!(
+        stderr
+            .matches("WHISK_METRICS_PUSHGATEWAY_URL is not set")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
