@@ -16,6 +16,7 @@
 //! Freezing is `SIGSTOP` (what `docker pause` does to the cgroup), thawing `SIGCONT`, removal
 //! `SIGKILL` (what `docker rm -f` does): the action gets no signal it can handle.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -139,8 +141,8 @@ pub struct ActionProcess {
     results: Receiver<Result<String, usize>>,
     logs: Receiver<LogLine>,
     // Our ends of the child's stdout/stderr pipes, to write the sentinel after the child's output.
-    stdout_w: std::io::PipeWriter,
-    stderr_w: std::io::PipeWriter,
+    stdout_w: File,
+    stderr_w: File,
     frozen: bool,
     exec: PathBuf,
 }
@@ -152,9 +154,9 @@ impl ActionProcess {
             let what = format!("{what} for {}", exec.display());
             move |source| Error::Io { what, source }
         };
-        let (result_r, result_w) = std::io::pipe().map_err(io("creating the fd 3 pipe"))?;
-        let (out_r, out_w) = std::io::pipe().map_err(io("creating the stdout pipe"))?;
-        let (err_r, err_w) = std::io::pipe().map_err(io("creating the stderr pipe"))?;
+        let (result_r, result_w) = pipe().map_err(io("creating the fd 3 pipe"))?;
+        let (out_r, out_w) = pipe().map_err(io("creating the stdout pipe"))?;
+        let (err_r, err_w) = pipe().map_err(io("creating the stderr pipe"))?;
         let child_out = out_w
             .try_clone()
             .map_err(io("duplicating the stdout pipe"))?;
@@ -339,6 +341,12 @@ impl Drop for ActionProcess {
     }
 }
 
+/// A close-on-exec pipe (read end, write end); the fd 3 mapping clears the flag in the child.
+fn pipe() -> std::io::Result<(File, File)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    Ok((File::from(r), File::from(w)))
+}
+
 fn spawn_reader(name: &str, f: impl FnOnce() + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name(format!("action-{name}"))
@@ -350,7 +358,7 @@ fn spawn_reader(name: &str, f: impl FnOnce() + Send + 'static) {
 
 /// Reads result lines from fd 3 until EOF. An oversized line is reported as `Err(len)` and
 /// skipped up to its newline.
-fn read_results(r: std::io::PipeReader, tx: mpsc::Sender<Result<String, usize>>) {
+fn read_results(r: File, tx: mpsc::Sender<Result<String, usize>>) {
     let mut r = BufReader::new(r);
     loop {
         match read_line_limited(&mut r, MAX_RESULT_BYTES) {
@@ -369,7 +377,7 @@ fn read_results(r: std::io::PipeReader, tx: mpsc::Sender<Result<String, usize>>)
     }
 }
 
-fn read_logs(r: std::io::PipeReader, stream: Stream, tx: SyncSender<LogLine>) {
+fn read_logs(r: File, stream: Stream, tx: SyncSender<LogLine>) {
     let mut r = BufReader::new(r);
     while let Ok(Some((line, _cut))) = read_line_limited(&mut r, MAX_LOG_LINE_BYTES) {
         if tx.send((stream, line)).is_err() {

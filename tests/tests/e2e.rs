@@ -7,6 +7,8 @@
 //! Prerequisites: `cargo build -p whisk-actions --release` and `cargo build -p whisk-collector`
 //! (see common/mod.rs); tansu, prometheus-pushgateway and prometheus installed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

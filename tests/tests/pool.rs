@@ -1,6 +1,8 @@
 //! The container pool on real processes (small shell actions speaking the actionloop protocol);
 //! events go to an in-memory sink. No broker needed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a load against action executables, printing a live per-action table.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build the example actions as static musl executables and zip each as dist/<action>.zip.
     Package(PackageArgs),
 }
@@ -143,7 +143,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
         Cmd::Package(args) => package(args),
     };
     match result {
