@@ -584,7 +584,7 @@ impl Renderer<'_, '_> {
 }
 
 /// Appends `v` escaped for a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
-pub fn escape_into(out: &mut String, v: &str) {
+pub(crate) fn escape_into(out: &mut String, v: &str) {
     if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.push_str(v);
         return;
@@ -601,7 +601,7 @@ pub fn escape_into(out: &mut String, v: &str) {
 
 /// Appends a sample value in the text format (`+Inf`, `-Inf`, `NaN` spelled as Prometheus
 /// expects them).
-pub fn push_f64(out: &mut String, v: f64) {
+pub(crate) fn push_f64(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {

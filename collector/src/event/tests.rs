@@ -314,7 +314,7 @@ fn rejects_invalid_utf8_as_not_utf8() {
 fn rejects_non_json_as_not_json() {
     assert_eq!(reason(b"hello"), InvalidReason::NotJson);
     assert_eq!(reason(b"{\"body\":"), InvalidReason::NotJson);
-    assert_eq!(reason(EXAMPLE_A[..40].as_bytes()), InvalidReason::NotJson);
+    assert_eq!(reason(&EXAMPLE_A.as_bytes()[..40]), InvalidReason::NotJson);
 }
 
 #[test]

@@ -1,0 +1,49 @@
+//! The collector's errors. Only start-up errors end the process; the loops log and go on.
+
+/// Why the collector could not start (or a component could not be built).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// librdkafka refused the consumer configuration.
+    #[error(
+        "cannot create the Kafka consumer for {brokers} (check --brokers and the -X properties): {source}"
+    )]
+    KafkaConfig {
+        /// Bootstrap servers.
+        brokers: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Subscribing to the topic failed.
+    #[error("cannot subscribe to topic {topic:?}: {source}")]
+    Subscribe {
+        /// Topic name.
+        topic: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr} (is --listen free?): {source}")]
+    Listen {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// The HTTP client for the Pushgateway could not be built.
+    #[error("cannot build the Pushgateway HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+    /// A background thread or task could not be started.
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        /// What.
+        what: &'static str,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with the collector's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

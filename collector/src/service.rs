@@ -1,0 +1,187 @@
+//! Wires the parts together: consumer thread, HTTP server, push loop, janitor, shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::janitor::Janitor;
+use crate::shared::Shared;
+use crate::sink::pushgateway::{Pusher, PushgatewayClient};
+use crate::source::kafka::{Command, KafkaSource};
+
+/// Upper bound of each HTTP request to the Pushgateway.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the collector until `shutdown` completes, then stops consuming, pushes a last time,
+/// commits and returns (within about 10 s).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let shared = Arc::new(Shared::new(config.max_actions));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(%local, "HTTP server listening (/metrics, /healthz, /readyz)");
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = crate::http::router(Arc::clone(&shared));
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+
+    let pusher = match &config.pushgateway_url {
+        Some(url) => Some(PushgatewayClient::new(
+            url,
+            config.pushgateway_username.clone(),
+            config.pushgateway_password.clone(),
+            HTTP_TIMEOUT,
+        )?),
+        None => None,
+    };
+    let instance = config.instance();
+    let (commands, commands_rx) = std::sync::mpsc::channel();
+    let source = KafkaSource::new(&config, Arc::clone(&shared), commands_rx, pusher.is_some())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || source.run(&stop, Duration::from_secs(7)))
+            .map_err(|source| Error::Spawn {
+                what: "the consumer thread",
+                source,
+            })?
+    };
+
+    let mut tasks = Vec::new();
+    let push = pusher
+        .as_ref()
+        .map(|client| Pusher::new(client.clone(), &config.push_job, &instance));
+    if let Some(p) = &push {
+        tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
+        tasks.push(tokio::spawn(push_loop(
+            p.clone(),
+            Arc::clone(&shared),
+            commands.clone(),
+            config.push_interval,
+        )));
+    }
+    match (&pusher, config.prune_after.is_zero()) {
+        (Some(client), false) => {
+            let janitor = Janitor::new(
+                client.clone(),
+                &config.prune_job,
+                config.prune_after,
+                config.prune_dry_run,
+            );
+            tasks.push(tokio::spawn(janitor_loop(
+                janitor,
+                Arc::clone(&shared),
+                config.prune_interval,
+            )));
+        }
+        (Some(_), true) => tracing::info!("janitor disabled (--prune-after 0)"),
+        (None, _) => {}
+    }
+
+    shutdown.await;
+    let started = Instant::now();
+    tracing::info!("shutting down: stop consuming, final push, commit");
+    stop.store(true, Ordering::Relaxed);
+    for t in &tasks {
+        t.abort();
+    }
+    // Let the consumer finish the message at hand so the final push includes it.
+    while shared.is_consuming() && started.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let finish = match &push {
+        Some(p) => p.push_snapshot(&shared).await,
+        None => None,
+    };
+    let _ = commands.send(Command::Finish(finish));
+    let joined = tokio::task::spawn_blocking(move || consumer.join());
+    if tokio::time::timeout(
+        Duration::from_secs(8).saturating_sub(started.elapsed()),
+        joined,
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("consumer did not close in time; exiting anyway");
+    }
+    let _ = http_stop.send(());
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), http).await {
+        return Err(Error::Serve(e));
+    }
+    tracing::info!(took = ?started.elapsed(), "stopped");
+    Ok(())
+}
+
+async fn push_loop(
+    pusher: Pusher,
+    shared: Arc<Shared>,
+    commands: Sender<Command>,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let _ = ticker.tick().await;
+        if let Some(offsets) = pusher.push_snapshot(&shared).await {
+            if commands.send(Command::Store(offsets)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let _ = ticker.tick().await;
+        match janitor.run_once().await {
+            Ok(pruned) => shared.telemetry.janitor_run(true, pruned),
+            Err(e) => {
+                tracing::warn!("janitor run failed, retrying next interval: {e}");
+                shared.telemetry.janitor_run(false, 0);
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                let _ = s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

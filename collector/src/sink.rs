@@ -1,0 +1,3 @@
+//! Where platform metrics go besides `/metrics`.
+
+pub(crate) mod pushgateway;
