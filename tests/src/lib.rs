@@ -24,8 +24,30 @@
 //! }
 //! ```
 //!
-//! The binary `whisk-emulator` wraps this: `whisk-emulator run …` (the demo's load with a live
-//! table) and `whisk-emulator package` (the action zips).
+//! # The binary
+//!
+//! `whisk-emulator run` is the demo's load with a live table (Ctrl-C or `--duration` stops it and
+//! removes every container, frozen ones included):
+//!
+//! ```text
+//! whisk-emulator run --brokers 127.0.0.1:9092 --pushgateway-url http://127.0.0.1:9091 \
+//!     --action hello=target/release/hello --action orders=target/release/orders \
+//!     --action flaky=target/release/flaky --action-timeout flaky=1s \
+//!     --rate 20 --duration 120s --burst-every 15s --burst-size 30 --idle-timeout 10s
+//! ```
+//!
+//! `whisk-emulator package [--out dist]` runs
+//! `cargo build --release --target x86_64-unknown-linux-musl -p whisk-actions` and writes
+//! `dist/{hello,orders,flaky}.zip`, each holding one top-level `exec`.
+//!
+//! # Tests
+//!
+//! `tests/pool.rs` runs the pool on real processes (shell actions), no services needed.
+//! `tests/e2e.rs` needs tansu, `prometheus-pushgateway` and `prometheus` installed, and the
+//! executables built first: `cargo build -p whisk-actions --release` (the newer of
+//! `target/release` and `target/debug` is used; `WHISK_ACTIONS_DIR` overrides) and
+//! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
+//! overrides). A missing one fails the test with the command to run.
 
 pub mod error;
 pub mod events;
