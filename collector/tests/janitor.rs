@@ -1,4 +1,5 @@
 //! The janitor against a real Pushgateway: exactly the stale groups of the SDK's job go.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! End to end on real services: a tansu broker and a Debian Pushgateway, started by the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -17,8 +18,10 @@ const ACCEPTED_LINT: &[(&str, &str)] = &[
     ("openwhisk_action_status_code", "_total"),
 ];
 
-/// One message of each kind, malformed ones between valid ones.
-fn mix() -> (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) {
+type Messages = Vec<Option<Vec<u8>>>;
+
+/// One message of each kind, malformed ones between valid ones (partition 0, partition 1).
+fn mix() -> (Messages, Messages) {
     let p0 = vec![
         Some(activation("guest", "guest/hello", r#","statusCode":0,"duration":150,"waitTime":20,"initTime":0,"size":100"#)),
         Some(b"\xff\xfe not utf8".to_vec()),

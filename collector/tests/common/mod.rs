@@ -1,6 +1,6 @@
 //! Helpers for the collector's integration tests: a produced event mix, the collector binary as
 //! a child process, and bounded waiting.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
