@@ -172,3 +172,31 @@ fn touch() -> &'static registry::Metrics {
     runtime::process_start();
     registry::global()
 }
+
+/// Internals for the SDK's own benchmark (`benches/sdk.rs`); not a stable API.
+#[doc(hidden)]
+pub mod __bench {
+    use crate::config::Config;
+    use crate::identity::ActionIdentity;
+    use crate::push::{PushOutcome, Pusher};
+
+    /// A pusher for `config` (None when no URL is configured).
+    pub struct BenchPusher(Pusher);
+
+    impl BenchPusher {
+        /// Builds the pusher.
+        pub fn new(config: &Config) -> Option<Self> {
+            Pusher::from_config(config).ok().flatten().map(Self)
+        }
+
+        /// One encode + PUT of the whole registry, as after an activation. True when it succeeded.
+        pub fn push(&mut self, identity: &ActionIdentity) -> bool {
+            self.0.push(crate::registry::global(), identity, None, true) == PushOutcome::Pushed
+        }
+
+        /// The URL of the group.
+        pub fn url(&mut self, identity: &ActionIdentity) -> String {
+            self.0.group_url(identity).to_string()
+        }
+    }
+}

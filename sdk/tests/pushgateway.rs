@@ -1,5 +1,6 @@
 //! The SDK on a real Pushgateway, driving the probe action over real pipes the way the Go
 //! actionloop proxy does (stdin lines in, result lines from fd 3).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;
 

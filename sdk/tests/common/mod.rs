@@ -1,10 +1,16 @@
 //! Drives an action executable the way the OpenWhisk Go proxy does: an empty environment plus
 //! the given variables, one JSON line per activation on stdin, the result read from a pipe
 //! passed as fd 3. Shared by the integration tests and the benchmark.
-#![allow(dead_code, unreachable_pub, unsafe_code)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -23,7 +29,7 @@ pub fn example_exe(name: &str) -> PathBuf {
     let path = profile_dir.join("examples").join(name);
     assert!(
         path.is_file(),
-        "{} is missing: run the whole package (`cargo test -p whisk-metrics`), which builds the examples",
+        "{} is missing: `cargo test -p whisk-metrics` builds the examples for the tests; for the benchmark run `cargo build --release -p whisk-metrics --examples` first",
         path.display()
     );
     path
@@ -42,7 +48,16 @@ pub struct Action {
 impl Action {
     /// Starts `exe` with exactly `env` (the proxy starts the action with an empty environment).
     pub fn spawn(exe: &std::path::Path, action_name: &str, env: &[(&str, &str)]) -> Self {
-        let (reader, writer) = std::io::pipe().expect("pipe");
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two new descriptors, owned below.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+            0,
+            "pipe2"
+        );
+        // SAFETY: fresh descriptors from pipe2, owned by nothing else.
+        let reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        let writer = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
         let writer_fd = writer.as_raw_fd();
         let stderr_path = std::env::temp_dir().join(format!(
             "whisk-sdk-test-{}-{}.stderr",
