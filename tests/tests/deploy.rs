@@ -132,13 +132,20 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// Runs `kubernetes-validate --strict --quiet` on `yaml`; Ok(output) when it exits 0.
-fn kubernetes_validate(name: &str, yaml: &str) -> Result<String, String> {
+/// The oldest Kubernetes the manifests are checked against; the newest is kubernetes-validate's
+/// default (its own latest schema).
+const OLDEST_KUBERNETES: &str = "1.27.0";
+
+/// Runs `kubernetes-validate --strict --quiet` on `yaml` for `version` (None: the tool's
+/// default, its newest); Ok(output) when it exits 0.
+fn kubernetes_validate(name: &str, yaml: &str, version: Option<&str>) -> Result<String, String> {
     let file = temp_file(&format!("{name}.yaml"), yaml);
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet"])
-        .arg(&file)
-        .output();
+    let mut cmd = Command::new("kubernetes-validate");
+    cmd.args(["--strict", "--quiet"]);
+    if let Some(v) = version {
+        cmd.args(["--kubernetes-version", v]);
+    }
+    let out = cmd.arg(&file).output();
     let _ = std::fs::remove_file(&file);
     let out = out.unwrap_or_else(|e| {
         panic!(
@@ -188,8 +195,13 @@ fn every_overlay_and_the_base_render_with_kustomize() {
 #[test]
 fn rendered_resources_validate_strictly_against_kubernetes_schemas() {
     for r in renders() {
-        let out = kubernetes_validate(&r.dir.file_name().unwrap().to_string_lossy(), &r.yaml)
-            .unwrap_or_else(|e| panic!("{} does not validate:\n{e}", r.name()));
+        let name = r.dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut out = String::new();
+        for version in [Some(OLDEST_KUBERNETES), None] {
+            let text = kubernetes_validate(&name, &r.yaml, version)
+                .unwrap_or_else(|e| panic!("{} does not validate ({version:?}):\n{e}", r.name()));
+            out.push_str(&text);
+        }
         // Every kind without a schema must be one we check structurally ourselves.
         for line in out.lines().filter(|l| l.contains("Couldn't find schema")) {
             assert!(
@@ -212,7 +224,8 @@ fn kubernetes_validate_rejects_a_misspelled_field() {
         "readOnlyRootFilesystem: true",
         "readOnlyRootFilesytem: true",
     );
-    let err = kubernetes_validate("broken", &broken).expect_err("a misspelled field must fail");
+    let err =
+        kubernetes_validate("broken", &broken, None).expect_err("a misspelled field must fail");
     assert!(err.contains("readOnlyRootFilesytem"), "{err}");
 }
 
@@ -909,4 +922,121 @@ fn elf_check_tells_dynamic_from_static_executables() {
     // The control for the check above: the test binary itself is dynamically linked (glibc).
     let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
     assert!(!elf_is_static(&me));
+}
+
+/// The collector started from the rendered Deployment's environment; killed on drop.
+struct CollectorProcess {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl CollectorProcess {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+#[test]
+fn collector_and_pushgateway_run_with_the_manifests_settings_on_real_services() {
+    use std::time::Duration;
+    let base = &renders()[0];
+
+    // Real tansu, with the topic OpenWhisk's controller would create.
+    let tansu = whisk_testkit::Tansu::start().expect("start tansu");
+    tansu
+        .create_topic("events", 1)
+        .expect("create events topic");
+
+    // Debian's Pushgateway with the Deployment's own flags (listen address and data dir local).
+    let data = std::env::temp_dir().join(format!("whisk-deploy-pgw-{}", std::process::id()));
+    std::fs::create_dir_all(&data).expect("pushgateway data dir");
+    let pgw_args: Vec<String> =
+        base.get("Deployment", "pushgateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("pushgateway args")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|a| !a.starts_with("--web.listen-address"))
+            .map(|a| a.replace("/data/", &format!("{}/", data.display())))
+            .collect();
+    let pgw_refs: Vec<&str> = pgw_args.iter().map(String::as_str).collect();
+    let pgw = whisk_testkit::Pushgateway::start(&pgw_refs).expect("pushgateway with our flags");
+
+    // The collector with exactly the Deployment's env, addresses pointed at the local services.
+    let port = whisk_testkit::free_port();
+    let pod = "whisk-collector-5d9c7b-x2x4q";
+    let mut cmd = Command::new(collector_binary());
+    cmd.env_clear();
+    for e in base.collector_container()["env"]
+        .as_array()
+        .expect("env list")
+    {
+        let name = e["name"].as_str().expect("env name");
+        let value = match name {
+            "WHISK_COLLECTOR_BROKERS" => tansu.bootstrap(),
+            "WHISK_COLLECTOR_PUSHGATEWAY_URL" => pgw.url(),
+            "WHISK_COLLECTOR_LISTEN" => format!("127.0.0.1:{port}"),
+            _ if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" => pod.to_owned(),
+            // An optional Secret that does not exist: Kubernetes leaves the variable unset.
+            _ if e["valueFrom"]["secretKeyRef"]["optional"] == true => continue,
+            _ => e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no value"))
+                .to_owned(),
+        };
+        cmd.env(name, value);
+    }
+    let log = temp_file("collector.log", "");
+    let out = std::fs::File::create(&log).expect("collector log");
+    let err = out.try_clone().expect("collector log handle");
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start whisk-collector");
+    let collector = CollectorProcess { child, log };
+
+    let http = format!("http://127.0.0.1:{port}");
+    for probe in ["/healthz", "/readyz"] {
+        let url = format!("{http}{probe}");
+        assert!(
+            whisk_testkit::wait_until(Duration::from_secs(60), || {
+                whisk_testkit::http_get(&url).is_ok()
+            }),
+            "{probe} never answered 2xx; collector log:\n{}",
+            collector.log_tail()
+        );
+    }
+    // One push interval (15s in the manifest) later, this replica's group is in the Pushgateway.
+    let pushed = whisk_testkit::wait_until(Duration::from_secs(45), || {
+        pgw.groups()
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g["labels"]["job"] == "openwhisk_platform" && g["labels"]["instance"] == pod)
+    });
+    let groups = pgw.groups().unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(
+        pushed,
+        "no openwhisk_platform group for instance {pod}; groups: {groups:?}\ncollector log:\n{}",
+        collector.log_tail()
+    );
+    let metrics = whisk_testkit::http_get(&format!("{http}/metrics")).expect("/metrics");
+    assert!(metrics.contains("whisk_collector_"), "{metrics}");
 }
