@@ -4,7 +4,8 @@
 //! * an idle warm container of the action is reused (thawed with `SIGCONT` if frozen); otherwise
 //!   a new one is cold-started, up to the action's maximum; beyond that the request queues;
 //! * a namespace's in-flight activations are limited: beyond the limit the request is rejected
-//!   and a `ConcurrentRateLimit` Metric event is emitted (the controller's 429);
+//!   and a `ConcurrentRateLimit` Metric event is emitted (the controller's 429); an accepted one
+//!   emits a `ConcurrentInvocations` Metric event (the old load balancer's in-flight count);
 //! * a container left idle for the pause grace (default 50 ms, OpenWhisk ≤ 1.0.0) is frozen with
 //!   `SIGSTOP`; one idle for the idle timeout is removed with `SIGKILL`; so is one whose
 //!   activation ended in a developer error (status 2: exit, timeout, bad result) or a whisk error;
@@ -141,6 +142,10 @@ pub struct InvokerConfig {
     pub namespace_concurrency: usize,
     /// Longest a request waits for a container before failing as a whisk error. Defaults to 60 s.
     pub queue_timeout: Duration,
+    /// Emit a `ConcurrentInvocations` Metric event (value: the namespace's in-flight count,
+    /// this one included) for every accepted activation, as the controller's old load balancer
+    /// does. Defaults to true.
+    pub concurrent_invocations_events: bool,
     /// Runtime kind in the events. Defaults to `rust:1.34`.
     pub kind: String,
     /// When set, every container gets `WHISK_METRICS_PUSHGATEWAY_URL`. Defaults to unset.
@@ -167,6 +172,7 @@ impl InvokerConfig {
             idle_timeout: Duration::from_secs(600),
             namespace_concurrency: 100,
             queue_timeout: Duration::from_secs(60),
+            concurrent_invocations_events: true,
             kind: "rust:1.34".into(),
             pushgateway_url: None,
             api_key: None,
@@ -199,6 +205,13 @@ impl InvokerConfig {
     #[must_use]
     pub fn with_queue_timeout(mut self, d: Duration) -> Self {
         self.queue_timeout = d;
+        self
+    }
+
+    /// Turns the `ConcurrentInvocations` events on or off.
+    #[must_use]
+    pub fn with_concurrent_invocations_events(mut self, on: bool) -> Self {
+        self.concurrent_invocations_events = on;
         self
     }
 
@@ -565,6 +578,16 @@ impl Inner {
                 return Ok(Invocation::Rejected { namespace });
             }
             *n += 1;
+            let in_flight = i64::try_from(*n).unwrap_or(i64::MAX);
+            drop(map);
+            if self.config.concurrent_invocations_events {
+                self.sink.publish(&EventMessage::metric(
+                    self.config.controller_id,
+                    &namespace,
+                    "ConcurrentInvocations",
+                    in_flight,
+                ));
+            }
             InFlight {
                 inner: self,
                 namespace: namespace.clone(),

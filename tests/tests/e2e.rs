@@ -142,6 +142,7 @@ fn pairs(
         );
         *m.entry(key).or_insert(0.0) += s.value;
     }
+    m.retain(|_, v| *v != 0.0);
     m
 }
 
@@ -269,6 +270,14 @@ fn check_promql(stack: &Stack, n: f64, e: &Expected) {
         ),
         e.groups
     );
+    let in_flight = q(
+        "max(openwhisk_namespace_concurrent_invocations{namespace=\"guest\"})",
+        "",
+    );
+    assert!(
+        in_flight.get("").is_some_and(|v| *v >= 1.0),
+        "ConcurrentInvocations gauge: {in_flight:?}"
+    );
     assert_eq!(
         q("sum(hello_greetings_total)", ""),
         BTreeMap::from([(String::new(), e.greetings)])
@@ -367,7 +376,8 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
     std::thread::sleep(Duration::from_millis(500)); // the last after-result pushes
     inv.shutdown();
     let delivery = sink.flush(Duration::from_secs(10)).expect("flush");
-    assert_eq!((delivery.delivered, delivery.failed), (n as u64, 0));
+    // One Activation and one ConcurrentInvocations event per activation.
+    assert_eq!((delivery.delivered, delivery.failed), (2 * n as u64, 0));
 
     // The load did what it is meant to exercise.
     let by = |a: &str| {
@@ -457,7 +467,7 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
         sink.flush(Duration::from_secs(10))
             .expect("flush")
             .delivered,
-        15
+        30
     );
 
     let want = BTreeMap::from([("hello".to_string(), 15.0)]);
@@ -536,7 +546,7 @@ fn two_collector_replicas_in_one_group_total_exactly_n() {
         sink.flush(Duration::from_secs(10))
             .expect("flush")
             .delivered,
-        n as u64
+        2 * n as u64
     );
 
     let total = eventually(SETTLE, &(n as f64), || {

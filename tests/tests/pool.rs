@@ -151,9 +151,8 @@ fn idle_container_is_removed_after_the_idle_timeout() {
 #[test]
 fn exit_and_timeout_are_developer_errors_that_remove_the_container() {
     let fx = Fixture::new();
-    let (inv, sink) = invoker(&fx, InvokerConfig::new(), |s| {
-        s.with_timeout(Duration::from_millis(300))
-    });
+    let cfg = InvokerConfig::new().with_concurrent_invocations_events(false);
+    let (inv, sink) = invoker(&fx, cfg, |s| s.with_timeout(Duration::from_millis(300)));
     let exited = run(&inv, json!({"mode": "exit"}));
     assert_eq!(exited.status_code, 2);
     assert_eq!(exited.result, json!({"error": "command exited"}));
@@ -257,9 +256,16 @@ fn namespace_limit_rejects_and_emits_concurrent_rate_limit() {
         .collect();
     assert_eq!(
         metrics,
-        [("controller0", "guest", "ConcurrentRateLimit", 1)]
+        [
+            ("controller0", "guest", "ConcurrentInvocations", 1),
+            ("controller0", "guest", "ConcurrentRateLimit", 1)
+        ]
     );
-    assert_eq!(events.len(), 2, "one Activation, one Metric");
+    assert_eq!(
+        events.len(),
+        3,
+        "an Activation, its ConcurrentInvocations, a ConcurrentRateLimit"
+    );
     assert_eq!(inv.stats()[0].rejected, 1);
 }
 
@@ -268,7 +274,8 @@ fn activation_events_carry_openwhisk_fields() {
     let fx = Fixture::new();
     let cfg = InvokerConfig::new()
         .with_invoker_id(3)
-        .with_kind("rust:1.34");
+        .with_kind("rust:1.34")
+        .with_concurrent_invocations_events(false);
     let (inv, sink) = invoker(&fx, cfg, |s| s.with_memory_mb(128));
     let cold = run(&inv, json!({}));
     let warm = run(&inv, json!({}));

@@ -94,6 +94,10 @@ struct RunArgs {
     /// In-flight activations allowed per namespace (beyond: ConcurrentRateLimit).
     #[arg(long, default_value_t = 100)]
     namespace_limit: usize,
+    /// Do not emit a ConcurrentInvocations Metric event per accepted activation (the FPC
+    /// scheduler never does; the old load balancer does).
+    #[arg(long)]
+    no_concurrent_invocations: bool,
     /// Action time limit.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
@@ -247,7 +251,8 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .with_idle_timeout(args.idle_timeout)
         .with_namespace_concurrency(args.namespace_limit)
         .with_invoker_id(args.invoker_id)
-        .with_kind(&args.kind);
+        .with_kind(&args.kind)
+        .with_concurrent_invocations_events(!args.no_concurrent_invocations);
     if let Some(url) = &args.pushgateway_url {
         config = config.with_pushgateway_url(url);
     }

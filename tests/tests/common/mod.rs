@@ -85,7 +85,10 @@ impl Stack {
         tansu
             .create_topic("events", partitions)
             .expect("create the events topic");
-        let pushgateway = Pushgateway::start(&[]).expect("start the Pushgateway");
+        // Debian's Pushgateway persists to /var/lib/prometheus/pushgateway.data by default, shared by
+        // every instance on the machine: memory only, or groups of earlier runs come back.
+        let pushgateway =
+            Pushgateway::start(&["--persistence.file="]).expect("start the Pushgateway");
         let mut collectors = Vec::new();
         let mut collector_ports = Vec::new();
         for i in 0..replicas {
@@ -277,7 +280,8 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Sum of `name` grouped by `label`, over the samples whose labels include every `filter` pair.
+/// Sum of `name` grouped by `label`, over the samples whose labels include every `filter` pair;
+/// groups summing to 0 are left out (a label value never incremented is "none").
 pub fn sum_by(
     samples: &[Sample],
     name: &str,
@@ -319,7 +323,7 @@ pub fn wait(timeout: Duration, check: impl FnMut() -> bool) -> bool {
 }
 
 /// The result of an instant PromQL query as `label value → sample value` (by `label`; "" when
-/// the label is absent).
+/// the label is absent); zero values are left out.
 pub fn promql_by(stack: &Stack, query: &str, label: &str) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     for s in stack.prometheus.query(query).unwrap_or_default() {
@@ -335,6 +339,7 @@ pub fn promql_by(stack: &Stack, query: &str, label: &str) -> BTreeMap<String, f6
             .unwrap_or(f64::NAN);
         m.insert(key, value);
     }
+    m.retain(|_, v| *v != 0.0);
     m
 }
 
