@@ -61,7 +61,7 @@ struct Expected {
     flaky_calls: BTreeMap<String, f64>,
 }
 
-fn expected(plan: &LoadPlan, summary: &LoadSummary, invoker: &Invoker) -> Expected {
+fn expected(waves: &[(LoadPlan, LoadSummary)], invoker: &Invoker) -> Expected {
     let mut e = Expected::default();
     let mut containers: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let names = [
@@ -70,7 +70,10 @@ fn expected(plan: &LoadPlan, summary: &LoadSummary, invoker: &Invoker) -> Expect
         "action_developer_error",
         "whisk_internal_error",
     ];
-    for (i, rec) in &summary.records {
+    let records = waves
+        .iter()
+        .flat_map(|(plan, summary)| summary.records.iter().map(move |r| (plan, r)));
+    for (plan, (i, rec)) in records {
         let a = short(&rec.action);
         let params: &Value = &plan.requests[*i].params;
         *e.activations.entry(a.clone()).or_default() += 1.0;
@@ -363,15 +366,33 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
     let stack = Stack::start(1, 2);
     let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
     let mut inv = invoker(&stack, sink.clone(), Duration::from_millis(800), 3);
-    let plan = LoadPlan::generate(&load_spec());
-    let n = plan.requests.len();
-    let summary = run_plan(&inv, &plan, 32, &AtomicBool::new(false), |_| {});
-    assert_eq!(
-        (summary.completed as usize, summary.rejected, summary.failed),
-        (n, 0, 0),
-        "{}",
-        summary.render()
-    );
+    // Two waves with a pause longer than the idle timeout between them: every container is
+    // frozen, then killed, and the second wave cold-starts new ones after Prometheus has seen
+    // the first (so init-time rates are not zero).
+    let mut waves = Vec::new();
+    for seed in [1, 2] {
+        let mut spec = load_spec();
+        spec.seed = seed;
+        spec.duration = Duration::from_secs(3);
+        let plan = LoadPlan::generate(&spec);
+        let summary = run_plan(&inv, &plan, 32, &AtomicBool::new(false), |_| {});
+        assert_eq!(
+            (summary.completed as usize, summary.rejected, summary.failed),
+            (plan.requests.len(), 0, 0),
+            "{}",
+            summary.render()
+        );
+        waves.push((plan, summary));
+        if seed == 1 {
+            std::thread::sleep(Duration::from_millis(2500));
+            let s = inv.stats();
+            assert!(
+                s.iter().all(|a| a.containers_alive == 0),
+                "all idle containers removed: {s:?}"
+            );
+        }
+    }
+    let n: usize = waves.iter().map(|(p, _)| p.requests.len()).sum();
     let stats = inv.stats();
     std::thread::sleep(Duration::from_millis(500)); // the last after-result pushes
     inv.shutdown();
@@ -401,7 +422,7 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
         assert_eq!(by(a).statuses[1..], [0, 0, 0], "{a}");
     }
 
-    let e = expected(&plan, &summary, &inv);
+    let e = expected(&waves, &inv);
     assert_eq!(e.activations.values().sum::<f64>(), n as f64);
     for a in ["hello", "orders"] {
         assert_eq!(
@@ -572,4 +593,71 @@ fn two_collector_replicas_in_one_group_total_exactly_n() {
         promql_by(&stack, "sum(openwhisk_action_activations_total)", "")
     });
     assert_eq!(promql, BTreeMap::from([(String::new(), n as f64)]));
+}
+
+#[test]
+fn namespace_limit_rejections_reach_the_platform_metrics() {
+    let stack = Stack::start(1, 1);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    let config = InvokerConfig::new()
+        .with_namespace_concurrency(2)
+        .with_pushgateway_url(&stack.pushgateway.url());
+    let flaky = ActionSpec::new("/guest/flaky", action_exec("flaky")).with_max_containers(6);
+    let mut inv = Invoker::new(config, sink.clone(), vec![flaky]).expect("invoker");
+    let answers: Vec<Invocation> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    let params = json!({"mode": "sleep", "sleep_ms": 500});
+                    inv.invoke("guest/flaky", params, Instant::now())
+                        .expect("invoke")
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("join")).collect()
+    });
+    let rejected = answers
+        .iter()
+        .filter(|a| matches!(a, Invocation::Rejected { .. }))
+        .count();
+    let completed = answers.len() - rejected;
+    assert_eq!((completed, rejected), (2, 4), "{answers:?}");
+    inv.shutdown();
+    // 2 Activations + 2 ConcurrentInvocations + 4 ConcurrentRateLimit.
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        8
+    );
+
+    let limited = eventually(SETTLE, &4.0, || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_limit_concurrent_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(limited, 4.0, "logs:\n{}", stack.collector_logs());
+    let activations = eventually(SETTLE, &2.0, || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(activations, 2.0);
+    let s = stack.pushgateway_samples();
+    assert_eq!(
+        sum(
+            &s,
+            "openwhisk_action_limit_concurrent_total",
+            &[("namespace", "guest")]
+        ),
+        4.0
+    );
+    let promql = eventually(SETTLE, &BTreeMap::from([(String::new(), 4.0)]), || {
+        promql_by(&stack, "sum(openwhisk_action_limit_concurrent_total)", "")
+    });
+    assert_eq!(promql, BTreeMap::from([(String::new(), 4.0)]));
 }
