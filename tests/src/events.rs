@@ -12,9 +12,7 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -329,10 +327,6 @@ impl EventSink for KafkaSink {
         }
     }
 }
-
-// Silence an unused-import lint for the default context when only ours is used.
-#[allow(dead_code)]
-type _Default = DefaultProducerContext;
 
 #[cfg(test)]
 mod tests {
