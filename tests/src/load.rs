@@ -49,8 +49,8 @@ impl LoadSpec {
 }
 
 /// Parameter choices that exercise the example actions (by the last segment of the action's
-/// name): `hello`, `orders` (three regions) and `flaky` (mostly ok, some errors, panics and
-/// short sleeps). Other actions get `{}`.
+/// name): `hello`, `orders` (three regions) and `flaky` (mostly ok, some errors, panics, short
+/// sleeps and a 1.5 s sleep). Other actions get `{}`.
 pub fn example_params(action: &str) -> Vec<Value> {
     match action.rsplit('/').next().unwrap_or(action) {
         "hello" => vec![json!({"name": "demo"}), json!({"name": "OpenWhisk"})],
@@ -65,6 +65,8 @@ pub fn example_params(action: &str) -> Vec<Value> {
                 json!({"mode": "error"}),
                 json!({"mode": "panic"}),
                 json!({"mode": "sleep", "sleep_ms": 150}),
+                // Past a 1 s time limit (`--action-timeout flaky=1s`): a developer error.
+                json!({"mode": "sleep", "sleep_ms": 1500}),
             ]);
             v
         }
