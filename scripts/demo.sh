@@ -87,7 +87,7 @@ tansu topic create events --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 2 
 
 log "Pushgateway on 127.0.0.1:$PGW_PORT"
 prometheus-pushgateway --web.listen-address="127.0.0.1:$PGW_PORT" \
-  --push.disable-consistency-check >"$STACK/pushgateway.log" 2>&1 &
+  --push.disable-consistency-check --persistence.file= >"$STACK/pushgateway.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$PGW_PORT/-/ready" pushgateway
 

@@ -86,7 +86,8 @@ pub struct Pushgateway {
 
 impl Pushgateway {
     /// Starts a Pushgateway on a free port with `extra` flags (for example
-    /// `--push.disable-consistency-check`) and waits for `/-/ready`.
+    /// `--push.disable-consistency-check`) and waits for `/-/ready`. It keeps its groups in
+    /// memory only (`--persistence.file=`) unless `extra` sets a persistence file.
     pub fn start(extra: &[&str]) -> Result<Self> {
         Self::start_on(free_port(), extra)
     }
@@ -94,6 +95,11 @@ impl Pushgateway {
     /// Starts a Pushgateway on `port` (to bring one back on the same address).
     pub fn start_on(port: u16, extra: &[&str]) -> Result<Self> {
         let mut args = vec![format!("--web.listen-address=127.0.0.1:{port}")];
+        // Debian's build defaults to a persistence file under /var/lib: every test Pushgateway
+        // would reload the groups of earlier runs. Memory only, unless the caller says otherwise.
+        if !extra.iter().any(|a| a.starts_with("--persistence.file")) {
+            args.push("--persistence.file=".to_string());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut process = ServiceProcess::spawn(
             "pushgateway",
