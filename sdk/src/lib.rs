@@ -113,6 +113,7 @@ mod error;
 mod identity;
 mod push;
 mod registry;
+mod resolve;
 mod runtime;
 
 pub use config::{Config, PushMode};

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::identity::{ActionIdentity, instance_id};
 use crate::registry::Metrics;
+use crate::resolve::{CachingResolver, ResolverCache};
 
 /// Pushes shorter than this are not attempted: there is no time left before the deadline.
 const MIN_BUDGET: Duration = Duration::from_millis(1);
@@ -80,6 +81,7 @@ pub(crate) enum PushOutcome {
 #[derive(Debug)]
 pub(crate) struct Pusher {
     agent: ureq::Agent,
+    resolved: ResolverCache,
     base: String,
     job: String,
     auth: Option<String>,
@@ -125,21 +127,28 @@ impl Pusher {
         if config.job.is_empty() {
             return Err(invalid("the job of the grouping key must not be empty"));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
             .max_idle_age(MAX_IDLE_AGE)
             .proxy(None)
             .user_agent(concat!("whisk-metrics/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        // The host is resolved once, not before every push (see `resolve`).
+        let (resolver, resolved) = CachingResolver::new();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            resolver,
+        );
         let auth = config.username.as_ref().map(|user| {
             let pass = config.password.as_deref().unwrap_or("");
             format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
         });
         Ok(Some(Self {
             agent,
+            resolved,
             base,
             job: config.job.clone(),
             auth,
@@ -221,10 +230,15 @@ impl Pusher {
         }
         let mut result = self.send("PUT", identity, &body, end);
         // A pooled connection the server closed while the container was frozen fails at once:
-        // retry once on a fresh connection if there is time left.
+        // retry once on a fresh connection (and a fresh lookup of the host, which may have
+        // moved) if there is time left.
         if let Err(PushError::Transport(e)) = &result {
+            self.resolved.forget();
             if !matches!(e, ureq::Error::Timeout(_)) {
                 result = self.send("PUT", identity, &body, end);
+                if matches!(result, Err(PushError::Transport(_))) {
+                    self.resolved.forget();
+                }
             }
         }
         self.body = body;
