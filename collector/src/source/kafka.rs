@@ -94,7 +94,8 @@ pub(crate) fn client_config(config: &Config) -> ClientConfig {
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
-        // Bounded prefetch keeps memory small; events are tiny.
+        // Bounded prefetch keeps RSS small (librdkafka's default is 64 MB). Measured on tansu:
+        // 8 MB keeps up with the broker; 4 MB or less cuts throughput to ~10 k events/s.
         .set("queued.max.messages.kbytes", "8192")
         .set("statistics.interval.ms", "1000");
     for (k, v) in &config.kafka_properties {
