@@ -110,6 +110,7 @@
 mod config;
 mod context;
 mod error;
+mod exposition;
 mod identity;
 mod push;
 mod registry;

@@ -14,6 +14,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::exposition::TextWriter;
 use crate::identity::{ActionIdentity, instance_id};
 use crate::registry::Metrics;
 use crate::resolve::{CachingResolver, ResolverCache};
@@ -91,6 +92,7 @@ pub(crate) struct Pusher {
     last_notice: Option<Instant>,
     failures_since_notice: u64,
     body: Vec<u8>,
+    text: TextWriter,
     url: String,
     url_for: Option<ActionIdentity>,
 }
@@ -158,6 +160,7 @@ impl Pusher {
             last_notice: None,
             failures_since_notice: 0,
             body: Vec::with_capacity(8 * 1024),
+            text: TextWriter::default(),
             url: String::new(),
             url_for: None,
         }))
@@ -224,7 +227,7 @@ impl Pusher {
             None => started + self.timeout,
         };
         let mut body = std::mem::take(&mut self.body);
-        if let Err(e) = metrics.encode(&mut body) {
+        if let Err(e) = metrics.encode_with(&mut self.text, &mut body) {
             // Only a metric without samples can fail to encode; push what there is.
             eprintln!("whisk-metrics: encoding metrics failed: {e}");
         }

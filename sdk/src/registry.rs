@@ -6,11 +6,12 @@ use std::sync::{Mutex, OnceLock};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
 };
 
 use crate::error::{Error, Result};
+use crate::exposition::TextWriter;
 
 /// Buckets (seconds) of `whisk_activation_duration_seconds`, the same as the platform's time
 /// histograms.
@@ -204,8 +205,17 @@ impl Metrics {
 
     /// The text exposition (format 0.0.4: LF line endings, no timestamps) of every metric.
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) -> std::result::Result<(), prometheus::Error> {
+        self.encode_with(&mut TextWriter::default(), buf)
+    }
+
+    /// Like [`Metrics::encode`], with a writer that keeps its caches between pushes.
+    pub(crate) fn encode_with(
+        &self,
+        writer: &mut TextWriter,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<(), prometheus::Error> {
         buf.clear();
-        TextEncoder::new().encode(&self.registry.gather(), buf)
+        writer.encode(&self.registry.gather(), buf)
     }
 
     pub(crate) fn counter(&self, name: &str, help: &str) -> Result<IntCounter> {

@@ -336,6 +336,11 @@ fn set_ow_env(fields: &Map<String, Value>) {
         if key.is_empty() || name.contains(['=', '\0']) || text.contains('\0') {
             continue;
         }
+        // Most values (namespace, action name and version, API key) repeat between activations:
+        // reading is much cheaper than setting (setenv allocates and takes the write lock).
+        if std::env::var_os(&name).is_some_and(|current| current == text.as_str()) {
+            continue;
+        }
         // SAFETY: called on the loop's thread between activations, before the handler runs; the
         // SDK itself starts no threads, so nothing of ours reads the environment concurrently.
         // Threads the action starts itself must not read the environment while the loop runs
