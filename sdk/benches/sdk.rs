@@ -6,9 +6,12 @@
 //!
 //! 1. counter increment (ns)
 //! 2. time the SDK adds to the activation's response path (default mode), against the same
-//!    handler in a minimal loop without the SDK, both driven over pipes like the Go proxy
+//!    handler in a minimal loop without the SDK, both driven over pipes like the Go proxy;
+//!    also with pushing disabled (the SDK's own work) and in strict mode. The configurations
+//!    are interleaved and each activation starts only once every action is idle in `read(0)`.
 //! 3. encode + PUT per activation against a local Pushgateway, with and without its
-//!    consistency check, next to a minimal raw HTTP PUT of the same body in the same run
+//!    consistency check, next to a minimal raw HTTP PUT of the same body and headers in the
+//!    same run (alternating which goes first), and gather+encode alone
 //! 4. process start to ready (`{"ok":true}` on fd 3)
 //! 5. size of the example action executable
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
@@ -63,21 +66,62 @@ fn labelled_increment() -> f64 {
     start.elapsed().as_secs_f64() * 1e9 / n as f64
 }
 
-/// Write-line → read-result latency over `n` activations, spaced so each push completes first.
-fn response_path(exe: &str, env: &[(&str, &str)], n: usize) -> Vec<Duration> {
-    let mut action = Action::spawn(&example_exe(exe), "/guest/bench", env);
-    for _ in 0..50 {
-        action.invoke(json!({"mode": "ok"}), Duration::from_secs(60));
+/// True when `pid`'s main thread is blocked in `read(0, …)`: waiting for the next activation,
+/// so the previous push (which runs on that thread) has finished. None when /proc cannot tell.
+fn blocked_on_stdin(pid: i32) -> Option<bool> {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()
+        .map(|s| s.starts_with("0 0x0 "))
+}
+
+/// Waits (bounded) until `action` is back in `read(0)`; true when it was still busy.
+fn wait_idle(action: &Action) -> bool {
+    let waited = Instant::now();
+    let mut busy = false;
+    while blocked_on_stdin(action.pid()) == Some(false) && waited.elapsed() < Duration::from_secs(2)
+    {
+        busy = true;
+        std::thread::sleep(Duration::from_micros(200));
     }
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (_, took) = action.invoke(json!({"mode": "ok"}), Duration::from_secs(60));
-        samples.push(took);
-        // let the previous push finish: this measures the response path alone
-        std::thread::sleep(Duration::from_millis(10));
+    busy
+}
+
+/// Write-line → read-result latency over `n` activations of each configuration, interleaved
+/// (one activation of each per round, the order rotating) so drifting load on the machine hits
+/// all of them alike. Before each activation the driver waits until every action is back in
+/// `read(0)` (its push done), then 1 ms more so the Pushgateway settles too: this measures the
+/// response path alone. Returns per configuration the sorted samples and how often the action
+/// was still busy (pushing) 5 ms after its previous result.
+fn response_paths(configs: &[(&str, Vec<(&str, &str)>)], n: usize) -> Vec<(Vec<Duration>, usize)> {
+    let mut actions: Vec<Action> = configs
+        .iter()
+        .map(|(exe, env)| Action::spawn(&example_exe(exe), "/guest/bench", env))
+        .collect();
+    for a in &mut actions {
+        for _ in 0..50 {
+            a.invoke(json!({"mode": "ok"}), Duration::from_secs(60));
+        }
     }
-    samples.sort();
-    samples
+    let mut out: Vec<(Vec<Duration>, usize)> =
+        configs.iter().map(|_| (Vec::with_capacity(n), 0)).collect();
+    for round in 0..n {
+        for k in 0..actions.len() {
+            let i = (round + k) % actions.len();
+            std::thread::sleep(Duration::from_millis(5));
+            for (j, a) in actions.iter().enumerate() {
+                if wait_idle(a) && j == i {
+                    out[i].1 += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            let (_, took) = actions[i].invoke(json!({"mode": "ok"}), Duration::from_secs(60));
+            out[i].0.push(took);
+        }
+    }
+    for (samples, _) in &mut out {
+        samples.sort();
+    }
+    out
 }
 
 /// A minimal keep-alive HTTP/1.1 PUT client: the baseline for the SDK's push.
@@ -101,11 +145,13 @@ impl RawPut {
     }
 
     fn put(&mut self, body: &[u8]) -> u16 {
+        // the same header lines, in the same order, as the SDK's requests (ureq 3)
         let head = format!(
-            "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+            "PUT {} HTTP/1.1\r\ncontent-length: {}\r\nuser-agent: whisk-metrics/{}\r\naccept: */*\r\nhost: {}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n\r\n",
             self.path,
+            body.len(),
+            env!("CARGO_PKG_VERSION"),
             self.host,
-            body.len()
         );
         let s = self.stream.get_mut();
         s.write_all(head.as_bytes()).unwrap();
@@ -138,8 +184,24 @@ impl RawPut {
     }
 }
 
-/// p50 / p99 of SDK encode+push and of a raw PUT of the same body, interleaved.
-fn push_vs_raw(pgw_flags: &[&str], n: usize) -> (Duration, Duration, Duration, Duration) {
+/// p50 / p99 of one kind of sample.
+#[derive(Clone, Copy)]
+struct P50P99(Duration, Duration);
+
+impl P50P99 {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        Self(percentile(&samples, 0.5), percentile(&samples, 0.99))
+    }
+
+    fn text(self) -> String {
+        format!("{} / {}", us(self.0), us(self.1))
+    }
+}
+
+/// SDK encode+push, raw PUT of the same body (interleaved, alternating which goes first) and
+/// the SDK's gather+encode alone.
+fn push_vs_raw(pgw_flags: &[&str], n: usize) -> (P50P99, P50P99, P50P99) {
     let pgw = Pushgateway::start(pgw_flags).unwrap();
     let config = whisk_metrics::Config::new().with_pushgateway_url(pgw.url());
     let mut pusher = whisk_metrics::__bench::BenchPusher::new(&config).unwrap();
@@ -156,29 +218,45 @@ fn push_vs_raw(pgw_flags: &[&str], n: usize) -> (Duration, Duration, Duration, D
         assert!(pusher.push(&other));
     }
     let mut raw = RawPut::new(&pusher.url(&id));
-    let (mut sdk, mut base) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut sdk, mut base, mut enc) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut body = whisk_metrics::render();
     for i in 0..n + 20 {
+        let mut sdk_push = || {
+            let t = Instant::now();
+            assert!(pusher.push(&id), "SDK push failed");
+            t.elapsed()
+        };
+        let mut raw_put = |body: &str| {
+            let t = Instant::now();
+            let status = raw.put(body.as_bytes());
+            let took = t.elapsed();
+            assert!(status == 200 || status == 202, "raw PUT answered {status}");
+            took
+        };
+        let (sdk_t, raw_t) = if i % 2 == 0 {
+            let s = sdk_push();
+            body = whisk_metrics::render();
+            (s, raw_put(&body))
+        } else {
+            let r = raw_put(&body);
+            let s = sdk_push();
+            body = whisk_metrics::render();
+            (s, r)
+        };
         let t = Instant::now();
-        assert!(pusher.push(&id), "SDK push failed");
-        let sdk_t = t.elapsed();
-        let body = whisk_metrics::render();
-        let t = Instant::now();
-        let status = raw.put(body.as_bytes());
-        let raw_t = t.elapsed();
-        assert!(status == 200 || status == 202, "raw PUT answered {status}");
+        black_box(pusher.encode());
+        let enc_t = t.elapsed();
         if i >= 20 {
             sdk.push(sdk_t);
             base.push(raw_t);
+            enc.push(enc_t);
         }
     }
-    sdk.sort();
-    base.sort();
-    (
-        percentile(&sdk, 0.5),
-        percentile(&sdk, 0.99),
-        percentile(&base, 0.5),
-        percentile(&base, 0.99),
-    )
+    (P50P99::of(sdk), P50P99::of(base), P50P99::of(enc))
 }
 
 fn start_to_ready(n: usize) -> Vec<Duration> {
@@ -235,26 +313,43 @@ fn main() {
     let pgw = Pushgateway::start(&[]).unwrap();
     let url = pgw.url();
     let n = 1000;
-    let raw = response_path("raw_action", &[], n);
-    let sdk = response_path(
-        "probe_action",
-        &[("WHISK_METRICS_PUSHGATEWAY_URL", &url)],
-        n,
-    );
-    let strict = response_path(
-        "probe_action",
-        &[
-            ("WHISK_METRICS_PUSHGATEWAY_URL", &url),
-            ("WHISK_METRICS_PUSH_MODE", "before-result"),
-        ],
-        n,
-    );
+    let configs = [
+        ("raw_action", vec![]),
+        (
+            "probe_action",
+            vec![
+                ("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str()),
+                ("WHISK_METRICS_DISABLED", "true"),
+            ],
+        ),
+        (
+            "probe_action",
+            vec![("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str())],
+        ),
+        (
+            "probe_action",
+            vec![
+                ("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str()),
+                ("WHISK_METRICS_PUSH_MODE", "before-result"),
+            ],
+        ),
+    ];
+    let mut results = response_paths(&configs, n).into_iter();
+    let mut next = || results.next().unwrap();
+    let ((raw, _), (quiet, _), (sdk, busy), (strict, _)) = (next(), next(), next(), next());
     drop(pgw);
     let (r50, r99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+    let (q50, q99) = (percentile(&quiet, 0.5), percentile(&quiet, 0.99));
     let (s50, s99) = (percentile(&sdk, 0.5), percentile(&sdk, 0.99));
+    let added = |a: Duration, b: Duration| us(a.saturating_sub(b));
     row(
         "response path, no SDK (raw loop) p50 / p99",
         format!("{} / {}", us(r50), us(r99)),
+        "–",
+    );
+    row(
+        "response path, SDK, pushing disabled p50 / p99",
+        format!("{} / {}", us(q50), us(q99)),
         "–",
     );
     row(
@@ -263,13 +358,19 @@ fn main() {
         "–",
     );
     row(
+        "added by the SDK's own work (pushing disabled) p50 / p99",
+        format!("{} / {}", added(q50, r50), added(q99, r99)),
+        "–",
+    );
+    row(
         "added by the SDK (default mode) p50 / p99",
-        format!(
-            "{} / {}",
-            us(s50.saturating_sub(r50)),
-            us(s99.saturating_sub(r99))
-        ),
+        format!("{} / {}", added(s50, r50), added(s99, r99)),
         "≤ 50 µs p50",
+    );
+    row(
+        "default mode: push still running 5 ms after the previous result",
+        format!("{busy} of {n}"),
+        "–",
     );
     let (t50, t99) = (percentile(&strict, 0.5), percentile(&strict, 0.99));
     row(
@@ -285,20 +386,17 @@ fn main() {
             &["--push.disable-consistency-check"][..],
         ),
     ] {
-        let (s50, s99, b50, b99) = push_vs_raw(flags, 500);
+        let (sdk, base, enc) = push_vs_raw(flags, 500);
+        row(&format!("encode+push p50 / p99, {label}"), sdk.text(), "–");
         row(
-            &format!("encode+push p50 / p99, {label}"),
-            format!("{} / {}", us(s50), us(s99)),
+            &format!("  of which gather+encode alone p50 / p99, {label}"),
+            enc.text(),
             "–",
         );
-        row(
-            &format!("raw PUT p50 / p99, {label}"),
-            format!("{} / {}", us(b50), us(b99)),
-            "–",
-        );
+        row(&format!("raw PUT p50 / p99, {label}"), base.text(), "–");
         row(
             &format!("push / raw PUT (p50), {label}"),
-            format!("{:.2}×", s50.as_secs_f64() / b50.as_secs_f64()),
+            format!("{:.2}×", sdk.0.as_secs_f64() / base.0.as_secs_f64()),
             "≤ 1.2×",
         );
     }

@@ -12,6 +12,7 @@ fn main() {
     // SAFETY: the actionloop proxy (or the benchmark) passes the result pipe as fd 3.
     let mut fd3 = unsafe { File::from_raw_fd(3) };
     let mut count = 0u64;
+    let mut out = Vec::with_capacity(256);
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let result = match serde_json::from_str::<Value>(&line) {
@@ -22,10 +23,13 @@ fn main() {
             }
             Err(e) => json!({ "error": e.to_string() }),
         };
-        if writeln!(fd3, "{result}")
-            .and_then(|()| fd3.flush())
-            .is_err()
-        {
+        // one write per result, like the SDK (`writeln!` on a File is a write per fragment)
+        out.clear();
+        if serde_json::to_writer(&mut out, &result).is_err() {
+            break;
+        }
+        out.push(b'\n');
+        if fd3.write_all(&out).and_then(|()| fd3.flush()).is_err() {
             break;
         }
         let _ = std::io::stdout().flush();

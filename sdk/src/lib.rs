@@ -196,6 +196,12 @@ pub mod __bench {
             self.0.push(crate::registry::global(), identity, None, true) == PushOutcome::Pushed
         }
 
+        /// Only the gather + text encoding of a push (into the pusher's reused buffer); returns
+        /// the body length.
+        pub fn encode(&mut self) -> usize {
+            self.0.encode_body(crate::registry::global())
+        }
+
         /// The URL of the group.
         pub fn url(&mut self, identity: &ActionIdentity) -> String {
             self.0.group_url(identity).to_string()

@@ -226,11 +226,8 @@ impl Pusher {
             Some(d) => (started + self.timeout).min(d),
             None => started + self.timeout,
         };
-        let mut body = std::mem::take(&mut self.body);
-        if let Err(e) = metrics.encode_with(&mut self.text, &mut body) {
-            // Only a metric without samples can fail to encode; push what there is.
-            eprintln!("whisk-metrics: encoding metrics failed: {e}");
-        }
+        self.encode_body(metrics);
+        let body = std::mem::take(&mut self.body);
         let mut result = self.send("PUT", identity, &body, end);
         // A pooled connection the server closed while the container was frozen fails at once:
         // retry once on a fresh connection (and a fresh lookup of the host, which may have
@@ -246,6 +243,15 @@ impl Pusher {
         }
         self.body = body;
         result
+    }
+
+    /// Renders the registry into the reused body buffer; returns its length.
+    pub(crate) fn encode_body(&mut self, metrics: &Metrics) -> usize {
+        if let Err(e) = metrics.encode_with(&mut self.text, &mut self.body) {
+            // Only a metric without samples can fail to encode; push what there is.
+            eprintln!("whisk-metrics: encoding metrics failed: {e}");
+        }
+        self.body.len()
     }
 
     /// Best-effort DELETE of the container's group (when stdin closes).
