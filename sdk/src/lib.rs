@@ -51,9 +51,9 @@
 //! (`/ns/pkg/a` → `ns`, `pkg/a`), as the platform metrics split it.
 //!
 //! - **When.** By default ([`PushMode::AfterResult`]) right after the result line is written to
-//!   fd 3 and before the next stdin line is read: off the response path, and inside OpenWhisk's
-//!   pause grace (≥ 50 ms) before the container is frozen; a push cut by a freeze completes
-//!   after the thaw. [`PushMode::BeforeResult`] pushes before writing the result: nothing can
+//!   fd 3 (and the CPU yielded once, so the proxy takes the result first) and before the next
+//!   stdin line is read: off the response path, and inside OpenWhisk's pause grace (≥ 50 ms)
+//!   before the container is frozen; a push cut by a freeze completes after the thaw. [`PushMode::BeforeResult`] pushes before writing the result: nothing can
 //!   be lost, but the push is on the response path.
 //! - **Timeout.** `WHISK_METRICS_TIMEOUT_MS` (default 250 ms). In strict mode it is also bounded
 //!   by `__OW_DEADLINE` minus a 20 ms margin, so the result is never late. In the default mode
@@ -64,7 +64,8 @@
 //! - **Minimum push interval** (`WHISK_METRICS_MIN_PUSH_INTERVAL_MS`, default 0): skips pushes
 //!   closer together than this for hot containers. Its price: a container that is frozen for
 //!   good or removed inside the interval loses the increments since its last push.
-//! - **HTTP.** One keep-alive connection reused across activations. The client is `ureq` 3
+//! - **HTTP.** One keep-alive connection reused across activations; the host is resolved once
+//!   (again after a failed request), not before every push. The client is `ureq` 3
 //!   without default features: blocking, no async runtime, no threads of its own, so it works
 //!   in an action without a runtime and does not panic in one that runs tokio (unlike
 //!   `reqwest::blocking`), and keeps the executable small. HTTPS needs the `tls` cargo feature
