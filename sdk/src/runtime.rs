@@ -241,7 +241,9 @@ impl Serving {
             // container with one or two cores it otherwise waits for the push's encoding and
             // sends (measured in the benchmark: p50 latency of the result back to the level
             // without pushing). Costs one syscall.
-            std::thread::yield_now();
+            if self.pusher.is_some() {
+                std::thread::yield_now();
+            }
             self.push(None);
         }
         flush_std();
