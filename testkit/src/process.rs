@@ -34,7 +34,9 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn http_get(url: &str) -> Result<String> {
     let agent = agent();
     let mut resp = agent.get(url).call().map_err(|e| http_err("GET", url, e))?;
-    resp.body_mut().read_to_string().map_err(|e| http_err("GET", url, e))
+    resp.body_mut()
+        .read_to_string()
+        .map_err(|e| http_err("GET", url, e))
 }
 
 pub(crate) fn agent() -> ureq::Agent {
@@ -46,7 +48,11 @@ pub(crate) fn agent() -> ureq::Agent {
 }
 
 pub(crate) fn http_err(method: &'static str, url: &str, e: impl std::fmt::Display) -> Error {
-    Error::Http { method, url: url.to_string(), message: e.to_string() }
+    Error::Http {
+        method,
+        url: url.to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// A child process that is killed (SIGKILL) and reaped when dropped. Its stdout and stderr go
@@ -62,21 +68,28 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Spawns `binary args…` with a fresh working directory.
     pub fn spawn(name: &str, binary: &str, args: &[String], hint: &'static str) -> Result<Self> {
-        let path = which(binary)
-            .ok_or_else(|| Error::MissingBinary { binary: binary.to_string(), hint })?;
+        let path = which(binary).ok_or_else(|| Error::MissingBinary {
+            binary: binary.to_string(),
+            hint,
+        })?;
         let dir = std::env::temp_dir().join(format!(
             "whisk-testkit-{name}-{}-{}",
             std::process::id(),
             free_port()
         ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| Error::Io { what: format!("creating {}", dir.display()), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
         let log = dir.join("log.txt");
-        let out = File::create(&log)
-            .map_err(|source| Error::Io { what: format!("creating {}", log.display()), source })?;
-        let err = out
-            .try_clone()
-            .map_err(|source| Error::Io { what: "duplicating log handle".into(), source })?;
+        let out = File::create(&log).map_err(|source| Error::Io {
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| Error::Io {
+            what: "duplicating log handle".into(),
+            source,
+        })?;
         let child = Command::new(path)
             .args(args)
             .current_dir(&dir)
@@ -84,8 +97,16 @@ impl ServiceProcess {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| Error::Io { what: format!("starting {binary}"), source })?;
-        Ok(Self { name: name.to_string(), child, dir, log })
+            .map_err(|source| Error::Io {
+                what: format!("starting {binary}"),
+                source,
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            dir,
+            log,
+        })
     }
 
     /// The private working directory of the process (removed on drop).
@@ -102,7 +123,9 @@ impl ServiceProcess {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let start = text.len().saturating_sub(4096);
-        let start = (start..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         text[start..].to_string()
     }
 
@@ -143,11 +166,14 @@ pub(crate) fn which(binary: &str) -> Option<PathBuf> {
         let p = PathBuf::from(binary);
         return p.is_file().then_some(p);
     }
-    let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     // cargo install puts tansu here; a shell that never sourced ~/.cargo/env still finds it.
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
-    dirs.into_iter().map(|d| d.join(binary)).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
 }

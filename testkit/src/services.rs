@@ -36,7 +36,9 @@ impl Tansu {
             &args,
             "cargo install tansu --version 0.6.0 --locked --features dynostore",
         )?;
-        process.wait_ready(READY_TIMEOUT, || TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+        process.wait_ready(READY_TIMEOUT, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
         Ok(Self { process, port })
     }
 
@@ -49,7 +51,15 @@ impl Tansu {
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         let broker = format!("tcp://127.0.0.1:{}", self.port);
         let partitions = partitions.to_string();
-        let args = ["topic", "create", name, "--broker", &broker, "--partitions", &partitions];
+        let args = [
+            "topic",
+            "create",
+            name,
+            "--broker",
+            &broker,
+            "--partitions",
+            &partitions,
+        ];
         let binary = which("tansu").ok_or_else(|| Error::MissingBinary {
             binary: "tansu".into(),
             hint: "cargo install tansu --version 0.6.0 --locked --features dynostore",
@@ -57,7 +67,10 @@ impl Tansu {
         let out = Command::new(binary)
             .args(args)
             .output()
-            .map_err(|source| Error::Io { what: "running tansu topic create".into(), source })?;
+            .map_err(|source| Error::Io {
+                what: "running tansu topic create".into(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(Error::Command {
                 command: format!("tansu {}", args.join(" ")),
@@ -128,7 +141,10 @@ impl Pushgateway {
         let body = http_get(&url)?;
         let v: serde_json::Value =
             serde_json::from_str(&body).map_err(|e| http_err("GET", &url, e))?;
-        Ok(v.get("data").and_then(|d| d.as_array()).cloned().unwrap_or_default())
+        Ok(v.get("data")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// The text exposition of `/metrics`.
@@ -162,11 +178,15 @@ impl Prometheus {
     pub fn start(config_yaml: &str) -> Result<Self> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("whisk-prom-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| Error::Io { what: format!("creating {}", dir.display()), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, config_yaml)
-            .map_err(|source| Error::Io { what: format!("writing {}", config.display()), source })?;
+        std::fs::write(&config, config_yaml).map_err(|source| Error::Io {
+            what: format!("writing {}", config.display()),
+            source,
+        })?;
         let args = vec![
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", dir.join("data").display()),
@@ -196,10 +216,16 @@ impl Prometheus {
             .query("query", promql)
             .call()
             .map_err(|e| http_err("GET", &url, format!("{promql}: {e}")))?;
-        let body = resp.body_mut().read_to_string().map_err(|e| http_err("GET", &url, e))?;
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| http_err("GET", &url, e))?;
         let v: serde_json::Value =
             serde_json::from_str(&body).map_err(|e| http_err("GET", &url, e))?;
-        Ok(v.pointer("/data/result").and_then(|r| r.as_array()).cloned().unwrap_or_default())
+        Ok(v.pointer("/data/result")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Sum of the values an instant query returns (0 when empty).
