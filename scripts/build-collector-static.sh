@@ -26,7 +26,7 @@ if ! command -v musl-gcc >/dev/null 2>&1; then
 fi
 
 export CC_x86_64_unknown_linux_musl=musl-gcc
-cargo build --release --locked --target x86_64-unknown-linux-musl -p whisk-collector
+cargo build --release --locked --target x86_64-unknown-linux-musl -p whisk-collector --features kafka-tls
 
 bin="target/$target/release/whisk-collector"
 echo "built $bin"
