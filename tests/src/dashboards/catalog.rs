@@ -48,14 +48,7 @@ impl Catalog {
     /// Reads and validates a catalog file: every entry has a name, type and source, a status
     /// of `plotted` or `not_plotted`, and a non-empty reason when not plotted.
     pub fn load(path: &Path) -> Result<Self, DashboardError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DashboardError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let json: Value = serde_json::from_str(&text).map_err(|source| DashboardError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let json = super::model::read_json(path)?;
         let shape = |message: String| DashboardError::Shape {
             path: path.to_path_buf(),
             message,

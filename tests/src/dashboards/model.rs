@@ -82,17 +82,22 @@ pub fn load_dashboards(dir: &Path) -> Result<Vec<Dashboard>, DashboardError> {
     files.iter().map(|p| Dashboard::load(p)).collect()
 }
 
+/// Reads a JSON file, naming the file in the error.
+pub(crate) fn read_json(path: &Path) -> Result<Value, DashboardError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DashboardError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| DashboardError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 impl Dashboard {
     /// Reads and parses one dashboard file.
     pub fn load(path: &Path) -> Result<Self, DashboardError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DashboardError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let json: Value = serde_json::from_str(&text).map_err(|source| DashboardError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let json = read_json(path)?;
         if !json.is_object() {
             return Err(DashboardError::Shape {
                 path: path.to_path_buf(),
