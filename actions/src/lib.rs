@@ -16,7 +16,7 @@
 //! | flaky | `mode` ∈ ok, error, panic, sleep; `sleep_ms` | ok: `{"ok": true}` | `flaky_calls_total` (by `mode`) |
 //!
 //! Build them as static executables and package them as OpenWhisk zips with
-//! `cargo run -p whisk-emulator -- package` (see the emulator's documentation).
+//! `cargo xtask package` (see the emulator's documentation).
 
 mod flaky;
 mod hello;

@@ -12,8 +12,8 @@
 //! The end-to-end test calls [`check_all_queries_return_data`] after its load:
 //!
 //! ```no_run
-//! use whisk_emulator::dashboards::{Vars, check_all_queries_return_data};
-//! # fn main() -> Result<(), whisk_emulator::dashboards::DashboardError> {
+//! use whisk_tests::dashboards::{Vars, check_all_queries_return_data};
+//! # fn main() -> Result<(), whisk_tests::dashboards::DashboardError> {
 //! let vars = Vars::new().with("namespace", "guest").with("action", "hello");
 //! let checked = check_all_queries_return_data("http://127.0.0.1:9090", &vars)?;
 //! println!("{} queries returned data", checked.queries);

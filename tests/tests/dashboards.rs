@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use whisk_emulator::dashboards::{
+use whisk_tests::dashboards::{
     BUILTIN_VARIABLES, COLLECTOR_MARKER, Catalog, Dashboard, DashboardError, PUSHGATEWAY_MARKER,
     PlotStatus, QueryOrigin, QueryOutcome, Vars, check_all_queries_parse,
     check_all_queries_return_data, load_dashboards, metric_names, prometheus_config_for,

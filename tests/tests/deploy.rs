@@ -896,7 +896,7 @@ fn elf_is_static(bytes: &[u8]) -> bool {
 }
 
 #[test]
-#[ignore = "a release musl build takes minutes; run with `cargo test -p whisk-emulator --test deploy -- --ignored`"]
+#[ignore = "a release musl build takes minutes; run with `cargo test -p whisk-tests --test deploy -- --ignored`"]
 fn static_build_script_produces_a_statically_linked_collector() {
     let status = Command::new(root().join("scripts/build-collector-static.sh"))
         .status()

@@ -434,13 +434,13 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
     check_promql(&stack, n as f64, &e);
 
     // The hook for the dashboards: every panel query returns data from this Prometheus.
-    let vars = whisk_emulator::dashboards::Vars::new()
+    let vars = whisk_tests::dashboards::Vars::new()
         .with("namespace", "guest")
         .with("action", "hello")
         .with_rate_interval_secs(300)
         .with_range_secs(300);
     let checked =
-        whisk_emulator::dashboards::check_all_queries_return_data(&stack.prometheus_url(), &vars);
+        whisk_tests::dashboards::check_all_queries_return_data(&stack.prometheus_url(), &vars);
     assert!(
         checked.is_ok(),
         "dashboard queries without data: {checked:?}"

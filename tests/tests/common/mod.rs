@@ -130,7 +130,7 @@ impl Stack {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join("', '");
-        let config = whisk_emulator::dashboards::prometheus_config_for(
+        let config = whisk_tests::dashboards::prometheus_config_for(
             &format!("127.0.0.1:{}", pushgateway.port()),
             &targets,
         )

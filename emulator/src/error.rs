@@ -31,9 +31,6 @@ pub enum Error {
     /// Creating the Kafka producer or sending to it failed.
     #[error("kafka: {0}")]
     Kafka(String),
-    /// Building or packaging the actions failed.
-    #[error("packaging: {0}")]
-    Package(String),
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -1,6 +1,5 @@
 //! `whisk-emulator`: runs a load against action executables like an OpenWhisk invoker (events to
-//! Kafka, metrics from the actions to a Pushgateway) with a live table, or packages the example
-//! actions as OpenWhisk zips.
+//! Kafka, metrics from the actions to a Pushgateway) with a live table.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -13,7 +12,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use whisk_emulator::load::{LoadSpec, example_params, parse_duration};
-use whisk_emulator::package::{PackageOptions, build_and_package};
 use whisk_emulator::{
     ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, MemorySink, run_plan, table,
 };
@@ -33,8 +31,6 @@ struct Cli {
 enum Cmd {
     /// Run a load against action executables, printing a live per-action table.
     Run(Box<RunArgs>),
-    /// Build the example actions as static musl executables and zip each as dist/<action>.zip.
-    Package(PackageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,19 +120,6 @@ struct RunArgs {
     quiet: bool,
 }
 
-#[derive(Debug, Args)]
-struct PackageArgs {
-    /// Rust target triple of the static build.
-    #[arg(long, default_value = whisk_emulator::package::MUSL_TARGET)]
-    target: String,
-    /// Output directory.
-    #[arg(long, default_value = "dist")]
-    out: PathBuf,
-    /// Workspace root.
-    #[arg(long, default_value = ".")]
-    workspace: PathBuf,
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -148,7 +131,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => run(*args),
-        Cmd::Package(args) => package(args),
     };
     match result {
         Ok(code) => code,
@@ -157,19 +139,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn package(args: PackageArgs) -> Result<ExitCode, String> {
-    let opts = PackageOptions {
-        workspace: args.workspace,
-        target: args.target,
-        out_dir: args.out,
-    };
-    let zips = build_and_package(&opts).map_err(|e| e.to_string())?;
-    for z in zips {
-        println!("{}", z.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn split_kv<'a>(s: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The example actions (binaries of `whisk-actions`).
 pub const EXAMPLE_ACTIONS: [&str; 3] = ["hello", "orders", "flaky"];

@@ -1,0 +1,63 @@
+//! An OpenWhisk invoker emulator, for demos and end-to-end tests without an OpenWhisk.
+//!
+//! It runs real action executables (the `exec` of an OpenWhisk zip) exactly as the Go actionloop
+//! proxy of the Rust runtime does ([`proxy`]), keeps a container pool per action that cold-starts,
+//! reuses, freezes (`SIGSTOP`), thaws (`SIGCONT`) and removes (`SIGKILL`) processes as the
+//! invoker does ([`pool`]), and publishes one `Activation` event per activation (and
+//! `ConcurrentRateLimit` events on throttling) to the broker's `events` topic in OpenWhisk's
+//! exact format ([`events`]). [`load`] drives it with a rate, an action mix and bursts;
+//! [`table`] renders the live per-action table. (Packaging the example actions as OpenWhisk zips
+//! is `cargo xtask package`.)
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use whisk_emulator::{ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink};
+//!
+//! let sink = Arc::new(KafkaSink::new("127.0.0.1:9092", "events", &[]).unwrap());
+//! let config = InvokerConfig::new().with_pushgateway_url("http://127.0.0.1:9091");
+//! let hello = ActionSpec::new("/guest/hello", "target/release/hello");
+//! let invoker = Invoker::new(config, sink.clone(), vec![hello]).unwrap();
+//! let answer = invoker.invoke("guest/hello", serde_json::json!({"name": "you"}), Instant::now());
+//! if let Ok(Invocation::Completed(a)) = answer {
+//!     println!("{} {} cold={}", a.activation_id, a.result, a.cold);
+//! }
+//! ```
+//!
+//! # The binary
+//!
+//! `whisk-emulator run` is the demo's load with a live table (Ctrl-C or `--duration` stops it and
+//! removes every container, frozen ones included):
+//!
+//! ```text
+//! whisk-emulator run --brokers 127.0.0.1:9092 --pushgateway-url http://127.0.0.1:9091 \
+//!     --action hello=target/release/hello --action orders=target/release/orders \
+//!     --action flaky=target/release/flaky --action-timeout flaky=1s \
+//!     --rate 20 --duration 120s --burst-every 15s --burst-size 30 --idle-timeout 10s
+//! ```
+//!
+//! # Tests
+//!
+//! `tests/pool.rs` runs the pool on real processes (shell actions), no services needed. The
+//! end-to-end tests that drive the emulator live in the workspace's `tests/` crate; `e2e.rs` needs tansu, `prometheus-pushgateway` and `prometheus` installed, and the
+//! executables built first: `cargo build -p whisk-actions --release` (the newer of
+//! `target/release` and `target/debug` is used; `WHISK_ACTIONS_DIR` overrides) and
+//! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
+//! overrides). A missing one fails the test with the command to run.
+
+pub mod error;
+pub mod events;
+pub mod load;
+pub mod pool;
+pub mod proxy;
+pub mod table;
+
+pub use error::{Error, Result};
+pub use events::{
+    ActivationBody, DeliveryStats, EventBody, EventMessage, EventSink, KafkaSink, MemorySink,
+    MetricBody,
+};
+pub use load::{LoadPlan, LoadSpec, LoadSummary, PlannedRequest, run_plan};
+pub use load::{example_params, parse_duration};
+pub use pool::{ActionSpec, ActionStats, ActivationRecord, Invocation, Invoker, InvokerConfig};
+pub use proxy::{ActionProcess, RunInput, RunOutcome, SENTINEL};
