@@ -168,7 +168,9 @@ mod tests {
 
     #[test]
     fn paths_encode_every_value() {
-        let key = GroupingKey::new("a/b").with("instance", "").with("action", "pkg/x");
+        let key = GroupingKey::new("a/b")
+            .with("instance", "")
+            .with("action", "pkg/x");
         assert_eq!(
             key.path(),
             "/metrics/job@base64/YS9i/instance@base64/=/action@base64/cGtnL3g"
@@ -177,7 +179,9 @@ mod tests {
 
     #[test]
     fn plain_and_standard_base64_segments_are_read_as_the_pushgateway_reads_them() {
-        let key = GroupingKey::from_path("/metrics/job/openwhisk_actions/instance@base64/Pz8-/ns/guest/").unwrap();
+        let key =
+            GroupingKey::from_path("/metrics/job/openwhisk_actions/instance@base64/Pz8-/ns/guest/")
+                .unwrap();
         assert_eq!(key.job(), "openwhisk_actions");
         assert_eq!(key.get("instance"), Some("??>"));
         assert_eq!(key.get("ns"), Some("guest"));
@@ -189,9 +193,18 @@ mod tests {
 
     #[test]
     fn malformed_paths_are_errors_that_name_the_problem() {
-        assert_eq!(GroupingKey::from_path("/metrics"), Err(PathError::NotAGroupPath));
-        assert_eq!(GroupingKey::from_path("/api/v1/metrics"), Err(PathError::NotAGroupPath));
-        assert_eq!(GroupingKey::from_path("/metrics/instance/x/job/j"), Err(PathError::NotAGroupPath));
+        assert_eq!(
+            GroupingKey::from_path("/metrics"),
+            Err(PathError::NotAGroupPath)
+        );
+        assert_eq!(
+            GroupingKey::from_path("/api/v1/metrics"),
+            Err(PathError::NotAGroupPath)
+        );
+        assert_eq!(
+            GroupingKey::from_path("/metrics/instance/x/job/j"),
+            Err(PathError::NotAGroupPath)
+        );
         assert_eq!(
             GroupingKey::from_path("/metrics/job/j/instance"),
             Err(PathError::MissingValue("instance".into()))
