@@ -485,6 +485,24 @@ fn strict_mode_frozen_right_after_answering_has_its_counts_pushed() {
 }
 
 #[test]
+fn a_host_name_is_looked_up_on_the_loop_thread_and_the_action_stays_single_threaded() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let url = format!("http://localhost:{}", pgw.port());
+    let mut action = probe(&url, &[]);
+    for _ in 0..3 {
+        action.invoke(json!({"mode": "ok"}), LONG);
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(3.0)
+    }));
+    // no resolver (or any other) thread of the SDK next to the loop's
+    let threads = std::fs::read_dir(format!("/proc/{}/task", action.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 1);
+}
+
+#[test]
 fn two_processes_of_the_same_action_get_two_groups() {
     let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
     let mut a = probe(&pgw.url(), &[]);
