@@ -10,13 +10,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use whisk_testkit::{Prometheus, Pushgateway, free_port, wait_until};
 use whisk_tests::dashboards::{
     BUILTIN_VARIABLES, COLLECTOR_MARKER, Catalog, Dashboard, DashboardError, PUSHGATEWAY_MARKER,
     PlotStatus, QueryOrigin, QueryOutcome, Vars, check_all_queries_parse,
     check_all_queries_return_data, load_dashboards, metric_names, prometheus_config_for,
     render_prometheus_config, repo_dashboards_dir, run_instant_query, variable_references,
 };
-use whisk_testkit::{Prometheus, Pushgateway, free_port, wait_until};
 
 const EXPECTED: &[(&str, &str)] = &[
     ("action.json", "whisk-action"),
