@@ -50,6 +50,7 @@
 
 pub mod cgroup;
 mod container;
+pub mod controller;
 pub mod error;
 pub mod events;
 pub mod load;

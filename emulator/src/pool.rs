@@ -414,7 +414,7 @@ impl Inner {
             activation_id: random_hex32(),
             transaction_id: format!("tid_{:016x}", fastrand::u64(..)),
             deadline_ms: u128::from(epoch_ms(SystemTime::now())) + slot.spec.timeout.as_millis(),
-            api_key: self.config.api_key.clone(),
+            api_key: self.config.api_key_for(slot.spec.namespace()),
         }
     }
 

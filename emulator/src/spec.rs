@@ -129,6 +129,9 @@ pub struct InvokerConfig {
     pub pushgateway_url: Option<String>,
     /// When set, passed as `api_key`/`__OW_API_KEY`. Defaults to unset.
     pub api_key: Option<String>,
+    /// Per-namespace API keys (namespace, `uuid:key`), as the invoker hands each activation its
+    /// namespace's key; they take precedence over `api_key`. Defaults to none.
+    pub api_keys: Vec<(String, String)>,
     /// When set, every container's `__OW_API_HOST` (the invoker's `docker run -e`). Defaults to
     /// unset.
     pub api_host: Option<String>,
@@ -163,6 +166,7 @@ impl InvokerConfig {
             kind: "rust:1.34".into(),
             pushgateway_url: None,
             api_key: None,
+            api_keys: Vec::new(),
             api_host: None,
             wait_for_ack: false,
             cgroups: true,
@@ -226,11 +230,22 @@ impl InvokerConfig {
         self
     }
 
-    /// Sets the API key given to every activation (`api_key`, `__OW_API_KEY`).
+    /// Gives the activations of `namespace` the API key `key` (`uuid:key`) as `api_key` and
+    /// `__OW_API_KEY` (see [`crate::controller`] for the controller that knows it).
     #[must_use]
-    pub fn with_api_key(mut self, key: &str) -> Self {
-        self.api_key = Some(key.to_string());
+    pub fn with_api_key(mut self, namespace: &str, key: &str) -> Self {
+        self.api_keys.retain(|(ns, _)| ns != namespace);
+        self.api_keys.push((namespace.to_string(), key.to_string()));
         self
+    }
+
+    /// The API key of `namespace`'s activations: its own, else `api_key`.
+    pub fn api_key_for(&self, namespace: &str) -> Option<String> {
+        self.api_keys
+            .iter()
+            .find(|(ns, _)| ns == namespace)
+            .map(|(_, k)| k.clone())
+            .or_else(|| self.api_key.clone())
     }
 
     /// Sets `__OW_API_HOST` of every container.

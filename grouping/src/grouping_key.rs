@@ -168,7 +168,9 @@ mod tests {
 
     #[test]
     fn paths_encode_every_value() {
-        let key = GroupingKey::new("a/b").with("instance", "").with("action", "pkg/x");
+        let key = GroupingKey::new("a/b")
+            .with("instance", "")
+            .with("action", "pkg/x");
         assert_eq!(
             key.path(),
             "/metrics/job@base64/YS9i/instance@base64/=/action@base64/cGtnL3g"
@@ -177,21 +179,33 @@ mod tests {
 
     #[test]
     fn plain_and_standard_base64_segments_are_read_as_the_pushgateway_reads_them() {
-        let key = GroupingKey::from_path("/metrics/job/openwhisk_actions/instance@base64/Pz8-/ns/guest/").unwrap();
+        let key =
+            GroupingKey::from_path("/metrics/job/openwhisk_actions/instance@base64/Pz8-/ns/guest/")
+                .unwrap();
         assert_eq!(key.job(), "openwhisk_actions");
         assert_eq!(key.get("instance"), Some("??>"));
         assert_eq!(key.get("ns"), Some("guest"));
-        let std_alphabet = GroupingKey::from_path("/metrics/job/j/instance@base64/Pz8/").unwrap();
-        assert_eq!(std_alphabet.get("instance"), Some("???"));
+        // `+` only occurs in the standard alphabet (`/` cannot: it separates segments).
+        let std_alphabet = GroupingKey::from_path("/metrics/job/j/instance@base64/Pj4+").unwrap();
+        assert_eq!(std_alphabet.get("instance"), Some(">>>"));
         let padded = GroupingKey::from_path("/metrics/job/j/a@base64/YQ==").unwrap();
         assert_eq!(padded.get("a"), Some("a"));
     }
 
     #[test]
     fn malformed_paths_are_errors_that_name_the_problem() {
-        assert_eq!(GroupingKey::from_path("/metrics"), Err(PathError::NotAGroupPath));
-        assert_eq!(GroupingKey::from_path("/api/v1/metrics"), Err(PathError::NotAGroupPath));
-        assert_eq!(GroupingKey::from_path("/metrics/instance/x/job/j"), Err(PathError::NotAGroupPath));
+        assert_eq!(
+            GroupingKey::from_path("/metrics"),
+            Err(PathError::NotAGroupPath)
+        );
+        assert_eq!(
+            GroupingKey::from_path("/api/v1/metrics"),
+            Err(PathError::NotAGroupPath)
+        );
+        assert_eq!(
+            GroupingKey::from_path("/metrics/instance/x/job/j"),
+            Err(PathError::NotAGroupPath)
+        );
         assert_eq!(
             GroupingKey::from_path("/metrics/job/j/instance"),
             Err(PathError::MissingValue("instance".into()))
