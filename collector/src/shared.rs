@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, Limits};
 use crate::internal_events::{AggregateStats, Telemetry};
 
 /// Next offset to consume per partition (the offset to commit), for one topic.
@@ -40,11 +40,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Fresh state with the cardinality guard set to `max_actions`.
-    pub(crate) fn new(max_actions: usize) -> Self {
+    /// Fresh state with the aggregate bounded by `limits`.
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             state: Mutex::new(State {
-                aggregator: Aggregator::new(max_actions),
+                aggregator: Aggregator::with_limits(limits),
                 applied: Vec::new(),
             }),
             telemetry: Telemetry::new(),
@@ -75,6 +75,7 @@ impl Shared {
             let stats = AggregateStats {
                 live_series: agg.live_series(),
                 newest_timestamp_ms: agg.newest_timestamp_ms(),
+                capped: agg.capped(),
             };
             (agg.render_to_string(), stats)
         };
