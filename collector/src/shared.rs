@@ -33,6 +33,8 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// One render at a time (a scrape and a push render never overlap, bounding peak memory).
+    render_gate: Mutex<()>,
     /// The collector's own events (log and count).
     pub(crate) telemetry: Telemetry,
     ready: AtomicBool,
@@ -47,6 +49,7 @@ impl Shared {
                 aggregator: Aggregator::with_limits(limits),
                 applied: Vec::new(),
             }),
+            render_gate: Mutex::new(()),
             telemetry: Telemetry::new(),
             ready: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
@@ -62,6 +65,7 @@ impl Shared {
 
     /// `openwhisk_*` text plus the offsets it covers, taken atomically.
     pub(crate) fn platform_snapshot(&self) -> (String, Offsets) {
+        let _one_at_a_time = self.render_gate();
         let state = self.lock();
         let text = state.aggregator.render_to_string();
         (text, state.applied.clone())
@@ -69,6 +73,7 @@ impl Shared {
 
     /// Everything `/metrics` serves: platform metrics then the collector's own.
     pub(crate) fn render_all(&self) -> String {
+        let _one_at_a_time = self.render_gate();
         let (mut out, stats) = {
             let state = self.lock();
             let agg = &state.aggregator;
@@ -81,6 +86,12 @@ impl Shared {
         };
         self.telemetry.render(&mut out, stats);
         out
+    }
+
+    fn render_gate(&self) -> MutexGuard<'_, ()> {
+        self.render_gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether partitions are assigned and the consumer is polling.
