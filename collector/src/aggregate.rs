@@ -2,9 +2,15 @@
 //!
 //! One hash lookup per activation: the key is (namespace, initiator, action) and the entry holds
 //! every per-action series; `kind`/`memory` of `openwhisk_action_activations_total` live in a
-//! tiny list inside the entry. Labels come from each event and are never frozen.
+//! tiny sorted list inside the entry. Labels come from each event and are never frozen.
+//!
+//! Bounded under hostile input ([`Limits`]): at most `--max-actions` actions, at most
+//! `--max-status-codes-per-action` codes per action (the rest count as `status_code="other"`),
+//! every new key charged against one series budget (`--max-series`), and keys idle longer than
+//! `--evict-after` evicted by [`Aggregator::evict_idle`].
 
 use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
 
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{Equivalent, HashMap};
@@ -37,41 +43,133 @@ pub(crate) const STATUS_LABELS: [&str; 5] = [
     "unknown",
 ];
 
+/// Label value under which capped keys are counted (`status_code`, `kind`/`memory`,
+/// `caused_by`).
+pub const OTHER_LABEL: &str = "other";
+
+/// Series charged to the budget when an action entry is created: one of every per-action
+/// series that is not keyed by something else (first kind/memory pair, the `other` rows,
+/// cold starts, five statuses, the histograms, memory, GB-seconds).
+const FIXED_SERIES_PER_ACTION: usize = 16;
+
+/// Bounds of the aggregate: every map keyed by something a tenant controls is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct actions held under their own name; further ones go to `__overflow__`.
+    pub max_actions: usize,
+    /// Series budget over every family (new keys beyond it are folded into `other` or
+    /// `__overflow__`, or dropped for gauges, and counted).
+    pub max_series: usize,
+    /// Distinct `status_code` values per action; further codes count as `status_code="other"`.
+    pub max_status_codes_per_action: usize,
+    /// Keys idle longer than this are evicted (`Duration::ZERO`: never).
+    pub evict_after: Duration,
+}
+
+impl Default for Limits {
+    /// The flags' defaults: 10 000 actions, 400 000 series (10 000 actions with every status
+    /// code slot used fit), 20 status codes per action, eviction after 1 h idle.
+    fn default() -> Self {
+        Self {
+            max_actions: 10_000,
+            max_series: 400_000,
+            max_status_codes_per_action: 20,
+            evict_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Events counted under a catch-all because a limit was reached, by limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capped {
+    /// Status codes beyond `--max-status-codes-per-action` (counted as `other`).
+    pub status_codes: u64,
+    /// Keys refused by `--max-series` (folded into `other`/`__overflow__`, or dropped).
+    pub series: u64,
+}
+
 /// What applying one event did, for the collector's own metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// An activation was counted under its own action.
     Activation,
-    /// An activation was counted under [`OVERFLOW_ACTION`] because of `--max-actions`.
+    /// An activation was counted under [`OVERFLOW_ACTION`] because of `--max-actions` (or
+    /// the series budget).
     OverflowActivation,
     /// A Metric event was applied.
     Metric,
 }
 
+/// The series budget: how many series are charged against `max`.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    charged: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn try_take(&mut self, n: usize) -> bool {
+        if self.charged + n <= self.max {
+            self.charged += n;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn release(&mut self, n: usize) {
+        self.charged = self.charged.saturating_sub(n);
+    }
+}
+
+/// A counter of a namespace-keyed family and when it last moved.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamped<T> {
+    pub(crate) value: T,
+    last_seen: Instant,
+    charged: bool,
+}
+
 /// The aggregated platform metrics.
 #[derive(Debug)]
 pub struct Aggregator {
-    max_actions: usize,
+    limits: Limits,
+    budget: Budget,
+    capped: Capped,
     pub(crate) actions: HashMap<ActionKey, ActionSeries>,
     /// Entries under their own action name (overflow entries excluded).
     distinct_actions: usize,
-    pub(crate) limit_concurrent: HashMap<Box<str>, u64>,
-    pub(crate) limit_timed: HashMap<Box<str>, u64>,
-    pub(crate) concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, i64>>,
+    pub(crate) limit_concurrent: HashMap<Box<str>, Stamped<u64>>,
+    pub(crate) limit_timed: HashMap<Box<str>, Stamped<u64>>,
+    pub(crate) concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, Stamped<i64>>>,
     newest_timestamp_ms: Option<i64>,
 }
 
 impl Default for Aggregator {
     fn default() -> Self {
-        Self::new(10_000)
+        Self::with_limits(Limits::default())
     }
 }
 
 impl Aggregator {
-    /// An empty aggregate holding at most `max_actions` distinct actions.
+    /// An empty aggregate holding at most `max_actions` distinct actions (other limits at
+    /// their defaults).
     pub fn new(max_actions: usize) -> Self {
-        Self {
+        Self::with_limits(Limits {
             max_actions,
+            ..Limits::default()
+        })
+    }
+
+    /// An empty aggregate with these bounds.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            budget: Budget {
+                charged: 0,
+                max: limits.max_series,
+            },
+            capped: Capped::default(),
             actions: HashMap::new(),
             distinct_actions: 0,
             limit_concurrent: HashMap::new(),
@@ -83,61 +181,160 @@ impl Aggregator {
 
     /// Applies one event.
     pub fn apply(&mut self, event: &EventMessage<'_>) -> Applied {
+        self.apply_at(event, Instant::now())
+    }
+
+    /// Applies one event seen at `now` (for eviction).
+    pub fn apply_at(&mut self, event: &EventMessage<'_>, now: Instant) -> Applied {
         if let Some(ts) = event.timestamp_ms {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }
         match &event.body {
-            Body::Activation(a) => self.apply_activation(&event.namespace, a),
+            Body::Activation(a) => self.apply_activation(&event.namespace, a, now),
             Body::Metric(m) => {
-                self.apply_metric(&event.namespace, &event.source, m);
+                self.apply_metric(&event.namespace, &event.source, m, now);
                 Applied::Metric
             }
         }
     }
 
-    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>) -> Applied {
+    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>, now: Instant) -> Applied {
         let mut key = KeyRef {
             namespace: a.namespace(),
             initiator,
             action: a.action(),
         };
-        match self.actions.entry_ref(&key) {
-            EntryRef::Occupied(o) => {
-                o.into_mut().observe(a);
-                return Applied::Activation;
-            }
-            EntryRef::Vacant(v) if self.distinct_actions < self.max_actions => {
+        let mut ctx = Ctx {
+            budget: &mut self.budget,
+            capped: &mut self.capped,
+            max_codes: self.limits.max_status_codes_per_action,
+            now,
+        };
+        if let Some(s) = self.actions.get_mut(&key) {
+            s.observe(a, &mut ctx);
+            return Applied::Activation;
+        }
+        if self.distinct_actions < self.limits.max_actions {
+            if ctx.budget.try_take(FIXED_SERIES_PER_ACTION) {
                 self.distinct_actions += 1;
-                v.insert(ActionSeries::default()).observe(a);
+                let s = ActionSeries::new(now, false, FIXED_SERIES_PER_ACTION);
+                insert(&mut self.actions, &key, s).observe(a, &mut ctx);
                 return Applied::Activation;
             }
-            EntryRef::Vacant(_) => {}
+            ctx.capped.series += 1;
         }
         key.action = OVERFLOW_ACTION;
-        self.actions.entry_ref(&key).or_default().observe(a);
+        if let Some(s) = self.actions.get_mut(&key) {
+            s.observe(a, &mut ctx);
+            return Applied::OverflowActivation;
+        }
+        if ctx.budget.try_take(FIXED_SERIES_PER_ACTION) {
+            let s = ActionSeries::new(now, true, FIXED_SERIES_PER_ACTION);
+            insert(&mut self.actions, &key, s).observe(a, &mut ctx);
+            return Applied::OverflowActivation;
+        }
+        // Not even room for this namespace's overflow entry: one catch-all entry, outside the
+        // budget, keeps every activation counted.
+        ctx.capped.series += 1;
+        let all = KeyRef {
+            namespace: OVERFLOW_ACTION,
+            initiator: OVERFLOW_ACTION,
+            action: OVERFLOW_ACTION,
+        };
+        match self.actions.entry_ref(&all) {
+            EntryRef::Occupied(o) => o.into_mut().observe(a, &mut ctx),
+            EntryRef::Vacant(v) => v
+                .insert(ActionSeries::new(now, true, 0))
+                .observe(a, &mut ctx),
+        }
         Applied::OverflowActivation
     }
 
-    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric) {
+    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric, now: Instant) {
+        let (budget, capped) = (&mut self.budget, &mut self.capped);
         match m.kind {
-            MetricKind::ConcurrentRateLimit => bump(&mut self.limit_concurrent, namespace),
-            MetricKind::TimedRateLimit => bump(&mut self.limit_timed, namespace),
+            MetricKind::ConcurrentRateLimit => {
+                bump(&mut self.limit_concurrent, namespace, now, budget, capped);
+            }
+            MetricKind::TimedRateLimit => {
+                bump(&mut self.limit_timed, namespace, now, budget, capped);
+            }
             MetricKind::ConcurrentInvocations => {
+                if let Some(v) = self
+                    .concurrent_invocations
+                    .get_mut(namespace)
+                    .and_then(|per| per.get_mut(source))
+                {
+                    v.value = m.value;
+                    v.last_seen = now;
+                    return;
+                }
+                // A gauge cannot be folded into a catch-all: beyond the budget it is dropped.
+                if !budget.try_take(1) {
+                    capped.series += 1;
+                    return;
+                }
                 let per_controller = match self.concurrent_invocations.get_mut(namespace) {
-                    Some(m) => m,
+                    Some(per) => per,
                     None => self
                         .concurrent_invocations
                         .entry(namespace.into())
                         .or_default(),
                 };
-                match per_controller.get_mut(source) {
-                    Some(v) => *v = m.value,
-                    None => {
-                        let _ = per_controller.insert(source.into(), m.value);
-                    }
-                }
+                let _ = per_controller.insert(
+                    source.into(),
+                    Stamped {
+                        value: m.value,
+                        last_seen: now,
+                        charged: true,
+                    },
+                );
             }
         }
+    }
+
+    /// Drops every key idle for longer than `--evict-after` at `now`; returns how many went.
+    pub fn evict_idle(&mut self, now: Instant) -> usize {
+        let max_idle = self.limits.evict_after;
+        if max_idle.is_zero() {
+            return 0;
+        }
+        let idle = |last: Instant| now.saturating_duration_since(last) > max_idle;
+        let mut evicted = 0;
+        let (budget, distinct) = (&mut self.budget, &mut self.distinct_actions);
+        self.actions.retain(|_, s| {
+            if !idle(s.last_seen) {
+                return true;
+            }
+            budget.release(s.charged);
+            if !s.overflow {
+                *distinct -= 1;
+            }
+            evicted += 1;
+            false
+        });
+        for map in [&mut self.limit_concurrent, &mut self.limit_timed] {
+            map.retain(|_, v| {
+                if !idle(v.last_seen) {
+                    return true;
+                }
+                budget.release(usize::from(v.charged));
+                evicted += 1;
+                false
+            });
+        }
+        self.concurrent_invocations.retain(|_, per| {
+            per.retain(|_, v| {
+                if !idle(v.last_seen) {
+                    return true;
+                }
+                budget.release(usize::from(v.charged));
+                evicted += 1;
+                false
+            });
+            !per.is_empty()
+        });
+        evicted
     }
 
     /// Envelope timestamp (ms) of the newest applied event.
@@ -158,19 +355,66 @@ impl Aggregator {
                 .sum::<usize>()
     }
 
+    /// Series charged against `--max-series` (never above it).
+    pub fn charged_series(&self) -> usize {
+        self.budget.charged
+    }
+
+    /// Events counted under a catch-all because a limit was reached, so far.
+    pub fn capped(&self) -> Capped {
+        self.capped
+    }
+
     /// Distinct actions held under their own name.
     pub fn distinct_actions(&self) -> usize {
         self.distinct_actions
     }
 }
 
-fn bump(map: &mut HashMap<Box<str>, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(v) => *v += 1,
-        None => {
-            let _ = map.insert(key.into(), 1);
-        }
+fn insert<'m>(
+    map: &'m mut HashMap<ActionKey, ActionSeries>,
+    key: &KeyRef<'_>,
+    s: ActionSeries,
+) -> &'m mut ActionSeries {
+    match map.entry_ref(key) {
+        EntryRef::Occupied(o) => o.into_mut(),
+        EntryRef::Vacant(v) => v.insert(s),
     }
+}
+
+fn bump(
+    map: &mut HashMap<Box<str>, Stamped<u64>>,
+    key: &str,
+    now: Instant,
+    budget: &mut Budget,
+    capped: &mut Capped,
+) {
+    if let Some(v) = map.get_mut(key) {
+        v.value += 1;
+        v.last_seen = now;
+        return;
+    }
+    let (key, charged) = if budget.try_take(1) {
+        (key, true)
+    } else {
+        capped.series += 1;
+        (OVERFLOW_ACTION, false)
+    };
+    let v = map.entry(key.into()).or_insert(Stamped {
+        value: 0,
+        last_seen: now,
+        charged,
+    });
+    v.value += 1;
+    v.last_seen = now;
+}
+
+/// What observing one activation may change besides its own entry.
+struct Ctx<'a> {
+    budget: &'a mut Budget,
+    capped: &'a mut Capped,
+    max_codes: usize,
+    now: Instant,
 }
 
 /// Owned key of the per-action map.
@@ -273,32 +517,88 @@ pub(crate) struct KindCount {
 }
 
 /// Every series of one (namespace, initiator, action).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ActionSeries {
+    /// Sorted by (kind, memory).
     pub(crate) activations: Vec<KindCount>,
+    /// Activations whose (kind, memory) pair found no room in the budget.
+    pub(crate) activations_other: u64,
     pub(crate) cold_starts: u64,
     pub(crate) status: [u64; 5],
+    /// Sorted by code; at most `--max-status-codes-per-action` entries.
     pub(crate) status_codes: Vec<(i64, u64)>,
+    /// Activations with a status code beyond the cap (or the budget).
+    pub(crate) status_code_other: u64,
     pub(crate) wait: Histogram<15>,
     pub(crate) init: Histogram<15>,
     pub(crate) duration: Histogram<15>,
     pub(crate) size: Option<Box<Histogram<9>>>,
     pub(crate) memory: u64,
+    /// Σ duration (s) × memory limit (MB) / 1024.
+    pub(crate) gb_seconds: f64,
+    /// Activations with a cause, by `caused_by` label, sorted.
+    pub(crate) caused: Vec<(Box<str>, u64)>,
+    last_seen: Instant,
+    /// An `__overflow__` entry (not counted against `--max-actions`).
+    overflow: bool,
+    /// Series charged to the budget for this entry.
+    charged: usize,
 }
 
 impl ActionSeries {
-    fn observe(&mut self, a: &Activation<'_>) {
-        match self
+    fn new(now: Instant, overflow: bool, charged: usize) -> Self {
+        Self {
+            activations: Vec::new(),
+            activations_other: 0,
+            cold_starts: 0,
+            status: [0; 5],
+            status_codes: Vec::new(),
+            status_code_other: 0,
+            wait: Histogram::default(),
+            init: Histogram::default(),
+            duration: Histogram::default(),
+            size: None,
+            memory: 0,
+            gb_seconds: 0.0,
+            caused: Vec::new(),
+            last_seen: now,
+            overflow,
+            charged,
+        }
+    }
+
+    /// Takes one more series from the budget for a new key of this entry.
+    fn take(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        // The catch-all entry (charged nothing) stays outside the budget entirely: it only
+        // ever uses its `other` rows.
+        if self.charged > 0 && ctx.budget.try_take(1) {
+            self.charged += 1;
+            true
+        } else {
+            ctx.capped.series += 1;
+            false
+        }
+    }
+
+    fn observe(&mut self, a: &Activation<'_>, ctx: &mut Ctx<'_>) {
+        self.last_seen = ctx.now;
+        let pair = self
             .activations
-            .iter_mut()
-            .find(|k| k.memory == a.memory && *k.kind == *a.kind)
-        {
-            Some(k) => k.count += 1,
-            None => self.activations.push(KindCount {
-                kind: a.kind.as_ref().into(),
-                memory: a.memory,
-                count: 1,
-            }),
+            .binary_search_by(|k| (&*k.kind, k.memory).cmp(&(&*a.kind, a.memory)));
+        match pair {
+            Ok(i) => self.activations[i].count += 1,
+            // The first pair is part of the fixed charge.
+            Err(i) if self.activations.is_empty() || self.take(ctx) => {
+                self.activations.insert(
+                    i,
+                    KindCount {
+                        kind: a.kind.as_ref().into(),
+                        memory: a.memory,
+                        count: 1,
+                    },
+                );
+            }
+            Err(_) => self.activations_other += 1,
         }
         let status = usize::try_from(a.status_code)
             .ok()
@@ -306,9 +606,14 @@ impl ActionSeries {
             .unwrap_or(4);
         self.status[status] += 1;
         if let Some(code) = a.user_defined_status_code {
-            match self.status_codes.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, n)) => *n += 1,
-                None => self.status_codes.push((code, 1)),
+            match self.status_codes.binary_search_by_key(&code, |(c, _)| *c) {
+                Ok(i) => self.status_codes[i].1 += 1,
+                Err(_) if self.status_codes.len() >= ctx.max_codes => {
+                    ctx.capped.status_codes += 1;
+                    self.status_code_other += 1;
+                }
+                Err(i) if self.take(ctx) => self.status_codes.insert(i, (code, 1)),
+                Err(_) => self.status_code_other += 1,
             }
         }
         self.wait.observe(&TIME_BUCKETS, a.wait_time_ms / 1000.0);
@@ -324,17 +629,35 @@ impl ActionSeries {
                 .observe(&SIZE_BUCKETS, size as f64);
         }
         self.memory = a.memory;
+        self.gb_seconds += a.gb_seconds();
+        if let Some(cause) = a.caused_by_label() {
+            match self.caused.binary_search_by(|(c, _)| (**c).cmp(cause)) {
+                Ok(i) => self.caused[i].1 += 1,
+                Err(i) if self.take(ctx) => self.caused.insert(i, (cause.into(), 1)),
+                // `other` is part of the fixed charge.
+                Err(_) => match self
+                    .caused
+                    .binary_search_by(|(c, _)| (**c).cmp(OTHER_LABEL))
+                {
+                    Ok(i) => self.caused[i].1 += 1,
+                    Err(i) => self.caused.insert(i, (OTHER_LABEL.into(), 1)),
+                },
+            }
+        }
     }
 
     fn series(&self) -> usize {
         self.activations.len()
+            + usize::from(self.activations_other > 0)
             + usize::from(self.cold_starts > 0)
             + self.status.iter().filter(|s| **s > 0).count()
             + self.status_codes.len()
+            + usize::from(self.status_code_other > 0)
             + 2 // wait, duration
             + usize::from(self.init.count() > 0)
             + usize::from(self.size.is_some())
-            + 1 // memory
+            + 2 // memory, GB-seconds
+            + self.caused.len()
     }
 }
 

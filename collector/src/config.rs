@@ -7,6 +7,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use whisk_grouping::parse_duration;
 
+use crate::aggregate::Limits;
+
 /// whisk-collector: OpenWhisk `events` (Kafka) → user-events compatible platform metrics on
 /// /metrics and, optionally, pushed to a Prometheus Pushgateway; prunes stale SDK groups.
 ///
@@ -103,6 +105,26 @@ pub struct Config {
     #[arg(long, env = "WHISK_COLLECTOR_MAX_ACTIONS", default_value_t = 10_000)]
     pub max_actions: usize,
 
+    /// Cardinality guard: at most this many distinct `status_code` values per action (the code
+    /// comes from the action's own result); further codes count as status_code="other".
+    #[arg(
+        long,
+        env = "WHISK_COLLECTOR_MAX_STATUS_CODES_PER_ACTION",
+        default_value_t = 20
+    )]
+    pub max_status_codes_per_action: usize,
+
+    /// Cardinality guard: series budget over every platform family. New keys beyond it are
+    /// counted under "other"/"__overflow__" (gauges: dropped) and in
+    /// whisk_collector_capped_events_total. The default fits 10 000 actions.
+    #[arg(long, env = "WHISK_COLLECTOR_MAX_SERIES", default_value_t = 400_000)]
+    pub max_series: usize,
+
+    /// Actions, namespaces and controllers without an event for this long are forgotten, so
+    /// churn frees room under --max-actions and --max-series (`0` keeps them forever).
+    #[arg(long, env = "WHISK_COLLECTOR_EVICT_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub evict_after: Duration,
+
     /// Log filter: error, warn, info, debug, trace or a tracing directive such as
     /// `whisk_collector=debug,rdkafka=warn`.
     #[arg(long, env = "WHISK_COLLECTOR_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
@@ -120,6 +142,16 @@ impl Config {
                     .filter(|s| !s.trim().is_empty())
             })
             .unwrap_or_else(|| "127.0.0.1:9092".to_string())
+    }
+
+    /// The aggregate's bounds.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_actions: self.max_actions,
+            max_series: self.max_series,
+            max_status_codes_per_action: self.max_status_codes_per_action,
+            evict_after: self.evict_after,
+        }
     }
 
     /// The consumed topic, `<prefix>events`.
@@ -238,6 +270,7 @@ mod tests {
         assert_eq!(c.prune_interval, Duration::from_secs(60));
         assert!(!c.prune_dry_run);
         assert_eq!(c.max_actions, 10_000);
+        assert_eq!(c.limits(), Limits::default());
         assert_eq!(c.log_level, "info");
         assert!(c.pushgateway_url.is_none());
     }
@@ -308,6 +341,8 @@ mod tests {
                 "--pushgateway-url",
             ),
             (vec!["x", "--max-actions", "lots"], "--max-actions"),
+            (vec!["x", "--max-series", "lots"], "--max-series"),
+            (vec!["x", "--evict-after", "soon"], "--evict-after"),
             (vec!["x", "-X", "novalue"], "--kafka-property"),
             (vec!["x", "--listen", "nowhere"], "--listen"),
             (vec!["x", "--log-level", "[["], "--log-level"),

@@ -80,6 +80,28 @@ impl Activation<'_> {
     pub fn is_cold_start(&self) -> bool {
         self.init_time_ms > 0.0
     }
+
+    /// GB-seconds of this activation: duration (s) × memory limit (MB) / 1024, the unit
+    /// serverless platforms bill in.
+    pub fn gb_seconds(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let gb = self.memory as f64 / 1024.0;
+        (self.duration_ms / 1000.0) * gb
+    }
+
+    /// The `caused_by` label of `openwhisk_action_caused_activations_total`: `conductor` for a
+    /// conductor composition, else `causedBy` (`sequence` for the old boolean form); `None`
+    /// for an activation nobody caused.
+    pub fn caused_by_label(&self) -> Option<&str> {
+        if self.conductor {
+            return Some("conductor");
+        }
+        match &self.caused_by {
+            Some(CausedBy::Name(name)) if !name.is_empty() => Some(name),
+            Some(CausedBy::Flag(true)) => Some("sequence"),
+            _ => None,
+        }
+    }
 }
 
 /// `causedBy` as written by the two schema generations.

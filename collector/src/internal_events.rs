@@ -12,7 +12,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::aggregate::Applied;
+use crate::aggregate::{Applied, Capped};
 use crate::event::{Body, EventMessage, InvalidReason, ParseError};
 use crate::janitor::JanitorRound;
 use crate::sink::pushgateway::PushgatewayError;
@@ -24,6 +24,8 @@ pub(crate) struct AggregateStats {
     pub(crate) live_series: usize,
     /// Envelope timestamp (ms) of the newest applied event.
     pub(crate) newest_timestamp_ms: Option<i64>,
+    /// Events counted under a catch-all because a limit was reached, so far.
+    pub(crate) capped: Capped,
 }
 
 /// Handles to every own metric, resolved once so the hot path is a single atomic add.
@@ -40,6 +42,9 @@ pub(crate) struct Telemetry {
     push_duration: Histogram,
     live_series: IntGauge,
     overflow_events: IntCounter,
+    capped_status_codes: IntCounter,
+    capped_series: IntCounter,
+    evicted_keys: IntCounter,
     janitor_pruned: IntCounter,
     janitor_ok: IntCounter,
     janitor_failed: IntCounter,
@@ -133,6 +138,15 @@ impl Telemetry {
             "whisk_collector_overflow_events_total",
             "Activations counted under action=\"__overflow__\" because of --max-actions",
         );
+        let capped = counter_vec(
+            "whisk_collector_capped_events_total",
+            "Events counted under status_code/kind/caused_by=\"other\" or action=\"__overflow__\", or dropped (gauges), because a limit was reached, by limit",
+            "limit",
+        );
+        let evicted_keys = counter(
+            "whisk_collector_evicted_keys_total",
+            "Actions, namespaces and controllers forgotten after --evict-after without events",
+        );
         let janitor_pruned = counter(
             "whisk_collector_janitor_pruned_groups_total",
             "Stale Pushgateway groups deleted (or, in dry-run, found) by the janitor",
@@ -157,6 +171,9 @@ impl Telemetry {
             push_duration,
             live_series,
             overflow_events,
+            capped_status_codes: capped.with_label_values(&["max_status_codes_per_action"]),
+            capped_series: capped.with_label_values(&["max_series"]),
+            evicted_keys,
             janitor_pruned,
             janitor_ok: janitor_runs.with_label_values(&["ok"]),
             janitor_failed: janitor_runs.with_label_values(&["failed"]),
@@ -278,10 +295,22 @@ impl Telemetry {
         tracing::warn!("janitor run failed, retrying next interval: {err}");
     }
 
+    /// An eviction pass forgot `keys` idle keys (logged when any).
+    pub(crate) fn keys_evicted(&self, keys: usize) {
+        if keys > 0 {
+            self.evicted_keys.inc_by(keys as u64);
+            tracing::info!(keys, "evicted idle keys (--evict-after)");
+        }
+    }
+
     /// Appends the own metrics in text format 0.0.4; `stats` describes the aggregate now.
     pub(crate) fn render(&self, out: &mut String, stats: AggregateStats) {
         self.live_series
             .set(i64::try_from(stats.live_series).unwrap_or(i64::MAX));
+        // The aggregate counts capped events itself (no lock on the hot path); bring the
+        // counters up to its totals.
+        catch_up(&self.capped_status_codes, stats.capped.status_codes);
+        catch_up(&self.capped_series, stats.capped.series);
         if let Some(ts) = stats.newest_timestamp_ms {
             #[allow(clippy::cast_precision_loss)]
             self.last_event_timestamp.set(ts as f64 / 1000.0);
@@ -298,6 +327,13 @@ fn overflowed_name<'a>(event: &'a EventMessage<'_>) -> &'a str {
     match &event.body {
         Body::Activation(a) => &a.name,
         Body::Metric(_) => "",
+    }
+}
+
+fn catch_up(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 
@@ -388,6 +424,10 @@ mod tests {
             AggregateStats {
                 live_series: 7,
                 newest_timestamp_ms: Some(1_500),
+                capped: Capped {
+                    status_codes: 3,
+                    series: 0,
+                },
             },
         );
         for name in [
@@ -401,6 +441,9 @@ mod tests {
             "whisk_collector_push_duration_seconds_count 0",
             "whisk_collector_live_series 7",
             "whisk_collector_overflow_events_total 1",
+            "whisk_collector_capped_events_total{limit=\"max_status_codes_per_action\"} 3",
+            "whisk_collector_capped_events_total{limit=\"max_series\"} 0",
+            "whisk_collector_evicted_keys_total 0",
             "whisk_collector_janitor_pruned_groups_total 0",
             "whisk_collector_janitor_runs_total{result=\"ok\"} 0",
             "whisk_collector_assigned_partitions 1",

@@ -42,7 +42,9 @@ mod shared;
 mod sink;
 mod source;
 
-pub use aggregate::{Aggregator, Applied, OVERFLOW_ACTION, SIZE_BUCKETS};
+pub use aggregate::{
+    Aggregator, Applied, Capped, Limits, OTHER_LABEL, OVERFLOW_ACTION, SIZE_BUCKETS,
+};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use event::{

@@ -48,11 +48,8 @@ impl PlatformPush {
             }
         };
         let start = Instant::now();
-        match self
-            .client
-            .put_group(&self.key, body, self.client.timeout())
-            .await
-        {
+        let timeout = put_timeout(self.client.timeout(), body.len());
+        match self.client.put_group(&self.key, body, timeout).await {
             Ok(()) => {
                 shared
                     .telemetry
@@ -65,6 +62,14 @@ impl PlatformPush {
             }
         }
     }
+}
+
+/// The PUT of a large group must not die on a fixed timeout: the base timeout plus one second
+/// per MB of body (a 10 000-action group is tens of MB).
+fn put_timeout(base: Duration, body_bytes: usize) -> Duration {
+    #[allow(clippy::cast_precision_loss)]
+    let per_body = Duration::from_secs_f64(body_bytes as f64 / 1_000_000.0);
+    base + per_body
 }
 
 /// Pushes every `every` until the consumer thread is gone, handing the offsets of each pushed
@@ -84,5 +89,17 @@ pub(crate) async fn push_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_put_timeout_grows_with_the_body() {
+        let base = Duration::from_secs(5);
+        assert_eq!(put_timeout(base, 0), base);
+        assert_eq!(put_timeout(base, 80_000_000), Duration::from_secs(85));
     }
 }

@@ -7,7 +7,8 @@ use hashbrown::HashMap;
 use whisk_grouping::TIME_BUCKETS;
 
 use crate::aggregate::{
-    ActionKey, ActionSeries, Aggregator, Histogram, KindCount, SIZE_BUCKETS, STATUS_LABELS,
+    ActionKey, ActionSeries, Aggregator, Histogram, OTHER_LABEL, SIZE_BUCKETS, STATUS_LABELS,
+    Stamped,
 };
 
 impl Aggregator {
@@ -71,14 +72,17 @@ impl Renderer<'_, '_> {
             "Activation Count",
         );
         for (key, s) in keys {
-            let mut kinds: Vec<&KindCount> = s.activations.iter().collect();
-            kinds.sort_unstable_by(|a, b| (&a.kind, a.memory).cmp(&(&b.kind, b.memory)));
-            for k in kinds {
+            for k in &s.activations {
                 self.open("openwhisk_action_activations_total", key);
                 self.out.push_str(",kind=\"");
                 escape_into(self.out, &k.kind);
                 let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
                 self.value_u64(k.count);
+            }
+            if s.activations_other > 0 {
+                self.open("openwhisk_action_activations_total", key);
+                let _ = write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
+                self.value_u64(s.activations_other);
             }
         }
 
@@ -115,12 +119,15 @@ impl Renderer<'_, '_> {
             "status code returned in action result response set by developer",
         );
         for (key, s) in keys {
-            let mut codes = s.status_codes.clone();
-            codes.sort_unstable();
-            for (code, n) in codes {
+            for (code, n) in &s.status_codes {
                 self.open("openwhisk_action_status_code", key);
                 let _ = write!(self.out, ",status_code=\"{code}\"");
-                self.value_u64(n);
+                self.value_u64(*n);
+            }
+            if s.status_code_other > 0 {
+                self.open("openwhisk_action_status_code", key);
+                let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
+                self.value_u64(s.status_code_other);
             }
         }
 
@@ -166,6 +173,33 @@ impl Renderer<'_, '_> {
             self.value_u64(s.memory);
         }
 
+        self.header(
+            "openwhisk_action_gb_seconds_total",
+            "counter",
+            "Duration (s) times memory limit (MB) / 1024, summed over activations",
+        );
+        for (key, s) in keys {
+            self.open("openwhisk_action_gb_seconds_total", key);
+            self.out.push_str("} ");
+            push_f64(self.out, s.gb_seconds);
+            self.out.push('\n');
+        }
+
+        self.header(
+            "openwhisk_action_caused_activations_total",
+            "counter",
+            "Activations caused by a sequence or a conductor composition",
+        );
+        for (key, s) in keys {
+            for (cause, n) in &s.caused {
+                self.open("openwhisk_action_caused_activations_total", key);
+                self.out.push_str(",caused_by=\"");
+                escape_into(self.out, cause);
+                self.out.push('"');
+                self.value_u64(*n);
+            }
+        }
+
         self.namespace_counters(
             "openwhisk_action_limit_concurrent_total",
             "a user has exceeded its limit for concurrent invocations",
@@ -185,7 +219,7 @@ impl Renderer<'_, '_> {
         let mut ci: Vec<(&str, &str, i64)> = agg
             .concurrent_invocations
             .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, *v)))
+            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
             .collect();
         ci.sort_unstable();
         for (ns, controller, v) in ci {
@@ -198,9 +232,14 @@ impl Renderer<'_, '_> {
         }
     }
 
-    fn namespace_counters(&mut self, name: &str, help: &str, map: &HashMap<Box<str>, u64>) {
+    fn namespace_counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        map: &HashMap<Box<str>, Stamped<u64>>,
+    ) {
         self.header(name, "counter", help);
-        let mut rows: Vec<_> = map.iter().collect();
+        let mut rows: Vec<(&str, u64)> = map.iter().map(|(ns, v)| (&**ns, v.value)).collect();
         rows.sort_unstable();
         for (ns, v) in rows {
             self.out.push_str(name);

@@ -19,7 +19,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the collector until `shutdown` completes, then stops consuming, pushes a last time,
 /// commits and returns (within about 10 s).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let shared = Arc::new(Shared::new(config.max_actions));
+    let shared = Arc::new(Shared::new(config.limits()));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -94,6 +94,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         (None, _) => {}
     }
 
+    if !config.evict_after.is_zero() {
+        tasks.push(tokio::spawn(eviction_loop(
+            Arc::clone(&shared),
+            (config.evict_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        )));
+    }
+
     shutdown.await;
     let started = Instant::now();
     tracing::info!("shutting down: stop consuming, final push, commit");
@@ -137,6 +144,17 @@ async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {
             Ok(round) => shared.telemetry.janitor_round_done(&round),
             Err(e) => shared.telemetry.janitor_round_failed(&e),
         }
+    }
+}
+
+/// Forgets idle keys every `every` (a pass is one walk over the maps under the lock).
+async fn eviction_loop(shared: Arc<Shared>, every: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let _ = ticker.tick().await;
+        let evicted = shared.lock().aggregator.evict_idle(Instant::now());
+        shared.telemetry.keys_evicted(evicted);
     }
 }
 

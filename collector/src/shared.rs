@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, Limits};
 use crate::internal_events::{AggregateStats, Telemetry};
 
 /// Next offset to consume per partition (the offset to commit), for one topic.
@@ -33,6 +33,8 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// One render at a time (a scrape and a push render never overlap, bounding peak memory).
+    render_gate: Mutex<()>,
     /// The collector's own events (log and count).
     pub(crate) telemetry: Telemetry,
     ready: AtomicBool,
@@ -40,13 +42,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Fresh state with the cardinality guard set to `max_actions`.
-    pub(crate) fn new(max_actions: usize) -> Self {
+    /// Fresh state with the aggregate bounded by `limits`.
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             state: Mutex::new(State {
-                aggregator: Aggregator::new(max_actions),
+                aggregator: Aggregator::with_limits(limits),
                 applied: Vec::new(),
             }),
+            render_gate: Mutex::new(()),
             telemetry: Telemetry::new(),
             ready: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
@@ -62,6 +65,7 @@ impl Shared {
 
     /// `openwhisk_*` text plus the offsets it covers, taken atomically.
     pub(crate) fn platform_snapshot(&self) -> (String, Offsets) {
+        let _one_at_a_time = self.render_gate();
         let state = self.lock();
         let text = state.aggregator.render_to_string();
         (text, state.applied.clone())
@@ -69,17 +73,25 @@ impl Shared {
 
     /// Everything `/metrics` serves: platform metrics then the collector's own.
     pub(crate) fn render_all(&self) -> String {
+        let _one_at_a_time = self.render_gate();
         let (mut out, stats) = {
             let state = self.lock();
             let agg = &state.aggregator;
             let stats = AggregateStats {
                 live_series: agg.live_series(),
                 newest_timestamp_ms: agg.newest_timestamp_ms(),
+                capped: agg.capped(),
             };
             (agg.render_to_string(), stats)
         };
         self.telemetry.render(&mut out, stats);
         out
+    }
+
+    fn render_gate(&self) -> MutexGuard<'_, ()> {
+        self.render_gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether partitions are assigned and the consumer is polling.
