@@ -30,10 +30,16 @@ fn short(action: &str) -> String {
 }
 
 fn invoker(stack: &Stack, sink: Arc<KafkaSink>, idle: Duration, max: usize) -> Invoker {
+    // OpenWhisk ≤ 1.0.0's 50 ms pause grace. With the SDK's default push (after the result), a
+    // push still running at the freeze on a loaded machine resumes only at the next thaw, and is
+    // lost if the container is removed while frozen: real behaviour, measured with the real
+    // proxy in conformance.rs. Here the point is exact totals, so the actions push before their
+    // result (WHISK_METRICS_PUSH_MODE=before-result): nothing can be lost to a freeze or a kill.
     let config = InvokerConfig::new()
         .with_pause_grace(Duration::from_millis(50))
         .with_idle_timeout(idle)
         .with_namespace_concurrency(1000)
+        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result")
         .with_pushgateway_url(&stack.pushgateway.url());
     let specs = vec![
         ActionSpec::new("/guest/hello", action_exec("hello")).with_max_containers(max),
@@ -80,8 +86,9 @@ fn expected(waves: &[(LoadPlan, LoadSummary)], invoker: &Invoker) -> Expected {
         *e.platform_status
             .entry((a.clone(), names[usize::from(rec.status_code)].into()))
             .or_default() += 1.0;
-        if rec.status_code >= 2 {
-            continue; // the container was killed before the SDK could push this activation
+        let mode = params["mode"].as_str();
+        if rec.status_code >= 2 && mode != Some("panic") {
+            continue; // a timeout: the container was killed before the SDK could count it
         }
         containers
             .entry(a.clone())
@@ -384,17 +391,14 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
         );
         waves.push((plan, summary));
         if seed == 1 {
-            std::thread::sleep(Duration::from_millis(2500));
-            let s = inv.stats();
-            assert!(
-                s.iter().all(|a| a.containers_alive == 0),
-                "all idle containers removed: {s:?}"
-            );
+            let removed = common::wait(SETTLE, || {
+                inv.stats().iter().all(|a| a.containers_alive == 0)
+            });
+            assert!(removed, "all idle containers removed: {:?}", inv.stats());
         }
     }
     let n: usize = waves.iter().map(|(p, _)| p.requests.len()).sum();
     let stats = inv.stats();
-    std::thread::sleep(Duration::from_millis(500)); // the last after-result pushes
     inv.shutdown();
     let delivery = sink.flush(Duration::from_secs(10)).expect("flush");
     // One Activation and one ConcurrentInvocations event per activation.
@@ -408,8 +412,11 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
             .cloned()
             .expect("stats")
     };
+    // Freezes and thaws happen wherever a container sits idle past the grace, which depends on
+    // the schedule: required of the load as a whole, not of every action.
     assert!(
-        stats.iter().all(|s| s.freezes > 0 && s.thaws > 0),
+        stats.iter().map(|s| s.freezes).sum::<u64>() > 0
+            && stats.iter().map(|s| s.thaws).sum::<u64>() > 0,
         "{stats:?}"
     );
     assert!(
@@ -451,7 +458,9 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
 fn freezing_thawing_and_killing_lose_no_completed_activation() {
     let stack = Stack::start(1, 1);
     let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
-    let mut inv = invoker(&stack, sink.clone(), Duration::from_millis(600), 5);
+    // Idle timeout long enough that "all frozen, none removed" can be observed on a loaded
+    // machine; the removals are then waited for.
+    let mut inv = invoker(&stack, sink.clone(), Duration::from_secs(3), 5);
     let wave = |inv: &Invoker| -> Vec<u32> {
         std::thread::scope(|s| {
             let hs: Vec<_> = (0..5)
@@ -470,18 +479,25 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
             hs.into_iter().map(|h| h.join().expect("join")).collect()
         })
     };
+    // How many containers a wave of five concurrent requests needs depends on how the threads
+    // are scheduled (a loaded machine may serialise them); every check below uses that number.
     let first: BTreeSet<u32> = wave(&inv).into_iter().collect();
-    std::thread::sleep(Duration::from_millis(300)); // all frozen, none removed yet
+    let k = first.len();
+    common::wait(SETTLE, || inv.stats()[0].containers_frozen == k);
     let s = inv.stats()[0].clone();
-    assert_eq!((s.containers_alive, s.containers_frozen), (5, 5), "{s:?}");
+    assert_eq!((s.containers_alive, s.containers_frozen), (k, k), "{s:?}");
     let second: BTreeSet<u32> = wave(&inv).into_iter().collect();
     assert!(second.is_subset(&first), "thawed containers are reused");
-    std::thread::sleep(Duration::from_millis(1500)); // idle timeout: all killed while frozen
+    // The idle timeout: all killed while frozen.
+    common::wait(SETTLE, || inv.stats()[0].containers_removed == k as u64);
     let s = inv.stats()[0].clone();
-    assert_eq!((s.containers_alive, s.containers_removed), (0, 5), "{s:?}");
+    assert_eq!(
+        (s.containers_alive, s.containers_removed),
+        (0, k as u64),
+        "{s:?}"
+    );
     let third: BTreeSet<u32> = wave(&inv).into_iter().collect();
     assert!(third.is_disjoint(&first), "new containers after the kills");
-    std::thread::sleep(Duration::from_millis(500));
     let created = inv.stats()[0].containers_created as f64;
     inv.shutdown();
     assert_eq!(
@@ -509,7 +525,10 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
         count_groups(&s),
         BTreeMap::from([("hello".to_string(), created)])
     );
-    assert_eq!(created, 10.0);
+    assert!(
+        created >= 2.0,
+        "containers of the first and the third wave: {created}"
+    );
     assert_eq!(sum(&s, "hello_greetings_total", SDK), 15.0);
     let platform = eventually(SETTLE, &15.0, || {
         sum(
@@ -525,7 +544,7 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
             "openwhisk_action_coldStarts_total",
             PLATFORM
         ),
-        10.0
+        created
     );
 }
 
@@ -605,16 +624,26 @@ fn namespace_limit_rejections_reach_the_platform_metrics() {
     let flaky = ActionSpec::new("/guest/flaky", action_exec("flaky")).with_max_containers(6);
     let mut inv = Invoker::new(config, sink.clone(), vec![flaky]).expect("invoker");
     let answers: Vec<Invocation> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6)
+        // Two activations that stay in flight while the other four arrive: both are in their
+        // containers (admitted) before the four are sent, one after the other.
+        let hs: Vec<_> = (0..2)
             .map(|_| {
                 s.spawn(|| {
-                    let params = json!({"mode": "sleep", "sleep_ms": 500});
+                    let params = json!({"mode": "sleep", "sleep_ms": 8000});
                     inv.invoke("guest/flaky", params, Instant::now())
                         .expect("invoke")
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("join")).collect()
+        assert!(common::wait(SETTLE, || inv.stats()[0].containers_alive == 2));
+        let mut answers: Vec<Invocation> = (0..4)
+            .map(|_| {
+                inv.invoke("guest/flaky", json!({"mode": "ok"}), Instant::now())
+                    .expect("invoke")
+            })
+            .collect();
+        answers.extend(hs.into_iter().map(|h| h.join().expect("join")));
+        answers
     });
     let rejected = answers
         .iter()
