@@ -1,21 +1,17 @@
-//! Events → the platform metrics of docs/design.md, rendered as Prometheus text format 0.0.4.
+//! Events → the platform metrics of docs/design.md (rendered by [`crate::render`]).
 //!
 //! One hash lookup per activation: the key is (namespace, initiator, action) and the entry holds
 //! every per-action series; `kind`/`memory` of `openwhisk_action_activations_total` live in a
 //! tiny list inside the entry. Labels come from each event and are never frozen.
 
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{Equivalent, HashMap};
 
-use crate::event::{Activation, Body, EventMessage, Metric, MetricKind};
+use whisk_grouping::TIME_BUCKETS;
 
-/// Upper bounds (seconds) of the wait/init/duration histograms.
-pub const TIME_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
+use crate::event::{Activation, Body, EventMessage, Metric, MetricKind};
 
 /// Upper bounds (bytes) of the response size histogram.
 pub const SIZE_BUCKETS: [f64; 9] = [
@@ -33,7 +29,7 @@ pub const SIZE_BUCKETS: [f64; 9] = [
 /// Action label of the events of actions beyond `--max-actions`.
 pub const OVERFLOW_ACTION: &str = "__overflow__";
 
-const STATUS_LABELS: [&str; 5] = [
+pub(crate) const STATUS_LABELS: [&str; 5] = [
     "success",
     "application_error",
     "action_developer_error",
@@ -56,12 +52,12 @@ pub enum Applied {
 #[derive(Debug)]
 pub struct Aggregator {
     max_actions: usize,
-    actions: HashMap<ActionKey, ActionSeries>,
+    pub(crate) actions: HashMap<ActionKey, ActionSeries>,
     /// Entries under their own action name (overflow entries excluded).
     distinct_actions: usize,
-    limit_concurrent: HashMap<Box<str>, u64>,
-    limit_timed: HashMap<Box<str>, u64>,
-    concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, i64>>,
+    pub(crate) limit_concurrent: HashMap<Box<str>, u64>,
+    pub(crate) limit_timed: HashMap<Box<str>, u64>,
+    pub(crate) concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, i64>>,
     newest_timestamp_ms: Option<i64>,
 }
 
@@ -166,22 +162,6 @@ impl Aggregator {
     pub fn distinct_actions(&self) -> usize {
         self.distinct_actions
     }
-
-    /// Renders every `openwhisk_*` family in text format 0.0.4 (LF only, no timestamps,
-    /// families in a fixed order, series sorted by labels).
-    pub fn render(&self, out: &mut String) {
-        let mut keys: Vec<(&ActionKey, &ActionSeries)> = self.actions.iter().collect();
-        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let r = Renderer { out, keys: &keys };
-        r.render_all(self);
-    }
-
-    /// [`Aggregator::render`] into a new string.
-    pub fn render_to_string(&self) -> String {
-        let mut s = String::with_capacity(4096 + self.actions.len() * 6000);
-        self.render(&mut s);
-        s
-    }
 }
 
 fn bump(map: &mut HashMap<Box<str>, u64>, key: &str) {
@@ -195,10 +175,10 @@ fn bump(map: &mut HashMap<Box<str>, u64>, key: &str) {
 
 /// Owned key of the per-action map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct ActionKey {
-    namespace: Box<str>,
-    initiator: Box<str>,
-    action: Box<str>,
+pub(crate) struct ActionKey {
+    pub(crate) namespace: Box<str>,
+    pub(crate) initiator: Box<str>,
+    pub(crate) action: Box<str>,
 }
 
 /// Borrowed form of [`ActionKey`], hashing identically.
@@ -255,10 +235,10 @@ impl From<&KeyRef<'_>> for ActionKey {
 /// A histogram with fixed bounds; `counts[i]` counts observations in bucket i only (not
 /// cumulative), the last slot is above every bound.
 #[derive(Debug, Clone)]
-struct Histogram<const N: usize> {
-    counts: [u64; N],
-    overflow: u64,
-    sum: f64,
+pub(crate) struct Histogram<const N: usize> {
+    pub(crate) counts: [u64; N],
+    pub(crate) overflow: u64,
+    pub(crate) sum: f64,
 }
 
 impl<const N: usize> Default for Histogram<N> {
@@ -280,30 +260,30 @@ impl<const N: usize> Histogram<N> {
         }
     }
 
-    fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum::<u64>() + self.overflow
     }
 }
 
 #[derive(Debug, Clone)]
-struct KindCount {
-    kind: Box<str>,
-    memory: u64,
-    count: u64,
+pub(crate) struct KindCount {
+    pub(crate) kind: Box<str>,
+    pub(crate) memory: u64,
+    pub(crate) count: u64,
 }
 
 /// Every series of one (namespace, initiator, action).
 #[derive(Debug, Clone, Default)]
-struct ActionSeries {
-    activations: Vec<KindCount>,
-    cold_starts: u64,
-    status: [u64; 5],
-    status_codes: Vec<(i64, u64)>,
-    wait: Histogram<15>,
-    init: Histogram<15>,
-    duration: Histogram<15>,
-    size: Option<Box<Histogram<9>>>,
-    memory: u64,
+pub(crate) struct ActionSeries {
+    pub(crate) activations: Vec<KindCount>,
+    pub(crate) cold_starts: u64,
+    pub(crate) status: [u64; 5],
+    pub(crate) status_codes: Vec<(i64, u64)>,
+    pub(crate) wait: Histogram<15>,
+    pub(crate) init: Histogram<15>,
+    pub(crate) duration: Histogram<15>,
+    pub(crate) size: Option<Box<Histogram<9>>>,
+    pub(crate) memory: u64,
 }
 
 impl ActionSeries {
@@ -355,259 +335,6 @@ impl ActionSeries {
             + usize::from(self.init.count() > 0)
             + usize::from(self.size.is_some())
             + 1 // memory
-    }
-}
-
-struct Renderer<'a, 'k> {
-    out: &'a mut String,
-    keys: &'a [(&'k ActionKey, &'k ActionSeries)],
-}
-
-impl Renderer<'_, '_> {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        self.out.push_str("# HELP ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        self.out.push_str(help);
-        self.out.push_str("\n# TYPE ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        self.out.push_str(kind);
-        self.out.push('\n');
-    }
-
-    /// Writes `name{namespace="…",initiator="…",action="…"` (without the closing brace).
-    fn open(&mut self, name: &str, key: &ActionKey) {
-        self.out.push_str(name);
-        self.out.push_str("{namespace=\"");
-        escape_into(self.out, &key.namespace);
-        self.out.push_str("\",initiator=\"");
-        escape_into(self.out, &key.initiator);
-        self.out.push_str("\",action=\"");
-        escape_into(self.out, &key.action);
-        self.out.push('"');
-    }
-
-    fn value_u64(&mut self, v: u64) {
-        let _ = writeln!(self.out, "}} {v}");
-    }
-
-    fn render_all(mut self, agg: &Aggregator) {
-        let keys = self.keys;
-
-        self.header(
-            "openwhisk_action_activations_total",
-            "counter",
-            "Activation Count",
-        );
-        for (key, s) in keys {
-            let mut kinds: Vec<&KindCount> = s.activations.iter().collect();
-            kinds.sort_unstable_by(|a, b| (&a.kind, a.memory).cmp(&(&b.kind, b.memory)));
-            for k in kinds {
-                self.open("openwhisk_action_activations_total", key);
-                self.out.push_str(",kind=\"");
-                escape_into(self.out, &k.kind);
-                let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
-                self.value_u64(k.count);
-            }
-        }
-
-        self.header(
-            "openwhisk_action_coldStarts_total",
-            "counter",
-            "Cold start counts",
-        );
-        for (key, s) in keys.iter().filter(|(_, s)| s.cold_starts > 0) {
-            self.open("openwhisk_action_coldStarts_total", key);
-            self.value_u64(s.cold_starts);
-        }
-
-        self.header(
-            "openwhisk_action_status",
-            "counter",
-            "Activation failure status type",
-        );
-        for (key, s) in keys {
-            for (i, label) in STATUS_LABELS
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| s.status[*i] > 0)
-            {
-                self.open("openwhisk_action_status", key);
-                let _ = write!(self.out, ",status=\"{label}\"");
-                self.value_u64(s.status[i]);
-            }
-        }
-
-        self.header(
-            "openwhisk_action_status_code",
-            "counter",
-            "status code returned in action result response set by developer",
-        );
-        for (key, s) in keys {
-            let mut codes = s.status_codes.clone();
-            codes.sort_unstable();
-            for (code, n) in codes {
-                self.open("openwhisk_action_status_code", key);
-                let _ = write!(self.out, ",status_code=\"{code}\"");
-                self.value_u64(n);
-            }
-        }
-
-        self.histograms(
-            "openwhisk_action_waitTime_seconds",
-            "Internal system hold time",
-            |s| Some(&s.wait),
-        );
-        self.histograms(
-            "openwhisk_action_initTime_seconds",
-            "Time it took to initialize an action, e.g. docker init",
-            |s| (s.init.count() > 0).then_some(&s.init),
-        );
-        self.histograms(
-            "openwhisk_action_duration_seconds",
-            "Actual time the action code was running",
-            |s| Some(&s.duration),
-        );
-
-        self.header(
-            "openwhisk_action_response_size_bytes",
-            "histogram",
-            "Activation Response size",
-        );
-        for (key, s) in keys {
-            if let Some(h) = &s.size {
-                self.histogram(
-                    "openwhisk_action_response_size_bytes",
-                    key,
-                    &SIZE_BUCKETS,
-                    h,
-                );
-            }
-        }
-
-        self.header(
-            "openwhisk_action_memory",
-            "gauge",
-            "Memory limit (MB) of the action containers, from the latest event",
-        );
-        for (key, s) in keys {
-            self.open("openwhisk_action_memory", key);
-            self.value_u64(s.memory);
-        }
-
-        self.namespace_counters(
-            "openwhisk_action_limit_concurrent_total",
-            "a user has exceeded its limit for concurrent invocations",
-            &agg.limit_concurrent,
-        );
-        self.namespace_counters(
-            "openwhisk_action_limit_timed_total",
-            "the user has reached its per minute limit for the number of invocations",
-            &agg.limit_timed,
-        );
-
-        self.header(
-            "openwhisk_namespace_concurrent_invocations",
-            "gauge",
-            "In-flight invocations of a namespace as last reported by each controller",
-        );
-        let mut ci: Vec<(&str, &str, i64)> = agg
-            .concurrent_invocations
-            .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, *v)))
-            .collect();
-        ci.sort_unstable();
-        for (ns, controller, v) in ci {
-            self.out
-                .push_str("openwhisk_namespace_concurrent_invocations{namespace=\"");
-            escape_into(self.out, ns);
-            self.out.push_str("\",controller=\"");
-            escape_into(self.out, controller);
-            let _ = writeln!(self.out, "\"}} {v}");
-        }
-    }
-
-    fn namespace_counters(&mut self, name: &str, help: &str, map: &HashMap<Box<str>, u64>) {
-        self.header(name, "counter", help);
-        let mut rows: Vec<_> = map.iter().collect();
-        rows.sort_unstable();
-        for (ns, v) in rows {
-            self.out.push_str(name);
-            self.out.push_str("{namespace=\"");
-            escape_into(self.out, ns);
-            let _ = writeln!(self.out, "\"}} {v}");
-        }
-    }
-
-    fn histograms(
-        &mut self,
-        name: &str,
-        help: &str,
-        pick: impl Fn(&ActionSeries) -> Option<&Histogram<15>>,
-    ) {
-        self.header(name, "histogram", help);
-        let keys = self.keys;
-        for (key, s) in keys {
-            if let Some(h) = pick(s) {
-                self.histogram(name, key, &TIME_BUCKETS, h);
-            }
-        }
-    }
-
-    fn histogram<const N: usize>(
-        &mut self,
-        name: &str,
-        key: &ActionKey,
-        bounds: &[f64; N],
-        h: &Histogram<N>,
-    ) {
-        let mut bucket = String::with_capacity(name.len() + 7);
-        bucket.push_str(name);
-        bucket.push_str("_bucket");
-        let mut cumulative = 0;
-        for (bound, n) in bounds.iter().zip(h.counts.iter()) {
-            cumulative += n;
-            self.open(&bucket, key);
-            let _ = writeln!(self.out, ",le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += h.overflow;
-        self.open(&bucket, key);
-        let _ = writeln!(self.out, ",le=\"+Inf\"}} {cumulative}");
-        self.open(&format!("{name}_sum"), key);
-        self.out.push_str("} ");
-        push_f64(self.out, h.sum);
-        self.out.push('\n');
-        self.open(&format!("{name}_count"), key);
-        self.value_u64(cumulative);
-    }
-}
-
-/// Appends `v` escaped for a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
-pub(crate) fn escape_into(out: &mut String, v: &str) {
-    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(v);
-        return;
-    }
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends a sample value in the text format (`+Inf`, `-Inf`, `NaN` spelled as Prometheus
-/// expects them).
-pub(crate) fn push_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
     }
 }
 

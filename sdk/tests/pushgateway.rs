@@ -341,6 +341,71 @@ fn rejected_push_is_counted_with_the_gateways_reason_and_carried_by_the_next_goo
 }
 
 #[test]
+fn an_activation_that_allocates_64_mib_and_burns_200_ms_is_measured_per_activation() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[]);
+    let activations = |n: f64| {
+        wait_until(Duration::from_secs(10), || {
+            count(&pgw, "whisk_activations_total", &[("status", "success")]) == Some(n)
+        })
+    };
+    let get = |name: &str, want: &[(&str, &str)]| count(&pgw, name, want).unwrap_or(f64::NAN);
+    const MIB: f64 = 1024.0 * 1024.0;
+    // 1: allocate and touch 64 MiB
+    action.invoke(json!({"mode": "work", "mib": 64}), LONG);
+    assert!(activations(1.0));
+    let peak_sum = get("whisk_activation_memory_peak_bytes_sum", &[]);
+    assert!(peak_sum >= 64.0 * MIB, "peak {peak_sum}");
+    // 2: a light activation after it
+    action.invoke(json!({"mode": "ok"}), LONG);
+    assert!(activations(2.0));
+    let light_peak = get("whisk_activation_memory_peak_bytes_sum", &[]) - peak_sum;
+    let clear_refs_allowed = std::fs::write("/proc/self/clear_refs", b"5").is_ok();
+    if clear_refs_allowed {
+        assert!(
+            light_peak < 32.0 * MIB,
+            "the light activation's peak is small again: {light_peak}"
+        );
+        assert_eq!(
+            get(
+                "whisk_activation_memory_peak_bytes_bucket",
+                &[("le", "3.3554432e+07")] // 32 MiB as the Pushgateway writes it
+            ),
+            1.0
+        );
+    } else {
+        eprintln!(
+            "/proc/self/clear_refs is not writable here: the peak is the process's since start \
+             (the documented fallback)"
+        );
+        assert!(
+            light_peak >= 64.0 * MIB,
+            "fallback: peak since start, {light_peak}"
+        );
+    }
+    // 3: burn 200 ms of CPU time
+    let cpu_before = get("whisk_activation_cpu_seconds_sum", &[]);
+    action.invoke(json!({"mode": "work", "cpu_ms": 200}), LONG);
+    assert!(activations(3.0));
+    let cpu = get("whisk_activation_cpu_seconds_sum", &[]) - cpu_before;
+    // tolerance: at least what was burned, at most 100 ms more (the loop's own work)
+    assert!(
+        (0.2..0.3).contains(&cpu),
+        "CPU observation {cpu} s for 200 ms burned"
+    );
+    assert_eq!(get("whisk_activation_cpu_seconds_count", &[]), 3.0);
+    eprintln!(
+        "measured: 64 MiB activation peak {:.1} MiB, light activation peak {:.1} MiB, 200 ms burn \
+         observed {:.1} ms CPU",
+        peak_sum / MIB,
+        light_peak / MIB,
+        cpu * 1e3
+    );
+    // container figures are present (cgroup or process fallback)
+    assert!(get("whisk_container_memory_bytes", &[]) > 0.0);
+    assert!(get("whisk_container_cpu_seconds_total", &[]) > 0.0);
+}
+#[test]
 fn strict_mode_answers_before_deadline_when_the_pushgateway_hangs() {
     // A frozen Pushgateway accepts connections (kernel backlog) but never answers: the
     // timeout must stop at the deadline minus the margin.
@@ -434,6 +499,24 @@ fn strict_mode_frozen_right_after_answering_has_its_counts_pushed() {
         );
         assert_eq!(success, Some(f64::from(i)));
     }
+}
+
+#[test]
+fn a_host_name_is_looked_up_on_the_loop_thread_and_the_action_stays_single_threaded() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let url = format!("http://localhost:{}", pgw.port());
+    let mut action = probe(&url, &[]);
+    for _ in 0..3 {
+        action.invoke(json!({"mode": "ok"}), LONG);
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(3.0)
+    }));
+    // no resolver (or any other) thread of the SDK next to the loop's
+    let threads = std::fs::read_dir(format!("/proc/{}/task", action.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 1);
 }
 
 #[test]

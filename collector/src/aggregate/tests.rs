@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::parse;
+use crate::render::escape_into;
 
 fn act(initiator: &str, name: &str, extra: &str) -> String {
     format!(
