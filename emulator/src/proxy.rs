@@ -482,11 +482,13 @@ impl ActionProcess {
         }
     }
 
-    /// Removes the container: `SIGKILL` (works on frozen processes too) and reap.
+    /// Removes the container: `SIGKILL` (works on frozen processes too) and reap. The kill comes
+    /// before stdin is closed, as with `docker rm -f`: the action must not see an end of input it
+    /// could react to (the SDK deletes its group on one).
     pub fn kill(&mut self) {
-        self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stdin = None;
     }
 }
 
@@ -800,6 +802,18 @@ mod tests {
         );
         p.kill();
         assert!(p.has_exited());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn removal_kills_before_the_action_can_see_the_end_of_its_input() {
+        // The SDK deletes its Pushgateway group when stdin ends; `docker rm -f` gives it no
+        // chance, and neither may the emulator.
+        let (dir, exec) = script("while read -r line; do :; done; echo eof > saw-eof");
+        let mut p = ActionProcess::start(&exec, &[], StartCheck::default()).unwrap();
+        p.kill();
+        assert!(p.has_exited());
+        assert!(!dir.join("saw-eof").exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -232,7 +232,7 @@ impl Serving {
         let mut cpu = None;
         let (answer, context) = match self.prepare(line) {
             Ok((value, ctx)) => {
-                if let Some(p) = self.pusher.as_mut() {
+                if let Some(p) = self.pusher.as_mut().filter(|p| p.wants_api_key()) {
                     // the run line's `api_key`, else the container's `__OW_API_KEY`
                     let from_env;
                     let key = match ctx.api_key.as_deref() {

@@ -519,6 +519,79 @@ fn a_host_name_is_looked_up_on_the_loop_thread_and_the_action_stays_single_threa
     assert_eq!(threads, 1);
 }
 
+/// This process's cgroup v1 memory directory, if it has one and it can hold a child.
+fn own_memory_cgroup() -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })?;
+    let dir = std::path::Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+    dir.join("cgroup.procs").is_file().then_some(dir)
+}
+
+#[test]
+fn in_a_memory_cgroup_the_container_figures_are_the_cgroups() {
+    let Some(parent) = own_memory_cgroup() else {
+        eprintln!("skipped: no cgroup v1 memory controller for this process");
+        return;
+    };
+    let child = parent.join(format!("whisk-sdk-test-{}", std::process::id()));
+    if std::fs::create_dir(&child).is_err() {
+        eprintln!(
+            "skipped: cannot create a child cgroup in {}",
+            parent.display()
+        );
+        return;
+    }
+    let limit: u64 = 256 << 20;
+    std::fs::write(child.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
+    // the action enters the cgroup before it starts (the SDK finds its cgroup at start)
+    let wrapper = std::env::temp_dir().join(format!("whisk-sdk-cgroup-{}.sh", std::process::id()));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ > {}/cgroup.procs && exec {}\n",
+            child.display(),
+            example_exe("probe_action").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let url = pgw.url();
+    let mut action = Action::spawn(
+        &wrapper,
+        ACTION,
+        &[("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str())],
+    );
+    action.invoke(json!({"mode": "work", "mib": 32}), LONG);
+    let got = wait_until(Duration::from_secs(5), || {
+        count(&pgw, "whisk_container_memory_limit_bytes", &[]) == Some(limit as f64)
+    });
+    let usage = count(&pgw, "whisk_container_memory_bytes", &[]);
+    let text = pgw.metrics_text().unwrap();
+    drop(action);
+    // the cgroup can be removed once its process is gone
+    let _ = wait_until(Duration::from_secs(5), || {
+        std::fs::remove_dir(&child).is_ok()
+    });
+    let _ = std::fs::remove_file(&wrapper);
+    assert!(got, "limit not {limit}:\n{text}");
+    assert!(
+        usage.is_some_and(|u| u > 0.0 && u < limit as f64),
+        "{usage:?}"
+    );
+}
+
 #[test]
 fn two_processes_of_the_same_action_get_two_groups() {
     let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();

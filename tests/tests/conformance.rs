@@ -19,8 +19,11 @@
 mod actionloop;
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actionloop::{Answer, Container};
@@ -67,19 +70,43 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// The zip a user deploys: `exec` at the top level (`cargo xtask package` does the same with the
-/// static build).
+/// static release build). The debug build is stripped first, as the release profile strips
+/// symbols: a debug binary's 20 MB of debug info would only slow every `/init` (and OpenWhisk
+/// refuses zips over 48 MB). Made once per executable.
 fn zip_of(exec: &Path, dir: &Path) -> Vec<u8> {
-    let out = dir.join("action.zip");
-    xtask::package::zip_exec(exec, &out).expect("zip the action");
-    std::fs::read(out).unwrap()
+    static ZIPS: OnceLock<Mutex<HashMap<PathBuf, Vec<u8>>>> = OnceLock::new();
+    let zips = ZIPS.get_or_init(Default::default);
+    if let Some(z) = zips.lock().unwrap().get(exec) {
+        return z.clone();
+    }
+    let stripped = dir.join(format!("exec-{}", hex32()));
+    let ok = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(exec)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        std::fs::copy(exec, &stripped).expect("copy the executable");
+    }
+    let out = dir.join(format!("action-{}.zip", hex32()));
+    xtask::package::zip_exec(&stripped, &out).expect("zip the action");
+    let zip = std::fs::read(out).unwrap();
+    zips.lock().unwrap().insert(exec.to_path_buf(), zip.clone());
+    zip
 }
 
 fn hex32() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 64))
+    let n = u128::from(NEXT.fetch_add(1, Ordering::Relaxed));
+    format!(
+        "{:032x}",
+        nanos ^ (u128::from(std::process::id()) << 64) ^ (n << 100)
+    )
 }
 
 /// The invoker's run body for `action` (the values the emulator uses too).
@@ -104,6 +131,16 @@ fn body(input: &RunInput) -> String {
     input.to_line().trim_end().to_string()
 }
 
+/// The SDK's init parameters in every test: the Pushgateway, and a push timeout far above the
+/// default 250 ms. A push that times out is a real loss the SDK accepts (and counts); on a loaded
+/// machine, through the namespace forwarder, it would make exact counts a matter of luck.
+fn sdk_env(pg: &Pushgateway) -> Vec<(String, String)> {
+    vec![
+        ("WHISK_METRICS_PUSHGATEWAY_URL".into(), pg.url()),
+        ("WHISK_METRICS_TIMEOUT_MS".into(), "10000".into()),
+    ]
+}
+
 /// Starts a container and sends `/init` as the invoker does: the `__OW_*` values of `first` (the
 /// activation that caused the cold start), the Pushgateway URL and `extra` as init parameters.
 #[allow(clippy::too_many_arguments)]
@@ -120,7 +157,7 @@ fn deploy(
     let cdir = dir.join(format!("c-{}", hex32()));
     let container = Container::start(bin, &cdir, wait_for_ack, API_HOST, pg.port());
     let mut env = first.init_env();
-    env.push(("WHISK_METRICS_PUSHGATEWAY_URL".into(), pg.url()));
+    env.extend(sdk_env(pg));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let zip = zip_of(exec, dir);
     let init = container.init(&actionloop::init_body(action, &zip, &env));
@@ -355,6 +392,7 @@ fn the_action_sees_exactly_the_ow_variables_and_the_init_env_and_large_parameter
             ("GREETING", "hi".into()),
             ("WHISK_METRICS_JOB", "conformance_job".into()),
             ("WHISK_METRICS_PUSHGATEWAY_URL", pg.url()),
+            ("WHISK_METRICS_TIMEOUT_MS", "10000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -471,6 +509,8 @@ fn errors_panics_non_objects_and_timeouts_get_the_platforms_verdicts_and_the_sdk
         // a kill must stay).
         let warm = input(o.action, json!({"mode": "ok"}), LIMIT);
         let had = instances(&pg, o.action);
+        // The SDK pushes before its answer here: the invoker removes the container right after
+        // a developer error, and a push after the answer would race that removal.
         let mut d = deploy(
             &bin,
             &pg,
@@ -479,11 +519,19 @@ fn errors_panics_non_objects_and_timeouts_get_the_platforms_verdicts_and_the_sdk
             &exec_of(o.action),
             false,
             &warm,
-            &[],
+            &[("WHISK_METRICS_PUSH_MODE", "before-result")],
         );
+        // Its own deadline, counted from now (the init took part of the first one's).
+        let warm = input(o.action, json!({"mode": "ok"}), LIMIT);
         let a = d.run(&body(&warm), LIMIT).unwrap();
         assert_eq!(a.status, 200, "{}: {a:?}", o.name);
-        assert!(wait_for(|| instances(&pg, o.action).len() == had.len() + 1));
+        assert!(
+            wait_for(|| instances(&pg, o.action).len() == had.len() + 1),
+            "{}: groups before {had:?}, now {:?}; stderr: {}",
+            o.name,
+            instances(&pg, o.action),
+            d.stderr()
+        );
         let instance = instances(&pg, o.action)
             .difference(&had)
             .next()
@@ -559,6 +607,7 @@ fn the_emulator_answers_like_the_real_proxy() {
         for (action, params) in &lines {
             let run = input(action, params.clone(), LIMIT);
             let exec = exec_of(action);
+            let t0 = Instant::now();
 
             let mut real = deploy(&bin, &real_pg, &dir, action, &exec, wait_for_ack, &run, &[]);
             let started = Instant::now();
@@ -576,14 +625,17 @@ fn the_emulator_answers_like_the_real_proxy() {
             let total = |pg: &Pushgateway| sdk_statuses(pg, action, None).values().sum::<f64>();
             assert!(
                 wait_for(|| total(&real_pg) == want),
-                "{action} {params}: real push"
+                "{action} {params}: real push; {:?}; stderr: {}",
+                sdk_statuses(&real_pg, action, None),
+                real.stderr()
             );
+            let t_real = t0.elapsed();
             real.kill();
 
             // The child's environment as the proxy builds it, then the emulator's driver.
             let mut env = proxy_env(wait_for_ack, Some(API_HOST));
             env.extend(run.init_env());
-            env.push(("WHISK_METRICS_PUSHGATEWAY_URL".into(), emu_pg.url()));
+            env.extend(sdk_env(&emu_pg));
             let check = if wait_for_ack {
                 StartCheck::Ack(LIMIT)
             } else {
@@ -620,6 +672,10 @@ fn the_emulator_answers_like_the_real_proxy() {
                 "{action} {params}: emulator push"
             );
             emu.kill();
+            eprintln!(
+                "{action} {params}: real {t_real:?}, both {:?}",
+                t0.elapsed()
+            );
         }
     }
     // The SDK's counts, per action and status, summed over the containers of each side.

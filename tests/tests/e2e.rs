@@ -20,7 +20,8 @@ use common::{Sample, Stack, action_exec, eventually, promql_by, sum, sum_by};
 use serde_json::{Value, json};
 use whisk_emulator::load::LoadSpec;
 use whisk_emulator::{
-    ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSummary, run_plan,
+    ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSummary, SequenceSpec,
+    run_plan,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -689,4 +690,166 @@ fn namespace_limit_rejections_reach_the_platform_metrics() {
         promql_by(&stack, "sum(openwhisk_action_limit_concurrent_total)", "")
     });
     assert_eq!(promql, BTreeMap::from([(String::new(), 4.0)]));
+}
+
+/// The platform's status label for the SDK's.
+fn platform_status(sdk: &str) -> &str {
+    match sdk {
+        "developer_error" => "action_developer_error",
+        other => other,
+    }
+}
+
+#[test]
+fn sdk_and_platform_statuses_agree_for_every_outcome() {
+    let stack = Stack::start(1, 1);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    // Pushes before the result: a container the invoker removes right after a developer error
+    // would otherwise race its own after-result push (conformance.rs covers that mode).
+    let config = InvokerConfig::new()
+        .with_namespace_concurrency(1000)
+        .with_concurrent_invocations_events(false)
+        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result")
+        .with_pushgateway_url(&stack.pushgateway.url());
+    let specs = vec![
+        ActionSpec::new("/guest/flaky", action_exec("flaky")).with_timeout(Duration::from_secs(1)),
+        ActionSpec::new("/guest/probe", env!("CARGO_BIN_EXE_conformance-probe")),
+    ];
+    let mut inv = Invoker::new(config, sink.clone(), specs).expect("invoker");
+    // (action, params, times): ok, Err, panic, non-object (a number, null), timeout.
+    let outcomes = [
+        ("guest/flaky", json!({"mode": "ok"}), 3),
+        ("guest/flaky", json!({"mode": "error"}), 2),
+        ("guest/flaky", json!({"mode": "panic"}), 2),
+        ("guest/probe", json!({"mode": "number"}), 2),
+        ("guest/probe", json!({"mode": "null"}), 1),
+        ("guest/flaky", json!({"mode": "sleep", "sleep_ms": 3000}), 1),
+    ];
+    let mut timeouts: BTreeMap<String, f64> = BTreeMap::new();
+    let mut n = 0;
+    for (action, params, times) in &outcomes {
+        for _ in 0..*times {
+            let Ok(Invocation::Completed(r)) = inv.invoke(action, params.clone(), Instant::now())
+            else {
+                panic!("{action} not completed")
+            };
+            n += 1;
+            if r.result["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("exceeded its time limits"))
+            {
+                *timeouts.entry(short(action)).or_default() += 1.0;
+            }
+        }
+    }
+    inv.shutdown();
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        n
+    );
+    assert_eq!(timeouts, BTreeMap::from([("flaky".to_string(), 1.0)]));
+
+    let platform_total = eventually(SETTLE, &(n as f64), || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(
+        platform_total,
+        n as f64,
+        "logs:\n{}",
+        stack.collector_logs()
+    );
+    let s = stack.pushgateway_samples();
+    let platform = pairs(&s, "openwhisk_action_status", "action", "status", PLATFORM);
+    assert_eq!(
+        platform,
+        BTreeMap::from([
+            (("flaky".into(), "success".into()), 3.0),
+            (("flaky".into(), "application_error".into()), 2.0),
+            (("flaky".into(), "action_developer_error".into()), 3.0),
+            (("probe".into(), "action_developer_error".into()), 3.0),
+        ])
+    );
+    // The SDK counted every outcome but the timeout (killed mid-handler) with the platform's
+    // verdict.
+    let sdk = pairs(&s, "whisk_activations_total", "action", "status", SDK);
+    let mut from_sdk: BTreeMap<(String, String), f64> = sdk
+        .iter()
+        .map(|((a, st), v)| ((a.clone(), platform_status(st).to_string()), *v))
+        .collect();
+    for (a, t) in &timeouts {
+        *from_sdk
+            .entry((a.clone(), "action_developer_error".into()))
+            .or_default() += t;
+    }
+    assert_eq!(from_sdk, platform, "SDK {sdk:?} vs platform {platform:?}");
+}
+
+#[test]
+fn sequence_components_are_counted_as_caused_by_the_sequence() {
+    let stack = Stack::start(1, 1);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    let config = InvokerConfig::new()
+        .with_concurrent_invocations_events(false)
+        .with_pushgateway_url(&stack.pushgateway.url());
+    let specs = vec![
+        ActionSpec::new("/guest/hello", action_exec("hello")),
+        ActionSpec::new("/guest/flaky", action_exec("flaky")),
+    ];
+    let seqs = vec![SequenceSpec::new(
+        "/guest/pipeline",
+        &["guest/hello", "guest/flaky"],
+    )];
+    let mut inv = Invoker::with_sequences(config, sink.clone(), specs, seqs).expect("invoker");
+    for _ in 0..3 {
+        let Ok(Invocation::Completed(r)) =
+            inv.invoke("guest/pipeline", json!({"name": "seq"}), Instant::now())
+        else {
+            panic!("pipeline not completed")
+        };
+        assert_eq!((r.status_code, r.components.len()), (0, 2), "{r:?}");
+    }
+    // One standalone activation: not caused by anything.
+    let _ = inv.invoke("guest/hello", json!({}), Instant::now());
+    inv.shutdown();
+    // 3 sequences × (2 components + the sequence's own event) + 1.
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        10
+    );
+    let by_action = BTreeMap::from([
+        ("flaky".to_string(), 3.0),
+        ("hello".to_string(), 4.0),
+        ("pipeline".to_string(), 3.0),
+    ]);
+    let got = eventually(SETTLE, &by_action, || {
+        sum_by(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            "action",
+            PLATFORM,
+        )
+    });
+    assert_eq!(got, by_action, "logs:\n{}", stack.collector_logs());
+    let s = stack.pushgateway_samples();
+    assert_eq!(
+        pairs(
+            &s,
+            "openwhisk_action_caused_activations_total",
+            "action",
+            "caused_by",
+            PLATFORM
+        ),
+        BTreeMap::from([
+            (("flaky".into(), "sequence".into()), 3.0),
+            (("hello".into(), "sequence".into()), 3.0),
+        ])
+    );
 }

@@ -278,9 +278,14 @@ impl Container {
         })
     }
 
-    /// `docker rm -f`: SIGKILL to every process, frozen or not.
+    /// `docker rm -f`: SIGKILL to every process, frozen or not. Every process is stopped
+    /// first, so none sees another die (an action whose proxy died first would read the end of
+    /// its stdin, and the SDK deletes its group then: a cgroup kill gives it no such chance).
     pub fn kill(&mut self) {
         let pids = self.pids();
+        for pid in pids.iter().rev() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+        }
         for pid in &pids {
             let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
         }
