@@ -62,8 +62,15 @@ pub struct Aggregator {
     limit_concurrent: HashMap<Box<str>, u64>,
     limit_timed: HashMap<Box<str>, u64>,
     concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, i64>>,
+    /// Partition of the latest `ConcurrentInvocations` of each (namespace, controller).
+    concurrent_partition: HashMap<Box<str>, HashMap<Box<str>, i32>>,
     newest_timestamp_ms: Option<i64>,
 }
+
+/// Partition of events applied without one ([`Aggregator::apply`]).
+const NO_PARTITION: i32 = -1;
+/// Marks a gauge dropped by [`Aggregator::retain_partitions`] (not rendered until set again).
+const DROPPED: i32 = i32::MIN;
 
 impl Default for Aggregator {
     fn default() -> Self {
@@ -81,25 +88,60 @@ impl Aggregator {
             limit_concurrent: HashMap::new(),
             limit_timed: HashMap::new(),
             concurrent_invocations: HashMap::new(),
+            concurrent_partition: HashMap::new(),
             newest_timestamp_ms: None,
         }
     }
 
     /// Applies one event.
     pub fn apply(&mut self, event: &EventMessage<'_>) -> Applied {
+        self.apply_from(event, NO_PARTITION)
+    }
+
+    /// Applies one event read from `partition`; the gauges it sets remember the partition
+    /// (see [`Aggregator::retain_partitions`]).
+    pub fn apply_from(&mut self, event: &EventMessage<'_>, partition: i32) -> Applied {
         if let Some(ts) = event.timestamp_ms {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }
         match &event.body {
-            Body::Activation(a) => self.apply_activation(&event.namespace, a),
+            Body::Activation(a) => self.apply_activation(&event.namespace, a, partition),
             Body::Metric(m) => {
-                self.apply_metric(&event.namespace, &event.source, m);
+                self.apply_metric(&event.namespace, &event.source, m, partition);
                 Applied::Metric
             }
         }
     }
 
-    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>) -> Applied {
+    /// Drops the gauges (`openwhisk_action_memory`, `openwhisk_namespace_concurrent_invocations`)
+    /// last set by an event of a partition not in `owned`: after a rebalance their new owner
+    /// reports them, and two replicas must not both push one. Counters stay (they are the
+    /// counts of the events this replica applied).
+    pub fn retain_partitions(&mut self, owned: &[i32]) {
+        for s in self.actions.values_mut() {
+            if s.memory_partition != DROPPED && !owned.contains(&s.memory_partition) {
+                s.memory_partition = DROPPED;
+            }
+        }
+        let concurrent = &mut self.concurrent_invocations;
+        self.concurrent_partition.retain(|ns, owners| {
+            owners.retain(|controller, p| {
+                if owned.contains(p) {
+                    return true;
+                }
+                if let Some(per_controller) = concurrent.get_mut(ns) {
+                    let _ = per_controller.remove(controller);
+                }
+                false
+            });
+            if owners.is_empty() {
+                let _ = concurrent.remove(ns);
+            }
+            !owners.is_empty()
+        });
+    }
+
+    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>, partition: i32) -> Applied {
         let mut key = KeyRef {
             namespace: a.namespace(),
             initiator,
@@ -107,22 +149,25 @@ impl Aggregator {
         };
         match self.actions.entry_ref(&key) {
             EntryRef::Occupied(o) => {
-                o.into_mut().observe(a);
+                o.into_mut().observe(a, partition);
                 return Applied::Activation;
             }
             EntryRef::Vacant(v) if self.distinct_actions < self.max_actions => {
                 self.distinct_actions += 1;
-                v.insert(ActionSeries::default()).observe(a);
+                v.insert(ActionSeries::default()).observe(a, partition);
                 return Applied::Activation;
             }
             EntryRef::Vacant(_) => {}
         }
         key.action = OVERFLOW_ACTION;
-        self.actions.entry_ref(&key).or_default().observe(a);
+        self.actions
+            .entry_ref(&key)
+            .or_default()
+            .observe(a, partition);
         Applied::OverflowActivation
     }
 
-    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric) {
+    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric, partition: i32) {
         match m.kind {
             MetricKind::ConcurrentRateLimit => bump(&mut self.limit_concurrent, namespace),
             MetricKind::TimedRateLimit => bump(&mut self.limit_timed, namespace),
@@ -138,6 +183,19 @@ impl Aggregator {
                     Some(v) => *v = m.value,
                     None => {
                         let _ = per_controller.insert(source.into(), m.value);
+                    }
+                }
+                let owners = match self.concurrent_partition.get_mut(namespace) {
+                    Some(m) => m,
+                    None => self
+                        .concurrent_partition
+                        .entry(namespace.into())
+                        .or_default(),
+                };
+                match owners.get_mut(source) {
+                    Some(p) => *p = partition,
+                    None => {
+                        let _ = owners.insert(source.into(), partition);
                     }
                 }
             }
@@ -304,10 +362,12 @@ struct ActionSeries {
     duration: Histogram<15>,
     size: Option<Box<Histogram<9>>>,
     memory: u64,
+    /// Partition of the event that set `memory` ([`DROPPED`]: not rendered).
+    memory_partition: i32,
 }
 
 impl ActionSeries {
-    fn observe(&mut self, a: &Activation<'_>) {
+    fn observe(&mut self, a: &Activation<'_>, partition: i32) {
         match self
             .activations
             .iter_mut()
@@ -344,6 +404,7 @@ impl ActionSeries {
                 .observe(&SIZE_BUCKETS, size as f64);
         }
         self.memory = a.memory;
+        self.memory_partition = partition;
     }
 
     fn series(&self) -> usize {
@@ -491,7 +552,7 @@ impl Renderer<'_, '_> {
             "gauge",
             "Memory limit (MB) of the action containers, from the latest event",
         );
-        for (key, s) in keys {
+        for (key, s) in keys.iter().filter(|(_, s)| s.memory_partition != DROPPED) {
             self.open("openwhisk_action_memory", key);
             self.value_u64(s.memory);
         }

@@ -34,6 +34,9 @@ pub struct Telemetry {
     janitor_failed: IntCounter,
     /// Partitions currently assigned to this replica.
     pub assigned_partitions: IntGauge,
+    kafka_errors: IntCounterVec,
+    revocations_committed: IntCounter,
+    revocations_failed: IntCounter,
     invalid_log: Mutex<LogBudget>,
 }
 
@@ -133,7 +136,23 @@ impl Telemetry {
             "whisk_collector_assigned_partitions",
             "Partitions of the events topic assigned to this replica",
         );
+        let kafka_errors = counter_vec(
+            "whisk_collector_kafka_errors_total",
+            "Errors reported by librdkafka (broker unreachable, transport, authentication, ...), by kind; logged only when the state changes and once a minute while it lasts",
+            "kind",
+        );
+        for kind in crate::source::broker_health::ErrorKind::ALL {
+            let _ = kafka_errors.with_label_values(&[kind.as_str()]);
+        }
+        let revocations = counter_vec(
+            "whisk_collector_revocations_total",
+            "Partition revocations, by result: committed (pushed and committed before release) or failed (the next owner re-reads since the last commit)",
+            "result",
+        );
         Self {
+            kafka_errors,
+            revocations_committed: revocations.with_label_values(&["committed"]),
+            revocations_failed: revocations.with_label_values(&["failed"]),
             events_activation: events.with_label_values(&["activation"]),
             events_metric: events.with_label_values(&["metric"]),
             invalid,
@@ -217,6 +236,20 @@ impl Telemetry {
         let _ = self
             .consumer_lag
             .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    /// Counts one librdkafka error of `kind` (an [`ErrorKind`](crate::source::broker_health::ErrorKind) label).
+    pub(crate) fn kafka_error(&self, kind: &str) {
+        self.kafka_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts one revocation: whether what was applied was pushed and committed first.
+    pub(crate) fn revocation(&self, committed: bool) {
+        if committed {
+            self.revocations_committed.inc();
+        } else {
+            self.revocations_failed.inc();
+        }
     }
 
     /// Records a push and its duration.

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => None,
     };
     let instance = config.instance();
+    let push = pusher
+        .as_ref()
+        .map(|client| Pusher::new(client.clone(), &config.push_job, &instance));
+    // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
+    // this runtime) so it can commit it and the next owner starts right after.
+    let flush = push.as_ref().map(|p| {
+        let (p, shared, handle) = (
+            p.clone(),
+            Arc::clone(&shared),
+            tokio::runtime::Handle::current(),
+        );
+        Box::new(move || handle.block_on(p.push_snapshot(&shared))) as crate::source::kafka::Flush
+    });
     let (commands, commands_rx) = std::sync::mpsc::channel();
-    let source = KafkaSource::new(&config, Arc::clone(&shared), commands_rx, pusher.is_some())?;
+    let source = KafkaSource::new(&config, Arc::clone(&shared), commands_rx, flush)?;
+    let generation = source.generation();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
         let stop = Arc::clone(&stop);
@@ -64,15 +78,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
 
     let mut tasks = Vec::new();
-    let push = pusher
-        .as_ref()
-        .map(|client| Pusher::new(client.clone(), &config.push_job, &instance));
     if let Some(p) = &push {
         tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
         tasks.push(tokio::spawn(push_loop(
             p.clone(),
             Arc::clone(&shared),
             commands.clone(),
+            generation,
             config.push_interval,
         )));
     }
@@ -132,14 +144,22 @@ async fn push_loop(
     pusher: Pusher,
     shared: Arc<Shared>,
     commands: Sender<Command>,
+    generation: Arc<AtomicU64>,
     every: Duration,
 ) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let _ = ticker.tick().await;
+        let generation = generation.load(Ordering::Acquire);
         if let Some(offsets) = pusher.push_snapshot(&shared).await {
-            if commands.send(Command::Store(offsets)).is_err() {
+            if commands
+                .send(Command::Store {
+                    offsets,
+                    generation,
+                })
+                .is_err()
+            {
                 return;
             }
         }
