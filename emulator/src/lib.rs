@@ -45,6 +45,7 @@
 //! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
 //! overrides). A missing one fails the test with the command to run.
 
+pub mod controller;
 pub mod error;
 pub mod events;
 pub mod load;

@@ -152,6 +152,9 @@ pub struct InvokerConfig {
     pub pushgateway_url: Option<String>,
     /// When set, passed as `api_key`/`__OW_API_KEY`. Defaults to unset.
     pub api_key: Option<String>,
+    /// Per-namespace API keys (namespace, `uuid:key`), as the invoker hands each activation its
+    /// namespace's key; they take precedence over `api_key`. Defaults to none.
+    pub api_keys: Vec<(String, String)>,
     /// Extra init parameters for every action. Defaults to none.
     pub init_params: Vec<(String, String)>,
 }
@@ -176,6 +179,7 @@ impl InvokerConfig {
             kind: "rust:1.34".into(),
             pushgateway_url: None,
             api_key: None,
+            api_keys: Vec::new(),
             init_params: Vec::new(),
         }
     }
@@ -234,6 +238,24 @@ impl InvokerConfig {
     pub fn with_kind(mut self, kind: &str) -> Self {
         self.kind = kind.to_string();
         self
+    }
+
+    /// Gives the activations of `namespace` the API key `key` (`uuid:key`) as `api_key` and
+    /// `__OW_API_KEY` (see [`crate::controller`] for the controller that knows it).
+    #[must_use]
+    pub fn with_api_key(mut self, namespace: &str, key: &str) -> Self {
+        self.api_keys.retain(|(ns, _)| ns != namespace);
+        self.api_keys.push((namespace.to_string(), key.to_string()));
+        self
+    }
+
+    /// The API key of `namespace`'s activations: its own, else `api_key`.
+    pub fn api_key_for(&self, namespace: &str) -> Option<String> {
+        self.api_keys
+            .iter()
+            .find(|(ns, _)| ns == namespace)
+            .map(|(_, k)| k.clone())
+            .or_else(|| self.api_key.clone())
     }
 
     /// Adds an init parameter given to every action.
@@ -605,7 +627,7 @@ impl Inner {
             activation_id: random_hex32(),
             transaction_id: format!("tid_{:016x}", fastrand::u64(..)),
             deadline_ms: u128::from(epoch_ms(SystemTime::now())) + slot.spec.timeout.as_millis(),
-            api_key: self.config.api_key.clone(),
+            api_key: self.config.api_key_for(&namespace),
         };
 
         let reserved = !matches!(acquired, Acquired::TimedOut);

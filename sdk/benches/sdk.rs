@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use common::{Action, example_exe};
 use serde_json::json;
-use whisk_metrics::ActionIdentity;
 use whisk_testkit::Pushgateway;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -240,19 +239,11 @@ fn push_vs_raw(pgw_flags: &[&str], n: usize) -> (P50P99, P50P99, P50P99) {
     let pgw = Pushgateway::start(pgw_flags).unwrap();
     let config = whisk_metrics::Config::new().with_pushgateway_url(pgw.url());
     let mut pusher = whisk_metrics::__bench::BenchPusher::new(&config).unwrap();
-    let id = ActionIdentity {
-        namespace: "guest".into(),
-        action: "bench".into(),
-    };
     // 10 other containers' groups stored, as in a small deployment
     for i in 0..10 {
-        let other = ActionIdentity {
-            namespace: "guest".into(),
-            action: format!("other{i}"),
-        };
-        assert!(pusher.push(&other));
+        assert!(pusher.push("guest", &format!("other{i}")));
     }
-    let mut raw = RawPut::new(&pusher.url(&id));
+    let mut raw = RawPut::new(&pusher.url("guest", "bench"));
     let (mut sdk, mut base, mut enc) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -262,7 +253,7 @@ fn push_vs_raw(pgw_flags: &[&str], n: usize) -> (P50P99, P50P99, P50P99) {
     for i in 0..n + 20 {
         let mut sdk_push = || {
             let t = Instant::now();
-            assert!(pusher.push(&id), "SDK push failed");
+            assert!(pusher.push("guest", "bench"), "SDK push failed");
             t.elapsed()
         };
         let mut raw_put = |body: &str| {

@@ -19,6 +19,21 @@ pub enum PushMode {
     BeforeResult,
 }
 
+/// What the loop does when the handler panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPanic {
+    /// Push the metrics (the activation counted `developer_error`), then end the process with
+    /// exit code 101 without writing a result line, as an uncaught panic would: the proxy
+    /// answers "command exited", the invoker records a developer error and destroys the
+    /// (possibly poisoned) container. `WHISK_METRICS_ON_PANIC=exit` (the default).
+    #[default]
+    Exit,
+    /// Write `{"error": "the action panicked: <message>"}` and keep serving: the platform
+    /// records an application error and keeps the container.
+    /// `WHISK_METRICS_ON_PANIC=error-result`.
+    ErrorResult,
+}
+
 /// How the SDK pushes. Build it with [`Config::from_env`] (or [`Config::new`] for the defaults
 /// without the environment) and override fields with the `with_*` setters.
 ///
@@ -39,6 +54,10 @@ pub struct Config {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) disabled: bool,
+    pub(crate) on_panic: OnPanic,
+    pub(crate) api_key_auth: bool,
+    pub(crate) allow_insecure_auth: bool,
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 /// Default job of the grouping key.
@@ -54,7 +73,8 @@ impl Default for Config {
 
 impl Config {
     /// The defaults: no Pushgateway (metrics are kept, never pushed), job `openwhisk_actions`,
-    /// timeout 250 ms, push after the result, no minimum push interval, no auth, enabled.
+    /// timeout 250 ms, push after the result, no minimum push interval, no auth, enabled, exit
+    /// on a panic.
     pub fn new() -> Self {
         Self {
             pushgateway_url: None,
@@ -65,6 +85,10 @@ impl Config {
             username: None,
             password: None,
             disabled: false,
+            on_panic: OnPanic::Exit,
+            api_key_auth: false,
+            allow_insecure_auth: false,
+            ca_file: None,
         }
     }
 
@@ -125,10 +149,47 @@ impl Config {
         c.username = get("WHISK_METRICS_USERNAME");
         c.password = lookup("WHISK_METRICS_PASSWORD").filter(|p| !p.is_empty());
         if let Some(v) = get("WHISK_METRICS_DISABLED") {
-            match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => c.disabled = true,
-                "false" | "0" | "no" => c.disabled = false,
-                _ => report_malformed("WHISK_METRICS_DISABLED", &v, "`true` or `false`", "false"),
+            match parse_bool(&v) {
+                Some(b) => c.disabled = b,
+                None => {
+                    report_malformed("WHISK_METRICS_DISABLED", &v, "`true` or `false`", "false")
+                }
+            }
+        }
+        if let Some(v) = get("WHISK_METRICS_AUTH") {
+            match v.as_str() {
+                "api-key" => c.api_key_auth = true,
+                "basic" => c.api_key_auth = false,
+                _ => report_malformed(
+                    "WHISK_METRICS_AUTH",
+                    &v,
+                    "`api-key` or `basic`",
+                    "basic (WHISK_METRICS_USERNAME / WHISK_METRICS_PASSWORD when set)",
+                ),
+            }
+        }
+        if let Some(v) = get("WHISK_METRICS_ALLOW_INSECURE_AUTH") {
+            match parse_bool(&v) {
+                Some(b) => c.allow_insecure_auth = b,
+                None => report_malformed(
+                    "WHISK_METRICS_ALLOW_INSECURE_AUTH",
+                    &v,
+                    "`true` or `false`",
+                    "false",
+                ),
+            }
+        }
+        c.ca_file = get("WHISK_METRICS_CA_FILE").map(std::path::PathBuf::from);
+        if let Some(v) = get("WHISK_METRICS_ON_PANIC") {
+            match v.as_str() {
+                "exit" => c.on_panic = OnPanic::Exit,
+                "error-result" => c.on_panic = OnPanic::ErrorResult,
+                _ => report_malformed(
+                    "WHISK_METRICS_ON_PANIC",
+                    &v,
+                    "`exit` or `error-result`",
+                    "exit",
+                ),
             }
         }
         c
@@ -194,6 +255,53 @@ impl Config {
         self
     }
 
+    /// Authenticate pushes with the activation's own OpenWhisk API key (`__OW_API_KEY`,
+    /// `uuid:key`, sent as HTTP basic auth user `uuid`, password `key`; re-read on every
+    /// activation) instead of [`Config::with_basic_auth`]'s fixed credentials. For a
+    /// `whisk-gateway` in front of the Pushgateway. Refused (with one notice on stderr) over
+    /// plain `http://` to a host that is not loopback unless
+    /// [`Config::with_allow_insecure_auth`]. Defaults to `WHISK_METRICS_AUTH=api-key`, else off.
+    #[must_use]
+    pub fn with_api_key_auth(mut self, on: bool) -> Self {
+        self.api_key_auth = on;
+        self
+    }
+
+    /// Allow sending the API key over plain `http://` to a non-loopback host (one notice on
+    /// stderr). Defaults to `WHISK_METRICS_ALLOW_INSECURE_AUTH`, else `false`.
+    #[must_use]
+    pub fn with_allow_insecure_auth(mut self, allow: bool) -> Self {
+        self.allow_insecure_auth = allow;
+        self
+    }
+
+    /// Trust only the CA certificates in this PEM file for `https://` (e.g. a private CA or a
+    /// self-signed Pushgateway certificate) instead of the webpki roots. Needs the `tls`
+    /// feature. Defaults to `WHISK_METRICS_CA_FILE`, else the webpki roots.
+    #[must_use]
+    pub fn with_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Whether pushes authenticate with the activation's API key.
+    pub fn api_key_auth(&self) -> bool {
+        self.api_key_auth
+    }
+
+    /// What to do when the handler panics. Defaults to `WHISK_METRICS_ON_PANIC`, else
+    /// [`OnPanic::Exit`].
+    #[must_use]
+    pub fn with_on_panic(mut self, on_panic: OnPanic) -> Self {
+        self.on_panic = on_panic;
+        self
+    }
+
+    /// What the loop does when the handler panics.
+    pub fn on_panic(&self) -> OnPanic {
+        self.on_panic
+    }
+
     /// The Pushgateway base URL, if any.
     pub fn pushgateway_url(&self) -> Option<&str> {
         self.pushgateway_url.as_deref()
@@ -222,6 +330,14 @@ impl Config {
     /// Whether pushing is turned off.
     pub fn disabled(&self) -> bool {
         self.disabled
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
     }
 }
 
@@ -273,7 +389,12 @@ mod tests {
             ("WHISK_METRICS_USERNAME", "u"),
             ("WHISK_METRICS_PASSWORD", "p w"),
             ("WHISK_METRICS_DISABLED", "true"),
+            ("WHISK_METRICS_ON_PANIC", "error-result"),
+            ("WHISK_METRICS_AUTH", "api-key"),
+            ("WHISK_METRICS_ALLOW_INSECURE_AUTH", "true"),
         ]);
+        assert!(c.api_key_auth() && c.allow_insecure_auth);
+        assert_eq!(c.on_panic(), OnPanic::ErrorResult);
         assert_eq!(c.pushgateway_url(), Some("http://pgw:9091"));
         assert_eq!(c.job(), "myjob");
         assert_eq!(c.timeout(), Duration::from_millis(100));
@@ -293,6 +414,9 @@ mod tests {
             ("WHISK_METRICS_PUSH_MODE", "sometimes"),
             ("WHISK_METRICS_MIN_PUSH_INTERVAL_MS", "-5"),
             ("WHISK_METRICS_DISABLED", "maybe"),
+            ("WHISK_METRICS_ON_PANIC", "shrug"),
+            ("WHISK_METRICS_AUTH", "kerberos"),
+            ("WHISK_METRICS_ALLOW_INSECURE_AUTH", "perhaps"),
         ]);
         assert_eq!(c, Config::new());
         assert_eq!(

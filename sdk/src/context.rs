@@ -82,7 +82,8 @@ fn parse_deadline(v: &Value) -> Option<SystemTime> {
     if !ms.is_finite() || ms < 0.0 {
         return None;
     }
-    UNIX_EPOCH.checked_add(Duration::from_secs_f64(ms / 1000.0))
+    // `try_`: 1e300 ms does not fit a Duration (`from_secs_f64` would panic)
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(ms / 1000.0).ok()?)
 }
 
 #[cfg(test)]
@@ -116,7 +117,16 @@ mod tests {
         let num = json!({"deadline": 1000});
         let c = Context::from_fields(num.as_object().unwrap(), None);
         assert_eq!(c.deadline, Some(UNIX_EPOCH + Duration::from_secs(1)));
-        for bad in [json!("soon"), json!(-5), json!(null), json!({"x": 1})] {
+        for bad in [
+            json!("soon"),
+            json!(-5),
+            json!(null),
+            json!({"x": 1}),
+            json!("1e300"),
+            json!(1e300),
+            json!("NaN"),
+            json!("-inf"),
+        ] {
             let line = json!({ "deadline": bad });
             assert_eq!(
                 Context::from_fields(line.as_object().unwrap(), None).deadline,

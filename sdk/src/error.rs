@@ -77,6 +77,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The CA file for `https://` cannot be used.
+    #[error("cannot use the CA file {path:?} (WHISK_METRICS_CA_FILE): {reason}")]
+    InvalidCaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Result with the SDK's [`Error`].

@@ -2,13 +2,15 @@
 
 use std::sync::OnceLock;
 
+use whisk_grouping::ActionName;
+
 /// The container's instance id: 32 lowercase hex characters from 128 random bits of the OS
 /// random number generator, made once per process.
 ///
 /// OpenWhisk gives the action no stable container name (`HOSTNAME` is not passed to the action
 /// process), so the SDK makes its own. If the OS generator fails (it practically never does), the
 /// id is derived from the pid and the start time, which is still unique per container.
-pub fn instance_id() -> &'static str {
+pub(crate) fn instance_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         let mut bytes = [0u8; 16];
@@ -34,29 +36,30 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// An action's namespace and name, split from its fully qualified name the same way the
-/// platform metrics split it: `/ns/pkg/a` → namespace `ns`, action `pkg/a`.
+/// An action's namespace and name, split from its fully qualified name by the one rule all
+/// crates share ([`whisk_grouping::ActionName::parse`]: `/ns/pkg/a` → namespace `ns`, action
+/// `pkg/a`). A name that does not parse as qualified (`a`, `/a`, `ns/`, empty) is labelled with
+/// an empty namespace and the whole name, without its leading `/`, as the action: the push still
+/// happens and the group is still the container's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ActionIdentity {
+pub(crate) struct ActionIdentity {
     /// First path segment.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The rest (may contain `/` for actions in packages).
-    pub action: String,
+    pub(crate) action: String,
 }
 
 impl ActionIdentity {
-    /// Splits `__OW_ACTION_NAME` (`/ns/pkg/a`, or without the leading slash). A name without a
-    /// `/` is taken as the action with an empty namespace.
-    pub fn from_action_name(name: &str) -> Self {
-        let trimmed = name.strip_prefix('/').unwrap_or(name);
-        match trimmed.split_once('/') {
-            Some((ns, action)) => Self {
-                namespace: ns.to_string(),
-                action: action.to_string(),
+    /// Splits `__OW_ACTION_NAME`.
+    pub(crate) fn from_action_name(name: &str) -> Self {
+        match ActionName::parse(name) {
+            Some(n) => Self {
+                namespace: n.namespace().to_string(),
+                action: n.action().to_string(),
             },
             None => Self {
                 namespace: String::new(),
-                action: trimmed.to_string(),
+                action: name.strip_prefix('/').unwrap_or(name).to_string(),
             },
         }
     }
@@ -110,5 +113,10 @@ mod tests {
             ActionIdentity::from_action_name(""),
             ActionIdentity::default()
         );
+        // not qualified: empty namespace, the name without its leading slash as the action
+        let odd = ActionIdentity::from_action_name("/ns/");
+        assert_eq!((odd.namespace.as_str(), odd.action.as_str()), ("", "ns/"));
+        let lone = ActionIdentity::from_action_name("/a");
+        assert_eq!((lone.namespace.as_str(), lone.action.as_str()), ("", "a"));
     }
 }

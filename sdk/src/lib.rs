@@ -20,57 +20,111 @@
 //! }
 //! ```
 //!
+//! What is pushed is exactly what [`render`] returns; for one counter:
+//!
+//! ```
+//! let jobs = whisk_metrics::counter("doc_jobs_total", "Jobs done").unwrap();
+//! jobs.inc_by(3);
+//! let text = whisk_metrics::render();
+//! let family: Vec<&str> = text
+//!     .lines()
+//!     .skip_while(|l| !l.ends_with(" doc_jobs_total Jobs done"))
+//!     .take(3)
+//!     .collect();
+//! assert_eq!(
+//!     family.join("\n"),
+//!     "# HELP doc_jobs_total Jobs done\n# TYPE doc_jobs_total counter\ndoc_jobs_total 3"
+//! );
+//! ```
+//!
 //! Registration fails (at start, not at push time) for invalid names or label names, duplicates,
-//! and names starting with the reserved prefixes `whisk_` (the SDK's built-ins) and `openwhisk_`
-//! (the platform): the Pushgateway rejects a whole push when one name has two types anywhere on
-//! it, so such clashes are refused up front. Label names `job`, `instance`, `namespace` and
-//! `action` belong to the grouping key. Updating a metric is an atomic operation, cheap from any
-//! thread.
+//! and reserved names: the prefixes `whisk_` (the SDK's built-ins), `openwhisk_` (the platform),
+//! `pushgateway_`, `go_` and `process_` (the Pushgateway's own metrics), and the names
+//! `push_time_seconds`, `push_failure_time_seconds` (added by the Pushgateway to every group),
+//! `labels` and `last_push_successful` (keys of the Pushgateway's `/api/v1/metrics` that such a
+//! family would overwrite). A name with two types in one Pushgateway makes its `/metrics` fail
+//! for everyone, so such clashes are refused up front. Label names `job`, `instance`,
+//! `namespace` and `action` belong to the grouping key. Updating a metric is an atomic
+//! operation, cheap from any thread.
 //!
 //! # The action loop
 //!
 //! [`run`] (or [`run_with_context`], whose handler also gets the [`Context`]) reads one JSON
 //! line per activation from stdin, sets the `__OW_*` environment variables (`__OW_ACTION_NAME`,
-//! `__OW_DEADLINE`, …) on the loop's thread before calling the handler, and writes exactly one
-//! JSON line to fd 3: the handler's object or array, or `{"error": "..."}` for an `Err`, a
-//! panic (caught; the process keeps serving), a non-object result or a malformed input line.
-//! stdout and stderr are flushed after each activation. With `__OW_WAIT_FOR_ACK` set, the loop
-//! first writes `{"ok":true}` to fd 3. When stdin closes, the container's group is deleted
-//! from the Pushgateway (best effort) and the process exits. The handler runs on the main
-//! thread; an action that starts its own threads must not read the environment from them while
-//! the loop runs (`set_var` is not thread-safe). The loop needs no async runtime; an action
-//! that uses tokio can `block_on` inside the handler. A panic is only caught with
-//! `panic = "unwind"` (the default).
+//! `__OW_DEADLINE`, …) on the loop's thread before calling the handler, and answers on fd 3 the
+//! way the platform will judge the activation (the Go proxy's `runHandler` and `executor`):
+//!
+//! | handler | line on fd 3 | platform verdict | `whisk_activations_total{status}` |
+//! |---|---|---|---|
+//! | `Ok(object or array)` | the value | success | `success` |
+//! | `Err(e)` | `{"error": "<e>"}` | application error | `application_error` |
+//! | `Ok(string, number, boolean, null)` | the value as it is | developer error (the proxy answers 502 "did not return a dictionary or array") | `developer_error` |
+//! | panic (default, [`OnPanic::Exit`]) | none: the metrics are pushed, then the process exits with code 101 | developer error ("command exited"); the container is destroyed | `developer_error` |
+//! | panic, `WHISK_METRICS_ON_PANIC=error-result` | `{"error": "the action panicked: <msg>"}`, serving goes on | application error; the container is kept | `developer_error` |
+//! | malformed run line (not JSON, not an object, no `value`, any unusable field) | `{"error": "malformed activation input…"}` | application error | not counted |
+//!
+//! No run line, however malformed, crashes the loop (a property test feeds it arbitrary JSON
+//! objects and bytes). stdout and stderr are flushed after each activation. With
+//! `__OW_WAIT_FOR_ACK` set, the loop first writes `{"ok":true}` to fd 3. When stdin closes, the
+//! container's group is deleted from the Pushgateway (best effort) and the process exits; after
+//! a panic the group stays (it carries the panic; the collector's janitor prunes it). The
+//! handler runs on the main thread; an action that starts its own threads must not read the
+//! environment from them while the loop runs (`set_var` is not thread-safe). The loop needs no
+//! async runtime; an action that uses tokio can `block_on` inside the handler. A panic is only
+//! caught with `panic = "unwind"` (the default).
 //!
 //! # Push
 //!
 //! The whole registry is PUT in the text format (LF endings, no timestamps) to
 //! `/metrics/job@base64/<job>/instance@base64/<id>/namespace@base64/<ns>/action@base64/<action>`,
-//! every value URL-safe base64 (`=` for an empty value). `<id>` is 32 random hex characters made
-//! once per process from the OS RNG; `<ns>` and `<action>` come from `__OW_ACTION_NAME`
-//! (`/ns/pkg/a` → `ns`, `pkg/a`), as the platform metrics split it.
+//! every value URL-safe base64 (`=` for an empty value), written by
+//! `whisk_grouping::GroupingKey::path`. `<id>` is 32 random hex characters made once per process
+//! from the OS RNG; `<ns>` and `<action>` come from `__OW_ACTION_NAME` (`/ns/pkg/a` → `ns`,
+//! `pkg/a`) by `whisk_grouping::ActionName::parse`, the rule the platform metrics use too; a name
+//! that is not qualified (`a`, `/a`, `ns/`) gets an empty namespace and the whole name without
+//! its leading `/` as the action.
 //!
 //! - **When.** By default ([`PushMode::AfterResult`]) right after the result line is written to
 //!   fd 3 (and the CPU yielded once, so the proxy takes the result first) and before the next
 //!   stdin line is read: off the response path, and inside OpenWhisk's pause grace (≥ 50 ms)
-//!   before the container is frozen; a push cut by a freeze completes after the thaw. [`PushMode::BeforeResult`] pushes before writing the result: nothing can
-//!   be lost, but the push is on the response path.
+//!   before the container is frozen; a push cut by a freeze completes after the thaw.
+//!   [`PushMode::BeforeResult`] pushes before writing the result: nothing can be lost, but the
+//!   push is on the response path.
 //! - **Timeout.** `WHISK_METRICS_TIMEOUT_MS` (default 250 ms). In strict mode it is also bounded
 //!   by `__OW_DEADLINE` minus a 20 ms margin, so the result is never late. In the default mode
 //!   the result is already delivered, so the deadline no longer applies.
 //! - **Failures** (anything but 200/202, a timeout, no connection) keep the state, count
-//!   `whisk_push_failures_total`, print at most one line a minute on stderr and push again
-//!   after the next activation. The action's result never changes because of metrics.
+//!   `whisk_push_failures_total{reason}` and **back off**: after a failure, pushes are skipped
+//!   for 1 s, doubling with every further failure in a row up to 60 s, so a black-holed
+//!   Pushgateway costs one timeout per interval instead of one per activation; the first push
+//!   that succeeds carries everything. At most one notice a minute goes to stderr, with the
+//!   reason and the gateway's one-line answer (e.g. `failed (rejected): the Pushgateway answered
+//!   409: family jobs is a gauge elsewhere`). It is printed right before a result line (the one
+//!   of the same activation in strict mode; in the default mode, where the push follows the
+//!   result, the next one), so it lands inside an activation's log instead of racing the proxy's
+//!   end-of-log marker. The action's result never changes because of metrics.
 //! - **Minimum push interval** (`WHISK_METRICS_MIN_PUSH_INTERVAL_MS`, default 0): skips pushes
 //!   closer together than this for hot containers. Its price: a container that is frozen for
 //!   good or removed inside the interval loses the increments since its last push.
-//! - **HTTP.** One keep-alive connection reused across activations; the host is resolved once
-//!   (again after a failed request), not before every push. The client is `ureq` 3
+//! - **Name resolution.** Every lookup of the Pushgateway's host runs on the loop's own thread
+//!   (no resolver thread that could outlive a push and call `getaddrinfo` while the loop calls
+//!   `set_var` for the next activation: undefined behaviour with glibc). The host is looked up at
+//!   start, before the first line is read, and again only after a transport failure; lookups happen after the result
+//!   is written (a strict-mode push before the result never waits for one: with nothing cached it
+//!   fails as `transport` and the host is looked up once the result is out). A lookup is bounded
+//!   by the system resolver's limits (`/etc/resolv.conf`), not by the push timeout.
+//! - **HTTP.** One keep-alive connection reused across activations. The client is `ureq` 3
 //!   without default features: blocking, no async runtime, no threads of its own, so it works
 //!   in an action without a runtime and does not panic in one that runs tokio (unlike
 //!   `reqwest::blocking`), and keeps the executable small. HTTPS needs the `tls` cargo feature
-//!   (rustls with the ring provider and webpki roots; no cmake). Basic auth from
-//!   `WHISK_METRICS_USERNAME` / `WHISK_METRICS_PASSWORD`.
+//!   (rustls with the ring provider; the webpki roots, or exactly the certificates of
+//!   `WHISK_METRICS_CA_FILE`; no cmake).
+//! - **Authentication.** Basic auth from `WHISK_METRICS_USERNAME` / `WHISK_METRICS_PASSWORD`, or,
+//!   with `WHISK_METRICS_AUTH=api-key` (for a `whisk-gateway` in front of the Pushgateway), from
+//!   the activation's own API key (`api_key` of the run line, else `__OW_API_KEY`; `uuid:key`
+//!   split at the first `:`), re-read on every activation. The key is not sent over plain
+//!   `http://` to a host that is not loopback unless `WHISK_METRICS_ALLOW_INSECURE_AUTH=true`;
+//!   either way the process says so once on stderr.
 //! - **Pushgateway cost.** With its consistency check on, a Pushgateway re-checks everything it
 //!   stores on every PUT (milliseconds at 10 groups, ~180 ms at 2 000 groups): prune stale groups
 //!   or run it with `--push.disable-consistency-check`. The SDK stays bounded either way.
@@ -85,6 +139,10 @@
 //! | `WHISK_METRICS_PUSH_MODE` | `after-result` | `after-result` or `before-result` (strict) |
 //! | `WHISK_METRICS_MIN_PUSH_INTERVAL_MS` | `0` | skip pushes closer together than this |
 //! | `WHISK_METRICS_USERNAME` / `WHISK_METRICS_PASSWORD` | unset | basic auth |
+//! | `WHISK_METRICS_AUTH` | `basic` | `api-key`: basic auth from the activation's API key |
+//! | `WHISK_METRICS_ALLOW_INSECURE_AUTH` | `false` | `true` sends the API key over plain http to a non-loopback host |
+//! | `WHISK_METRICS_CA_FILE` | unset | PEM file of the CA certificates to trust for https (`tls` feature) |
+//! | `WHISK_METRICS_ON_PANIC` | `exit` | `exit` or `error-result` (see the table above) |
 //! | `WHISK_METRICS_DISABLED` | `false` | `true` turns pushing off |
 //!
 //! A malformed value is reported once on stderr and the default used. [`Config::from_env`] reads
@@ -99,15 +157,24 @@
 //! | `whisk_cold_start_seconds` | gauge | – | Process start to first result written |
 //! | `whisk_container_start_time_seconds` | gauge | – | Unix time the process started |
 //! | `whisk_last_activation_time_seconds` | gauge | – | Unix time the last activation finished |
-//! | `whisk_push_failures_total` | counter | – | Pushes to the Pushgateway that failed |
-//! | `whisk_push_duration_seconds` | histogram | – | Duration of pushes |
+//! | `whisk_push_failures_total` | counter | `reason` ∈ rejected, unauthorized, unavailable, transport | Pushes to the Pushgateway that failed, by reason |
+//! | `whisk_last_push_duration_seconds` | gauge | – | Duration of the last push attempt |
 //! | `whisk_container_info` | gauge (=1) | `action_version`, `sdk_version` | identity of the container |
 //!
-//! Duration buckets: 0.005 … 300 s (the platform's time buckets); push buckets 0.001 … 1 s.
+//! Duration buckets: 0.005 … 300 s (the platform's time buckets). **Series per container: 30**
+//! (activations 3, duration histogram 18, the three time gauges 3, push failures 4, last push
+//! duration 1, info 1); every series is multiplied by the number of live containers in the
+//! Pushgateway and in Prometheus. Push failure reasons: `unauthorized` = 401/403, `rejected` =
+//! any other 4xx (e.g. 400 malformed or reserved, 409 type clash), `unavailable` = 5xx or another
+//! unexpected status, `transport` = no answer (refused, reset, unresolved, TLS handshake failed,
+//! timed out, or no time left before the deadline in strict mode).
+//!
 //! "Process start" is the first time the SDK is used (registering a metric or entering the
-//! loop), i.e. the top of `main`. `status`: `application_error` is an `Err` from the handler,
-//! `developer_error` a panic or a result that is not an object or array.
+//! loop), i.e. the top of `main`. `status`: see the action loop's table.
 
+#![warn(missing_docs)]
+
+mod builtins;
 mod config;
 mod context;
 mod error;
@@ -118,13 +185,10 @@ mod registry;
 mod resolve;
 mod runtime;
 
-pub use config::{Config, PushMode};
+pub use config::{Config, OnPanic, PushMode};
 pub use context::Context;
 pub use error::{Error, Result};
-pub use identity::{ActionIdentity, instance_id};
 pub use prometheus::{Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec};
-pub use push::{encode_value, group_path};
-pub use registry::TIME_BUCKETS;
 pub use runtime::{ActionLoop, run, run_with_context};
 
 /// Registers a counter. Errors on invalid or reserved names and duplicates.
@@ -186,15 +250,25 @@ pub mod __bench {
     /// A pusher for `config` (None when no URL is configured).
     pub struct BenchPusher(Pusher);
 
+    /// The group of `namespace`/`action` in this process.
+    fn identity(namespace: &str, action: &str) -> ActionIdentity {
+        ActionIdentity {
+            namespace: namespace.to_string(),
+            action: action.to_string(),
+        }
+    }
+
     impl BenchPusher {
         /// Builds the pusher.
         pub fn new(config: &Config) -> Option<Self> {
             Pusher::from_config(config).ok().flatten().map(Self)
         }
 
-        /// One encode + PUT of the whole registry, as after an activation. True when it succeeded.
-        pub fn push(&mut self, identity: &ActionIdentity) -> bool {
-            self.0.push(crate::registry::global(), identity, None, true) == PushOutcome::Pushed
+        /// One encode + PUT of the whole registry, as after an activation, to the group of
+        /// `namespace`/`action`. True when it succeeded.
+        pub fn push(&mut self, namespace: &str, action: &str) -> bool {
+            let id = identity(namespace, action);
+            self.0.push(crate::registry::global(), &id, None, true) == PushOutcome::Pushed
         }
 
         /// Only the gather + text encoding of a push (into the pusher's reused buffer); returns
@@ -203,9 +277,9 @@ pub mod __bench {
             self.0.encode_body(crate::registry::global())
         }
 
-        /// The URL of the group.
-        pub fn url(&mut self, identity: &ActionIdentity) -> String {
-            self.0.group_url(identity).to_string()
+        /// The URL of the group of `namespace`/`action`.
+        pub fn url(&mut self, namespace: &str, action: &str) -> String {
+            self.0.group_url(&identity(namespace, action)).to_string()
         }
     }
 }

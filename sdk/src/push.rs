@@ -1,4 +1,5 @@
-//! Pushing the registry to a Pushgateway: the grouping key (`@base64` for every value), a PUT
+//! Pushing the registry to a Pushgateway: the grouping key (`whisk_grouping::GroupingKey`, `@base64`
+//! for every value), a PUT
 //! of the text exposition with a bounded timeout over one reused connection, failure
 //! accounting, and the best-effort DELETE of the group when the action loop ends.
 //!
@@ -10,8 +11,10 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
+use whisk_grouping::GroupingKey;
 
+use crate::builtins::PushFailure;
 use crate::config::Config;
 use crate::error::Error;
 use crate::exposition::TextWriter;
@@ -27,28 +30,14 @@ const NOTICE_EVERY: Duration = Duration::from_secs(60);
 const MAX_IDLE_AGE: Duration = Duration::from_secs(600);
 /// Cap on the error body read from the Pushgateway.
 const ERROR_BODY_LIMIT: u64 = 1024;
-
-/// Encodes a grouping-key value for a `<label>@base64/<value>` path segment: RFC 4648 URL-safe
-/// base64 without padding, and `=` for the empty value (the Pushgateway requires exactly that).
-pub fn encode_value(value: &str) -> String {
-    if value.is_empty() {
-        "=".to_string()
-    } else {
-        URL_SAFE_NO_PAD.encode(value)
-    }
-}
-
-/// The path of the container's group:
-/// `/metrics/job@base64/<job>/instance@base64/<id>/namespace@base64/<ns>/action@base64/<action>`.
-pub fn group_path(job: &str, instance: &str, identity: &ActionIdentity) -> String {
-    format!(
-        "/metrics/job@base64/{}/instance@base64/{}/namespace@base64/{}/action@base64/{}",
-        encode_value(job),
-        encode_value(instance),
-        encode_value(&identity.namespace),
-        encode_value(&identity.action),
-    )
-}
+/// Longest reason quoted from an error body in the notice.
+const REASON_LIMIT: usize = 200;
+/// After a failed push, pushes are skipped for this long; the interval doubles with every
+/// further failure in a row, up to [`BACKOFF_MAX`]. The state is kept meanwhile, so the next
+/// push that succeeds carries everything.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest interval between push attempts while they keep failing.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Why a push did not succeed.
 #[derive(Debug)]
@@ -63,9 +52,31 @@ impl std::fmt::Display for PushError {
         match self {
             Self::NoTimeLeft => write!(f, "no time left before the activation deadline"),
             Self::Status { status, body } => {
-                write!(f, "the Pushgateway answered {status}: {}", body.trim())
+                // the gateway's reason is one line of text; quote the first, bounded
+                let line = body.lines().map(str::trim).find(|l| !l.is_empty());
+                match line {
+                    Some(l) if l.len() > REASON_LIMIT => {
+                        let mut end = REASON_LIMIT;
+                        while !l.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        write!(f, "the Pushgateway answered {status}: {}…", &l[..end])
+                    }
+                    Some(l) => write!(f, "the Pushgateway answered {status}: {l}"),
+                    None => write!(f, "the Pushgateway answered {status}"),
+                }
             }
             Self::Transport(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl PushError {
+    /// The `reason` label this failure is counted with.
+    pub(crate) fn reason(&self) -> PushFailure {
+        match self {
+            Self::NoTimeLeft | Self::Transport(_) => PushFailure::Transport,
+            Self::Status { status, .. } => PushFailure::of_status(*status),
         }
     }
 }
@@ -78,6 +89,45 @@ pub(crate) enum PushOutcome {
     Failed,
 }
 
+/// The `Authorization` header of pushes.
+#[derive(Debug)]
+enum Auth {
+    None,
+    /// Fixed basic-auth credentials (`WHISK_METRICS_USERNAME` / `WHISK_METRICS_PASSWORD`).
+    Fixed(String),
+    /// The activation's API key as basic auth; the header follows the key of each activation.
+    ApiKey {
+        key: Option<String>,
+        header: Option<String>,
+    },
+}
+
+/// The `Authorization` value for an OpenWhisk API key `uuid:key` (user `uuid`, password `key`:
+/// split at the first `:`), or `None` for a key without `:`.
+fn api_key_header(key: &str) -> Option<String> {
+    let (user, pass) = key.split_once(':')?;
+    Some(format!(
+        "Basic {}",
+        STANDARD.encode(format!("{user}:{pass}"))
+    ))
+}
+
+/// Whether the URL's host is loopback (`127.0.0.0/8`, `::1`, `localhost`): there plain http
+/// does not expose credentials to the network.
+fn is_loopback_host(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The Pushgateway client of one process.
 #[derive(Debug)]
 pub(crate) struct Pusher {
@@ -85,12 +135,17 @@ pub(crate) struct Pusher {
     resolved: ResolverCache,
     base: String,
     job: String,
-    auth: Option<String>,
+    auth: Auth,
     timeout: Duration,
     min_interval: Duration,
     last_success: Option<Instant>,
+    /// Failed pushes in a row, and when the next attempt may be made.
+    failures_in_a_row: u32,
+    retry_at: Option<Instant>,
     last_notice: Option<Instant>,
     failures_since_notice: u64,
+    /// A failure notice not printed yet: it goes to stderr right before the next result line.
+    pending_notice: Option<String>,
     body: Vec<u8>,
     text: TextWriter,
     url: String,
@@ -129,7 +184,13 @@ impl Pusher {
         if config.job.is_empty() {
             return Err(invalid("the job of the grouping key must not be empty"));
         }
-        let agent_config = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder();
+        #[cfg(feature = "tls")]
+        let agent_config = match &config.ca_file {
+            Some(path) => agent_config.tls_config(tls_with_ca(path)?),
+            None => agent_config,
+        };
+        let agent_config = agent_config
             .http_status_as_error(false)
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
@@ -137,17 +198,50 @@ impl Pusher {
             .proxy(None)
             .user_agent(concat!("whisk-metrics/", env!("CARGO_PKG_VERSION")))
             .build();
-        // The host is resolved once, not before every push (see `resolve`).
+        // The host is looked up on the loop's thread, once, and again only after a transport
+        // failure (see `resolve`): no lookup thread can outlive a push.
         let (resolver, resolved) = CachingResolver::new();
         let agent = ureq::Agent::with_parts(
             agent_config,
             ureq::unversioned::transport::DefaultConnector::new(),
             resolver,
         );
-        let auth = config.username.as_ref().map(|user| {
-            let pass = config.password.as_deref().unwrap_or("");
-            format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
-        });
+        let insecure = base.starts_with("http://") && !is_loopback_host(rest);
+        let auth = if config.api_key_auth {
+            if insecure && !config.allow_insecure_auth {
+                eprintln!(
+                    "whisk-metrics: WHISK_METRICS_AUTH=api-key: not sending the API key over plain \
+                     http to {base} (not a loopback host); use https, or set \
+                     WHISK_METRICS_ALLOW_INSECURE_AUTH=true. Pushing without credentials."
+                );
+                Auth::None
+            } else {
+                if insecure {
+                    eprintln!(
+                        "whisk-metrics: sending the API key over plain http to {base} \
+                         (WHISK_METRICS_ALLOW_INSECURE_AUTH=true)"
+                    );
+                }
+                Auth::ApiKey {
+                    key: None,
+                    header: None,
+                }
+            }
+        } else {
+            match config.username.as_ref() {
+                Some(user) => {
+                    let pass = config.password.as_deref().unwrap_or("");
+                    Auth::Fixed(format!(
+                        "Basic {}",
+                        STANDARD.encode(format!("{user}:{pass}"))
+                    ))
+                }
+                None => Auth::None,
+            }
+        };
+        // First lookup now, at start: on the main thread, before the loop reads a line or sets
+        // a variable (an IP literal needs no query).
+        resolved.lookup_now(&base);
         Ok(Some(Self {
             agent,
             resolved,
@@ -157,8 +251,11 @@ impl Pusher {
             timeout: config.timeout,
             min_interval: config.min_push_interval,
             last_success: None,
+            failures_in_a_row: 0,
+            retry_at: None,
             last_notice: None,
             failures_since_notice: 0,
+            pending_notice: None,
             body: Vec::with_capacity(8 * 1024),
             text: TextWriter::default(),
             url: String::new(),
@@ -169,19 +266,42 @@ impl Pusher {
     /// The full URL of the group (cached; the identity of a container does not change).
     pub(crate) fn group_url(&mut self, identity: &ActionIdentity) -> &str {
         if self.url_for.as_ref() != Some(identity) {
-            self.url = format!(
-                "{}{}",
-                self.base,
-                group_path(&self.job, instance_id(), identity)
-            );
+            let key = GroupingKey::new(self.job.as_str())
+                .with("instance", instance_id())
+                .with("namespace", identity.namespace.as_str())
+                .with("action", identity.action.as_str());
+            self.url = format!("{}{}", self.base, key.path());
             self.url_for = Some(identity.clone());
         }
         &self.url
     }
 
-    /// Pushes the whole registry unless the minimum interval says to wait. `deadline` bounds
-    /// the timeout further (strict mode). Failures are counted, noticed on stderr at most once
-    /// a minute, and never returned: the next activation pushes the state again.
+    /// The activation's API key (`__OW_API_KEY`), for [`Config::with_api_key_auth`]; it arrives
+    /// with every run line and may change. Cheap when it did not.
+    pub(crate) fn set_api_key(&mut self, api_key: Option<&str>) {
+        if let Auth::ApiKey { key, header } = &mut self.auth {
+            if key.as_deref() != api_key {
+                *header = api_key.and_then(api_key_header);
+                if api_key.is_some() && header.is_none() {
+                    self.pending_notice = Some(
+                        "whisk-metrics: __OW_API_KEY is not `uuid:key`; pushing without credentials"
+                            .to_string(),
+                    );
+                }
+                *key = api_key.map(str::to_string);
+            }
+        }
+    }
+
+    /// A failure notice to print now (before the result line), if one is due.
+    pub(crate) fn take_notice(&mut self) -> Option<String> {
+        self.pending_notice.take()
+    }
+
+    /// Pushes the whole registry unless the minimum interval or the back-off after failures
+    /// says to wait. `deadline` bounds the timeout further (strict mode). Failures are counted,
+    /// noticed at most once a minute (see [`Pusher::take_notice`]), and never returned: the next
+    /// push sends the state again.
     pub(crate) fn push(
         &mut self,
         metrics: &Metrics,
@@ -189,27 +309,37 @@ impl Pusher {
         deadline: Option<Instant>,
         force: bool,
     ) -> PushOutcome {
-        if !force && self.min_interval > Duration::ZERO {
-            if let Some(last) = self.last_success {
-                if last.elapsed() < self.min_interval {
-                    return PushOutcome::Skipped;
-                }
+        if !force {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return PushOutcome::Skipped;
+            }
+            if self.min_interval > Duration::ZERO
+                && self
+                    .last_success
+                    .is_some_and(|t| t.elapsed() < self.min_interval)
+            {
+                return PushOutcome::Skipped;
             }
         }
         let started = Instant::now();
+        // A push with a deadline (strict mode, before the result) never waits for a lookup.
+        self.resolved.allow_lookups(deadline.is_none());
         let result = self.put(metrics, identity, started, deadline);
-        metrics
-            .builtins
-            .push_duration
-            .observe(started.elapsed().as_secs_f64());
+        self.resolved.allow_lookups(true);
         match result {
             Ok(()) => {
+                metrics.builtins.push_done(started.elapsed());
                 self.last_success = Some(Instant::now());
+                self.failures_in_a_row = 0;
+                self.retry_at = None;
                 PushOutcome::Pushed
             }
             Err(e) => {
-                metrics.builtins.push_failures.inc();
-                self.notice(&e);
+                metrics.builtins.push_failed(e.reason(), started.elapsed());
+                self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+                let backoff = backoff(self.failures_in_a_row);
+                self.retry_at = Some(Instant::now() + backoff);
+                self.notice(&e, backoff);
                 PushOutcome::Failed
             }
         }
@@ -222,10 +352,8 @@ impl Pusher {
         started: Instant,
         deadline: Option<Instant>,
     ) -> Result<(), PushError> {
-        let end = match deadline {
-            Some(d) => (started + self.timeout).min(d),
-            None => started + self.timeout,
-        };
+        let end = after(started, self.timeout);
+        let end = deadline.map_or(end, |d| end.min(d));
         self.encode_body(metrics);
         let body = std::mem::take(&mut self.body);
         let mut result = self.send("PUT", identity, &body, end);
@@ -245,6 +373,15 @@ impl Pusher {
         result
     }
 
+    /// After the result is written: looks the host up if nothing is cached (on this, the loop's,
+    /// thread, before the next line is read and its `__OW_*` variables are set).
+    pub(crate) fn after_result(&mut self, identity: &ActionIdentity) {
+        if !self.resolved.is_cached() {
+            let url = self.group_url(identity).to_string();
+            self.resolved.lookup_now(&url);
+        }
+    }
+
     /// Renders the registry into the reused body buffer; returns its length.
     pub(crate) fn encode_body(&mut self, metrics: &Metrics) -> usize {
         if let Err(e) = metrics.encode_with(&mut self.text, &mut self.body) {
@@ -256,7 +393,7 @@ impl Pusher {
 
     /// Best-effort DELETE of the container's group (when stdin closes).
     pub(crate) fn delete(&mut self, identity: &ActionIdentity) -> bool {
-        let end = Instant::now() + self.timeout;
+        let end = after(Instant::now(), self.timeout);
         self.send("DELETE", identity, &[], end).is_ok()
     }
 
@@ -272,7 +409,11 @@ impl Pusher {
             return Err(PushError::NoTimeLeft);
         }
         let url = self.group_url(identity).to_string();
-        let auth = self.auth.clone();
+        let auth = match &self.auth {
+            Auth::None => None,
+            Auth::Fixed(h) => Some(h.clone()),
+            Auth::ApiKey { header, .. } => header.clone(),
+        };
         let response = if method == "DELETE" {
             let mut req = self
                 .agent
@@ -313,81 +454,171 @@ impl Pusher {
         }
     }
 
-    fn notice(&mut self, e: &PushError) {
+    /// Counts toward the next notice and prepares it when one is due (at most one a minute).
+    fn notice(&mut self, e: &PushError, backoff: Duration) {
         self.failures_since_notice += 1;
         let due = self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_EVERY);
         if due {
-            eprintln!(
-                "whisk-metrics: push to {} failed: {e} ({} failure(s) since the last notice; the \
-                 metrics are kept and pushed again after the next activation; this notice repeats \
-                 at most once a minute)",
-                self.url, self.failures_since_notice
-            );
+            self.pending_notice = Some(format!(
+                "whisk-metrics: push to {} failed ({}): {e} ({} failure(s) since the last notice; \
+                 the metrics are kept; next attempt in {} s or later; this notice repeats at most \
+                 once a minute)",
+                self.url,
+                e.reason().label(),
+                self.failures_since_notice,
+                backoff.as_secs(),
+            ));
             self.last_notice = Some(Instant::now());
             self.failures_since_notice = 0;
         }
     }
 }
 
+/// How long to skip pushes after `failures` failed pushes in a row: 1 s doubling to 60 s.
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(BACKOFF_MAX)
+}
+
+/// TLS that trusts exactly the certificates of the PEM file at `path`.
+#[cfg(feature = "tls")]
+fn tls_with_ca(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, Error> {
+    use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
+    let invalid = |reason: String| Error::InvalidCaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let certs: Vec<_> = parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(invalid("no PEM certificate in it".to_string()));
+    }
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&certs))
+        .build())
+}
+
+/// `start + timeout`, saturating at a day (a configured timeout of `u64::MAX` ms must not
+/// overflow the `Instant`).
+fn after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or(start + Duration::from_secs(86_400))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn decode(segment: &str) -> String {
-        let raw = URL_SAFE_NO_PAD
-            .decode(segment.trim_end_matches('='))
-            .unwrap();
-        String::from_utf8(raw).unwrap()
-    }
-
     #[test]
-    fn encodes_values_with_slashes_url_safe_without_slashes() {
-        let e = encode_value("pkg/a");
-        assert!(
-            !e.contains('/') && !e.contains('+') && !e.contains('='),
-            "{e}"
-        );
-        assert_eq!(decode(&e), "pkg/a");
-        // `??>` and `???` are `Pz8+` and `Pz8/` in standard base64
-        assert_eq!(encode_value("??>"), "Pz8-");
-        assert_eq!(encode_value("???"), "Pz8_");
-    }
-
-    #[test]
-    fn encodes_the_empty_value_as_a_single_equals_sign() {
-        assert_eq!(encode_value(""), "=");
-    }
-
-    #[test]
-    fn encodes_unicode_values_losslessly() {
-        for v in ["grüße/ñ", "名前", "🚀 rocket", "a@b=c"] {
-            let e = encode_value(v);
-            assert!(
-                e.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-                "{e}"
-            );
-            assert_eq!(decode(&e), v);
-        }
-    }
-
-    #[test]
-    fn group_path_encodes_every_grouping_value() {
+    fn group_url_is_the_shared_grouping_key_path() {
+        let config = Config::new().with_pushgateway_url("http://127.0.0.1:9091/");
+        let mut p = Pusher::from_config(&config).unwrap().unwrap();
         let id = ActionIdentity {
             namespace: String::new(),
             action: "pkg/a".into(),
         };
-        let p = group_path("openwhisk_actions", "00ff", &id);
-        assert_eq!(
-            p,
-            format!(
-                "/metrics/job@base64/{}/instance@base64/{}/namespace@base64/=/action@base64/{}",
-                URL_SAFE_NO_PAD.encode("openwhisk_actions"),
-                URL_SAFE_NO_PAD.encode("00ff"),
-                URL_SAFE_NO_PAD.encode("pkg/a"),
-            )
+        let url = p.group_url(&id).to_string();
+        let path = url.strip_prefix("http://127.0.0.1:9091").unwrap();
+        let key = GroupingKey::from_path(path).unwrap();
+        assert_eq!(key.job(), "openwhisk_actions");
+        assert_eq!(key.get("instance"), Some(instance_id()));
+        assert_eq!(key.get("namespace"), Some(""));
+        assert_eq!(key.get("action"), Some("pkg/a"));
+        assert!(path.starts_with("/metrics/job@base64/"), "{path}");
+    }
+
+    #[test]
+    fn api_key_is_not_sent_over_plain_http_to_a_remote_host_unless_allowed() {
+        let pusher = |url: &str, allow: bool| {
+            let config = Config::new()
+                .with_pushgateway_url(url)
+                .with_api_key_auth(true)
+                .with_allow_insecure_auth(allow);
+            Pusher::from_config(&config).unwrap().unwrap()
+        };
+        let mut remote = pusher("http://192.0.2.1:9091", false);
+        remote.set_api_key(Some("uuid:secret"));
+        assert!(matches!(remote.auth, Auth::None), "{:?}", remote.auth);
+        let mut allowed = pusher("http://192.0.2.1:9091", true);
+        allowed.set_api_key(Some("uuid:secret"));
+        assert!(
+            matches!(&allowed.auth, Auth::ApiKey { header: Some(h), .. } if h == "Basic dXVpZDpzZWNyZXQ="),
+            "{:?}",
+            allowed.auth
         );
-        assert_eq!(p.matches('/').count(), 9, "{p}");
+        for url in [
+            "http://127.0.0.1:9091",
+            "http://localhost:9091",
+            "http://[::1]:9091",
+        ] {
+            let mut local = pusher(url, false);
+            local.set_api_key(Some("a:b:c"));
+            // split at the first `:`: user `a`, password `b:c`
+            assert!(
+                matches!(&local.auth, Auth::ApiKey { header: Some(h), .. } if *h == format!("Basic {}", STANDARD.encode("a:b:c"))),
+                "{url}: {:?}",
+                local.auth
+            );
+        }
+        // a key without `:` is not sent, and says so before the next result
+        let mut local = pusher("http://127.0.0.1:9091", false);
+        local.set_api_key(Some("nocolon"));
+        assert!(matches!(&local.auth, Auth::ApiKey { header: None, .. }));
+        assert!(local.take_notice().is_some_and(|n| n.contains("uuid:key")));
+    }
+
+    #[test]
+    fn back_off_doubles_from_one_second_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn after_a_failure_pushes_are_skipped_until_the_back_off_passes() {
+        let metrics = Metrics::new();
+        let config = Config::new().with_pushgateway_url("http://127.0.0.1:1");
+        let mut p = Pusher::from_config(&config).unwrap().unwrap();
+        let id = ActionIdentity::default();
+        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Failed);
+        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Skipped);
+        assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
+        assert!(
+            p.take_notice()
+                .is_some_and(|n| n.contains("next attempt in 1 s"))
+        );
+        assert_eq!(p.take_notice(), None);
+        // the back-off over: tried again (and failed again, now for 2 s)
+        p.retry_at = Some(Instant::now());
+        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Failed);
+        assert_eq!(p.failures_in_a_row, 2);
+        assert_eq!(p.take_notice(), None, "at most one notice a minute");
+    }
+
+    #[test]
+    fn status_reason_quotes_the_first_line_of_the_body_bounded() {
+        let e = PushError::Status {
+            status: 409,
+            body: "\nfamily `jobs` is a gauge elsewhere\nmore detail\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the Pushgateway answered 409: family `jobs` is a gauge elsewhere"
+        );
+        assert_eq!(e.reason(), PushFailure::Rejected);
+        let long = PushError::Status {
+            status: 400,
+            body: "é".repeat(300),
+        };
+        assert!(long.to_string().chars().count() < 160, "{long}");
     }
 
     #[test]
@@ -419,11 +650,8 @@ mod tests {
             namespace: "ns".into(),
             action: "a".into(),
         };
-        metrics.builtins.success.inc();
         assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Failed);
-        assert_eq!(metrics.builtins.push_failures.get(), 1);
-        assert_eq!(metrics.builtins.success.get(), 1);
-        assert_eq!(metrics.builtins.push_duration.get_sample_count(), 1);
+        assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
     }
 
     #[test]
@@ -434,6 +662,6 @@ mod tests {
         let id = ActionIdentity::default();
         let outcome = p.push(&metrics, &id, Some(Instant::now()), false);
         assert_eq!(outcome, PushOutcome::Failed);
-        assert_eq!(metrics.builtins.push_failures.get(), 1);
+        assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
     }
 }

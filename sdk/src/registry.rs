@@ -1,5 +1,5 @@
-//! The SDK's private Prometheus registry: validated registration of user metrics and the
-//! built-in `whisk_*` metrics of the container.
+//! The SDK's private Prometheus registry: validated registration of user metrics next to the
+//! built-ins (`builtins`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -10,61 +10,59 @@ use prometheus::{
     Registry,
 };
 
+use crate::builtins::{Builtins, Kind};
 use crate::error::{Error, Result};
 use crate::exposition::TextWriter;
-
-/// Buckets (seconds) of `whisk_activation_duration_seconds`, the same as the platform's time
-/// histograms.
-pub const TIME_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
-
-/// Buckets (seconds) of `whisk_push_duration_seconds`.
-pub(crate) const PUSH_BUCKETS: [f64; 10] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Label names the grouping key owns (the Pushgateway overwrites them) or the exposition format
 /// reserves.
 const RESERVED_LABELS: [&str; 4] = ["job", "instance", "namespace", "action"];
 
-/// Metric name prefixes owned by the SDK's built-ins and the platform metrics.
-const RESERVED_PREFIXES: [&str; 2] = ["whisk_", "openwhisk_"];
+/// Metric name prefixes owned by others, and who owns them. A family named like one of these
+/// would clash with theirs in the shared Pushgateway (a type clash there makes its `/metrics`
+/// answer 500 for everyone).
+const RESERVED_PREFIXES: [(&str, &str); 5] = [
+    (
+        "whisk_",
+        "the `whisk_` prefix belongs to the SDK's built-in metrics",
+    ),
+    (
+        "openwhisk_",
+        "the `openwhisk_` prefix belongs to the platform metrics",
+    ),
+    (
+        "pushgateway_",
+        "the Pushgateway exposes its own `pushgateway_*` metrics",
+    ),
+    (
+        "go_",
+        "the Pushgateway exposes its Go runtime's `go_*` metrics",
+    ),
+    (
+        "process_",
+        "the Pushgateway exposes its own `process_*` metrics",
+    ),
+];
 
-/// Names the Pushgateway adds to every group.
-const PUSHGATEWAY_NAMES: [&str; 2] = ["push_time_seconds", "push_failure_time_seconds"];
-
-/// Outcome of one activation, the `status` label of `whisk_activations_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Success,
-    ApplicationError,
-    DeveloperError,
-}
-
-/// The built-in per-container metrics (names, types and help texts are listed in the crate docs).
-#[derive(Debug, Clone)]
-pub(crate) struct Builtins {
-    pub(crate) success: IntCounter,
-    pub(crate) application_error: IntCounter,
-    pub(crate) developer_error: IntCounter,
-    pub(crate) activation_duration: Histogram,
-    pub(crate) cold_start: Gauge,
-    pub(crate) container_start: Gauge,
-    pub(crate) last_activation: Gauge,
-    pub(crate) push_failures: IntCounter,
-    pub(crate) push_duration: Histogram,
-    pub(crate) container_info: GaugeVec,
-}
-
-impl Builtins {
-    pub(crate) fn outcome(&self, outcome: Outcome) -> &IntCounter {
-        match outcome {
-            Outcome::Success => &self.success,
-            Outcome::ApplicationError => &self.application_error,
-            Outcome::DeveloperError => &self.developer_error,
-        }
-    }
-}
+/// Whole names owned by others, and why.
+const RESERVED_NAMES: [(&str, &str); 4] = [
+    (
+        "push_time_seconds",
+        "the Pushgateway adds this metric to every group",
+    ),
+    (
+        "push_failure_time_seconds",
+        "the Pushgateway adds this metric to every group",
+    ),
+    (
+        "labels",
+        "a family named `labels` overwrites the group's labels in the Pushgateway's /api/v1/metrics (the janitor could no longer see the group)",
+    ),
+    (
+        "last_push_successful",
+        "a family named `last_push_successful` overwrites that key of the Pushgateway's /api/v1/metrics",
+    ),
+];
 
 /// A registry plus the table of every sample name it exposes, to refuse collisions up front.
 #[derive(Debug)]
@@ -81,124 +79,22 @@ pub(crate) fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Plain,
-    Histogram,
-}
-
 impl Metrics {
     /// A registry holding only the built-ins.
-    // The built-in definitions are constant, valid names and helps (not external input); the
-    // test `builtins_are_registered_with_their_types_and_help` exercises every one of them.
+    // Registering the constant built-ins in a fresh registry cannot fail; the builtins tests
+    // exercise every one of them.
     #[allow(clippy::expect_used)]
     pub(crate) fn new() -> Self {
-        const VALID: &str = "built-in metric definitions are constant and valid";
-        let activations = IntCounterVec::new(
-            Opts::new(
-                "whisk_activations_total",
-                "Activations served by this container, by outcome",
-            ),
-            &["status"],
-        )
-        .expect(VALID);
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-                .expect(VALID)
-        };
-        let gauge = |name: &str, help: &str| Gauge::new(name, help).expect(VALID);
-        let counter_of = |status: &str| {
-            activations
-                .get_metric_with_label_values(&[status])
-                .expect(VALID)
-        };
-        let builtins = Builtins {
-            success: counter_of("success"),
-            application_error: counter_of("application_error"),
-            developer_error: counter_of("developer_error"),
-            activation_duration: histogram(
-                "whisk_activation_duration_seconds",
-                "Handler run time per activation",
-                &TIME_BUCKETS,
-            ),
-            cold_start: gauge(
-                "whisk_cold_start_seconds",
-                "Process start to first result written",
-            ),
-            container_start: gauge(
-                "whisk_container_start_time_seconds",
-                "Unix time the process started",
-            ),
-            last_activation: gauge(
-                "whisk_last_activation_time_seconds",
-                "Unix time the last activation finished",
-            ),
-            push_failures: IntCounter::new(
-                "whisk_push_failures_total",
-                "Pushes to the Pushgateway that failed",
-            )
-            .expect(VALID),
-            push_duration: histogram(
-                "whisk_push_duration_seconds",
-                "Duration of pushes",
-                &PUSH_BUCKETS,
-            ),
-            container_info: GaugeVec::new(
-                Opts::new("whisk_container_info", "identity of the container"),
-                &["action_version", "sdk_version"],
-            )
-            .expect(VALID),
-        };
+        let (builtins, registrations) = Builtins::new();
         let metrics = Self {
             registry: Registry::new(),
             names: Mutex::new(HashMap::new()),
             builtins,
         };
-        let b = &metrics.builtins;
-        let all: [(&str, Kind, Box<dyn Collector>); 8] = [
-            (
-                "whisk_activations_total",
-                Kind::Plain,
-                Box::new(activations),
-            ),
-            (
-                "whisk_activation_duration_seconds",
-                Kind::Histogram,
-                Box::new(b.activation_duration.clone()),
-            ),
-            (
-                "whisk_cold_start_seconds",
-                Kind::Plain,
-                Box::new(b.cold_start.clone()),
-            ),
-            (
-                "whisk_container_start_time_seconds",
-                Kind::Plain,
-                Box::new(b.container_start.clone()),
-            ),
-            (
-                "whisk_last_activation_time_seconds",
-                Kind::Plain,
-                Box::new(b.last_activation.clone()),
-            ),
-            (
-                "whisk_push_failures_total",
-                Kind::Plain,
-                Box::new(b.push_failures.clone()),
-            ),
-            (
-                "whisk_push_duration_seconds",
-                Kind::Histogram,
-                Box::new(b.push_duration.clone()),
-            ),
-            (
-                "whisk_container_info",
-                Kind::Plain,
-                Box::new(b.container_info.clone()),
-            ),
-        ];
-        for (name, kind, collector) in all {
-            metrics.register(name, kind, collector).expect(VALID);
+        for (name, kind, collector) in registrations {
+            metrics
+                .register(name, kind, collector)
+                .expect("built-in metric names are distinct and valid");
         }
         metrics
     }
@@ -351,21 +247,14 @@ fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> Result<HistogramOp
 /// Checks a user metric's name, help and label names.
 fn check_user(name: &str, help: &str, labels: &[&str], kind: Kind) -> Result<()> {
     validate_metric_name(name)?;
-    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(*p)) {
-        let reason = if *prefix == "whisk_" {
-            "the `whisk_` prefix belongs to the SDK's built-in metrics"
-        } else {
-            "the `openwhisk_` prefix belongs to the platform metrics"
-        };
+    let reserved = RESERVED_PREFIXES
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .or_else(|| RESERVED_NAMES.iter().find(|(n, _)| *n == name));
+    if let Some((_, reason)) = reserved {
         return Err(Error::ReservedName {
             name: name.to_string(),
             reason,
-        });
-    }
-    if PUSHGATEWAY_NAMES.contains(&name) {
-        return Err(Error::ReservedName {
-            name: name.to_string(),
-            reason: "the Pushgateway adds this metric to every group",
         });
     }
     if help.trim().is_empty() {
@@ -445,44 +334,6 @@ mod tests {
     }
 
     #[test]
-    fn builtins_are_registered_with_their_types_and_help() {
-        let m = Metrics::new();
-        m.builtins.push_duration.observe(0.002);
-        m.builtins.activation_duration.observe(0.02);
-        m.builtins
-            .container_info
-            .with_label_values(&["0.0.1", "0.1.0"])
-            .set(1.0);
-        let t = text(&m);
-        for line in [
-            "# HELP whisk_activations_total Activations served by this container, by outcome",
-            "# TYPE whisk_activations_total counter",
-            "whisk_activations_total{status=\"success\"} 0",
-            "whisk_activations_total{status=\"application_error\"} 0",
-            "whisk_activations_total{status=\"developer_error\"} 0",
-            "# HELP whisk_activation_duration_seconds Handler run time per activation",
-            "# TYPE whisk_activation_duration_seconds histogram",
-            "whisk_activation_duration_seconds_bucket{le=\"300\"} 1",
-            "# TYPE whisk_cold_start_seconds gauge",
-            "# HELP whisk_cold_start_seconds Process start to first result written",
-            "# HELP whisk_container_start_time_seconds Unix time the process started",
-            "# HELP whisk_last_activation_time_seconds Unix time the last activation finished",
-            "# HELP whisk_push_failures_total Pushes to the Pushgateway that failed",
-            "# TYPE whisk_push_failures_total counter",
-            "# HELP whisk_push_duration_seconds Duration of pushes",
-            "whisk_push_duration_seconds_bucket{le=\"0.001\"} 0",
-            "whisk_push_duration_seconds_bucket{le=\"0.0025\"} 1",
-            "# HELP whisk_container_info identity of the container",
-            "whisk_container_info{action_version=\"0.0.1\",sdk_version=\"0.1.0\"} 1",
-        ] {
-            assert!(
-                t.lines().any(|l| l == line),
-                "missing line {line:?} in\n{t}"
-            );
-        }
-    }
-
-    #[test]
     fn rejects_invalid_metric_names() {
         let m = Metrics::new();
         for name in ["", "1abc", "a-b", "a b", "a.b", "ünïcode", "a\nb"] {
@@ -496,11 +347,30 @@ mod tests {
     #[test]
     fn rejects_reserved_prefixes_and_pushgateway_names() {
         let m = Metrics::new();
-        for name in ["whisk_mine", "openwhisk_action_x", "push_time_seconds"] {
+        for name in [
+            "whisk_mine",
+            "openwhisk_action_x",
+            "push_time_seconds",
+            "push_failure_time_seconds",
+            "pushgateway_build_info",
+            "go_goroutines",
+            "process_resident_memory_bytes",
+            "labels",
+            "last_push_successful",
+        ] {
             let err = m.gauge(name, "h").unwrap_err();
             assert!(matches!(err, Error::ReservedName { .. }), "{name}: {err}");
+            let err = m.histogram(name, "h", &[]).unwrap_err();
+            assert!(matches!(err, Error::ReservedName { .. }), "{name}: {err}");
         }
-        assert!(m.gauge("whiskey_bottles", "h").is_ok());
+        for name in [
+            "whiskey_bottles",
+            "labels_total",
+            "gopher_count",
+            "processed_total",
+        ] {
+            assert!(m.gauge(name, "h").is_ok(), "{name}");
+        }
     }
 
     #[test]

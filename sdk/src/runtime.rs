@@ -13,14 +13,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::config::{Config, PushMode};
+use crate::builtins::Outcome;
+use crate::config::{Config, OnPanic, PushMode};
 use crate::context::{Context, value_text};
 use crate::identity::ActionIdentity;
 use crate::push::Pusher;
-use crate::registry::{self, Metrics, Outcome};
+use crate::registry::{self, Metrics};
 
 /// In strict mode the push must leave this much of the activation's time for the result.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
+/// Exit code after a panic under [`OnPanic::Exit`]: the code of an uncaught Rust panic.
+const PANIC_EXIT_CODE: u8 = 101;
 
 /// When the process started, as far as the SDK can tell: the first time the SDK is touched
 /// (registering a metric or entering the loop), which is at the top of `main` in practice.
@@ -65,8 +69,8 @@ struct Serving {
     metrics: &'static Metrics,
     pusher: Option<Pusher>,
     mode: PushMode,
+    on_panic: OnPanic,
     identity: ActionIdentity,
-    action_version: Option<String>,
     first_result_written: bool,
     api_host: Option<String>,
     /// `__OW_*` variable name per activation key.
@@ -111,7 +115,14 @@ impl ActionLoop {
         let mut serving = Serving::new(&self.config);
         let stdin = std::io::stdin();
         match serving.serve(stdin.lock(), &mut out, handler) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(Flow::Next) => ExitCode::SUCCESS,
+            Ok(Flow::Exit) => {
+                eprintln!(
+                    "whisk-metrics: the action panicked; exiting without a result, as an uncaught \
+                     panic would (WHISK_METRICS_ON_PANIC=error-result answers with an error instead)"
+                );
+                ExitCode::from(PANIC_EXIT_CODE)
+            }
             Err(e) => {
                 eprintln!("whisk-metrics: action loop stopped: {e}");
                 ExitCode::FAILURE
@@ -142,7 +153,7 @@ impl Serving {
     fn new(config: &Config) -> Self {
         let (_, started) = process_start();
         let metrics = registry::global();
-        metrics.builtins.container_start.set(unix_seconds(started));
+        metrics.builtins.container_started(unix_seconds(started));
         let pusher = match Pusher::from_config(config) {
             Ok(Some(p)) => Some(p),
             Ok(None) if config.disabled => None,
@@ -164,8 +175,8 @@ impl Serving {
             metrics,
             pusher,
             mode: config.push_mode,
+            on_panic: config.on_panic,
             identity,
-            action_version: None,
             first_result_written: false,
             api_host: std::env::var("__OW_API_HOST").ok(),
             env_names: HashMap::new(),
@@ -178,62 +189,99 @@ impl Serving {
         mut input: impl BufRead,
         out: &mut dyn Write,
         handler: &mut Handler<'_>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Flow> {
         let mut line = Vec::with_capacity(4096);
         loop {
             line.clear();
             if input.read_until(b'\n', &mut line)? == 0 {
                 break;
             }
-            self.activation(&line, out, handler)?;
+            if self.activation(&line, out, handler)? == Flow::Exit {
+                // The group stays: it carries the panic's developer_error; the janitor prunes it.
+                return Ok(Flow::Exit);
+            }
         }
         if let Some(p) = self.pusher.as_mut() {
             // The container is going away: its group would only go stale.
             p.delete(&self.identity);
         }
-        Ok(())
+        self.print_notice();
+        Ok(Flow::Next)
     }
 
+    /// Serves one run line: one result line on `out`, or, for a panic under
+    /// [`OnPanic::Exit`], the push and then [`Flow::Exit`] with nothing written.
     fn activation(
         &mut self,
         line: &[u8],
         out: &mut dyn Write,
         handler: &mut Handler<'_>,
-    ) -> std::io::Result<()> {
-        let (result, context) = match parse_line(line) {
-            Ok((value, fields)) => {
-                set_ow_env(&fields, &mut self.env_names);
-                let ctx = Context::from_fields(&fields, self.api_host.as_deref());
-                self.learn_identity(&ctx);
+    ) -> std::io::Result<Flow> {
+        let (answer, context) = match self.prepare(line) {
+            Ok((value, ctx)) => {
+                if let Some(p) = self.pusher.as_mut() {
+                    // the run line's `api_key`, else the container's `__OW_API_KEY`
+                    let from_env;
+                    let key = match ctx.api_key.as_deref() {
+                        Some(k) => Some(k),
+                        None => {
+                            from_env = std::env::var("__OW_API_KEY").ok();
+                            from_env.as_deref()
+                        }
+                    };
+                    p.set_api_key(key);
+                }
                 let started = Instant::now();
-                let (result, outcome) = call(handler, value, &ctx);
-                let b = &self.metrics.builtins;
-                b.activation_duration
-                    .observe(started.elapsed().as_secs_f64());
-                b.outcome(outcome).inc();
-                b.last_activation.set(unix_seconds(SystemTime::now()));
-                (result, Some(ctx))
+                let (answer, outcome) = call(handler, value, &ctx, self.on_panic);
+                self.metrics.builtins.activation_finished(
+                    outcome,
+                    started.elapsed(),
+                    unix_seconds(SystemTime::now()),
+                );
+                (answer, Some(ctx))
             }
             Err(msg) => {
                 eprintln!("whisk-metrics: {msg}");
-                (json!({ "error": msg }), None)
+                (Answer::Line(json!({ "error": msg })), None)
             }
+        };
+        let deadline = || {
+            context
+                .as_ref()
+                .and_then(|c| c.deadline)
+                .map(deadline_instant)
+                .map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d))
+        };
+        let Answer::Line(result) = answer else {
+            // No result line: the proxy sees the process exit ("command exited"), as with an
+            // uncaught panic. The push still carries this activation's developer_error.
+            let strict = self.mode == PushMode::BeforeResult;
+            self.push(if strict { deadline() } else { None });
+            self.print_notice();
+            flush_std();
+            return Ok(Flow::Exit);
         };
         let mut text = serde_json::to_string(&result).unwrap_or_else(|e| {
             json!({ "error": format!("the result could not be serialized: {e}") }).to_string()
         });
         text.push('\n');
-        flush_std();
         if self.mode == PushMode::BeforeResult {
             self.mark_first_result();
-            let deadline = context
-                .as_ref()
-                .and_then(|c| c.deadline)
-                .map(deadline_instant);
-            self.push(deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)));
+            self.push(deadline());
+            // before the result line: the proxy ends the activation's log when it reads it
+            self.print_notice();
+            flush_std();
             out.write_all(text.as_bytes())?;
             out.flush()?;
+            if let Some(p) = self.pusher.as_mut() {
+                p.after_result(&self.identity);
+            }
         } else {
+            // A failure of the previous activation's push (made after its result): printed
+            // before this result line, so it is in an activation's log for sure rather than
+            // racing the proxy's end-of-log marker.
+            self.print_notice();
+            flush_std();
             out.write_all(text.as_bytes())?;
             out.flush()?;
             self.mark_first_result();
@@ -247,17 +295,41 @@ impl Serving {
             self.push(None);
         }
         flush_std();
-        Ok(())
+        Ok(Flow::Next)
+    }
+
+    /// Reads one run line, sets the `__OW_*` variables and learns the identity. Any malformed
+    /// field is an `Err` with the reason. The run line is external input: should anything in
+    /// here still panic on it, the panic is caught and becomes an error result too, so the loop
+    /// (and the container) survives every line.
+    fn prepare(&mut self, line: &[u8]) -> Result<(Value, Context), String> {
+        let prepared = catch_unwind(AssertUnwindSafe(|| {
+            let (value, fields) = parse_line(line)?;
+            set_ow_env(&fields, &mut self.env_names);
+            let ctx = Context::from_fields(&fields, self.api_host.as_deref());
+            self.learn_identity(&ctx);
+            Ok((value, ctx))
+        }));
+        prepared.unwrap_or_else(|payload| {
+            Err(format!(
+                "malformed activation input: reading it failed ({})",
+                panic_message(payload.as_ref())
+            ))
+        })
+    }
+
+    /// Prints the pusher's pending failure notice, if any.
+    fn print_notice(&mut self) {
+        if let Some(notice) = self.pusher.as_mut().and_then(Pusher::take_notice) {
+            eprintln!("{notice}");
+        }
     }
 
     fn mark_first_result(&mut self) {
         if !self.first_result_written {
             self.first_result_written = true;
             let (start, _) = process_start();
-            self.metrics
-                .builtins
-                .cold_start
-                .set(start.elapsed().as_secs_f64());
+            self.metrics.builtins.first_result_written(start.elapsed());
         }
     }
 
@@ -275,23 +347,46 @@ impl Serving {
                 self.identity = id;
             }
         }
-        if self.action_version.as_deref() != Some(ctx.action_version.as_str()) {
-            let info = &self.metrics.builtins.container_info;
-            info.reset();
-            if let Ok(g) =
-                info.get_metric_with_label_values(&[&ctx.action_version, env!("CARGO_PKG_VERSION")])
-            {
-                g.set(1.0);
-            }
-            self.action_version = Some(ctx.action_version.clone());
-        }
+        self.metrics
+            .builtins
+            .action_version_seen(&ctx.action_version);
     }
 }
 
-/// Runs the handler, turning its error into `{"error": ...}` and a panic into a developer error.
-fn call(handler: &mut Handler<'_>, value: Value, ctx: &Context) -> (Value, Outcome) {
+/// What the loop answers for one activation.
+enum Answer {
+    /// Write this value as the result line.
+    Line(Value),
+    /// Write nothing and end the process (a panic under [`OnPanic::Exit`]).
+    Exit,
+}
+
+/// Whether the loop goes on after an activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Read the next line.
+    Next,
+    /// End the process without a result (the handler panicked, [`OnPanic::Exit`]).
+    Exit,
+}
+
+/// Runs the handler and decides the answer and the outcome, the way the platform will see it:
+///
+/// - an object or array is the result (`success`; the Go proxy accepts both);
+/// - `Err(msg)` becomes `{"error": msg}` (`application_error`, as the platform records it);
+/// - any other JSON value (string, number, boolean, null) is written as it is: the proxy answers
+///   502 "The action did not return a dictionary or array" (or passes `null`, which the invoker
+///   cannot read as a result either), so the platform records a developer error — and so does
+///   the SDK (`developer_error`);
+/// - a panic is `developer_error`; the answer follows `on_panic`.
+fn call(
+    handler: &mut Handler<'_>,
+    value: Value,
+    ctx: &Context,
+    on_panic: OnPanic,
+) -> (Answer, Outcome) {
     match catch_unwind(AssertUnwindSafe(|| handler(value, ctx))) {
-        Ok(Ok(v)) if v.is_object() || v.is_array() => (v, Outcome::Success),
+        Ok(Ok(v)) if v.is_object() || v.is_array() => (Answer::Line(v), Outcome::Success),
         Ok(Ok(v)) => {
             let kind = match v {
                 Value::Null => "null",
@@ -299,28 +394,39 @@ fn call(handler: &mut Handler<'_>, value: Value, ctx: &Context) -> (Value, Outco
                 Value::Number(_) => "a number",
                 _ => "a string",
             };
-            let msg = format!(
-                "the action returned {kind}; an OpenWhisk result must be a JSON object or array"
+            eprintln!(
+                "whisk-metrics: the action returned {kind}; an OpenWhisk result must be a JSON \
+                 object or array (passed on as it is; the platform records a developer error)"
             );
-            eprintln!("whisk-metrics: {msg}");
-            (json!({ "error": msg }), Outcome::DeveloperError)
+            (Answer::Line(v), Outcome::DeveloperError)
         }
         Ok(Err(msg)) => {
             eprintln!("{msg}");
-            (json!({ "error": msg }), Outcome::ApplicationError)
-        }
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string panic payload".to_string());
             (
-                json!({ "error": format!("the action panicked: {what}") }),
-                Outcome::DeveloperError,
+                Answer::Line(json!({ "error": msg })),
+                Outcome::ApplicationError,
             )
         }
+        Err(payload) => match on_panic {
+            OnPanic::Exit => (Answer::Exit, Outcome::DeveloperError),
+            OnPanic::ErrorResult => {
+                let what = panic_message(payload.as_ref());
+                (
+                    Answer::Line(json!({ "error": format!("the action panicked: {what}") })),
+                    Outcome::DeveloperError,
+                )
+            }
+        },
     }
+}
+
+/// The message of a panic payload (`&str` or `String`, as `panic!` makes them).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_string())
 }
 
 /// One stdin line: `{"value": …, "namespace": …, …}`.
@@ -381,7 +487,10 @@ fn set_ow_env(fields: &Map<String, Value>, names: &mut HashMap<String, String>) 
 fn deadline_instant(deadline: SystemTime) -> Instant {
     let now = Instant::now();
     match deadline.duration_since(SystemTime::now()) {
-        Ok(left) => now + left,
+        // a deadline centuries away (the line is external input) must not overflow the Instant
+        Ok(left) => now
+            .checked_add(left)
+            .unwrap_or(now + Duration::from_secs(86_400)),
         Err(_) => now,
     }
 }
@@ -394,21 +503,37 @@ fn flush_std() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn serving() -> Serving {
-        let mut s = Serving::new(&Config::new().with_disabled(true));
+        serving_with(Config::new())
+    }
+
+    fn serving_with(config: Config) -> Serving {
+        let mut s = Serving::new(&config.with_disabled(true));
         s.pusher = None;
         s
     }
 
-    fn serve(input: &str, handler: &mut Handler<'_>) -> Vec<Value> {
+    /// The result lines and how the loop ended.
+    fn serve_with(config: Config, input: &str, handler: &mut Handler<'_>) -> (Vec<String>, Flow) {
         let mut out = Vec::new();
-        serving()
+        let flow = serving_with(config)
             .serve(input.as_bytes(), &mut out, handler)
             .unwrap();
-        String::from_utf8(out)
+        let lines = String::from_utf8(out)
             .unwrap()
             .lines()
+            .map(String::from)
+            .collect();
+        (lines, flow)
+    }
+
+    fn serve(input: &str, handler: &mut Handler<'_>) -> Vec<Value> {
+        let (lines, flow) = serve_with(Config::new(), input, handler);
+        assert_eq!(flow, Flow::Next);
+        lines
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
@@ -440,38 +565,200 @@ mod tests {
     }
 
     #[test]
+    fn huge_or_odd_deadlines_and_field_types_get_an_answer_not_a_crash() {
+        let lines = [
+            json!({"value": {}, "deadline": "1e300"}),
+            json!({"value": {}, "deadline": 1e300}),
+            json!({"value": {}, "deadline": "18446744073709551615"}),
+            json!({"value": {}, "deadline": u64::MAX}),
+            json!({"value": {}, "deadline": "-1"}),
+            json!({"value": {}, "action_name": 7, "action_version": [1], "api_key": {"a": null}}),
+            json!({"value": {}, "": "empty key", "a=b": "x", "nul": "a\u{0}b"}),
+        ];
+        let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let results = serve(&input, &mut |_, _| Ok(json!({"ok": true})));
+        assert_eq!(results, vec![json!({"ok": true}); lines.len()]);
+    }
+
+    /// The loop over in-memory stdin and fd 3: one answer line per input line, or the panic.
+    fn answers(input: &[u8]) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            serving().serve(input, &mut out, &mut |v, _| Ok(json!({ "echo": v })))
+        }));
+        match served {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("the loop stopped: {e}")),
+            Err(p) => return Err(format!("the loop panicked: {}", panic_message(p.as_ref()))),
+        }
+        let text = String::from_utf8(out).map_err(|e| e.to_string())?;
+        text.lines()
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("{l:?}: {e}")))
+            .collect()
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            // binary fractions print and parse back exactly; huge and odd numbers as numbers too
+            any::<i32>().prop_map(|i| Value::from(f64::from(i) / 8.0)),
+            prop::sample::select(vec![1e300, -1e300, f64::MAX, 5e-324]).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            "[0-9e+.-]{0,24}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn run_line() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("value".to_string()),
+            Just("deadline".to_string()),
+            Just("action_name".to_string()),
+            Just("action_version".to_string()),
+            Just("activation_id".to_string()),
+            Just("api_key".to_string()),
+            Just("api_host".to_string()),
+            Just("namespace".to_string()),
+            "proptest_[a-z=\u{0}]{0,4}",
+        ];
+        prop::collection::btree_map(key, json_value(), 0..8)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_json_object_run_line_gets_exactly_one_answer(lines in prop::collection::vec(run_line(), 1..6)) {
+            let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let results = answers(input.as_bytes()).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(results.len(), lines.len());
+            for (line, result) in lines.iter().zip(&results) {
+                // what the loop read (serde_json's float parsing is not exact for every f64)
+                let line: Value = serde_json::from_str(&line.to_string()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match line.get("value") {
+                    Some(v) => prop_assert_eq!(&result["echo"], v),
+                    None => prop_assert!(result["error"].is_string(), "{}", result),
+                }
+            }
+        }
+
+        #[test]
+        fn any_bytes_run_line_gets_exactly_one_answer(
+            lines in prop::collection::vec(prop::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..64), 1..6)
+        ) {
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend_from_slice(l);
+                input.push(b'\n');
+            }
+            let results = answers(&input).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(results.len(), lines.len());
+        }
+    }
+
+    #[test]
     fn handler_error_becomes_error_result_and_counts_application_error() {
-        let before = registry::global().builtins.application_error.get();
+        let count = || {
+            registry::global()
+                .builtins
+                .activations(Outcome::ApplicationError)
+        };
+        let before = count();
         let results = serve("{\"value\":{}}\n", &mut |_, _| {
             Err("out of stock".to_string())
         });
         assert_eq!(results, vec![json!({"error": "out of stock"})]);
-        assert!(registry::global().builtins.application_error.get() > before);
+        assert!(count() > before);
     }
 
     #[test]
-    fn panic_is_caught_counted_as_developer_error_and_serving_continues() {
-        let before = registry::global().builtins.developer_error.get();
+    fn panic_by_default_ends_the_loop_without_a_result_and_counts_developer_error() {
+        let count = || {
+            registry::global()
+                .builtins
+                .activations(Outcome::DeveloperError)
+        };
+        let before = count();
         let mut calls = 0;
-        let results = serve("{\"value\":{}}\n{\"value\":{}}\n", &mut |_, _| {
+        let input = "{\"value\":{}}\n{\"value\":{}}\n{\"value\":{}}\n";
+        let (lines, flow) = serve_with(Config::new(), input, &mut |_, _| {
+            calls += 1;
+            if calls == 2 {
+                panic!("boom {}", calls);
+            }
+            Ok(json!({"calls": calls}))
+        });
+        assert_eq!(flow, Flow::Exit);
+        assert_eq!(lines, vec![r#"{"calls":1}"#.to_string()]);
+        assert_eq!(calls, 2, "the line after the panic must not be served");
+        assert!(count() > before);
+    }
+
+    #[test]
+    fn panic_with_error_result_answers_an_error_and_serving_continues() {
+        let count = || {
+            registry::global()
+                .builtins
+                .activations(Outcome::DeveloperError)
+        };
+        let before = count();
+        let mut calls = 0;
+        let config = Config::new().with_on_panic(OnPanic::ErrorResult);
+        let input = "{\"value\":{}}\n{\"value\":{}}\n";
+        let (lines, flow) = serve_with(config, input, &mut |_, _| {
             calls += 1;
             if calls == 1 {
                 panic!("boom {}", calls);
             }
             Ok(json!({"calls": calls}))
         });
-        assert_eq!(results[0], json!({"error": "the action panicked: boom 1"}));
-        assert_eq!(results[1], json!({"calls": 2}));
-        assert!(registry::global().builtins.developer_error.get() > before);
+        assert_eq!(flow, Flow::Next);
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"error":"the action panicked: boom 1"}"#.to_string(),
+                r#"{"calls":2}"#.to_string()
+            ]
+        );
+        assert!(count() > before);
     }
 
     #[test]
-    fn non_object_result_becomes_an_error() {
-        let results = serve("{\"value\":{}}\n", &mut |_, _| Ok(json!("just text")));
-        assert!(
-            results[0]["error"].as_str().unwrap().contains("a string"),
-            "{results:?}"
-        );
+    fn non_object_result_is_passed_through_as_the_proxy_sees_it_and_counts_developer_error() {
+        let count = || {
+            registry::global()
+                .builtins
+                .activations(Outcome::DeveloperError)
+        };
+        for (value, line) in [
+            (json!("just text"), r#""just text""#),
+            (json!(42), "42"),
+            (json!(true), "true"),
+            (Value::Null, "null"),
+        ] {
+            let before = count();
+            let v = value.clone();
+            let (lines, flow) =
+                serve_with(Config::new(), "{\"value\":{}}\n", &mut |_, _| Ok(v.clone()));
+            assert_eq!(flow, Flow::Next);
+            assert_eq!(lines, vec![line.to_string()], "{value}");
+            assert!(count() > before, "{value}");
+        }
+        // arrays are results: the Go proxy passes them on (runHandler.go)
+        let (lines, _) = serve_with(Config::new(), "{\"value\":{}}\n", &mut |_, _| {
+            Ok(json!([1]))
+        });
+        assert_eq!(lines, vec!["[1]".to_string()]);
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn probe(url: &str, extra: &[(&str, &str)]) -> Action {
 #[test]
 fn group_holds_exactly_n_activations_after_n_invocations() {
     let pgw = Pushgateway::start(&[]).unwrap();
-    let mut action = probe(&pgw.url(), &[]);
+    let mut action = probe(&pgw.url(), &[("WHISK_METRICS_ON_PANIC", "error-result")]);
     let modes = [
         "ok", "ok", "error", "ok", "panic", "ok", "sleep", "ok", "ok", "error",
     ];
@@ -119,10 +119,9 @@ fn group_holds_exactly_n_activations_after_n_invocations() {
         Some(10.0)
     );
     assert_eq!(count(&pgw, "whisk_push_failures_total", &key), Some(0.0));
-    // nine earlier pushes are recorded by the time the tenth is sent
-    assert_eq!(
-        count(&pgw, "whisk_push_duration_seconds_count", &key),
-        Some(9.0)
+    // the ninth push's duration is recorded by the time the tenth is sent
+    assert!(
+        count(&pgw, "whisk_last_push_duration_seconds", &key).is_some_and(|s| s > 0.0 && s < 1.0)
     );
     let info = [
         ("action_version", "0.0.1"),
@@ -165,21 +164,178 @@ fn pushgateway_down_every_activation_answers_within_deadline_and_next_push_carri
             1,
             "{mode}: expected one failure notice per minute:\n{stderr}"
         );
-        // The Pushgateway comes back on the same address: the next push carries everything.
+        assert!(stderr.contains("failed (transport)"), "{mode}: {stderr}");
+        // The Pushgateway comes back on the same address: once the back-off (1 s after the
+        // first failure, longer after more) has passed, the next push carries everything.
         let pgw = Pushgateway::start_on(port, &[]).unwrap();
-        action.invoke(json!({"mode": "ok"}), LONG);
-        let ok = wait_until(Duration::from_secs(5), || {
-            count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(7.0)
+        let mut invoked = 6.0;
+        let ok = wait_until(Duration::from_secs(20), || {
+            action.invoke(json!({"mode": "ok"}), LONG);
+            invoked += 1.0;
+            std::thread::sleep(Duration::from_millis(100));
+            count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(invoked)
         });
         assert!(
             ok,
             "{mode}: counts not pushed after recovery:\n{}",
             pgw.metrics_text().unwrap()
         );
-        let failures = count(&pgw, "whisk_push_failures_total", &[]).unwrap();
-        assert_eq!(failures, 6.0, "{mode}");
+        let failures = count(
+            &pgw,
+            "whisk_push_failures_total",
+            &[("reason", "transport")],
+        );
+        assert!(
+            failures.is_some_and(|f| (1.0..=6.0).contains(&f)),
+            "{mode}: {failures:?}"
+        );
         drop(pgw);
     }
+}
+
+#[test]
+fn black_holed_pushgateway_costs_the_timeout_once_then_pushes_back_off() {
+    // A listener that never accepts: connections complete in the kernel's backlog and then
+    // nothing ever answers, like a black-holed Pushgateway.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", hole.local_addr().unwrap());
+    let timeout_ms = 2000u64;
+    let timeout = Duration::from_millis(timeout_ms);
+    let mut action = probe(
+        &url,
+        &[("WHISK_METRICS_TIMEOUT_MS", &timeout_ms.to_string())],
+    );
+    action.invoke(json!({"mode": "ok"}), LONG); // its push now hangs for the timeout
+    let started = Instant::now();
+    action.invoke(json!({"mode": "ok"}), LONG); // read only after that push timed out
+    let first_wait = started.elapsed();
+    let stderr = action.stderr();
+    assert!(
+        stderr.contains("failed (transport)"),
+        "the notice must be printed before the next result line:\n{stderr}"
+    );
+    let next = Instant::now();
+    for _ in 0..3 {
+        action.invoke(json!({"mode": "ok"}), LONG);
+    }
+    let three_more = next.elapsed();
+    // Without the back-off each of these would wait for another timed-out push (≥ 3 × 2 s).
+    assert!(
+        three_more < timeout,
+        "three activations took {three_more:?} after a failed push (first wait {first_wait:?})"
+    );
+    assert_eq!(action.stderr().matches("push to").count(), 1);
+    drop(hole);
+}
+
+#[test]
+fn panic_pushes_developer_error_then_exits_without_a_result() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[]);
+    action.invoke(json!({"mode": "ok"}), LONG);
+    let answer = action.invoke_raw(json!({"mode": "panic"}), Duration::from_secs(10));
+    assert_eq!(answer, None, "no result line after a panic");
+    let status = action
+        .wait_exit(Duration::from_secs(10))
+        .expect("the process exits after a panic");
+    assert_eq!(status.code(), Some(101), "{status:?}");
+    let key = [("namespace", "guest"), ("action", "pkg/probe")];
+    let total = |status: &str| {
+        let mut want = key.to_vec();
+        want.push(("status", status));
+        count(&pgw, "whisk_activations_total", &want)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || total("developer_error")
+            == Some(1.0)),
+        "{}",
+        pgw.metrics_text().unwrap()
+    );
+    assert_eq!(total("success"), Some(1.0));
+    // the group stays (it carries the panic); the janitor prunes it later
+    assert_eq!(instances(&pgw).len(), 1);
+    assert!(action.stderr().contains("asked to panic"));
+}
+
+#[test]
+fn non_object_result_is_passed_through_and_counted_as_developer_error() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let mut action = probe(&pgw.url(), &[]);
+    let line = action.invoke_raw(json!({"mode": "text"}), Duration::from_secs(20));
+    assert_eq!(line.as_deref(), Some(r#""just text""#));
+    let (result, _) = action.invoke(json!({"mode": "ok"}), LONG);
+    assert_eq!(result["ok"], json!(true), "the process keeps serving");
+    assert!(wait_until(Duration::from_secs(5), || {
+        count(&pgw, "whisk_activations_total", &[("status", "success")]) == Some(1.0)
+    }));
+    assert_eq!(
+        count(
+            &pgw,
+            "whisk_activations_total",
+            &[("status", "developer_error")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn rejected_push_is_counted_with_the_gateways_reason_and_carried_by_the_next_good_push() {
+    // The Pushgateway (consistency check on) answers 400 when `probe_calls_total` is a gauge in
+    // another group: the clash a whisk-gateway answers with 409.
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let clash = format!("{}/metrics/job/other", pgw.url());
+    let put = |body: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PUT",
+                "--data-binary",
+            ])
+            .arg(body)
+            .arg(&clash)
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let status = put("# TYPE probe_calls_total gauge\nprobe_calls_total{mode=\"ok\"} 1\n");
+    assert_eq!(status.ok().as_deref(), Some("200"));
+    let mut action = probe(&pgw.url(), &[]);
+    action.invoke(json!({"mode": "ok"}), LONG);
+    action.invoke(json!({"mode": "ok"}), LONG); // prints the notice of the first push
+    let stderr = action.stderr();
+    assert!(
+        stderr.contains("failed (rejected): the Pushgateway answered 400: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("probe_calls_total"),
+        "the gateway's reason: {stderr}"
+    );
+    let deleted = std::process::Command::new("curl")
+        .args(["-s", "-X", "DELETE"])
+        .arg(&clash)
+        .status();
+    assert!(deleted.is_ok_and(|s| s.success()));
+    let mut invoked = 2.0;
+    let ok = wait_until(Duration::from_secs(20), || {
+        action.invoke(json!({"mode": "ok"}), LONG);
+        invoked += 1.0;
+        std::thread::sleep(Duration::from_millis(100));
+        count(
+            &pgw,
+            "probe_calls_total",
+            &[("mode", "ok"), ("job", "openwhisk_actions")],
+        ) == Some(invoked)
+    });
+    assert!(ok, "{}", pgw.metrics_text().unwrap());
+    assert!(
+        count(&pgw, "whisk_push_failures_total", &[("reason", "rejected")])
+            .is_some_and(|f| f >= 1.0)
+    );
 }
 
 #[test]
@@ -205,10 +361,14 @@ fn strict_mode_answers_before_deadline_when_the_pushgateway_hangs() {
         took < deadline,
         "answered after {took:?}, deadline {deadline:?}"
     );
-    // default mode: the hung push is bounded by the configured timeout, off the response path
-    action.invoke(json!({"mode": "ok"}), LONG);
-    let ok = wait_until(Duration::from_secs(5), || {
-        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(3.0)
+    // the Pushgateway answers again: once the back-off after the timed-out push has passed
+    // (1 s), the next push carries everything
+    let mut invoked = 2.0;
+    let ok = wait_until(Duration::from_secs(20), || {
+        action.invoke(json!({"mode": "ok"}), LONG);
+        invoked += 1.0;
+        std::thread::sleep(Duration::from_millis(100));
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(invoked)
     });
     assert!(ok, "{}", pgw.metrics_text().unwrap());
 }

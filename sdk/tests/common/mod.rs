@@ -42,6 +42,8 @@ pub struct Action {
     results: Receiver<String>,
     pub stderr_path: PathBuf,
     pub action_name: String,
+    /// The `api_key` of the run lines (default `user:key`).
+    pub api_key: String,
     n: u64,
 }
 
@@ -102,6 +104,7 @@ impl Action {
             results: rx,
             stderr_path,
             action_name: action_name.to_string(),
+            api_key: "user:key".to_string(),
             n: 0,
         }
     }
@@ -129,7 +132,7 @@ impl Action {
             "activation_id": format!("{:032x}", self.n),
             "transaction_id": "tid",
             "deadline": deadline_ms.to_string(),
-            "api_key": "user:key",
+            "api_key": self.api_key,
         });
         let started = Instant::now();
         self.send_raw(&format!("{line}\n"));
@@ -147,6 +150,38 @@ impl Action {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(text.as_bytes()).expect("write stdin");
         stdin.flush().expect("flush stdin");
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Sends one activation and returns the time until its result line, `None` when the
+    /// process answered nothing within `timeout`.
+    pub fn invoke_raw(&mut self, value: Value, timeout: Duration) -> Option<String> {
+        self.n += 1;
+        let deadline_ms = (SystemTime::now() + Duration::from_secs(60))
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let line = json!({
+            "value": value,
+            "action_name": self.action_name,
+            "action_version": "0.0.1",
+            "activation_id": format!("{:032x}", self.n),
+            "deadline": deadline_ms.to_string(),
+            "api_key": self.api_key,
+        });
+        self.send_raw(&format!("{line}\n"));
+        self.read_result(timeout)
     }
 
     /// Closes stdin and waits (bounded) for the exit status.

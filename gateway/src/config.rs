@@ -1,0 +1,299 @@
+//! Command-line flags and their `WHISK_GATEWAY_*` environment equivalents (docs/design.md).
+//! Every default lives here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Negative results of the controller (a key it refused) are cached this long.
+pub const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
+
+/// whisk-gateway: the front door for whisk-metrics SDK pushes. Authenticates every push with the
+/// activation's OpenWhisk API key (asking the controller which namespaces the key may act in),
+/// validates the body, refuses a family whose type clashes with what is already stored, and
+/// forwards the group to one of N Pushgateways (rendezvous hashing of the instance id).
+///
+/// Every flag can also be set through the environment variable shown. Durations accept
+/// `250ms`, `15s`, `5m`, `1h` or a bare number of seconds.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "whisk-gateway", version, about, long_about)]
+pub struct Config {
+    /// Address of the HTTP server (the push API, /metrics, /healthz, /readyz).
+    #[arg(long, env = "WHISK_GATEWAY_LISTEN", default_value = "0.0.0.0:9096")]
+    pub listen: SocketAddr,
+
+    /// Base URL of a Pushgateway (http or https); repeat the flag for several shards (the
+    /// environment variable takes a comma-separated list). Each group goes to one shard, chosen
+    /// by rendezvous hashing of its instance id over these URLs.
+    #[arg(
+        long = "pushgateway-url",
+        env = "WHISK_GATEWAY_PUSHGATEWAY_URL",
+        value_name = "URL",
+        value_delimiter = ',',
+        required = true,
+        value_parser = parse_url
+    )]
+    pub pushgateway_urls: Vec<reqwest::Url>,
+
+    /// OpenWhisk API host whose controller answers `GET /api/v1/namespaces`, e.g.
+    /// `https://openwhisk.example.com` (a bare host means https). Required with `--auth api-key`.
+    #[arg(long, env = "WHISK_GATEWAY_OPENWHISK_API_HOST", value_name = "URL", value_parser = parse_api_host)]
+    pub openwhisk_api_host: Option<reqwest::Url>,
+
+    /// How pushes are authenticated: `api-key` (HTTP basic auth with the activation's
+    /// `__OW_API_KEY`, checked against the controller) or `none` (anyone may push any
+    /// namespace: local use only; logged as a warning and exported as
+    /// `whisk_gateway_auth_disabled 1`).
+    #[arg(long, env = "WHISK_GATEWAY_AUTH", value_enum, default_value_t = AuthMode::ApiKey)]
+    pub auth: AuthMode,
+
+    /// How long the controller's answer for a key is cached (refusals: 10 s).
+    #[arg(long, env = "WHISK_GATEWAY_AUTH_CACHE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+
+    /// Most keys held in the auth cache (only as SHA-256 hashes); beyond it expired entries and
+    /// then arbitrary ones are evicted.
+    #[arg(long, env = "WHISK_GATEWAY_AUTH_CACHE_SIZE", default_value_t = 10_000, value_parser = parse_positive)]
+    pub auth_cache_size: usize,
+
+    /// Timeout of one request to the controller (connect included).
+    #[arg(long, env = "WHISK_GATEWAY_CONTROLLER_TIMEOUT", default_value = "2s", value_parser = parse_duration_nonzero)]
+    pub controller_timeout: Duration,
+
+    /// Largest accepted push body in bytes (larger: 400).
+    #[arg(long, env = "WHISK_GATEWAY_MAX_BODY_BYTES", default_value_t = 256 * 1024, value_parser = parse_positive)]
+    pub max_body_bytes: usize,
+
+    /// Most series (sample lines, histogram buckets included) in one push (more: 400).
+    #[arg(long, env = "WHISK_GATEWAY_MAX_SERIES_PER_GROUP", default_value_t = 500, value_parser = parse_positive)]
+    pub max_series_per_group: usize,
+
+    /// The only job accepted: the SDK's (`WHISK_METRICS_JOB`). Every other job, the collector's
+    /// `openwhisk_platform` included, is refused with 403.
+    #[arg(long, env = "WHISK_GATEWAY_JOB", default_value = "openwhisk_actions", value_parser = parse_nonempty)]
+    pub job: String,
+
+    /// Most distinct family names in the cluster-wide family → type table (a push that would add
+    /// one beyond it: 503 until a resync frees room).
+    #[arg(long, env = "WHISK_GATEWAY_MAX_FAMILIES", default_value_t = 50_000, value_parser = parse_positive)]
+    pub max_families: usize,
+
+    /// How often the family → type table is rebuilt from every Pushgateway's `/api/v1/metrics`
+    /// (so replicas converge and families of pruned groups are forgotten).
+    #[arg(long, env = "WHISK_GATEWAY_FAMILY_RESYNC_INTERVAL", default_value = "60s", value_parser = parse_duration_nonzero)]
+    pub family_resync_interval: Duration,
+
+    /// Timeout of one forwarded PUT/DELETE to a Pushgateway.
+    #[arg(long, env = "WHISK_GATEWAY_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_duration_nonzero)]
+    pub forward_timeout: Duration,
+
+    /// Timeout of reading one Pushgateway's `/api/v1/metrics` for the family table.
+    #[arg(long, env = "WHISK_GATEWAY_RESYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration_nonzero)]
+    pub resync_timeout: Duration,
+
+    /// Log filter: error, warn, info, debug, trace or a tracing directive.
+    #[arg(long, env = "WHISK_GATEWAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+}
+
+/// How pushes are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Basic auth with the activation's OpenWhisk API key, checked against the controller.
+    ApiKey,
+    /// No authentication (local use only).
+    None,
+}
+
+impl Config {
+    /// Parses flags from an iterator (for tests and embedding), then checks what clap cannot:
+    /// `--auth api-key` needs `--openwhisk-api-host`. Errors exit with status 2.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)?.checked()
+    }
+
+    /// Parses the process's flags and environment; exits with status 2 on a bad configuration.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse().and_then(Self::checked) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        }
+    }
+
+    fn checked(self) -> Result<Self, clap::Error> {
+        use clap::CommandFactory as _;
+        if self.auth == AuthMode::ApiKey && self.openwhisk_api_host.is_none() {
+            return Err(Self::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--auth api-key (the default) needs --openwhisk-api-host \
+                 (WHISK_GATEWAY_OPENWHISK_API_HOST); use --auth none only for local use",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for url in &self.pushgateway_urls {
+            if !seen.insert(url.as_str()) {
+                return Err(Self::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--pushgateway-url {url} is given twice"),
+                ));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Parses `250ms`, `15s`, `5m`, `1h` or a bare number of seconds (fractions allowed).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 250ms, 15s, 5m, 1h or 30)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        Err(format!("{s:?}: must be greater than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err(format!("{s:?}: must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+fn parse_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err(format!("{s:?} has no host")),
+        other => Err(format!("{s:?}: scheme {other:?} is not http or https")),
+    }
+}
+
+/// `__OW_API_HOST` style: a URL, or a bare `host[:port]` meaning https.
+fn parse_api_host(s: &str) -> Result<reqwest::Url, String> {
+    let t = s.trim();
+    if t.contains("://") {
+        parse_url(t)
+    } else {
+        parse_url(&format!("https://{t}"))
+    }
+}
+
+fn parse_nonempty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?} is not a log filter: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PGW: [&str; 3] = ["x", "--pushgateway-url", "http://pgw:9091"];
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::try_parse_args(PGW.iter().chain(&["--auth", "none"])).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9096");
+        assert_eq!(c.auth, AuthMode::None);
+        assert_eq!(c.auth_cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.auth_cache_size, 10_000);
+        assert_eq!(c.controller_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_body_bytes, 262_144);
+        assert_eq!(c.max_series_per_group, 500);
+        assert_eq!(c.job, "openwhisk_actions");
+        assert_eq!(c.max_families, 50_000);
+        assert_eq!(c.family_resync_interval, Duration::from_secs(60));
+        assert_eq!(c.forward_timeout, Duration::from_secs(5));
+        assert_eq!(c.pushgateway_urls.len(), 1);
+    }
+
+    #[test]
+    fn pushgateway_url_repeats_and_api_host_defaults_to_https() {
+        let c = Config::try_parse_args([
+            "x",
+            "--pushgateway-url",
+            "http://a:9091",
+            "--pushgateway-url",
+            "http://b:9091",
+            "--openwhisk-api-host",
+            "openwhisk.example.com",
+        ])
+        .unwrap();
+        assert_eq!(c.pushgateway_urls.len(), 2);
+        assert_eq!(c.auth, AuthMode::ApiKey);
+        assert_eq!(
+            c.openwhisk_api_host.map(|u| u.to_string()),
+            Some("https://openwhisk.example.com/".to_string())
+        );
+    }
+
+    #[test]
+    fn bad_configuration_names_the_flag_and_exits_2() {
+        for (args, flag) in [
+            (vec!["x"], "--pushgateway-url"),
+            (PGW.to_vec(), "--openwhisk-api-host"),
+            (
+                vec!["x", "--pushgateway-url", "ftp://h", "--auth", "none"],
+                "--pushgateway-url",
+            ),
+            (
+                [
+                    &PGW[..],
+                    &["--pushgateway-url", "http://pgw:9091", "--auth", "none"],
+                ]
+                .concat(),
+                "--pushgateway-url",
+            ),
+            ([&PGW[..], &["--auth", "maybe"]].concat(), "--auth"),
+            (
+                [&PGW[..], &["--auth", "none", "--auth-cache-ttl", "soon"]].concat(),
+                "--auth-cache-ttl",
+            ),
+            (
+                [&PGW[..], &["--auth", "none", "--max-body-bytes", "0"]].concat(),
+                "--max-body-bytes",
+            ),
+            (
+                [&PGW[..], &["--auth", "none", "--listen", "nowhere"]].concat(),
+                "--listen",
+            ),
+        ] {
+            let err = Config::try_parse_args(args.clone()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+}

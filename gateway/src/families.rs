@@ -1,0 +1,483 @@
+//! The cluster-wide family → type table: what every stored group already says a family name
+//! is, so a push that would give a name a second type is refused (409) before it reaches a
+//! Pushgateway whose `/metrics` would then answer 500.
+//!
+//! It is seeded from every Pushgateway's `/api/v1/metrics` at start, updated by every accepted
+//! push (check and record are one step under one lock, so two pushes racing through one
+//! replica cannot both win), and rebuilt from the Pushgateways every
+//! `--family-resync-interval`: that is how two replicas converge and how families of pruned
+//! groups are forgotten. Families recorded during a rebuild are kept. Two replicas can still
+//! accept a clashing pair inside one interval; the collector's guard repairs that.
+//!
+//! Besides equal names, the table refuses the suffix collisions the Pushgateway's registry
+//! refuses at scrape time: a histogram `x` beside a family named `x_bucket`, `x_sum` or
+//! `x_count` (a summary: `x_sum`, `x_count`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::validate::{Family, FamilyType};
+
+/// Why a push's families cannot be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// The name already has another type (409).
+    #[error("family `{name}` is a {stored} in another group; this push has it as a {pushed}")]
+    Type {
+        /// The family.
+        name: String,
+        /// Its stored type.
+        stored: FamilyType,
+        /// The pushed type.
+        pushed: FamilyType,
+    },
+    /// The name collides with a histogram's or summary's sample names (409).
+    #[error("family `{name}` collides with the samples of {kind} `{stem}` (stored or pushed)")]
+    Suffix {
+        /// The family that collides.
+        name: String,
+        /// The histogram or summary.
+        stem: String,
+        /// Its type.
+        kind: FamilyType,
+    },
+    /// The table is full (503 until a resync frees room).
+    #[error("the family table is full ({max} names, --max-families); try again later")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// Not yet seeded from every Pushgateway (503).
+    #[error("the family table is not yet seeded from every Pushgateway; try again later")]
+    NotSeeded,
+}
+
+impl Conflict {
+    /// The `reason` label of `whisk_gateway_requests_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Type { .. } => "type_conflict",
+            Self::Suffix { .. } => "suffix_conflict",
+            Self::Full { .. } => "family_table_full",
+            Self::NotSeeded => "not_seeded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    kind: FamilyType,
+    /// Resync generation in which a push last recorded it (0: from a snapshot).
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<String, Entry>,
+    seeded: bool,
+}
+
+/// The table; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct FamilyTable {
+    inner: Mutex<Inner>,
+    generation: AtomicU64,
+    max: usize,
+}
+
+impl FamilyTable {
+    /// An empty, unseeded table of at most `max` names.
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            generation: AtomicU64::new(1),
+            max,
+        }
+    }
+
+    /// Names currently known.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether no name is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a snapshot of every Pushgateway has been applied.
+    pub fn is_seeded(&self) -> bool {
+        self.lock().seeded
+    }
+
+    /// The stored type of `name`.
+    pub fn get(&self, name: &str) -> Option<FamilyType> {
+        self.lock().map.get(name).map(|e| e.kind)
+    }
+
+    /// Checks `families` against the table and each other and, if none conflicts, records them
+    /// (one step under the lock).
+    pub fn check_and_record(&self, families: &[Family]) -> Result<(), Conflict> {
+        let mut inner = self.lock();
+        if !inner.seeded {
+            return Err(Conflict::NotSeeded);
+        }
+        let mut pending: HashMap<&str, FamilyType> = HashMap::with_capacity(families.len());
+        let mut new_names = 0usize;
+        for f in families {
+            let stored = inner.map.get(&f.name).map(|e| e.kind);
+            let lookup = |name: &str| {
+                pending
+                    .get(name)
+                    .copied()
+                    .or_else(|| inner.map.get(name).map(|e| e.kind))
+            };
+            if let Some(stored) = stored.filter(|s| *s != f.kind) {
+                return Err(Conflict::Type {
+                    name: f.name.clone(),
+                    stored,
+                    pushed: f.kind,
+                });
+            }
+            for suffix in f.kind.suffixes() {
+                let other = format!("{}{suffix}", f.name);
+                if lookup(&other).is_some() {
+                    return Err(Conflict::Suffix {
+                        name: other,
+                        stem: f.name.clone(),
+                        kind: f.kind,
+                    });
+                }
+            }
+            for suffix in ["_bucket", "_sum", "_count"] {
+                let Some(stem) = f.name.strip_suffix(suffix) else {
+                    continue;
+                };
+                if let Some(kind) = lookup(stem).filter(|k| k.suffixes().contains(&suffix)) {
+                    return Err(Conflict::Suffix {
+                        name: f.name.clone(),
+                        stem: stem.to_string(),
+                        kind,
+                    });
+                }
+            }
+            if stored.is_none() && pending.insert(&f.name, f.kind).is_none() {
+                new_names += 1;
+            }
+        }
+        if inner.map.len() + new_names > self.max {
+            return Err(Conflict::Full { max: self.max });
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        for f in families {
+            inner.map.insert(
+                f.name.clone(),
+                Entry {
+                    kind: f.kind,
+                    generation,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts a rebuild: families recorded from now on survive [`FamilyTable::replace`].
+    pub fn begin_resync(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Replaces the table with `snapshot` (the union of every Pushgateway's groups, read after
+    /// [`FamilyTable::begin_resync`] returned `generation`), keeping what pushes recorded since.
+    /// Marks the table seeded. Returns how many snapshot names did not fit.
+    pub fn replace(&self, snapshot: HashMap<String, FamilyType>, generation: u64) -> usize {
+        let mut inner = self.lock();
+        let mut map: HashMap<String, Entry> = HashMap::with_capacity(snapshot.len().min(self.max));
+        let mut dropped = 0;
+        for (name, entry) in &inner.map {
+            if entry.generation >= generation {
+                map.insert(name.clone(), *entry);
+            }
+        }
+        for (name, kind) in snapshot {
+            if map.len() >= self.max && !map.contains_key(&name) {
+                dropped += 1;
+                continue;
+            }
+            map.entry(name).or_insert(Entry {
+                kind,
+                generation: 0,
+            });
+        }
+        inner.map = map;
+        inner.seeded = true;
+        dropped
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a consistent map (every write is one insert).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads a Pushgateway `/api/v1/metrics` answer into `into` (family name → type), keeping
+/// nothing else: labels, samples and help texts are skipped unparsed, so memory does not grow
+/// with the number of series stored. A name seen with two types keeps the first (a clash the
+/// guard repairs). The Pushgateway's own `push_time_seconds` and `push_failure_time_seconds`
+/// are left out.
+pub fn read_snapshot(
+    json: &[u8],
+    into: &mut HashMap<String, FamilyType>,
+) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    Snapshot(into).deserialize(&mut de)?;
+    de.end()
+}
+
+struct Snapshot<'a>(&'a mut HashMap<String, FamilyType>);
+
+impl<'de> DeserializeSeed<'de> for Snapshot<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Snapshot<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the Pushgateway's /api/v1/metrics object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if key.0 == "data" {
+                map.next_value_seed(Groups(&mut *self.0))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Groups<'a>(&'a mut HashMap<String, FamilyType>);
+
+impl<'de> DeserializeSeed<'de> for Groups<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Groups<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of groups")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Group(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+struct Group<'a>(&'a mut HashMap<String, FamilyType>);
+
+impl<'de> DeserializeSeed<'de> for Group<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Group<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a group object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.0.as_ref() {
+                "labels"
+                | "last_push_successful"
+                | "push_time_seconds"
+                | "push_failure_time_seconds" => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                name => {
+                    let family: FamilyJson = map.next_value()?;
+                    if let Some(kind) = family.kind.as_deref().and_then(FamilyType::parse) {
+                        if !self.0.contains_key(name) {
+                            self.0.insert(name.to_string(), kind);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One family of a group: only its type is read.
+#[derive(serde::Deserialize)]
+struct FamilyJson<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fam(name: &str, kind: FamilyType) -> Family {
+        Family {
+            name: name.into(),
+            kind,
+        }
+    }
+
+    fn seeded(max: usize) -> FamilyTable {
+        let t = FamilyTable::new(max);
+        let g = t.begin_resync();
+        t.replace(HashMap::new(), g);
+        t
+    }
+
+    #[test]
+    fn a_second_type_for_a_name_is_a_conflict_that_says_both() {
+        let t = seeded(100);
+        t.check_and_record(&[fam("jobs", FamilyType::Gauge)])
+            .unwrap();
+        let err = t
+            .check_and_record(&[fam("jobs", FamilyType::Counter)])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "family `jobs` is a gauge in another group; this push has it as a counter"
+        );
+        assert_eq!(t.get("jobs"), Some(FamilyType::Gauge));
+        t.check_and_record(&[fam("jobs", FamilyType::Gauge)])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_refused_push_records_none_of_its_families() {
+        let t = seeded(100);
+        t.check_and_record(&[fam("jobs", FamilyType::Gauge)])
+            .unwrap();
+        let push = [
+            fam("fresh", FamilyType::Counter),
+            fam("jobs", FamilyType::Counter),
+        ];
+        assert!(t.check_and_record(&push).is_err());
+        assert_eq!(t.get("fresh"), None);
+    }
+
+    #[test]
+    fn histogram_sample_names_collide_with_other_families() {
+        let t = seeded(100);
+        t.check_and_record(&[fam("lat", FamilyType::Histogram)])
+            .unwrap();
+        for name in ["lat_bucket", "lat_sum", "lat_count"] {
+            let err = t
+                .check_and_record(&[fam(name, FamilyType::Gauge)])
+                .unwrap_err();
+            assert_eq!(err.reason(), "suffix_conflict", "{name}");
+        }
+        t.check_and_record(&[fam("q_count", FamilyType::Counter)])
+            .unwrap();
+        let err = t
+            .check_and_record(&[fam("q", FamilyType::Summary)])
+            .unwrap_err();
+        assert_eq!(err.reason(), "suffix_conflict");
+        // Within one push too.
+        let t = seeded(100);
+        let push = [
+            fam("h", FamilyType::Histogram),
+            fam("h_sum", FamilyType::Gauge),
+        ];
+        assert!(t.check_and_record(&push).is_err());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_refuses_pushes_until_seeded() {
+        let t = FamilyTable::new(2);
+        assert_eq!(
+            t.check_and_record(&[fam("a", FamilyType::Gauge)]),
+            Err(Conflict::NotSeeded)
+        );
+        let g = t.begin_resync();
+        t.replace(HashMap::new(), g);
+        t.check_and_record(&[fam("a", FamilyType::Gauge), fam("b", FamilyType::Gauge)])
+            .unwrap();
+        assert_eq!(
+            t.check_and_record(&[fam("c", FamilyType::Gauge)]),
+            Err(Conflict::Full { max: 2 })
+        );
+        t.check_and_record(&[fam("a", FamilyType::Gauge)]).unwrap();
+    }
+
+    #[test]
+    fn a_resync_forgets_unstored_names_but_keeps_names_pushed_during_it() {
+        let t = seeded(100);
+        t.check_and_record(&[fam("old", FamilyType::Gauge)])
+            .unwrap();
+        let g = t.begin_resync();
+        t.check_and_record(&[fam("during", FamilyType::Counter)])
+            .unwrap();
+        let snapshot = HashMap::from([("stored".to_string(), FamilyType::Histogram)]);
+        assert_eq!(t.replace(snapshot, g), 0);
+        assert_eq!(t.get("old"), None);
+        assert_eq!(t.get("during"), Some(FamilyType::Counter));
+        assert_eq!(t.get("stored"), Some(FamilyType::Histogram));
+    }
+
+    #[test]
+    fn a_pushgateway_snapshot_yields_only_family_types() {
+        let json = br#"{"status":"success","data":[
+          {"labels":{"job":"openwhisk_actions","instance":"a"},"last_push_successful":true,
+           "jobs":{"time_stamp":"2026-01-01T00:00:00Z","type":"GAUGE","help":"h","metrics":[{"labels":{"x":"1"},"value":"1"}]},
+           "lat":{"type":"HISTOGRAM","metrics":[{"buckets":{"0.1":"1"},"count":"1","sum":"0.1"}]},
+           "push_time_seconds":{"type":"GAUGE","metrics":[]},
+           "push_failure_time_seconds":{"type":"GAUGE","metrics":[]}},
+          {"labels":{"job":"openwhisk_actions","instance":"b"},"jobs":{"type":"COUNTER","metrics":[]}}
+        ]}"#;
+        let mut map = HashMap::new();
+        read_snapshot(json, &mut map).unwrap();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["jobs"], FamilyType::Gauge);
+        assert_eq!(map["lat"], FamilyType::Histogram);
+        let mut empty = HashMap::new();
+        read_snapshot(br#"{"status":"success","data":null}"#, &mut empty).unwrap();
+        assert!(empty.is_empty());
+        assert!(read_snapshot(b"{\"data\":[", &mut empty).is_err());
+    }
+}

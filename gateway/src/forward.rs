@@ -1,0 +1,204 @@
+//! Forwarding to the Pushgateways: one keep-alive connection pool for all shards, the group
+//! path always written in the `@base64` form, the Pushgateway's answer passed back; and the
+//! family-table snapshots read from each shard's `/api/v1/metrics`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::families::read_snapshot;
+use crate::shard::Shards;
+use crate::telemetry::Telemetry;
+use crate::validate::FamilyType;
+
+/// Largest `/api/v1/metrics` answer read for a snapshot (10 000 SDK groups are ~60 MB).
+const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
+/// Largest Pushgateway answer passed back to the SDK.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// What a Pushgateway answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Its status.
+    pub status: u16,
+    /// Its body (at most 64 KiB).
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("Pushgateway {url}: {message}")]
+pub struct ForwardError {
+    /// The shard's URL.
+    pub url: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The shards and the client.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: reqwest::Client,
+    urls: Vec<String>,
+    shards: Shards,
+    snapshot_timeout: Duration,
+    telemetry: Telemetry,
+}
+
+impl Forwarder {
+    /// A forwarder to `urls` (shard i is `urls[i]`).
+    pub fn new(
+        urls: &[reqwest::Url],
+        timeout: Duration,
+        snapshot_timeout: Duration,
+        telemetry: Telemetry,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        let urls: Vec<String> = urls
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect();
+        Ok(Self {
+            client,
+            shards: Shards::new(&urls),
+            urls,
+            snapshot_timeout,
+            telemetry,
+        })
+    }
+
+    /// The shards' base URLs.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The shard that owns `instance`.
+    pub fn shard_of(&self, instance: &str) -> usize {
+        self.shards.pick(instance)
+    }
+
+    /// PUTs `body` (text format) to `path` on shard `shard`.
+    pub async fn put(
+        &self,
+        shard: usize,
+        path: &str,
+        body: axum::body::Bytes,
+    ) -> Result<Answer, ForwardError> {
+        let req = self
+            .client
+            .put(self.url(shard, path))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(body);
+        self.send(shard, req).await
+    }
+
+    /// DELETEs the group at `path` on shard `shard`.
+    pub async fn delete(&self, shard: usize, path: &str) -> Result<Answer, ForwardError> {
+        let req = self.client.delete(self.url(shard, path));
+        self.send(shard, req).await
+    }
+
+    fn url(&self, shard: usize, path: &str) -> String {
+        format!("{}{path}", self.urls[shard])
+    }
+
+    async fn send(
+        &self,
+        shard: usize,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Answer, ForwardError> {
+        let started = Instant::now();
+        let result = async {
+            let mut resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok::<_, reqwest::Error>(Answer { status, body })
+        }
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(answer) => {
+                self.telemetry.forward(shard, Some(answer.status), seconds);
+                Ok(answer)
+            }
+            Err(e) => {
+                self.telemetry.forward(shard, None, seconds);
+                Err(ForwardError {
+                    url: self.urls[shard].clone(),
+                    message: if e.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        e.to_string()
+                    },
+                })
+            }
+        }
+    }
+
+    /// Reads shard `shard`'s `/api/v1/metrics` into `into` (family name → type).
+    pub async fn snapshot(
+        &self,
+        shard: usize,
+        into: &mut HashMap<String, FamilyType>,
+    ) -> Result<(), ForwardError> {
+        let url = self.url(shard, "/api/v1/metrics");
+        let err = |message: String| ForwardError {
+            url: self.urls[shard].clone(),
+            message,
+        };
+        let fetch = async {
+            let mut resp = self
+                .client
+                .get(&url)
+                .timeout(self.snapshot_timeout)
+                .send()
+                .await
+                .map_err(|e| err(format!("GET /api/v1/metrics: {e}")))?;
+            if !resp.status().is_success() {
+                return Err(err(format!(
+                    "GET /api/v1/metrics answered {}",
+                    resp.status()
+                )));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| err(format!("reading /api/v1/metrics: {e}")))?
+            {
+                if body.len() + chunk.len() > MAX_SNAPSHOT_BYTES {
+                    return Err(err(format!(
+                        "/api/v1/metrics is larger than {MAX_SNAPSHOT_BYTES} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        let body = fetch.await?;
+        // Parsing tens of megabytes is CPU work: keep it off the request threads.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let mut part = HashMap::new();
+            read_snapshot(&body, &mut part).map(|()| part)
+        })
+        .await
+        .map_err(|e| err(format!("parsing /api/v1/metrics panicked: {e}")))?
+        .map_err(|e| err(format!("/api/v1/metrics is not the expected JSON: {e}")))?;
+        for (name, kind) in parsed {
+            into.entry(name).or_insert(kind);
+        }
+        Ok(())
+    }
+}

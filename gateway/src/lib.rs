@@ -1,0 +1,53 @@
+//! # whisk-gateway
+//!
+//! The front door for whisk-metrics SDK pushes. Action containers push here instead of to the
+//! Pushgateway; only the gateway, the collector and Prometheus reach the Pushgateways.
+//!
+//! A push passes, in this order (the first failing step answers, nothing is stored):
+//!
+//! 1. **Path** ([`http`]): `PUT` or `DELETE` on
+//!    `/metrics/job@base64/<job>/instance@base64/<id>/namespace@base64/<ns>/action@base64/<action>`
+//!    (plain segments too), read with [`whisk_grouping::GroupingKey::from_path`]; exactly the
+//!    labels `instance`, `namespace`, `action` (else 404), `PUT`/`DELETE` only (else 405), and
+//!    only the SDK's job `--job` (else 403: `openwhisk_platform` belongs to the collector).
+//! 2. **Authentication** ([`auth`]): HTTP basic auth with the activation's `__OW_API_KEY`; the
+//!    controller's `GET /api/v1/namespaces` says which namespaces the key may act in (cached by
+//!    SHA-256 of the header). No/invalid credentials 401, other namespace 403, controller
+//!    unreachable 503.
+//! 3. **Validation** ([`validate`]): size, the text format (parsed with
+//!    `prom_text_format_parser`), the series budget, reserved names, grouping-key labels → 400.
+//! 4. **Types** ([`families`]): a family whose type differs from what any stored group has
+//!    under that name → 409 (`family `jobs` is a gauge in another group; this push has it as a
+//!    counter`).
+//! 5. **Forwarding** ([`forward`], [`shard`]): to one of the `--pushgateway-url`s, chosen by
+//!    rendezvous hashing of the instance id; the Pushgateway's status and body are passed back.
+//!
+//! Its own metrics (`whisk_gateway_*`, [`telemetry`]) are on `/metrics`; `/healthz` answers
+//! while the process runs, `/readyz` once the family table is seeded from every Pushgateway.
+//! Names, flags and environment variables are the contracts of docs/design.md.
+//!
+//! ```
+//! use whisk_gateway::validate::{FamilyType, validate};
+//!
+//! let body = b"# TYPE jobs_total counter\njobs_total{kind=\"a\"} 3\n";
+//! let push = validate(body, 500).unwrap();
+//! assert_eq!(push.families[0].kind, FamilyType::Counter);
+//! assert!(validate(b"labels 1\n", 500).is_err());
+//! ```
+//!
+//! The binary is `config → run(config, shutdown)`; embedders call [`run`] the same way.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod families;
+pub mod forward;
+pub mod http;
+pub mod service;
+pub mod shard;
+pub mod telemetry;
+pub mod validate;
+
+pub use config::{AuthMode, Config};
+pub use error::{Error, Result};
+pub use service::{run, shutdown_signal};

@@ -1,0 +1,166 @@
+//! Wires the parts together: HTTP server, family-table seeding and resync, shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, Config};
+use crate::error::{Error, Result};
+use crate::families::FamilyTable;
+use crate::forward::Forwarder;
+use crate::http::{AppState, router};
+use crate::telemetry::Telemetry;
+
+/// Pause between seeding attempts until every Pushgateway has answered once.
+const SEED_RETRY: Duration = Duration::from_secs(2);
+
+/// Runs the gateway until `shutdown` completes; in-flight requests are finished first.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let telemetry = Telemetry::new();
+    telemetry
+        .shards
+        .set(i64::try_from(config.pushgateway_urls.len()).unwrap_or(i64::MAX));
+    let auth = match (config.auth, &config.openwhisk_api_host) {
+        (AuthMode::ApiKey, Some(host)) => {
+            tracing::info!(api_host = %host, ttl = ?config.auth_cache_ttl, "pushes are authenticated with the activation's API key");
+            Some(Authenticator::new(
+                host,
+                config.controller_timeout,
+                config.auth_cache_ttl,
+                config.auth_cache_size,
+                telemetry.clone(),
+            )?)
+        }
+        _ => {
+            telemetry.auth_disabled.set(1);
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--auth none): anyone who reaches this gateway can push \
+                 or delete the metrics of any namespace; use this only for local runs"
+            );
+            None
+        }
+    };
+    let forwarder = Forwarder::new(
+        &config.pushgateway_urls,
+        config.forward_timeout,
+        config.resync_timeout,
+        telemetry.clone(),
+    )?;
+    let families = Arc::new(FamilyTable::new(config.max_families));
+    let state = Arc::new(AppState {
+        job: config.job.clone(),
+        auth,
+        families: Arc::clone(&families),
+        forwarder: forwarder.clone(),
+        telemetry: telemetry.clone(),
+        max_body_bytes: config.max_body_bytes,
+        max_series: config.max_series_per_group,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(%local, shards = ?forwarder.urls(), job = %config.job, "whisk-gateway listening");
+
+    let resync = tokio::spawn(resync_loop(
+        forwarder,
+        families,
+        telemetry,
+        config.family_resync_interval,
+    ));
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await;
+    resync.abort();
+    served.map_err(Error::Serve)
+}
+
+/// Seeds the family table (retrying until every shard answered once), then rebuilds it every
+/// `interval`. A failed rebuild logs, counts and keeps the current table.
+async fn resync_loop(
+    forwarder: Forwarder,
+    families: Arc<FamilyTable>,
+    telemetry: Telemetry,
+    interval: Duration,
+) {
+    loop {
+        let seeded = families.is_seeded();
+        let generation = families.begin_resync();
+        let mut snapshot = HashMap::new();
+        let mut ok = true;
+        for shard in 0..forwarder.urls().len() {
+            match forwarder.snapshot(shard, &mut snapshot).await {
+                Ok(()) => telemetry.resync(true),
+                Err(e) => {
+                    telemetry.resync(false);
+                    tracing::warn!("family table resync: {e}");
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            let names = snapshot.len();
+            let dropped = families.replace(snapshot, generation);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "the Pushgateways hold more family names than --max-families"
+                );
+            }
+            telemetry
+                .known_families
+                .set(i64::try_from(families.len()).unwrap_or(i64::MAX));
+            if seeded {
+                tracing::debug!(names, "family table rebuilt");
+            } else {
+                tracing::info!(names, "family table seeded from every Pushgateway; ready");
+            }
+        }
+        let pause = if families.is_seeded() {
+            interval
+        } else {
+            SEED_RETRY
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,363 @@
+//! The built-in `whisk_*` metrics of the container: each name written once (in [`DEFS`]'s
+//! entries below) and updated only through methods named for what happened.
+//!
+//! Series per container (the Pushgateway stores and Prometheus scrapes every one of them once
+//! per live container, so this is the figure to multiply by the container count) — the table
+//! in the crate docs lists the same count:
+//!
+//! | family | series |
+//! |---|---|
+//! | `whisk_activations_total{status}` | 3 |
+//! | `whisk_activation_duration_seconds` (15 buckets + `+Inf`, `_sum`, `_count`) | 18 |
+//! | `whisk_cold_start_seconds`, `whisk_container_start_time_seconds`, `whisk_last_activation_time_seconds` | 3 |
+//! | `whisk_push_failures_total{reason}` | 4 |
+//! | `whisk_last_push_duration_seconds` | 1 |
+//! | `whisk_container_info` | 1 |
+//! | **total** | **30** |
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+
+/// Buckets (seconds) of `whisk_activation_duration_seconds`, the same as the platform's time
+/// histograms.
+pub(crate) const TIME_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Name and help of one built-in family.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+}
+
+const ACTIVATIONS: Def = Def {
+    name: "whisk_activations_total",
+    help: "Activations served by this container, by outcome",
+};
+const ACTIVATION_DURATION: Def = Def {
+    name: "whisk_activation_duration_seconds",
+    help: "Handler run time per activation",
+};
+const COLD_START: Def = Def {
+    name: "whisk_cold_start_seconds",
+    help: "Process start to first result written",
+};
+const CONTAINER_START: Def = Def {
+    name: "whisk_container_start_time_seconds",
+    help: "Unix time the process started",
+};
+const LAST_ACTIVATION: Def = Def {
+    name: "whisk_last_activation_time_seconds",
+    help: "Unix time the last activation finished",
+};
+const PUSH_FAILURES: Def = Def {
+    name: "whisk_push_failures_total",
+    help: "Pushes to the Pushgateway that failed, by reason",
+};
+const LAST_PUSH_DURATION: Def = Def {
+    name: "whisk_last_push_duration_seconds",
+    help: "Duration of the last push attempt",
+};
+const CONTAINER_INFO: Def = Def {
+    name: "whisk_container_info",
+    help: "identity of the container",
+};
+
+/// Outcome of one activation, the `status` label of `whisk_activations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handler returned an object or an array.
+    Success,
+    /// The handler returned `Err`.
+    ApplicationError,
+    /// The handler panicked or returned something that is not an object or array.
+    DeveloperError,
+}
+
+impl Outcome {
+    const ALL: [Self; 3] = [Self::Success, Self::ApplicationError, Self::DeveloperError];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::ApplicationError => "application_error",
+            Self::DeveloperError => "developer_error",
+        }
+    }
+}
+
+/// Why a push failed, the `reason` label of `whisk_push_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushFailure {
+    /// Any other 4xx (400 malformed or reserved, 409 type clash, …): the gateway refused the
+    /// body; its one-line reason is printed.
+    Rejected,
+    /// 401 or 403: missing or wrong credentials, or a namespace the key may not push to.
+    Unauthorized,
+    /// 5xx or any other unexpected status: the gateway (or what is behind it) is unavailable.
+    Unavailable,
+    /// No answer: connection refused or reset, name not resolved, timed out, or no time left
+    /// before the activation's deadline.
+    Transport,
+}
+
+impl PushFailure {
+    const ALL: [Self; 4] = [
+        Self::Rejected,
+        Self::Unauthorized,
+        Self::Unavailable,
+        Self::Transport,
+    ];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
+            Self::Transport => "transport",
+        }
+    }
+
+    /// The reason an HTTP status other than 200/202 stands for.
+    pub(crate) fn of_status(status: u16) -> Self {
+        match status {
+            401 | 403 => Self::Unauthorized,
+            400..=499 => Self::Rejected,
+            _ => Self::Unavailable,
+        }
+    }
+}
+
+/// Whether a collector is a histogram (it exposes `_bucket`, `_sum` and `_count` samples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Counter or gauge: one sample name.
+    Plain,
+    /// Histogram.
+    Histogram,
+}
+
+/// A built-in family to register: name, kind and the collector.
+pub(crate) type Registration = (&'static str, Kind, Box<dyn Collector>);
+
+/// The built-in per-container metrics.
+#[derive(Debug)]
+pub(crate) struct Builtins {
+    activations: [IntCounter; 3],
+    activation_duration: Histogram,
+    cold_start: Gauge,
+    container_start: Gauge,
+    last_activation: Gauge,
+    push_failures: [IntCounter; 4],
+    last_push_duration: Gauge,
+    container_info: GaugeVec,
+    action_version: Mutex<Option<String>>,
+}
+
+impl Builtins {
+    /// The built-ins and the families to register for them.
+    // The definitions above are constant, valid names and helps (not external input); the test
+    // `every_builtin_is_exposed_with_its_type_and_help` exercises every one of them.
+    #[allow(clippy::expect_used)]
+    pub(crate) fn new() -> (Self, Vec<Registration>) {
+        const VALID: &str = "built-in metric definitions are constant and valid";
+        let opts = |d: &Def| Opts::new(d.name, d.help);
+        let gauge = |d: &Def| Gauge::with_opts(opts(d)).expect(VALID);
+        let activations = IntCounterVec::new(opts(&ACTIVATIONS), &["status"]).expect(VALID);
+        let push_failures = IntCounterVec::new(opts(&PUSH_FAILURES), &["reason"]).expect(VALID);
+        let activation_duration = Histogram::with_opts(
+            HistogramOpts::new(ACTIVATION_DURATION.name, ACTIVATION_DURATION.help)
+                .buckets(TIME_BUCKETS.to_vec()),
+        )
+        .expect(VALID);
+        let container_info =
+            GaugeVec::new(opts(&CONTAINER_INFO), &["action_version", "sdk_version"]).expect(VALID);
+        let builtins = Self {
+            activations: Outcome::ALL.map(|o| activations.with_label_values(&[o.label()])),
+            activation_duration,
+            cold_start: gauge(&COLD_START),
+            container_start: gauge(&CONTAINER_START),
+            last_activation: gauge(&LAST_ACTIVATION),
+            push_failures: PushFailure::ALL.map(|r| push_failures.with_label_values(&[r.label()])),
+            last_push_duration: gauge(&LAST_PUSH_DURATION),
+            container_info: container_info.clone(),
+            action_version: Mutex::new(None),
+        };
+        let b = &builtins;
+        let registrations: Vec<Registration> = vec![
+            (ACTIVATIONS.name, Kind::Plain, Box::new(activations)),
+            (
+                ACTIVATION_DURATION.name,
+                Kind::Histogram,
+                Box::new(b.activation_duration.clone()),
+            ),
+            (COLD_START.name, Kind::Plain, Box::new(b.cold_start.clone())),
+            (
+                CONTAINER_START.name,
+                Kind::Plain,
+                Box::new(b.container_start.clone()),
+            ),
+            (
+                LAST_ACTIVATION.name,
+                Kind::Plain,
+                Box::new(b.last_activation.clone()),
+            ),
+            (PUSH_FAILURES.name, Kind::Plain, Box::new(push_failures)),
+            (
+                LAST_PUSH_DURATION.name,
+                Kind::Plain,
+                Box::new(b.last_push_duration.clone()),
+            ),
+            (CONTAINER_INFO.name, Kind::Plain, Box::new(container_info)),
+        ];
+        (builtins, registrations)
+    }
+
+    /// The action loop started serving (`unix_seconds`: when the process started).
+    pub(crate) fn container_started(&self, unix_seconds: f64) {
+        self.container_start.set(unix_seconds);
+    }
+
+    /// An activation's handler finished with `outcome` after `duration`, at `unix_seconds`.
+    pub(crate) fn activation_finished(&self, outcome: Outcome, duration: Duration, now: f64) {
+        self.activations[outcome as usize].inc();
+        self.activation_duration.observe(duration.as_secs_f64());
+        self.last_activation.set(now);
+    }
+
+    /// The first result of the process was written `since_start` after it started.
+    pub(crate) fn first_result_written(&self, since_start: Duration) {
+        self.cold_start.set(since_start.as_secs_f64());
+    }
+
+    /// An activation of action version `version` arrived; the info series follows the version.
+    pub(crate) fn action_version_seen(&self, version: &str) {
+        let mut current = self
+            .action_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_deref() == Some(version) {
+            return;
+        }
+        self.container_info.reset();
+        if let Ok(g) = self
+            .container_info
+            .get_metric_with_label_values(&[version, env!("CARGO_PKG_VERSION")])
+        {
+            g.set(1.0);
+        }
+        *current = Some(version.to_string());
+    }
+
+    /// A push succeeded after `duration`.
+    pub(crate) fn push_done(&self, duration: Duration) {
+        self.last_push_duration.set(duration.as_secs_f64());
+    }
+
+    /// A push failed for `reason` after `duration`.
+    pub(crate) fn push_failed(&self, reason: PushFailure, duration: Duration) {
+        self.last_push_duration.set(duration.as_secs_f64());
+        self.push_failures[reason as usize].inc();
+    }
+
+    /// Activations counted with `outcome` so far (tests).
+    #[cfg(test)]
+    pub(crate) fn activations(&self, outcome: Outcome) -> u64 {
+        self.activations[outcome as usize].get()
+    }
+
+    /// Push failures counted with `reason` so far (tests).
+    #[cfg(test)]
+    pub(crate) fn push_failures(&self, reason: PushFailure) -> u64 {
+        self.push_failures[reason as usize].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Metrics;
+
+    fn text(m: &Metrics) -> String {
+        let mut buf = Vec::new();
+        m.encode(&mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn every_builtin_is_exposed_with_its_type_and_help() {
+        let m = Metrics::new();
+        m.builtins.push_done(Duration::from_millis(2));
+        m.builtins.activation_finished(
+            Outcome::Success,
+            Duration::from_millis(20),
+            1_700_000_000.0,
+        );
+        m.builtins.action_version_seen("0.0.1");
+        let t = text(&m);
+        for line in [
+            "# HELP whisk_activations_total Activations served by this container, by outcome",
+            "# TYPE whisk_activations_total counter",
+            "whisk_activations_total{status=\"success\"} 1",
+            "whisk_activations_total{status=\"application_error\"} 0",
+            "whisk_activations_total{status=\"developer_error\"} 0",
+            "# HELP whisk_activation_duration_seconds Handler run time per activation",
+            "# TYPE whisk_activation_duration_seconds histogram",
+            "whisk_activation_duration_seconds_bucket{le=\"0.025\"} 1",
+            "whisk_activation_duration_seconds_bucket{le=\"300\"} 1",
+            "# TYPE whisk_cold_start_seconds gauge",
+            "# HELP whisk_cold_start_seconds Process start to first result written",
+            "# HELP whisk_container_start_time_seconds Unix time the process started",
+            "# HELP whisk_last_activation_time_seconds Unix time the last activation finished",
+            "whisk_last_activation_time_seconds 1700000000",
+            "# HELP whisk_push_failures_total Pushes to the Pushgateway that failed, by reason",
+            "# TYPE whisk_push_failures_total counter",
+            "whisk_push_failures_total{reason=\"rejected\"} 0",
+            "whisk_push_failures_total{reason=\"unauthorized\"} 0",
+            "whisk_push_failures_total{reason=\"unavailable\"} 0",
+            "whisk_push_failures_total{reason=\"transport\"} 0",
+            "# HELP whisk_last_push_duration_seconds Duration of the last push attempt",
+            "# TYPE whisk_last_push_duration_seconds gauge",
+            "whisk_last_push_duration_seconds 0.002",
+            "# HELP whisk_container_info identity of the container",
+            "whisk_container_info{action_version=\"0.0.1\",sdk_version=\"0.1.0\"} 1",
+        ] {
+            assert!(
+                t.lines().any(|l| l == line),
+                "missing line {line:?} in\n{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn builtins_stay_within_the_series_budget_stated_in_the_docs() {
+        let m = Metrics::new();
+        m.builtins.action_version_seen("1");
+        let series = text(&m).lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(series, 30, "{}", text(&m));
+    }
+
+    #[test]
+    fn a_new_action_version_replaces_the_info_series() {
+        let m = Metrics::new();
+        m.builtins.action_version_seen("1");
+        m.builtins.action_version_seen("2");
+        let t = text(&m);
+        assert!(t.contains("action_version=\"2\""), "{t}");
+        assert!(!t.contains("action_version=\"1\""), "{t}");
+    }
+
+    #[test]
+    fn push_failure_reasons_follow_the_http_status() {
+        assert_eq!(PushFailure::of_status(400), PushFailure::Rejected);
+        assert_eq!(PushFailure::of_status(409), PushFailure::Rejected);
+        assert_eq!(PushFailure::of_status(401), PushFailure::Unauthorized);
+        assert_eq!(PushFailure::of_status(403), PushFailure::Unauthorized);
+        assert_eq!(PushFailure::of_status(503), PushFailure::Unavailable);
+        assert_eq!(PushFailure::of_status(302), PushFailure::Unavailable);
+    }
+}
