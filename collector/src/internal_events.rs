@@ -35,6 +35,7 @@ pub struct Telemetry {
     /// Partitions currently assigned to this replica.
     pub assigned_partitions: IntGauge,
     kafka_errors: IntCounterVec,
+    guard_type_clash: IntCounter,
     revocations_committed: IntCounter,
     revocations_failed: IntCounter,
     invalid_log: Mutex<LogBudget>,
@@ -149,7 +150,13 @@ impl Telemetry {
             "Partition revocations, by result: committed (pushed and committed before release) or failed (the next owner re-reads since the last commit)",
             "result",
         );
+        let guard_deleted = counter_vec(
+            "whisk_collector_guard_deleted_groups_total",
+            "Pushgateway groups deleted by the guard so the Pushgateway's /metrics answers again, by reason",
+            "reason",
+        );
         Self {
+            guard_type_clash: guard_deleted.with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
             kafka_errors,
             revocations_committed: revocations.with_label_values(&["committed"]),
             revocations_failed: revocations.with_label_values(&["failed"]),
@@ -236,6 +243,11 @@ impl Telemetry {
         let _ = self
             .consumer_lag
             .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    /// Counts groups the guard deleted because of a type clash (each is logged by the janitor).
+    pub(crate) fn guard_deleted(&self, groups: u64) {
+        self.guard_type_clash.inc_by(groups);
     }
 
     /// Counts one librdkafka error of `kind` (an [`ErrorKind`](crate::source::broker_health::ErrorKind) label).

@@ -1,30 +1,64 @@
-//! Deletes stale groups of the SDK's job from the Pushgateway.
+//! Deletes stale groups from the Pushgateways, and repairs a Pushgateway whose `/metrics`
+//! fails.
 //!
 //! The Pushgateway never forgets a group, and every push gets slower with each group stored.
-//! Every `--prune-interval` the janitor reads `/api/v1/metrics` and DELETEs each group of
-//! `--prune-job` whose `push_time_seconds` is older than `--prune-after`, rebuilding the exact
-//! grouping key (every label `@base64`). Groups of other jobs are never touched.
+//! Every `--prune-interval` the janitor reads each Pushgateway's `/api/v1/metrics` as a stream
+//! ([`listing`]: only grouping labels and `push_time_seconds` are kept, so memory does not grow
+//! with the series stored) and DELETEs each group of `--prune-job` whose `push_time_seconds` is
+//! older than `--prune-after`, and each platform group (`--push-job`) of another replica gone
+//! as long, rebuilding the exact grouping key (every label `@base64`). Groups of other jobs are
+//! never touched. Before that, the [`guard`] checks that the Pushgateway's own `/metrics`
+//! answers; on a 500 it deletes the groups whose family types clash with the others'.
+
+pub(crate) mod guard;
+pub(crate) mod listing;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sink::pushgateway::{PushgatewayClient, group_path};
+use guard::{Offender, TYPE_CLASH, type_clash_offenders};
+use listing::{ListedGroup, ListingError, ListingLimits, read_listing};
+
+/// Upper bound of one listing request; [`ListingLimits`] usually ends a stalled one sooner.
+const LISTING_CAP: Duration = Duration::from_secs(600);
+
+/// How long the guard waits for a Pushgateway's `/metrics` to answer 200 after its deletes
+/// (the Pushgateway applies DELETEs asynchronously).
+const GUARD_SETTLE: Duration = Duration::from_secs(10);
 
 /// What the janitor does.
 #[derive(Debug, Clone)]
 pub struct Janitor {
-    client: PushgatewayClient,
+    clients: Vec<PushgatewayClient>,
     job: String,
+    platform: Option<(String, String)>,
     max_age: Duration,
     dry_run: bool,
+    limits: ListingLimits,
 }
 
 /// A group that is due for deletion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaleGroup {
+    /// Its `job`.
+    pub job: String,
     /// Grouping key without `job`, sorted by label name.
     pub labels: Vec<(String, String)>,
     /// Seconds since its last successful push.
     pub age_secs: f64,
+}
+
+/// What one janitor round did, over every Pushgateway.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct JanitorRound {
+    /// Groups deleted (or, in dry-run, found stale).
+    pub pruned: u64,
+    /// Groups the guard deleted to make a Pushgateway's `/metrics` answer again.
+    pub guard_deleted: u64,
+    /// Groups listed.
+    pub groups: u64,
+    /// Pushgateways whose round failed (listing or guard), with why.
+    pub failed: Vec<String>,
 }
 
 /// Why a janitor run failed.
@@ -41,142 +75,338 @@ pub enum JanitorError {
 }
 
 impl Janitor {
-    /// A janitor for `job` groups older than `max_age`.
+    /// A janitor of one Pushgateway for `job` groups older than `max_age`.
     pub fn new(client: PushgatewayClient, job: &str, max_age: Duration, dry_run: bool) -> Self {
+        Self::for_pushgateways(vec![client], job, max_age, dry_run)
+    }
+
+    /// A janitor of every Pushgateway in `clients` (the shards of one store).
+    pub fn for_pushgateways(
+        clients: Vec<PushgatewayClient>,
+        job: &str,
+        max_age: Duration,
+        dry_run: bool,
+    ) -> Self {
         Self {
-            client,
+            clients,
             job: job.to_string(),
+            platform: None,
             max_age,
             dry_run,
+            limits: ListingLimits::default(),
         }
     }
 
-    /// One pass: lists the groups, deletes (or in dry-run only reports) the stale ones of the
-    /// job. Returns how many were pruned; a failed DELETE is logged and not counted.
-    pub async fn run_once(&self) -> Result<u64, JanitorError> {
-        let url = format!("{}/api/v1/metrics", self.client.base());
+    /// Also prunes the platform groups (`platform_job`) of other replicas not pushed for
+    /// `max_age` (never `own_instance`'s), and makes the guard treat that job's family types
+    /// as the reference.
+    pub fn with_platform(mut self, platform_job: &str, own_instance: &str) -> Self {
+        self.platform = Some((platform_job.to_string(), own_instance.to_string()));
+        self
+    }
+
+    /// Sets the listing bounds (size cap, deadline).
+    pub fn with_limits(mut self, limits: ListingLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// One pass over every Pushgateway: guard check, listing, deletes. A Pushgateway that
+    /// fails is reported in [`JanitorRound::failed`] and the others are still served; the
+    /// round is an error only when every one failed.
+    pub async fn run_once(&self) -> Result<JanitorRound, JanitorError> {
+        let mut round = JanitorRound::default();
+        let mut last_err = None;
+        for client in &self.clients {
+            match self.run_one(client, &mut round).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!("janitor: {e}");
+                    round.failed.push(e.to_string());
+                    last_err = Some(e);
+                }
+            }
+        }
+        match last_err {
+            Some(e) if round.failed.len() == self.clients.len() => Err(e),
+            _ => Ok(round),
+        }
+    }
+
+    async fn run_one(
+        &self,
+        client: &PushgatewayClient,
+        round: &mut JanitorRound,
+    ) -> Result<(), JanitorError> {
+        let url = format!("{}/api/v1/metrics", client.base());
         let list_err = |message: String| JanitorError::List {
             url: url.clone(),
             message,
         };
-        let resp = self
-            .client
+        // The guard: a 500 on /metrics means every series of this Pushgateway is lost to
+        // Prometheus. Then the listing also reads every family's type.
+        let broken = match client
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+        {
+            Ok(r) => r.status().is_server_error(),
+            Err(e) => return Err(list_err(format!("GET /metrics: {e}"))),
+        };
+        let resp = client
             .request(reqwest::Method::GET, "/api/v1/metrics")
+            .timeout(LISTING_CAP)
             .send()
             .await
             .map_err(|e| list_err(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(list_err(format!("status {}", resp.status())));
         }
-        let text = resp.text().await.map_err(|e| list_err(e.to_string()))?;
-        let body: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| list_err(format!("not JSON: {e}")))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let stale = stale_groups(&body, &self.job, self.max_age, now);
-        let mut pruned = 0;
+        let sieve = Sieve {
+            job: self.job.clone(),
+            platform: self.platform.clone(),
+            max_age: self.max_age,
+            now,
+        };
+        let ((stale, kept), groups) = read_listing(
+            resp,
+            self.limits,
+            broken,
+            (Vec::new(), Vec::new()),
+            move |(stale, kept): &mut (Vec<StaleGroup>, Vec<ListedGroup>), g: ListedGroup| {
+                if let Some(s) = sieve.stale(&g) {
+                    stale.push(s);
+                }
+                if broken {
+                    kept.push(g);
+                }
+            },
+        )
+        .await
+        .map_err(|e: ListingError| list_err(e.to_string()))?;
+        round.groups += groups;
         for group in stale {
             let labels: Vec<(&str, &str)> = group
                 .labels
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let path = group_path(&self.job, &labels);
+            let path = group_path(&group.job, &labels);
             if self.dry_run {
                 tracing::info!(
                     path,
                     age_secs = group.age_secs,
                     "dry run: would delete stale group"
                 );
-                pruned += 1;
+                round.pruned += 1;
                 continue;
             }
-            match self
-                .client
-                .request(reqwest::Method::DELETE, &path)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(path, age_secs = group.age_secs, "deleted stale group");
-                    pruned += 1;
-                }
-                Ok(r) => {
-                    tracing::warn!(path, status = %r.status(), "DELETE of stale group refused")
-                }
-                Err(e) => tracing::warn!(path, "DELETE of stale group failed: {e}"),
+            if delete(client, &path).await {
+                tracing::info!(path, age_secs = group.age_secs, "deleted stale group");
+                round.pruned += 1;
             }
         }
-        Ok(pruned)
+        if broken {
+            self.guard(client, &kept, round).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes the groups whose family types clash, newest first, then waits (bounded) for
+    /// `/metrics` to answer again.
+    async fn guard(
+        &self,
+        client: &PushgatewayClient,
+        groups: &[ListedGroup],
+        round: &mut JanitorRound,
+    ) {
+        let protected = self.platform.as_ref().map_or("", |(job, _)| job.as_str());
+        let offenders: Vec<Offender> = type_clash_offenders(groups, protected);
+        if offenders.is_empty() {
+            tracing::error!(
+                pushgateway = client.base(),
+                "the Pushgateway's /metrics answers 500 but no family has two types in its groups; \
+                 nothing deleted"
+            );
+            return;
+        }
+        for o in &offenders {
+            let job = o
+                .labels
+                .iter()
+                .find(|(k, _)| k == "job")
+                .map_or("", |(_, v)| v.as_str());
+            let labels: Vec<(&str, &str)> = o
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "job")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let path = group_path(job, &labels);
+            if self.dry_run {
+                tracing::warn!(
+                    path,
+                    reason = TYPE_CLASH,
+                    "dry run: guard would delete group: {}",
+                    o.why()
+                );
+                continue;
+            }
+            if delete(client, &path).await {
+                tracing::warn!(
+                    pushgateway = client.base(),
+                    path,
+                    reason = TYPE_CLASH,
+                    "guard deleted group: {}",
+                    o.why()
+                );
+                round.guard_deleted += 1;
+            }
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let ok = client
+                .request(reqwest::Method::GET, "/metrics")
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                tracing::info!(
+                    pushgateway = client.base(),
+                    "the Pushgateway's /metrics answers 200 again"
+                );
+                return;
+            }
+            if start.elapsed() >= GUARD_SETTLE {
+                tracing::error!(
+                    pushgateway = client.base(),
+                    "the Pushgateway's /metrics still fails after the guard's deletes"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
-/// The groups of `job` in a `/api/v1/metrics` answer whose `push_time_seconds` is older than
-/// `max_age` at `now` (Unix seconds). Groups without a readable push time are kept.
+/// DELETEs one group; logs and returns false when refused.
+async fn delete(client: &PushgatewayClient, path: &str) -> bool {
+    match client.request(reqwest::Method::DELETE, path).send().await {
+        Ok(r) if r.status().is_success() => true,
+        Ok(r) => {
+            tracing::warn!(path, status = %r.status(), "DELETE of group refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(path, "DELETE of group failed: {e}");
+            false
+        }
+    }
+}
+
+/// Decides which listed groups are stale.
+#[derive(Debug, Clone)]
+struct Sieve {
+    job: String,
+    platform: Option<(String, String)>,
+    max_age: Duration,
+    now: f64,
+}
+
+impl Sieve {
+    fn stale(&self, g: &ListedGroup) -> Option<StaleGroup> {
+        let job = g.label("job")?;
+        let ours = job == self.job
+            || self.platform.as_ref().is_some_and(|(platform, own)| {
+                job == platform && g.label("instance") != Some(own.as_str())
+            });
+        if !ours {
+            return None;
+        }
+        let age = self.now - g.push_time?;
+        if age <= self.max_age.as_secs_f64() {
+            return None;
+        }
+        Some(StaleGroup {
+            job: job.to_string(),
+            labels: g
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "job")
+                .cloned()
+                .collect(),
+            age_secs: age,
+        })
+    }
+}
+
+/// The groups of `job` in a listing whose `push_time_seconds` is older than `max_age` at
+/// `now` (Unix seconds). Groups without a readable push time are kept.
 pub fn stale_groups(
-    body: &serde_json::Value,
+    groups: &[ListedGroup],
     job: &str,
     max_age: Duration,
     now: f64,
 ) -> Vec<StaleGroup> {
-    let Some(groups) = body.get("data").and_then(|d| d.as_array()) else {
-        return Vec::new();
+    let sieve = Sieve {
+        job: job.to_string(),
+        platform: None,
+        max_age,
+        now,
     };
-    let mut out = Vec::new();
-    for g in groups {
-        let Some(labels) = g.get("labels").and_then(|l| l.as_object()) else {
-            continue;
-        };
-        if labels.get("job").and_then(|j| j.as_str()) != Some(job) {
-            continue;
-        }
-        let push_time = g
-            .pointer("/push_time_seconds/metrics/0/value")
-            .and_then(|v| {
-                v.as_str()
-                    .and_then(|s| s.parse::<f64>().ok())
-                    .or_else(|| v.as_f64())
-            });
-        let Some(push_time) = push_time else { continue };
-        let age = now - push_time;
-        if age <= max_age.as_secs_f64() {
-            continue;
-        }
-        let mut key: Vec<(String, String)> = labels
-            .iter()
-            .filter(|(k, _)| k.as_str() != "job")
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
-        key.sort();
-        out.push(StaleGroup {
-            labels: key,
-            age_secs: age,
-        });
-    }
-    out
+    groups.iter().filter_map(|g| sieve.stale(g)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn g(labels: &[(&str, &str)], push: Option<f64>) -> ListedGroup {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        ListedGroup {
+            labels,
+            push_time: push,
+            families: Vec::new(),
+        }
+    }
+
     #[test]
     fn selects_only_stale_groups_of_the_job() {
-        let body = serde_json::json!({"status":"success","data":[
-            {"labels":{"job":"openwhisk_actions","instance":"a","namespace":"ns","action":"p/x"},
-             "push_time_seconds":{"metrics":[{"labels":{},"value":"1000"}]}},
-            {"labels":{"job":"openwhisk_actions","instance":"b"},
-             "push_time_seconds":{"metrics":[{"labels":{},"value":"1990"}]}},
-            {"labels":{"job":"other","instance":"c"},
-             "push_time_seconds":{"metrics":[{"labels":{},"value":"1"}]}},
-            {"labels":{"job":"openwhisk_actions","instance":"d"}}
-        ]});
-        let stale = stale_groups(&body, "openwhisk_actions", Duration::from_secs(60), 2000.0);
+        let groups = [
+            g(
+                &[
+                    ("job", "openwhisk_actions"),
+                    ("instance", "a"),
+                    ("namespace", "ns"),
+                    ("action", "p/x"),
+                ],
+                Some(1000.0),
+            ),
+            g(
+                &[("job", "openwhisk_actions"), ("instance", "b")],
+                Some(1990.0),
+            ),
+            g(&[("job", "other"), ("instance", "c")], Some(1.0)),
+            g(&[("job", "openwhisk_actions"), ("instance", "d")], None),
+        ];
+        let stale = stale_groups(
+            &groups,
+            "openwhisk_actions",
+            Duration::from_secs(60),
+            2000.0,
+        );
         assert_eq!(
             stale,
             vec![StaleGroup {
+                job: "openwhisk_actions".into(),
                 labels: vec![
                     ("action".into(), "p/x".into()),
                     ("instance".into(), "a".into()),
@@ -185,5 +415,21 @@ mod tests {
                 age_secs: 1000.0
             }]
         );
+    }
+
+    #[test]
+    fn prunes_platform_groups_of_gone_replicas_never_its_own() {
+        let sieve = Sieve {
+            job: "sdk".into(),
+            platform: Some(("platform".into(), "me".into())),
+            max_age: Duration::from_secs(60),
+            now: 2000.0,
+        };
+        let gone = g(&[("job", "platform"), ("instance", "old-pod")], Some(100.0));
+        let me = g(&[("job", "platform"), ("instance", "me")], Some(100.0));
+        let alive = g(&[("job", "platform"), ("instance", "other")], Some(1990.0));
+        assert_eq!(sieve.stale(&gone).map(|s| s.job), Some("platform".into()));
+        assert_eq!(sieve.stale(&me), None);
+        assert_eq!(sieve.stale(&alive), None);
     }
 }

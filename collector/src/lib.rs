@@ -46,6 +46,8 @@ pub use error::{Error, Result};
 pub use event::{
     Activation, Body, CausedBy, EventMessage, InvalidReason, Metric, MetricKind, ParseError, parse,
 };
-pub use janitor::{Janitor, JanitorError, StaleGroup, stale_groups};
+pub use janitor::guard::{Offender, type_clash_offenders};
+pub use janitor::listing::{ListedGroup, ListingError, ListingLimits, parse_listing};
+pub use janitor::{Janitor, JanitorError, JanitorRound, StaleGroup, stale_groups};
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushError, Pusher, PushgatewayClient, group_path};

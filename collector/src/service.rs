@@ -39,15 +39,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .await
     });
 
-    let pusher = match &config.pushgateway_url {
-        Some(url) => Some(PushgatewayClient::new(
-            url,
-            config.pushgateway_username.clone(),
-            config.pushgateway_password.clone(),
-            HTTP_TIMEOUT,
-        )?),
-        None => None,
-    };
+    let clients = config
+        .pushgateway_url
+        .iter()
+        .map(|url| {
+            PushgatewayClient::new(
+                url,
+                config.pushgateway_username.clone(),
+                config.pushgateway_password.clone(),
+                HTTP_TIMEOUT,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The platform group goes to the first Pushgateway; the janitor serves every one.
+    let pusher = clients.first().cloned();
     let instance = config.instance();
     let push = pusher
         .as_ref()
@@ -89,13 +94,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )));
     }
     match (&pusher, config.prune_after.is_zero()) {
-        (Some(client), false) => {
-            let janitor = Janitor::new(
-                client.clone(),
+        (Some(_), false) => {
+            let janitor = Janitor::for_pushgateways(
+                clients.clone(),
                 &config.prune_job,
                 config.prune_after,
                 config.prune_dry_run,
-            );
+            )
+            .with_platform(&config.push_job, &instance);
             tasks.push(tokio::spawn(janitor_loop(
                 janitor,
                 Arc::clone(&shared),
@@ -121,6 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(p) => p.push_snapshot(&shared).await,
         None => None,
     };
+    let pushed = finish.is_some();
     let _ = commands.send(Command::Finish(finish));
     let joined = tokio::task::spawn_blocking(move || consumer.join());
     if tokio::time::timeout(
@@ -131,6 +138,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     .is_err()
     {
         tracing::warn!("consumer did not close in time; exiting anyway");
+    }
+    // A rollout must not leave this replica's group frozen in the Pushgateway (its gauges would
+    // be summed with the new replicas'). Only once the final push and commit are done.
+    if let (Some(p), true) = (&push, config.delete_on_shutdown) {
+        match p.delete().await {
+            Ok(()) => {
+                tracing::info!(url = %p.url(), pushed, "deleted this replica's platform group")
+            }
+            Err(e) => tracing::warn!("could not delete this replica's platform group: {e}"),
+        }
     }
     let _ = http_stop.send(());
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), http).await {
@@ -172,7 +189,13 @@ async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {
     loop {
         let _ = ticker.tick().await;
         match janitor.run_once().await {
-            Ok(pruned) => shared.telemetry.janitor_run(true, pruned),
+            Ok(round) => {
+                if !round.failed.is_empty() {
+                    tracing::warn!(failed = ?round.failed, "janitor: some Pushgateways could not be served");
+                }
+                shared.telemetry.guard_deleted(round.guard_deleted);
+                shared.telemetry.janitor_run(true, round.pruned);
+            }
             Err(e) => {
                 tracing::warn!("janitor run failed, retrying next interval: {e}");
                 shared.telemetry.janitor_run(false, 0);

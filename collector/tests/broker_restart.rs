@@ -107,7 +107,7 @@ fn a_restarted_broker_with_its_data_is_resumed_and_counted_exactly_once() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let collector = Collector::start(&args);
+    let mut collector = Collector::start(&args);
 
     let stop = Arc::new(AtomicBool::new(false));
     let producer = load(tansu.bootstrap(), Arc::clone(&stop));

@@ -156,6 +156,34 @@ impl Pusher {
         })
     }
 
+    /// DELETEs this replica's group.
+    pub async fn delete(&self) -> Result<(), PushError> {
+        let resp = self
+            .client
+            .request(reqwest::Method::DELETE, &self.path)
+            .send()
+            .await
+            .map_err(|source| PushError::Transport {
+                url: self.url(),
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(PushError::Status {
+            url: self.url(),
+            status,
+            body: resp
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect(),
+        })
+    }
+
     /// Renders a snapshot, pushes it and counts the result. Returns the offsets the pushed
     /// snapshot covers when the push succeeded.
     pub async fn push_snapshot(&self, shared: &Arc<Shared>) -> Option<Offsets> {
