@@ -587,21 +587,14 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
             let client = client.clone();
             tasks.push(tokio::spawn(async move {
                 for i in (w..groups).step_by(16) {
-                    let path = whisk_collector::group_path(
-                        "openwhisk_actions",
-                        &[
-                            ("instance", &format!("{i:032x}")),
-                            ("namespace", &format!("ns{}", i % 50)),
-                            ("action", &format!("pkg/orders{}", i % 400)),
-                        ],
-                    );
-                    let r = client
-                        .request(reqwest::Method::PUT, &path)
-                        .body(sdk_body(i))
-                        .send()
+                    let key = whisk_collector::GroupingKey::new("openwhisk_actions")
+                        .with("instance", format!("{i:032x}").as_str())
+                        .with("namespace", format!("ns{}", i % 50).as_str())
+                        .with("action", format!("pkg/orders{}", i % 400).as_str());
+                    client
+                        .put_group(&key, sdk_body(i), Duration::from_secs(30))
                         .await
                         .unwrap();
-                    assert!(r.status().is_success(), "{}", r.status());
                 }
             }));
         }
@@ -613,12 +606,7 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
     // The listing's size, as the janitor reads it.
     let (bytes, list_time) = rt.block_on(async {
         let start = Instant::now();
-        let mut resp = client
-            .request(reqwest::Method::GET, "/api/v1/metrics")
-            .timeout(Duration::from_secs(600))
-            .send()
-            .await
-            .unwrap();
+        let mut resp = client.list_groups(Duration::from_secs(600)).await.unwrap();
         let mut n = 0usize;
         while let Some(c) = resp.chunk().await.unwrap() {
             n += c.len();
@@ -651,9 +639,7 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
     let start = Instant::now();
     let n = rt.block_on(async {
         let text = client
-            .request(reqwest::Method::GET, "/api/v1/metrics")
-            .timeout(Duration::from_secs(600))
-            .send()
+            .list_groups(Duration::from_secs(600))
             .await
             .unwrap()
             .text()

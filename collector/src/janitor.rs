@@ -15,8 +15,10 @@ pub(crate) mod listing;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::sink::pushgateway::{PushgatewayClient, group_path};
-use guard::{Offender, TYPE_CLASH, type_clash_offenders};
+use whisk_grouping::GroupingKey;
+
+use crate::sink::pushgateway::{PushgatewayClient, PushgatewayError};
+use guard::{Offender, type_clash_offenders};
 use listing::{ListedGroup, ListingError, ListingLimits, read_listing};
 
 /// Upper bound of one listing request; [`ListingLimits`] usually ends a stalled one sooner.
@@ -48,25 +50,58 @@ pub struct StaleGroup {
     pub age_secs: f64,
 }
 
-/// What one janitor round did, over every Pushgateway.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// A group the janitor acted on, with its path (for the log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrunedGroup {
+    /// The group's path (`/metrics/job@base64/…`).
+    pub path: String,
+    /// Seconds since its last successful push.
+    pub age_secs: f64,
+}
+
+/// A group the guard deleted, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardDeleted {
+    /// The group's path.
+    pub path: String,
+    /// Which family clashed and how.
+    pub why: String,
+}
+
+/// What one janitor round did over every Pushgateway; logging and counting it is the caller's.
+#[derive(Debug, Default)]
 pub struct JanitorRound {
     /// Groups deleted (or, in dry-run, found stale).
-    pub pruned: u64,
-    /// Groups the guard deleted to make a Pushgateway's `/metrics` answer again.
-    pub guard_deleted: u64,
-    /// Groups listed.
+    pub pruned: Vec<PrunedGroup>,
+    /// Groups whose DELETE failed, with why.
+    pub failed: Vec<(PrunedGroup, PushgatewayError)>,
+    /// Whether this was a dry run (nothing deleted).
+    pub dry_run: bool,
+    /// Groups the guard deleted (or, in dry-run, would delete) so a Pushgateway's `/metrics`
+    /// answers again.
+    pub guard_deleted: Vec<GuardDeleted>,
+    /// Groups listed, over every Pushgateway.
     pub groups: u64,
-    /// Pushgateways whose round failed (listing or guard), with why.
-    pub failed: Vec<String>,
+    /// Pushgateways that could not be served this round (listing failed), with why.
+    pub unserved: Vec<String>,
+}
+
+impl JanitorRound {
+    /// How many groups were pruned (or, in dry-run, found stale).
+    pub fn pruned(&self) -> usize {
+        self.pruned.len()
+    }
 }
 
 /// Why a janitor run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JanitorError {
-    /// Reading the groups failed.
+    /// Reaching the Pushgateway failed.
+    #[error("listing the Pushgateway's groups: {0}")]
+    List(#[from] PushgatewayError),
+    /// The listing could not be read.
     #[error("GET {url}: {message}")]
-    List {
+    Body {
         /// URL.
         url: String,
         /// What went wrong.
@@ -115,20 +150,19 @@ impl Janitor {
     /// fails is reported in [`JanitorRound::failed`] and the others are still served; the
     /// round is an error only when every one failed.
     pub async fn run_once(&self) -> Result<JanitorRound, JanitorError> {
-        let mut round = JanitorRound::default();
+        let mut round = JanitorRound {
+            dry_run: self.dry_run,
+            ..JanitorRound::default()
+        };
         let mut last_err = None;
         for client in &self.clients {
-            match self.run_one(client, &mut round).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!("janitor: {e}");
-                    round.failed.push(e.to_string());
-                    last_err = Some(e);
-                }
+            if let Err(e) = self.run_one(client, &mut round).await {
+                round.unserved.push(e.to_string());
+                last_err = Some(e);
             }
         }
         match last_err {
-            Some(e) if round.failed.len() == self.clients.len() => Err(e),
+            Some(e) if round.unserved.len() == self.clients.len() => Err(e),
             _ => Ok(round),
         }
     }
@@ -139,29 +173,14 @@ impl Janitor {
         round: &mut JanitorRound,
     ) -> Result<(), JanitorError> {
         let url = format!("{}/api/v1/metrics", client.base());
-        let list_err = |message: String| JanitorError::List {
+        let list_err = |message: String| JanitorError::Body {
             url: url.clone(),
             message,
         };
         // The guard: a 500 on /metrics means every series of this Pushgateway is lost to
         // Prometheus. Then the listing also reads every family's type.
-        let broken = match client
-            .request(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-        {
-            Ok(r) => r.status().is_server_error(),
-            Err(e) => return Err(list_err(format!("GET /metrics: {e}"))),
-        };
-        let resp = client
-            .request(reqwest::Method::GET, "/api/v1/metrics")
-            .timeout(LISTING_CAP)
-            .send()
-            .await
-            .map_err(|e| list_err(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(list_err(format!("status {}", resp.status())));
-        }
+        let broken = client.metrics_status().await?.is_server_error();
+        let resp = client.list_groups(LISTING_CAP).await?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -190,24 +209,23 @@ impl Janitor {
         .map_err(|e: ListingError| list_err(e.to_string()))?;
         round.groups += groups;
         for group in stale {
-            let labels: Vec<(&str, &str)> = group
+            let key = group
                 .labels
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let path = group_path(&group.job, &labels);
+                .fold(GroupingKey::new(group.job.as_str()), |k, (n, v)| {
+                    k.with(n.as_str(), v.as_str())
+                });
+            let pruned = PrunedGroup {
+                path: key.path(),
+                age_secs: group.age_secs,
+            };
             if self.dry_run {
-                tracing::info!(
-                    path,
-                    age_secs = group.age_secs,
-                    "dry run: would delete stale group"
-                );
-                round.pruned += 1;
+                round.pruned.push(pruned);
                 continue;
             }
-            if delete(client, &path).await {
-                tracing::info!(path, age_secs = group.age_secs, "deleted stale group");
-                round.pruned += 1;
+            match client.delete_group(&key).await {
+                Ok(()) => round.pruned.push(pruned),
+                Err(e) => round.failed.push((pruned, e)),
             }
         }
         if broken {
@@ -240,40 +258,38 @@ impl Janitor {
                 .iter()
                 .find(|(k, _)| k == "job")
                 .map_or("", |(_, v)| v.as_str());
-            let labels: Vec<(&str, &str)> = o
+            let key = o
                 .labels
                 .iter()
                 .filter(|(k, _)| k != "job")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let path = group_path(job, &labels);
+                .fold(GroupingKey::new(job), |k, (n, v)| {
+                    k.with(n.as_str(), v.as_str())
+                });
+            let deleted = GuardDeleted {
+                path: key.path(),
+                why: o.why(),
+            };
             if self.dry_run {
-                tracing::warn!(
-                    path,
-                    reason = TYPE_CLASH,
-                    "dry run: guard would delete group: {}",
-                    o.why()
-                );
+                round.guard_deleted.push(deleted);
                 continue;
             }
-            if delete(client, &path).await {
-                tracing::warn!(
-                    pushgateway = client.base(),
-                    path,
-                    reason = TYPE_CLASH,
-                    "guard deleted group: {}",
-                    o.why()
-                );
-                round.guard_deleted += 1;
+            match client.delete_group(&key).await {
+                Ok(()) => round.guard_deleted.push(deleted),
+                Err(e) => round.failed.push((
+                    PrunedGroup {
+                        path: deleted.path,
+                        age_secs: 0.0,
+                    },
+                    e,
+                )),
             }
+        }
+        if self.dry_run {
+            return;
         }
         let start = std::time::Instant::now();
         loop {
-            let ok = client
-                .request(reqwest::Method::GET, "/metrics")
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let ok = client.metrics_status().await.is_ok_and(|s| s.is_success());
             if ok {
                 tracing::info!(
                     pushgateway = client.base(),
@@ -289,21 +305,6 @@ impl Janitor {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// DELETEs one group; logs and returns false when refused.
-async fn delete(client: &PushgatewayClient, path: &str) -> bool {
-    match client.request(reqwest::Method::DELETE, path).send().await {
-        Ok(r) if r.status().is_success() => true,
-        Ok(r) => {
-            tracing::warn!(path, status = %r.status(), "DELETE of group refused");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(path, "DELETE of group failed: {e}");
-            false
         }
     }
 }

@@ -2,15 +2,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::janitor::Janitor;
+use crate::push_loop::{PlatformPush, push_loop};
 use crate::shared::Shared;
-use crate::sink::pushgateway::{Pusher, PushgatewayClient};
+use crate::sink::pushgateway::PushgatewayClient;
 use crate::source::kafka::{Command, KafkaSource};
 
 /// Upper bound of each HTTP request to the Pushgateway.
@@ -19,7 +19,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the collector until `shutdown` completes, then stops consuming, pushes a last time,
 /// commits and returns (within about 10 s).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let shared = Arc::new(Shared::new(config.max_actions));
+    let shared = Arc::new(Shared::new(config.limits()));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -56,7 +56,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let instance = config.instance();
     let push = pusher
         .as_ref()
-        .map(|client| Pusher::new(client.clone(), &config.push_job, &instance));
+        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
     // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
     // this runtime) so it can commit it and the next owner starts right after.
     let flush = push.as_ref().map(|p| {
@@ -112,6 +112,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         (None, _) => {}
     }
 
+    if !config.evict_after.is_zero() {
+        tasks.push(tokio::spawn(eviction_loop(
+            Arc::clone(&shared),
+            (config.evict_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        )));
+    }
+
     shutdown.await;
     let started = Instant::now();
     tracing::info!("shutting down: stop consuming, final push, commit");
@@ -157,50 +164,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-async fn push_loop(
-    pusher: Pusher,
-    shared: Arc<Shared>,
-    commands: Sender<Command>,
-    generation: Arc<AtomicU64>,
-    every: Duration,
-) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let _ = ticker.tick().await;
-        let generation = generation.load(Ordering::Acquire);
-        if let Some(offsets) = pusher.push_snapshot(&shared).await {
-            if commands
-                .send(Command::Store {
-                    offsets,
-                    generation,
-                })
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-}
-
 async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let _ = ticker.tick().await;
         match janitor.run_once().await {
-            Ok(round) => {
-                if !round.failed.is_empty() {
-                    tracing::warn!(failed = ?round.failed, "janitor: some Pushgateways could not be served");
-                }
-                shared.telemetry.guard_deleted(round.guard_deleted);
-                shared.telemetry.janitor_run(true, round.pruned);
-            }
-            Err(e) => {
-                tracing::warn!("janitor run failed, retrying next interval: {e}");
-                shared.telemetry.janitor_run(false, 0);
-            }
+            Ok(round) => shared.telemetry.janitor_round_done(&round),
+            Err(e) => shared.telemetry.janitor_round_failed(&e),
         }
+    }
+}
+
+/// Forgets idle keys every `every` (a pass is one walk over the maps under the lock).
+async fn eviction_loop(shared: Arc<Shared>, every: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let _ = ticker.tick().await;
+        let evicted = shared.lock().aggregator.evict_idle(Instant::now());
+        shared.telemetry.keys_evicted(evicted);
     }
 }
 

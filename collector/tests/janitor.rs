@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use whisk_collector::{Janitor, PushgatewayClient, group_path};
+use whisk_collector::{GroupingKey, Janitor, PushgatewayClient};
 use whisk_testkit::Pushgateway;
 
 fn put(
@@ -12,16 +12,11 @@ fn put(
     job: &str,
     labels: &[(&str, &str)],
 ) {
-    let path = group_path(job, labels);
-    rt.block_on(async {
-        let resp = client
-            .request(reqwest::Method::PUT, &path)
-            .body("some_counter_total 1\n")
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
-    });
+    let key = labels
+        .iter()
+        .fold(GroupingKey::new(job), |k, (n, v)| k.with(*n, *v));
+    rt.block_on(client.put_group(&key, "some_counter_total 1\n", Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("PUT {}: {e}", key.path()));
 }
 
 fn instances(pgw: &Pushgateway, job: &str) -> Vec<String> {
@@ -95,7 +90,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     assert_eq!(instances(&pgw, sdk), vec!["fresh", "old-1", "old-2"]);
 
     let dry = Janitor::new(client.clone(), sdk, Duration::from_secs(2), true);
-    assert_eq!(rt.block_on(dry.run_once()).unwrap().pruned, 2);
+    assert_eq!(rt.block_on(dry.run_once()).unwrap().pruned(), 2);
     assert_eq!(
         instances(&pgw, sdk),
         vec!["fresh", "old-1", "old-2"],
@@ -103,7 +98,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     );
 
     let janitor = Janitor::new(client, sdk, Duration::from_secs(2), false);
-    assert_eq!(rt.block_on(janitor.run_once()).unwrap().pruned, 2);
+    assert_eq!(rt.block_on(janitor.run_once()).unwrap().pruned(), 2);
     // DELETE is queued by the Pushgateway; wait (bounded) for it to apply.
     assert!(whisk_testkit::wait_until(
         Duration::from_secs(5),
@@ -112,7 +107,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     assert_eq!(instances(&pgw, "other_job"), vec!["old-other"]);
     assert_eq!(instances(&pgw, "openwhisk_platform"), vec!["collector"]);
     assert_eq!(
-        rt.block_on(janitor.run_once()).unwrap().pruned,
+        rt.block_on(janitor.run_once()).unwrap().pruned(),
         0,
         "nothing left to prune"
     );
@@ -140,16 +135,11 @@ fn put_body(
     labels: &[(&str, &str)],
     body: &str,
 ) {
-    let path = group_path(job, labels);
-    rt.block_on(async {
-        let resp = client
-            .request(reqwest::Method::PUT, &path)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
-    });
+    let key = labels
+        .iter()
+        .fold(GroupingKey::new(job), |k, (n, v)| k.with(*n, *v));
+    rt.block_on(client.put_group(&key, body.to_string(), Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("PUT {}: {e}", key.path()));
 }
 
 fn metrics_status(pgw: &Pushgateway) -> u16 {
@@ -222,8 +212,12 @@ fn guard_deletes_the_clashing_minority_groups_and_restores_metrics_in_one_round(
     let janitor = Janitor::new(client, sdk, Duration::from_secs(3600), false)
         .with_platform("openwhisk_platform", "collector-0");
     let round = rt.block_on(janitor.run_once()).unwrap();
-    assert_eq!(round.guard_deleted, 1, "{round:?}");
-    assert_eq!(round.pruned, 0);
+    assert_eq!(round.guard_deleted.len(), 1, "{round:?}");
+    assert!(
+        round.guard_deleted[0].why.contains("family `jobs`"),
+        "{round:?}"
+    );
+    assert_eq!(round.pruned(), 0);
     assert!(
         whisk_testkit::wait_until(Duration::from_secs(10), || metrics_status(&pgw) == 200),
         "/metrics still {}",

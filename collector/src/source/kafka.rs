@@ -344,12 +344,9 @@ impl Context {
             gone
         };
         for p in gone {
-            self.shared.telemetry.remove_lag(&self.topic, p);
+            self.shared.telemetry.partition_revoked(&self.topic, p);
         }
-        self.shared
-            .telemetry
-            .assigned_partitions
-            .set(i64::try_from(owned.len()).unwrap_or(0));
+        self.shared.telemetry.partitions_assigned(owned.len());
     }
 }
 
@@ -559,7 +556,7 @@ impl KafkaSource {
                     state.mark_applied(partition, offset + 1);
                     applied
                 };
-                self.shared.telemetry.event_applied(applied);
+                self.shared.telemetry.event_applied(applied, &event);
             }
             Err(err) => self.skip(&err, partition, offset),
         }
@@ -610,9 +607,7 @@ impl KafkaSource {
             }
         };
         let telemetry = &self.shared.telemetry;
-        telemetry
-            .assigned_partitions
-            .set(i64::try_from(assigned.len()).unwrap_or(0));
+        telemetry.partitions_assigned(assigned.len());
         let applied = self.shared.lock().applied.clone();
         let highs = match context.high_watermarks.lock() {
             Ok(h) => h.clone(),
@@ -620,13 +615,13 @@ impl KafkaSource {
         };
         for (p, high) in &highs {
             if !assigned.contains(p) {
-                telemetry.remove_lag(&self.topic, *p);
+                telemetry.partition_revoked(&self.topic, *p);
                 continue;
             }
             let next = applied.iter().find(|(ap, _)| ap == p).map(|(_, o)| *o);
             let next = next.or_else(|| self.position(*p));
             if let Some(next) = next {
-                telemetry.set_lag(&self.topic, *p, (high - next).max(0));
+                telemetry.partition_lag(&self.topic, *p, (high - next).max(0));
             }
         }
         if !self.push_gated {
