@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything whisk-metrics needs on a fresh Debian machine, and nothing that is
 # already there: Prometheus, promtool and the Pushgateway (Debian packages), musl for static
-# action binaries, the tansu Kafka broker (crates.io, ~20 min to build once per machine),
-# kubernetes-validate (PyPI) for the offline manifest checks, and OpenWhisk's Go actionloop proxy
-# (golang-go, built into .tools/) for the conformance tests. Safe to run again.
+# action binaries, the tansu Kafka broker with its libsql engine (crates.io, ~20 min to build once
+# per machine, rebuilt only when an installed one lacks the engine), kubernetes-validate (PyPI)
+# for the offline manifest checks, and OpenWhisk's Go actionloop proxy (golang-go, built into
+# .tools/) for the conformance tests. Safe to run again.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -29,9 +30,24 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-
   rustup target add x86_64-unknown-linux-musl
 fi
 
-if ! command -v tansu >/dev/null; then
-  log "cargo install tansu 0.6.0 (memory storage broker; takes ~20 min on 2 cores, once per machine)"
-  cargo install tansu --version 0.6.0 --locked --features dynostore
+# tansu needs the libsql storage engine (sqlite:// URLs: a broker that keeps its data across a
+# restart, for the collector's broker-restart test). Cargo records the features of every
+# install in ~/.cargo/.crates2.json: rebuild only when tansu is missing or was built without it.
+tansu_has_libsql() {
+  command -v tansu >/dev/null || return 1
+  python3 - "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" <<'PY'
+import json, sys
+try:
+    installs = json.load(open(sys.argv[1])).get("installs", {})
+except (OSError, ValueError):
+    sys.exit(1)
+ok = any(k.startswith("tansu ") and "libsql" in v.get("features", []) for k, v in installs.items())
+sys.exit(0 if ok else 1)
+PY
+}
+if ! tansu_has_libsql; then
+  log "cargo install tansu 0.6.0 --features dynostore,libsql (memory and SQLite storage; ~20 min on 2 cores, once per machine)"
+  cargo install tansu --version 0.6.0 --locked --force --features dynostore,libsql
 fi
 
 if ! command -v kubernetes-validate >/dev/null; then

@@ -4,8 +4,13 @@
 //! 2. end to end from a local tansu broker: the collector binary against a minimal raw
 //!    librdkafka consumer that only counts messages, same topic, same run; CPU per event from
 //!    the process's utime + stime (/proc/<pid>/stat, what getrusage reports);
-//! 3. RSS of the collector process holding 10 000 distinct actions.
+//! 3. RSS of the collector process holding 10 000 distinct actions;
+//! 4. a janitor round over 10 000 SDK groups (each the SDK's realistic push body, ~78 series) on
+//!    one real Pushgateway (consistency check off): round time and extra RSS during the round,
+//!    beside the old way (the whole listing parsed into a `serde_json::Value`), in this process.
 //!
+//! `WHISK_BENCH_ONLY=memory|e2e|rss|janitor` runs one part; `WHISK_BENCH_GROUPS` sets the
+//! janitor's group count (default 10 000).
 //! `WHISK_BENCH_EVENTS` sets the end-to-end message count (default 300 000).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -453,6 +458,9 @@ fn main() {
     if only.is_empty() || only == "rss" {
         rss_10k(&mut rows);
     }
+    if only.is_empty() || only == "janitor" {
+        janitor_rounds(&mut rows);
+    }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\nwhisk-collector benchmarks ({cpus} cores, tansu memory storage)\n");
     println!("| measurement | result | target |");
@@ -460,4 +468,218 @@ fn main() {
     for [a, b, c] in rows {
         println!("| {a} | {b} | {c} |");
     }
+}
+
+/// The push body of one `orders` container as the SDK writes it: the built-ins (activation
+/// counts, duration histogram, start/last times, push failures and duration, info) plus the
+/// action's own families, ~78 series, ~4.6 KB.
+fn sdk_body(i: usize) -> String {
+    use std::fmt::Write as _;
+    let mut b = String::with_capacity(5000);
+    let hist = |b: &mut String, name: &str, help: &str, labels: &str, bounds: &[f64], n: usize| {
+        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (k, le) in bounds.iter().enumerate() {
+            let _ = writeln!(
+                b,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {}",
+                n * (k + 1) / bounds.len()
+            );
+        }
+        let _ = writeln!(b, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
+        let _ = writeln!(b, "{name}_sum{{{labels}}} {}.25", n * 3);
+        let _ = writeln!(b, "{name}_count{{{labels}}} {n}");
+    };
+    let time = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    ];
+    let n = 10 + i % 90;
+    b.push_str("# HELP whisk_activations_total Activations served by this container, by outcome\n# TYPE whisk_activations_total counter\n");
+    for s in ["success", "application_error", "developer_error"] {
+        let _ = writeln!(
+            b,
+            "whisk_activations_total{{status=\"{s}\"}} {}",
+            if s == "success" { n } else { i % 3 }
+        );
+    }
+    hist(
+        &mut b,
+        "whisk_activation_duration_seconds",
+        "Handler run time per activation",
+        "",
+        &time,
+        n,
+    );
+    for (name, v) in [
+        ("whisk_cold_start_seconds", 0.183),
+        ("whisk_container_start_time_seconds", 1.7e9),
+        ("whisk_last_activation_time_seconds", 1.7e9 + 60.0),
+    ] {
+        let _ = writeln!(b, "# HELP {name} x\n# TYPE {name} gauge\n{name} {v}");
+    }
+    b.push_str("# HELP whisk_push_failures_total Pushes that failed\n# TYPE whisk_push_failures_total counter\nwhisk_push_failures_total 0\n");
+    hist(
+        &mut b,
+        "whisk_push_duration_seconds",
+        "Duration of pushes",
+        "",
+        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+        n,
+    );
+    b.push_str("# HELP whisk_container_info identity\n# TYPE whisk_container_info gauge\nwhisk_container_info{action_version=\"0.0.1\",sdk_version=\"0.1.0\"} 1\n");
+    for (name, help) in [
+        ("orders_placed_total", "Orders"),
+        ("orders_items_total", "Items"),
+    ] {
+        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} counter");
+        for r in ["eu", "us", "ap"] {
+            let _ = writeln!(b, "{name}{{region=\"{r}\"}} {}", n + r.len());
+        }
+    }
+    for r in ["eu", "us"] {
+        hist(
+            &mut b,
+            "orders_value",
+            "Order value",
+            &format!("region=\"{r}\""),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+            n,
+        );
+    }
+    b
+}
+
+fn self_status_kb(key: &str) -> u64 {
+    status_kb(std::process::id(), key)
+}
+
+/// Resets this process's VmHWM to its current RSS (Linux `clear_refs` 5).
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
+    let groups: usize = std::env::var("WHISK_BENCH_GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut pgw = whisk_testkit::Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = reqwest::Url::parse(&pgw.url()).unwrap();
+    let client =
+        whisk_collector::PushgatewayClient::new(&url, None, None, Duration::from_secs(30)).unwrap();
+    let body = sdk_body(7);
+    let series = body.lines().filter(|l| !l.starts_with('#')).count();
+    eprintln!(
+        "filling {groups} groups ({series} series, {} bytes each)",
+        body.len()
+    );
+    let fill = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..groups).step_by(16) {
+                    let key = whisk_collector::GroupingKey::new("openwhisk_actions")
+                        .with("instance", format!("{i:032x}").as_str())
+                        .with("namespace", format!("ns{}", i % 50).as_str())
+                        .with("action", format!("pkg/orders{}", i % 400).as_str());
+                    client
+                        .put_group(&key, sdk_body(i), Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    eprintln!("filled in {:?}", fill.elapsed());
+    // The listing's size, as the janitor reads it.
+    let (bytes, list_time) = rt.block_on(async {
+        let start = Instant::now();
+        let mut resp = client.list_groups(Duration::from_secs(600)).await.unwrap();
+        let mut n = 0usize;
+        while let Some(c) = resp.chunk().await.unwrap() {
+            n += c.len();
+        }
+        (n, start.elapsed())
+    });
+    let janitor = whisk_collector::Janitor::new(
+        client.clone(),
+        "openwhisk_actions",
+        Duration::from_secs(3600),
+        false,
+    );
+    let mut times = Vec::new();
+    let mut extras = Vec::new();
+    for _ in 0..3 {
+        let base = self_status_kb("VmRSS");
+        let peak_ok = reset_peak();
+        let start = Instant::now();
+        let round = rt.block_on(janitor.run_once()).unwrap();
+        times.push(start.elapsed());
+        assert_eq!(round.groups, groups as u64);
+        let peak = self_status_kb("VmHWM");
+        if peak_ok {
+            extras.push(peak.saturating_sub(base));
+        }
+    }
+    // Before: the whole listing in memory, parsed into a serde_json::Value.
+    let base = self_status_kb("VmRSS");
+    let peak_ok = reset_peak();
+    let start = Instant::now();
+    let n = rt.block_on(async {
+        let text = client
+            .list_groups(Duration::from_secs(600))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["data"].as_array().map_or(0, Vec::len)
+    });
+    let before_time = start.elapsed();
+    let before_extra = self_status_kb("VmHWM").saturating_sub(base);
+    assert_eq!(n, groups);
+    let pgw_rss = status_kb(pgw.process().pid(), "VmRSS");
+    times.sort();
+    extras.sort_unstable();
+    let median = times[times.len() / 2];
+    rows.push([
+        format!("janitor round, {groups} SDK groups × {series} series (listing {:.1} MB, plain GET {:.2} s; Pushgateway RSS {} MB)", bytes as f64 / 1e6, list_time.as_secs_f64(), pgw_rss / 1024),
+        format!("median {:.2} s (max {:.2} s) of 3", median.as_secs_f64(), times[times.len() - 1].as_secs_f64()),
+        "≤ 2 s".to_string(),
+    ]);
+    rows.push([
+        "janitor round: extra RSS of the collector process during the round (VmHWM − RSS before)"
+            .to_string(),
+        if peak_ok && !extras.is_empty() {
+            format!(
+                "max {:.1} MB of 3 rounds",
+                *extras.last().unwrap_or(&0) as f64 / 1024.0
+            )
+        } else {
+            "not measured (/proc/self/clear_refs not writable)".to_string()
+        },
+        "≤ 20 MB".to_string(),
+    ]);
+    rows.push([
+        "before: the listing read whole and parsed into serde_json::Value".to_string(),
+        format!(
+            "{:.2} s, extra RSS {:.0} MB",
+            before_time.as_secs_f64(),
+            before_extra as f64 / 1024.0
+        ),
+        "–".to_string(),
+    ]);
 }

@@ -128,7 +128,14 @@ pub(crate) struct Stamped<T> {
     pub(crate) value: T,
     last_seen: Instant,
     charged: bool,
+    /// Partition of the event that set a gauge ([`NO_PARTITION`] for counters).
+    partition: i32,
 }
+
+/// Partition of events applied without one ([`Aggregator::apply`]).
+const NO_PARTITION: i32 = -1;
+/// Marks a gauge dropped by [`Aggregator::retain_partitions`] (not rendered until set again).
+pub(crate) const DROPPED: i32 = i32::MIN;
 
 /// The aggregated platform metrics.
 #[derive(Debug)]
@@ -186,19 +193,58 @@ impl Aggregator {
 
     /// Applies one event seen at `now` (for eviction).
     pub fn apply_at(&mut self, event: &EventMessage<'_>, now: Instant) -> Applied {
+        self.apply_from_at(event, NO_PARTITION, now)
+    }
+
+    /// Applies one event read from `partition`; the gauges it sets remember the partition
+    /// (see [`Aggregator::retain_partitions`]).
+    pub fn apply_from(&mut self, event: &EventMessage<'_>, partition: i32) -> Applied {
+        self.apply_from_at(event, partition, Instant::now())
+    }
+
+    fn apply_from_at(&mut self, event: &EventMessage<'_>, partition: i32, now: Instant) -> Applied {
         if let Some(ts) = event.timestamp_ms {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }
         match &event.body {
-            Body::Activation(a) => self.apply_activation(&event.namespace, a, now),
+            Body::Activation(a) => self.apply_activation(&event.namespace, a, now, partition),
             Body::Metric(m) => {
-                self.apply_metric(&event.namespace, &event.source, m, now);
+                self.apply_metric(&event.namespace, &event.source, m, now, partition);
                 Applied::Metric
             }
         }
     }
 
-    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>, now: Instant) -> Applied {
+    /// Drops the gauges (`openwhisk_action_memory`, `openwhisk_namespace_concurrent_invocations`)
+    /// last set by an event of a partition not in `owned`: after a rebalance their new owner
+    /// reports them, and two replicas must not both push one. Counters stay (they are the
+    /// counts of the events this replica applied).
+    pub fn retain_partitions(&mut self, owned: &[i32]) {
+        for s in self.actions.values_mut() {
+            if s.memory_partition != DROPPED && !owned.contains(&s.memory_partition) {
+                s.memory_partition = DROPPED;
+            }
+        }
+        let budget = &mut self.budget;
+        self.concurrent_invocations.retain(|_, per| {
+            per.retain(|_, v| {
+                if owned.contains(&v.partition) {
+                    return true;
+                }
+                budget.release(usize::from(v.charged));
+                false
+            });
+            !per.is_empty()
+        });
+    }
+
+    fn apply_activation(
+        &mut self,
+        initiator: &str,
+        a: &Activation<'_>,
+        now: Instant,
+        partition: i32,
+    ) -> Applied {
         let mut key = KeyRef {
             namespace: a.namespace(),
             initiator,
@@ -209,6 +255,7 @@ impl Aggregator {
             capped: &mut self.capped,
             max_codes: self.limits.max_status_codes_per_action,
             now,
+            partition,
         };
         if let Some(s) = self.actions.get_mut(&key) {
             s.observe(a, &mut ctx);
@@ -250,7 +297,14 @@ impl Aggregator {
         Applied::OverflowActivation
     }
 
-    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric, now: Instant) {
+    fn apply_metric(
+        &mut self,
+        namespace: &str,
+        source: &str,
+        m: &Metric,
+        now: Instant,
+        partition: i32,
+    ) {
         let (budget, capped) = (&mut self.budget, &mut self.capped);
         match m.kind {
             MetricKind::ConcurrentRateLimit => {
@@ -267,6 +321,7 @@ impl Aggregator {
                 {
                     v.value = m.value;
                     v.last_seen = now;
+                    v.partition = partition;
                     return;
                 }
                 // A gauge cannot be folded into a catch-all: beyond the budget it is dropped.
@@ -287,6 +342,7 @@ impl Aggregator {
                         value: m.value,
                         last_seen: now,
                         charged: true,
+                        partition,
                     },
                 );
             }
@@ -404,6 +460,7 @@ fn bump(
         value: 0,
         last_seen: now,
         charged,
+        partition: NO_PARTITION,
     });
     v.value += 1;
     v.last_seen = now;
@@ -415,6 +472,7 @@ struct Ctx<'a> {
     capped: &'a mut Capped,
     max_codes: usize,
     now: Instant,
+    partition: i32,
 }
 
 /// Owned key of the per-action map.
@@ -534,6 +592,8 @@ pub(crate) struct ActionSeries {
     pub(crate) duration: Histogram<15>,
     pub(crate) size: Option<Box<Histogram<9>>>,
     pub(crate) memory: u64,
+    /// Partition of the event that set `memory` ([`DROPPED`]: not rendered).
+    pub(crate) memory_partition: i32,
     /// Σ duration (s) × memory limit (MB) / 1024.
     pub(crate) gb_seconds: f64,
     /// Activations with a cause, by `caused_by` label, sorted.
@@ -559,6 +619,7 @@ impl ActionSeries {
             duration: Histogram::default(),
             size: None,
             memory: 0,
+            memory_partition: NO_PARTITION,
             gb_seconds: 0.0,
             caused: Vec::new(),
             last_seen: now,
@@ -629,6 +690,7 @@ impl ActionSeries {
                 .observe(&SIZE_BUCKETS, size as f64);
         }
         self.memory = a.memory;
+        self.memory_partition = ctx.partition;
         self.gb_seconds += a.gb_seconds();
         if let Some(cause) = a.caused_by_label() {
             match self.caused.binary_search_by(|(c, _)| (**c).cmp(cause)) {

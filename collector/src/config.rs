@@ -55,10 +55,17 @@ pub struct Config {
     #[arg(long, env = "WHISK_COLLECTOR_LISTEN", default_value = "0.0.0.0:9095")]
     pub listen: SocketAddr,
 
-    /// Base URL of the Pushgateway (http or https), e.g. `http://pushgateway:9091`. Unset: no
+    /// Base URL of a Pushgateway (http or https), e.g. `http://pushgateway:9091`; repeat it
+    /// (or comma-separate it in the environment variable) for every shard of a sharded store:
+    /// the platform group goes to the first, the janitor and its guard serve all. Unset: no
     /// pushing; offsets are then committed as soon as events are applied.
-    #[arg(long, env = "WHISK_COLLECTOR_PUSHGATEWAY_URL", value_name = "URL", value_parser = parse_url)]
-    pub pushgateway_url: Option<reqwest::Url>,
+    #[arg(long, env = "WHISK_COLLECTOR_PUSHGATEWAY_URL", value_name = "URL", value_delimiter = ',', value_parser = parse_url)]
+    pub pushgateway_url: Vec<reqwest::Url>,
+
+    /// Delete this replica's platform group from the Pushgateway on graceful shutdown (after the
+    /// final push and commit), so a rollout leaves no frozen group behind.
+    #[arg(long, env = "WHISK_COLLECTOR_DELETE_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub delete_on_shutdown: bool,
 
     /// How often the `openwhisk_*` metrics are PUT to the Pushgateway.
     #[arg(long, env = "WHISK_COLLECTOR_PUSH_INTERVAL", default_value = "15s", value_parser = parse_duration_nonzero)]
@@ -272,7 +279,22 @@ mod tests {
         assert_eq!(c.max_actions, 10_000);
         assert_eq!(c.limits(), Limits::default());
         assert_eq!(c.log_level, "info");
-        assert!(c.pushgateway_url.is_none());
+        assert!(c.pushgateway_url.is_empty());
+        assert!(c.delete_on_shutdown);
+    }
+
+    #[test]
+    fn reads_every_pushgateway_url_from_flags_or_one_comma_separated_variable() {
+        let c = Config::try_parse_args([
+            "x",
+            "--pushgateway-url",
+            "http://a:9091",
+            "--pushgateway-url",
+            "http://b:9091,http://c:9091",
+        ])
+        .unwrap();
+        let urls: Vec<&str> = c.pushgateway_url.iter().map(|u| u.as_str()).collect();
+        assert_eq!(urls, ["http://a:9091/", "http://b:9091/", "http://c:9091/"]);
     }
 
     #[test]

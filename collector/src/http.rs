@@ -1,6 +1,6 @@
 //! `/metrics` (text format 0.0.4: platform metrics then the collector's own, streamed in
-//! chunks), `/healthz`,
-//! `/readyz` (200 once partitions are assigned and the consumer is polling).
+//! chunks), `/healthz`, `/readyz` (200 once the consumer has joined its group and is polling,
+//! with or without a partition: partition ownership is `whisk_collector_assigned_partitions`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,7 +63,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no partitions assigned yet\n",
+            "not (yet) a polling member of the consumer group\n",
         )
     }
 }

@@ -49,6 +49,10 @@ pub(crate) struct Telemetry {
     janitor_ok: IntCounter,
     janitor_failed: IntCounter,
     assigned_partitions: IntGauge,
+    kafka_errors: IntCounterVec,
+    guard_type_clash: IntCounter,
+    revocations_committed: IntCounter,
+    revocations_failed: IntCounter,
     /// Last assignment size logged (-1: none yet), so only changes are logged.
     assigned_logged: AtomicI64,
     invalid_log: Mutex<LogBudget>,
@@ -160,7 +164,29 @@ impl Telemetry {
             "whisk_collector_assigned_partitions",
             "Partitions of the events topic assigned to this replica",
         );
+        let kafka_errors = counter_vec(
+            "whisk_collector_kafka_errors_total",
+            "Errors reported by librdkafka (broker unreachable, transport, authentication, ...), by kind; logged only when the state changes and once a minute while it lasts",
+            "kind",
+        );
+        for kind in crate::source::broker_health::ErrorKind::ALL {
+            let _ = kafka_errors.with_label_values(&[kind.as_str()]);
+        }
+        let revocations = counter_vec(
+            "whisk_collector_revocations_total",
+            "Partition revocations, by result: committed (pushed and committed before release) or failed (the next owner re-reads since the last commit)",
+            "result",
+        );
+        let guard_deleted = counter_vec(
+            "whisk_collector_guard_deleted_groups_total",
+            "Pushgateway groups deleted by the guard so the Pushgateway's /metrics answers again, by reason",
+            "reason",
+        );
         Self {
+            kafka_errors,
+            guard_type_clash: guard_deleted.with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
+            revocations_committed: revocations.with_label_values(&["committed"]),
+            revocations_failed: revocations.with_label_values(&["failed"]),
             events_activation: events.with_label_values(&["activation"]),
             events_metric: events.with_label_values(&["metric"]),
             invalid,
@@ -252,6 +278,22 @@ impl Telemetry {
             .remove_label_values(&[topic, &partition.to_string()]);
     }
 
+    /// Counts one librdkafka error of `kind` (an
+    /// [`ErrorKind`](crate::source::broker_health::ErrorKind) label); the caller logs state
+    /// changes only.
+    pub(crate) fn kafka_error(&self, kind: &str) {
+        self.kafka_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts one revocation: whether what was applied was pushed and committed first.
+    pub(crate) fn revocation(&self, committed: bool) {
+        if committed {
+            self.revocations_committed.inc();
+        } else {
+            self.revocations_failed.inc();
+        }
+    }
+
     /// The platform group was pushed.
     pub(crate) fn push_succeeded(&self, url: &str, took: Duration) {
         self.pushes_ok.inc();
@@ -287,6 +329,21 @@ impl Telemetry {
             tracing::warn!(path = %g.path, age_secs = g.age_secs, "DELETE of stale group failed: {err}");
         }
         self.janitor_pruned.inc_by(round.pruned() as u64);
+        for g in &round.guard_deleted {
+            tracing::warn!(
+                path = %g.path,
+                reason = crate::janitor::guard::TYPE_CLASH,
+                "guard deleted a Pushgateway group so its /metrics answers again: {}",
+                g.why
+            );
+        }
+        if !round.dry_run {
+            self.guard_type_clash
+                .inc_by(round.guard_deleted.len() as u64);
+        }
+        for e in &round.unserved {
+            tracing::warn!("janitor: a Pushgateway could not be served this round: {e}");
+        }
     }
 
     /// A janitor round could not list the groups (retried next interval).

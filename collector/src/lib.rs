@@ -50,7 +50,11 @@ pub use error::{Error, Result};
 pub use event::{
     Activation, Body, CausedBy, EventMessage, InvalidReason, Metric, MetricKind, ParseError, parse,
 };
-pub use janitor::{Janitor, JanitorError, JanitorRound, PrunedGroup, StaleGroup, stale_groups};
+pub use janitor::guard::{Offender, type_clash_offenders};
+pub use janitor::listing::{ListedGroup, ListingError, ListingLimits, parse_listing};
+pub use janitor::{
+    GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup, StaleGroup, stale_groups,
+};
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};
 pub use whisk_grouping::{GroupingKey, TIME_BUCKETS, parse_duration};

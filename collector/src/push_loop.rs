@@ -5,6 +5,7 @@
 //! retried on the next interval. Offsets are committed only for snapshots that were pushed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,11 @@ impl PlatformPush {
     /// The group URL.
     pub(crate) fn url(&self) -> String {
         self.client.group_url(&self.key)
+    }
+
+    /// DELETEs this replica's group (on graceful shutdown).
+    pub(crate) async fn delete(&self) -> Result<(), crate::sink::pushgateway::PushgatewayError> {
+        self.client.delete_group(&self.key).await
     }
 
     /// Renders a snapshot and pushes it. Returns the offsets the pushed snapshot covers when
@@ -78,14 +84,23 @@ pub(crate) async fn push_loop(
     push: PlatformPush,
     shared: Arc<Shared>,
     commands: Sender<Command>,
+    generation: Arc<AtomicU64>,
     every: Duration,
 ) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let _ = ticker.tick().await;
+        // Read before the snapshot: a rebalance after it makes these offsets stale.
+        let generation = generation.load(Ordering::Acquire);
         if let Some(offsets) = push.push_snapshot(&shared).await {
-            if commands.send(Command::Store(offsets)).is_err() {
+            if commands
+                .send(Command::Store {
+                    offsets,
+                    generation,
+                })
+                .is_err()
+            {
                 return;
             }
         }

@@ -256,7 +256,10 @@ impl Renderer<'_, '_> {
                     "gauge",
                     "Memory limit (MB) of the action containers, from the latest event",
                 );
-                for (key, s) in keys {
+                for (key, s) in keys
+                    .iter()
+                    .filter(|(_, s)| s.memory_partition != crate::aggregate::DROPPED)
+                {
                     self.open("openwhisk_action_memory", key);
                     self.value_u64(s.memory);
                 }

@@ -39,18 +39,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .await
     });
 
-    let pusher = match &config.pushgateway_url {
-        Some(url) => Some(PushgatewayClient::new(
-            url,
-            config.pushgateway_username.clone(),
-            config.pushgateway_password.clone(),
-            HTTP_TIMEOUT,
-        )?),
-        None => None,
-    };
+    let clients = config
+        .pushgateway_url
+        .iter()
+        .map(|url| {
+            PushgatewayClient::new(
+                url,
+                config.pushgateway_username.clone(),
+                config.pushgateway_password.clone(),
+                HTTP_TIMEOUT,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The platform group goes to the first Pushgateway; the janitor serves every one.
+    let pusher = clients.first().cloned();
     let instance = config.instance();
+    let push = pusher
+        .as_ref()
+        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
+    // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
+    // this runtime) so it can commit it and the next owner starts right after.
+    let flush = push.as_ref().map(|p| {
+        let (p, shared, handle) = (
+            p.clone(),
+            Arc::clone(&shared),
+            tokio::runtime::Handle::current(),
+        );
+        Box::new(move || handle.block_on(p.push_snapshot(&shared))) as crate::source::kafka::Flush
+    });
     let (commands, commands_rx) = std::sync::mpsc::channel();
-    let source = KafkaSource::new(&config, Arc::clone(&shared), commands_rx, pusher.is_some())?;
+    let source = KafkaSource::new(&config, Arc::clone(&shared), commands_rx, flush)?;
+    let generation = source.generation();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
         let stop = Arc::clone(&stop);
@@ -64,26 +83,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
 
     let mut tasks = Vec::new();
-    let push = pusher
-        .as_ref()
-        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
     if let Some(p) = &push {
         tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
         tasks.push(tokio::spawn(push_loop(
             p.clone(),
             Arc::clone(&shared),
             commands.clone(),
+            generation,
             config.push_interval,
         )));
     }
     match (&pusher, config.prune_after.is_zero()) {
-        (Some(client), false) => {
-            let janitor = Janitor::new(
-                client.clone(),
+        (Some(_), false) => {
+            let janitor = Janitor::for_pushgateways(
+                clients.clone(),
                 &config.prune_job,
                 config.prune_after,
                 config.prune_dry_run,
-            );
+            )
+            .with_platform(&config.push_job, &instance);
             tasks.push(tokio::spawn(janitor_loop(
                 janitor,
                 Arc::clone(&shared),
@@ -116,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(p) => p.push_snapshot(&shared).await,
         None => None,
     };
+    let pushed = finish.is_some();
     let _ = commands.send(Command::Finish(finish));
     let joined = tokio::task::spawn_blocking(move || consumer.join());
     if tokio::time::timeout(
@@ -126,6 +145,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     .is_err()
     {
         tracing::warn!("consumer did not close in time; exiting anyway");
+    }
+    // A rollout must not leave this replica's group frozen in the Pushgateway (its gauges would
+    // be summed with the new replicas'). Only once the final push and commit are done.
+    if let (Some(p), true) = (&push, config.delete_on_shutdown) {
+        match p.delete().await {
+            Ok(()) => {
+                tracing::info!(url = %p.url(), pushed, "deleted this replica's platform group")
+            }
+            Err(e) => tracing::warn!("could not delete this replica's platform group: {e}"),
+        }
     }
     let _ = http_stop.send(());
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), http).await {

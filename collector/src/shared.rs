@@ -1,7 +1,8 @@
 //! State shared by the consumer thread, the HTTP server and the push loop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::aggregate::{Aggregator, Limits};
 use crate::internal_events::{AggregateStats, Telemetry};
@@ -40,7 +41,14 @@ pub(crate) struct Shared {
     pub(crate) telemetry: Telemetry,
     ready: AtomicBool,
     consuming: AtomicBool,
+    /// When the consumer loop last polled, in ms since `started`.
+    last_poll_ms: AtomicU64,
+    started: Instant,
 }
+
+/// A consumer loop that has not polled for this long is not Ready (it polls every 100 ms; a
+/// push before a revocation may hold it for one push timeout).
+const POLL_STALE: Duration = Duration::from_secs(30);
 
 impl Shared {
     /// Fresh state with the aggregate bounded by `limits`.
@@ -54,6 +62,8 @@ impl Shared {
             telemetry: Telemetry::new(),
             ready: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
+            last_poll_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -106,11 +116,26 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether partitions are assigned and the consumer is polling.
+    /// Whether the consumer has joined its group and is polling. Holding a partition is not
+    /// required: a standby replica (more replicas than partitions) is Ready too.
     pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        let since_poll = self
+            .elapsed_ms()
+            .saturating_sub(self.last_poll_ms.load(Ordering::Relaxed));
+        self.ready.load(Ordering::Relaxed) && since_poll < POLL_STALE.as_millis() as u64
     }
 
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The consumer loop is polling now.
+    pub(crate) fn polled(&self) {
+        self.last_poll_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    /// Joined the consumer group (an assignment arrived, possibly empty) or left it.
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

@@ -1,3 +1,4 @@
 //! Where events come from.
 
+pub(crate) mod broker_health;
 pub(crate) mod kafka;

@@ -61,3 +61,69 @@ fn keeps_running_through_a_broker_outage_and_resumes_counting() {
     });
     assert!(collector.child.try_wait().unwrap().is_none());
 }
+
+/// Lines of the collector's log at WARN or ERROR.
+fn loud_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect()
+}
+
+#[test]
+fn with_the_broker_unreachable_logs_state_changes_only_and_counts_every_error() {
+    // Nothing listens on this port: every connection attempt fails.
+    let port = whisk_testkit::free_port();
+    let args: Vec<String> = [
+        "--brokers",
+        &format!("127.0.0.1:{port}"),
+        "--group-id",
+        "unreachable",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let collector = Collector::start(&args);
+    let errors = |c: &Collector| -> f64 {
+        c.metrics()
+            .lines()
+            .filter(|l| l.starts_with("whisk_collector_kafka_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Wait on the event itself: many errors counted.
+    let counted = wait_for(Duration::from_secs(120), || {
+        let n = errors(&collector);
+        (n >= 40.0).then_some(n)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "errors not counted: {}\n{}",
+            errors(&collector),
+            collector.log()
+        )
+    });
+    let log = collector.log();
+    let loud = loud_lines(&log);
+    // One line when the trouble starts; librdkafka's own first failure line; at most a few
+    // reminders (one a minute) in the two minutes this may take.
+    assert!(
+        loud.len() <= 5,
+        "{} WARN/ERROR lines for {counted} errors:\n{}",
+        loud.len(),
+        loud.join("\n")
+    );
+    assert!(
+        log.contains("whisk_collector_kafka_errors_total"),
+        "the first line says where the rest is counted:\n{log}"
+    );
+    let later = wait_for(Duration::from_secs(60), || {
+        let n = errors(&collector);
+        (n > counted).then_some(n)
+    });
+    assert!(later.is_some(), "the counter keeps growing");
+    assert!(
+        collector
+            .metrics()
+            .contains(r#"whisk_collector_kafka_errors_total{kind="all_brokers_down"}"#)
+    );
+}

@@ -127,3 +127,108 @@ fn janitor_run_fails_cleanly_without_a_pushgateway() {
     );
     assert!(err.is_err());
 }
+
+fn put_body(
+    rt: &tokio::runtime::Runtime,
+    client: &PushgatewayClient,
+    job: &str,
+    labels: &[(&str, &str)],
+    body: &str,
+) {
+    let key = labels
+        .iter()
+        .fold(GroupingKey::new(job), |k, (n, v)| k.with(*n, *v));
+    rt.block_on(client.put_group(&key, body.to_string(), Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("PUT {}: {e}", key.path()));
+}
+
+fn metrics_status(pgw: &Pushgateway) -> u16 {
+    let url = format!("{}/metrics", pgw.url());
+    ureq_status(&url).unwrap_or_default()
+}
+
+fn ureq_status(url: &str) -> Option<u16> {
+    // 2xx answers come back as Ok; the testkit helper reports others as errors naming the status.
+    match whisk_testkit::http_get(url) {
+        Ok(_) => Some(200),
+        Err(e) => e
+            .to_string()
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 3 && w.starts_with('5'))
+            .and_then(|w| w.parse().ok()),
+    }
+}
+
+#[test]
+fn guard_deletes_the_clashing_minority_groups_and_restores_metrics_in_one_round() {
+    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = reqwest::Url::parse(&pgw.url()).unwrap();
+    let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
+    let sdk = &format!("openwhisk_actions_guard{}", std::process::id());
+    let counter = "# TYPE jobs counter\njobs 1\n# TYPE ok_total counter\nok_total 1\n";
+    for i in ["a", "b", "c"] {
+        put_body(
+            &rt,
+            &client,
+            sdk,
+            &[("instance", i), ("namespace", "guest"), ("action", "good")],
+            counter,
+        );
+    }
+    put_body(
+        &rt,
+        &client,
+        "openwhisk_platform",
+        &[("instance", "collector-0")],
+        "# TYPE openwhisk_action_status counter\nopenwhisk_action_status 3\n",
+    );
+    assert!(whisk_testkit::wait_until(
+        Duration::from_secs(5),
+        || metrics_status(&pgw) == 200
+    ));
+    // A tenant pushes `jobs` as a gauge straight into the Pushgateway: every scrape now fails.
+    put_body(
+        &rt,
+        &client,
+        sdk,
+        &[
+            ("instance", "evil"),
+            ("namespace", "other"),
+            ("action", "bad"),
+        ],
+        "# TYPE jobs gauge\njobs 7\n",
+    );
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(5), || metrics_status(&pgw) == 500),
+        "the clash must break /metrics (status {})",
+        metrics_status(&pgw)
+    );
+
+    // One round; nothing is stale (prune-after 1 h): only the guard acts.
+    let janitor = Janitor::new(client, sdk, Duration::from_secs(3600), false)
+        .with_platform("openwhisk_platform", "collector-0");
+    let round = rt.block_on(janitor.run_once()).unwrap();
+    assert_eq!(round.guard_deleted.len(), 1, "{round:?}");
+    assert!(
+        round.guard_deleted[0].why.contains("family `jobs`"),
+        "{round:?}"
+    );
+    assert_eq!(round.pruned(), 0);
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(10), || metrics_status(&pgw) == 200),
+        "/metrics still {}",
+        metrics_status(&pgw)
+    );
+    assert_eq!(
+        instances(&pgw, sdk),
+        vec!["a", "b", "c"],
+        "healthy groups untouched"
+    );
+    assert_eq!(instances(&pgw, "openwhisk_platform"), vec!["collector-0"]);
+    let text = pgw.metrics_text().unwrap();
+    assert!(text.contains("jobs{") && text.contains(r#"instance="c""#));
+}

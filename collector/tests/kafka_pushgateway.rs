@@ -266,8 +266,11 @@ fn resumes_after_committed_offsets_when_restarted_gracefully() {
         .collect();
     produce(&tansu.bootstrap(), "events", 0, &first);
     let args = collector_args(&tansu, &pgw, "it-restart", "replica-r");
+    // Kept on shutdown here, to read what the final push held.
+    let mut keep = args.clone();
+    keep.extend(["--delete-on-shutdown".to_string(), "false".to_string()]);
 
-    let mut c1 = Collector::start(&args);
+    let mut c1 = Collector::start(&keep);
     wait_for(Duration::from_secs(60), || {
         (sample(
             &c1.metrics(),
@@ -298,7 +301,7 @@ fn resumes_after_committed_offsets_when_restarted_gracefully() {
         .map(|_| Some(activation("guest", "guest/late", r#","statusCode":0"#)))
         .collect();
     produce(&tansu.bootstrap(), "events", 0, &second);
-    let c2 = Collector::start(&args);
+    let mut c2 = Collector::start(&args);
     let text = wait_for(Duration::from_secs(60), || {
         let t = c2.metrics();
         (sample(&t, r#"whisk_collector_events_total{type="activation"}"#) == Some(7.0)).then_some(t)
@@ -319,4 +322,19 @@ fn resumes_after_committed_offsets_when_restarted_gracefully() {
         "{text}"
     );
     assert!(!again.contains(r#"action="a0""#));
+
+    // By default a graceful stop deletes the replica's own group (after its final push).
+    let status = c2.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{}", c2.log());
+    let own_group = || {
+        pgw.groups().unwrap().iter().any(|g| {
+            g["labels"]["job"] == "openwhisk_platform" && g["labels"]["instance"] == "replica-r"
+        })
+    };
+    // The Pushgateway applies a DELETE asynchronously: wait (bounded) for it.
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(5), || !own_group()),
+        "own group left behind\n{}",
+        c2.log()
+    );
 }

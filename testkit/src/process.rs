@@ -1,6 +1,5 @@
 //! Child processes that die with their owner, free ports and bounded waiting.
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,30 +61,60 @@ pub struct ServiceProcess {
     name: String,
     child: Child,
     dir: PathBuf,
+    /// Whether `dir` is this process's own (removed on drop) or the caller's.
+    owns_dir: bool,
     log: PathBuf,
 }
 
 impl ServiceProcess {
     /// Spawns `binary args…` with a fresh working directory.
     pub fn spawn(name: &str, binary: &str, args: &[String], hint: &'static str) -> Result<Self> {
-        let path = which(binary).ok_or_else(|| Error::MissingBinary {
-            binary: binary.to_string(),
-            hint,
-        })?;
         let dir = std::env::temp_dir().join(format!(
             "whisk-testkit-{name}-{}-{}",
             std::process::id(),
             free_port()
         ));
+        Self::spawn_with_dir(name, binary, args, hint, dir, true)
+    }
+
+    /// Spawns `binary args…` in the caller's working directory `dir` (created if missing, kept
+    /// on drop), so a restarted process finds the files of the previous one. The log is
+    /// appended to `dir/log.txt`.
+    pub fn spawn_in(
+        name: &str,
+        binary: &str,
+        args: &[String],
+        hint: &'static str,
+        dir: &Path,
+    ) -> Result<Self> {
+        Self::spawn_with_dir(name, binary, args, hint, dir.to_path_buf(), false)
+    }
+
+    fn spawn_with_dir(
+        name: &str,
+        binary: &str,
+        args: &[String],
+        hint: &'static str,
+        dir: PathBuf,
+        owns_dir: bool,
+    ) -> Result<Self> {
+        let path = which(binary).ok_or_else(|| Error::MissingBinary {
+            binary: binary.to_string(),
+            hint,
+        })?;
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             what: format!("creating {}", dir.display()),
             source,
         })?;
         let log = dir.join("log.txt");
-        let out = File::create(&log).map_err(|source| Error::Io {
-            what: format!("creating {}", log.display()),
-            source,
-        })?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| Error::Io {
+                what: format!("creating {}", log.display()),
+                source,
+            })?;
         let err = out.try_clone().map_err(|source| Error::Io {
             what: "duplicating log handle".into(),
             source,
@@ -105,6 +134,7 @@ impl ServiceProcess {
             name: name.to_string(),
             child,
             dir,
+            owns_dir,
             log,
         })
     }
@@ -156,7 +186,9 @@ impl ServiceProcess {
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

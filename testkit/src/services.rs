@@ -9,18 +9,65 @@ use crate::{Error, Result};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A tansu Kafka-protocol broker with memory storage.
+/// How tests install tansu (memory and libsql storage engines).
+const TANSU_HINT: &str = "cargo install tansu --version 0.6.0 --locked --features dynostore,libsql";
+
+/// A tansu Kafka-protocol broker: memory storage ([`Tansu::start`]) or a libsql (SQLite) file
+/// that survives a restart on the same port ([`Tansu::start_persistent`], [`Tansu::restart`]).
 #[derive(Debug)]
 pub struct Tansu {
     process: ServiceProcess,
     port: u16,
+    /// The data directory of a persistent broker (removed on drop).
+    data: Option<std::path::PathBuf>,
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.process.kill();
+        if let Some(dir) = &self.data {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Tansu {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Starts a broker with memory storage on a free port and waits until it accepts
+    /// connections.
     pub fn start() -> Result<Self> {
         let port = free_port();
+        let process = Self::spawn(port, None)?;
+        Ok(Self {
+            process,
+            port,
+            data: None,
+        })
+    }
+
+    /// Starts a broker on a free port that keeps its topics, messages and committed offsets in
+    /// a libsql file (`--storage-engine sqlite://tansu.db`, relative to its own data
+    /// directory), so [`Tansu::restart`] brings it back with the same data.
+    pub fn start_persistent() -> Result<Self> {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "whisk-testkit-tansu-data-{}-{port}",
+            std::process::id()
+        ));
+        let process = Self::spawn(port, Some(&dir))?;
+        Ok(Self {
+            process,
+            port,
+            data: Some(dir),
+        })
+    }
+
+    fn spawn(port: u16, data: Option<&std::path::Path>) -> Result<ServiceProcess> {
         let url = format!("tcp://127.0.0.1:{port}");
+        let storage = match data {
+            // tansu resolves a sqlite:// URL against its working directory.
+            Some(_) => "sqlite://tansu.db",
+            None => "memory://tansu/",
+        };
         let args = vec![
             "broker".to_string(),
             "--listener-url".into(),
@@ -28,18 +75,49 @@ impl Tansu {
             "--advertised-listener-url".into(),
             url,
             "--storage-engine".into(),
-            "memory://tansu/".into(),
+            storage.into(),
         ];
-        let mut process = ServiceProcess::spawn(
-            "tansu",
-            "tansu",
-            &args,
-            "cargo install tansu --version 0.6.0 --locked --features dynostore",
-        )?;
-        process.wait_ready(READY_TIMEOUT, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })?;
-        Ok(Self { process, port })
+        let mut process = match data {
+            Some(dir) => ServiceProcess::spawn_in("tansu", "tansu", &args, TANSU_HINT, dir)?,
+            None => ServiceProcess::spawn("tansu", "tansu", &args, TANSU_HINT)?,
+        };
+        let mut exited = false;
+        let up = crate::process::wait_until(READY_TIMEOUT, || {
+            exited = !process.is_running();
+            exited || TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if up && !exited {
+            return Ok(process);
+        }
+        let log = process.log_tail();
+        Err(Error::NotReady {
+            service: if exited {
+                format!("tansu ({storage}) exited at start; is it built with {TANSU_HINT:?}?")
+            } else {
+                format!("tansu ({storage})")
+            },
+            secs: READY_TIMEOUT.as_secs(),
+            log,
+        })
+    }
+
+    /// Stops the broker (SIGKILL, as a crash would); [`Tansu::start_again`] brings it back.
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the broker again on the same port, with the same data when it is persistent
+    /// (memory storage comes back empty).
+    pub fn start_again(&mut self) -> Result<()> {
+        self.process.kill();
+        self.process = Self::spawn(self.port, self.data.as_deref())?;
+        Ok(())
+    }
+
+    /// [`Tansu::stop`] then [`Tansu::start_again`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.start_again()
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -62,7 +140,7 @@ impl Tansu {
         ];
         let binary = which("tansu").ok_or_else(|| Error::MissingBinary {
             binary: "tansu".into(),
-            hint: "cargo install tansu --version 0.6.0 --locked --features dynostore",
+            hint: TANSU_HINT,
         })?;
         let out = Command::new(binary)
             .args(args)

@@ -539,6 +539,81 @@ fn collector_deployment_runs_two_replicas_in_one_group_with_pod_name_instances()
     }
 }
 
+/// Partitions OpenWhisk's controller gives the `events` topic (`KafkaMessagingProvider`).
+const OPENWHISK_EVENTS_PARTITIONS: i64 = 1;
+
+#[test]
+fn collector_rollout_and_pdb_can_progress_when_standbys_own_no_partition() {
+    // Why: with more replicas than partitions, all but one collector are standbys without a
+    // partition. A rollout with maxUnavailable 0 waits for the surge pod to be Ready, and the
+    // PDB lets a drain evict a pod only while the others are Ready; both stall forever if
+    // Ready meant "holds a partition" (issue 10). /readyz means "joined the consumer group
+    // and polling" (collector/tests/rebalance.rs proves two replicas on one partition are
+    // both Ready), and these settings rely on exactly that.
+    let design = std::fs::read_to_string(root().join("docs/design.md")).expect("docs/design.md");
+    assert!(
+        design.contains("`/readyz`") && design.contains("without a partition"),
+        "docs/design.md must state that /readyz is 200 for a standby without a partition"
+    );
+    for r in renders() {
+        let d = r.get("Deployment", "whisk-collector");
+        let replicas = d["spec"]["replicas"].as_i64().expect("replicas");
+        assert!(
+            replicas > OPENWHISK_EVENTS_PARTITIONS,
+            "{}: with {replicas} replicas there is no standby to take over",
+            r.name()
+        );
+        let c = r.collector_container();
+        assert_eq!(
+            c["readinessProbe"]["httpGet"]["path"],
+            "/readyz",
+            "{}: readiness must be the group-membership probe",
+            r.name()
+        );
+        let strategy = &d["spec"]["strategy"];
+        assert_eq!(strategy["type"], "RollingUpdate", "{}", r.name());
+        let surge = strategy["rollingUpdate"]["maxSurge"].as_i64().unwrap_or(0);
+        let unavailable = strategy["rollingUpdate"]["maxUnavailable"]
+            .as_i64()
+            .unwrap_or(-1);
+        assert_eq!(
+            unavailable,
+            0,
+            "{}: never fewer consumers than replicas during a rollout",
+            r.name()
+        );
+        assert!(
+            surge >= 1,
+            "{}: with maxUnavailable 0 the rollout needs a surge pod (Ready as a standby)",
+            r.name()
+        );
+        let pdb = r.get("PodDisruptionBudget", "whisk-collector");
+        assert_eq!(
+            pdb["spec"]["selector"],
+            d["spec"]["selector"],
+            "{}",
+            r.name()
+        );
+        // Evictions allowed when every replica is Ready (standbys included).
+        let allowed = match (
+            pdb["spec"]["maxUnavailable"].as_i64(),
+            pdb["spec"]["minAvailable"].as_i64(),
+        ) {
+            (Some(max), None) => max,
+            (None, Some(min)) => replicas - min,
+            other => panic!(
+                "{}: PDB needs an integer maxUnavailable or minAvailable: {other:?}",
+                r.name()
+            ),
+        };
+        assert!(
+            allowed >= 1 && allowed < replicas,
+            "{}: a drain must be able to evict one collector ({allowed} allowed) yet never all",
+            r.name()
+        );
+    }
+}
+
 fn dashboard_files() -> BTreeMap<String, String> {
     let dir = root().join("dashboards/grafana/dashboards");
     let files: BTreeMap<String, String> = std::fs::read_dir(&dir)

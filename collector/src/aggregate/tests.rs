@@ -428,3 +428,70 @@ fn caused_activations_are_counted_exactly_by_cause() {
         ]
     );
 }
+
+#[test]
+fn drops_the_gauges_of_partitions_no_longer_owned_and_keeps_the_counters() {
+    let mut agg = Aggregator::new(100);
+    let ci = |ns: &str, controller: &str, v: i64| {
+        format!(
+            r#"{{"body":{{"metricName":"ConcurrentInvocations","metricValue":{v}}},"eventType":"Metric","source":"{controller}","namespace":"{ns}"}}"#
+        )
+    };
+    let from = |agg: &mut Aggregator, e: &str, p: i32| {
+        let _ = agg.apply_from(&parse(e.as_bytes()).unwrap(), p);
+    };
+    from(&mut agg, &act("guest", "guest/a", ST), 0);
+    from(&mut agg, &act("guest", "guest/b", ST), 1);
+    // b's gauge was last set from partition 0: partition 0 owns it now.
+    from(&mut agg, &act("guest", "guest/b", ST), 0);
+    from(&mut agg, &act("guest", "guest/c", ST), 1);
+    from(&mut agg, &ci("guest", "controller0", 3), 0);
+    from(&mut agg, &ci("guest", "controller1", 4), 1);
+    from(&mut agg, &ci("alice", "controller1", 5), 1);
+
+    agg.retain_partitions(&[0]);
+    let text = agg.render_to_string();
+    let memory = family(&text, "openwhisk_action_memory");
+    assert!(
+        memory.iter().any(|l| l.contains(r#"action="a""#)),
+        "{memory:?}"
+    );
+    assert!(
+        memory.iter().any(|l| l.contains(r#"action="b""#)),
+        "{memory:?}"
+    );
+    assert!(
+        !memory.iter().any(|l| l.contains(r#"action="c""#)),
+        "{memory:?}"
+    );
+    assert_eq!(
+        family(&text, "openwhisk_namespace_concurrent_invocations")[2..],
+        [
+            r#"openwhisk_namespace_concurrent_invocations{namespace="guest",controller="controller0"} 3"#
+        ]
+    );
+    // Counters of every partition stay: they are what this replica applied.
+    let activations = family(&text, "openwhisk_action_activations_total");
+    assert_eq!(activations.len(), 2 + 3, "{activations:?}");
+
+    // A gauge set again by an owned partition is back.
+    from(&mut agg, &act("guest", "guest/c", ST), 0);
+    from(&mut agg, &ci("alice", "controller1", 6), 0);
+    let text = agg.render_to_string();
+    assert!(
+        family(&text, "openwhisk_action_memory")
+            .iter()
+            .any(|l| l.contains(r#"action="c""#))
+    );
+    assert!(text.contains(
+        r#"openwhisk_namespace_concurrent_invocations{namespace="alice",controller="controller1"} 6"#
+    ));
+    // Nothing owned: every gauge goes, empty maps are not kept.
+    agg.retain_partitions(&[]);
+    let text = agg.render_to_string();
+    assert_eq!(family(&text, "openwhisk_action_memory").len(), 2);
+    assert_eq!(
+        family(&text, "openwhisk_namespace_concurrent_invocations").len(),
+        2
+    );
+}
