@@ -6,11 +6,14 @@
 #
 #   scripts/stress-test.sh            # 3 runs
 #   RUNS=5 scripts/stress-test.sh     # more
-#   scripts/stress-test.sh -p whisk-emulator   # extra arguments go to `cargo test`
+#   scripts/stress-test.sh -p whisk-emulator   # arguments replace --workspace (cargo test …)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 runs="${RUNS:-3}"
+# Every test binary runs even after a failure, so one red binary does not hide the others.
+selection=(--workspace)
+if [ "$#" -gt 0 ]; then selection=("$@"); fi
 logs=target/stress-test
 mkdir -p "$logs"
 
@@ -28,12 +31,12 @@ for _ in 1 2; do
   sha256sum /dev/zero >/dev/null &
   burners+=("$!")
 done
-echo "[stress] burners ${burners[*]} on $(nproc) cores; $runs runs of cargo test --workspace $*"
+echo "[stress] burners ${burners[*]} on $(nproc) cores; $runs runs of cargo test --no-fail-fast ${selection[*]}"
 
 failed=0
 for i in $(seq 1 "$runs"); do
   start=$(date +%s)
-  if cargo test --locked --workspace "$@" >"$logs/run-$i.log" 2>&1; then
+  if cargo test --locked --no-fail-fast "${selection[@]}" >"$logs/run-$i.log" 2>&1; then
     verdict=PASS
   else
     verdict=FAIL

@@ -39,10 +39,18 @@
 //!     --rate 20 --duration 120s --burst-every 15s --burst-size 30 --idle-timeout 10s
 //! ```
 //!
+//! `--sequence pipeline=hello,flaky` adds a sequence (usable in `--mix` and `--params`),
+//! `--wait-for-ack` runs the proxy as with `OW_WAIT_FOR_ACK`, `--no-cgroups` turns the
+//! per-container memory cgroups off.
+//!
 //! # Tests
 //!
-//! `tests/pool.rs` runs the pool on real processes (shell actions), no services needed. The
-//! end-to-end tests that drive the emulator live in the workspace's `tests/` crate; `e2e.rs` needs tansu, `prometheus-pushgateway` and `prometheus` installed, and the
+//! `tests/pool.rs` runs the pool on real processes (shell actions), no services needed; every
+//! wait there is on an event (a process state, a file the test creates, a count), never a fixed
+//! sleep. The workspace's `tests/` crate holds the tests that drive the emulator with services:
+//! `conformance.rs` holds the proxy driver and the verdicts to OpenWhisk's own actionloop proxy
+//! (the same run lines through both give the same answers, verdicts and SDK counts); `e2e.rs`
+//! needs tansu, `prometheus-pushgateway` and `prometheus` installed, and the
 //! executables built first: `cargo build -p whisk-actions --release` (the newer of
 //! `target/release` and `target/debug` is used; `WHISK_ACTIONS_DIR` overrides) and
 //! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
