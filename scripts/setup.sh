@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything whisk-metrics needs on a fresh Debian machine, and nothing that is
 # already there: Prometheus, promtool and the Pushgateway (Debian packages), musl for static
-# action binaries, the tansu Kafka broker (crates.io, ~20 min to build once per machine) and
-# kubernetes-validate (PyPI) for the offline manifest checks. Safe to run again.
+# action binaries, the tansu Kafka broker (crates.io, ~20 min to build once per machine),
+# kubernetes-validate (PyPI) for the offline manifest checks, and OpenWhisk's Go actionloop proxy
+# (golang-go, built into .tools/) for the conformance tests. Safe to run again.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -16,6 +17,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v go >/dev/null || need_apt+=(golang-go)
 # The offline image build (scripts/build-image.sh, tests/tests/deploy.rs): podman, and a static
 # busybox for the image's HEALTHCHECK.
 command -v podman >/dev/null || need_apt+=(podman)
@@ -40,6 +42,40 @@ if ! command -v kubernetes-validate >/dev/null; then
   log "pip install kubernetes-validate"
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
   command -v pyenv >/dev/null && pyenv rehash || true
+fi
+
+# OpenWhisk's actionloop proxy (tests/tests/conformance.rs), once per machine, into .tools/
+# (ignored by git; its code and binary are never committed): from the upstream source next to
+# the repository (../shared/third_party/openwhisk-runtime-go, or $OW_RUNTIME_GO_SRC), offline;
+# else from the upstream module when the Go module proxy answers; else the conformance tests
+# skip, printing the reason written to .tools/actionloop-proxy.unavailable.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+proxy_bin="$root/.tools/actionloop-proxy"
+if [ ! -x "$proxy_bin" ]; then
+  mkdir -p "$root/.tools"
+  rm -f "$proxy_bin.unavailable"
+  src="${OW_RUNTIME_GO_SRC:-$root/../shared/third_party/openwhisk-runtime-go}"
+  export GOPATH="$root/.tools/go" GOCACHE="$root/.tools/go-cache"
+  if [ -f "$src/main/proxy.go" ]; then
+    log "building the actionloop proxy from $src (offline)"
+    work="$(mktemp -d)"
+    cp -r "$src/." "$work/"   # the source may be read-only; go build writes next to go.mod
+    (cd "$work" && GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local go build -o "$proxy_bin" ./main) \
+      || echo "go build of $src failed" >"$proxy_bin.unavailable"
+    rm -rf "$work"
+  elif timeout 20 env GOTOOLCHAIN=local go list -m github.com/apache/openwhisk-runtime-go@v1.17.1 >/dev/null 2>&1; then
+    log "building the actionloop proxy from the upstream module (v1.17.1)"
+    GOTOOLCHAIN=local GOBIN="$root/.tools/go-bin" go install github.com/apache/openwhisk-runtime-go/main@v1.17.1 \
+      && mv "$root/.tools/go-bin/main" "$proxy_bin" \
+      || echo "go install github.com/apache/openwhisk-runtime-go/main@v1.17.1 failed" >"$proxy_bin.unavailable"
+  else
+    echo "no upstream source at $src and the Go module proxy is unreachable" >"$proxy_bin.unavailable"
+  fi
+  if [ -x "$proxy_bin" ]; then
+    log "actionloop proxy: $("$proxy_bin" -version)"
+  else
+    log "actionloop proxy not built ($(cat "$proxy_bin.unavailable")); the conformance tests will skip"
+  fi
 fi
 
 log "ready: $(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), pushgateway $(prometheus-pushgateway --version 2>&1 | head -n1 | cut -d' ' -f3), $(tansu --version 2>/dev/null || echo tansu), kubectl $(kubectl version --client 2>/dev/null | head -n1 | awk '{print $3}')"

@@ -12,7 +12,7 @@
 //! | action | params | result | metrics |
 //! |---|---|---|---|
 //! | hello | `name` | `{"greeting": "Hello, <name>!"}` | `hello_greetings_total` |
-//! | orders | `items`, `value`, `region` | `{"order_id", "items"}` | `orders_placed_total`, `orders_items_total`, `orders_value` (by `region`) |
+//! | orders | `items`, `value`, `region`, `work` (`{"mib", "cpu_ms"}`, optional) | `{"order_id", "items"}` | `orders_placed_total`, `orders_items_total`, `orders_value` (by `region`) |
 //! | flaky | `mode` ∈ ok, error, panic, sleep; `sleep_ms` | ok: `{"ok": true}` | `flaky_calls_total` (by `mode`) |
 //!
 //! Build them as static executables and package them as OpenWhisk zips with
@@ -22,8 +22,10 @@ mod flaky;
 mod hello;
 mod orders;
 mod params;
+mod work;
 
 pub use flaky::{Flaky, FlakyMode, MAX_SLEEP_MS};
 pub use hello::Hello;
 pub use orders::{Orders, VALUE_BUCKETS};
 pub use params::ParamError;
+pub use work::{MAX_WORK_CPU_MS, MAX_WORK_MIB, Work};

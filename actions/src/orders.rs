@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 use whisk_metrics::{HistogramVec, IntCounterVec};
 
 use crate::params::{self, ParamError};
+use crate::work::Work;
 
 /// Buckets of `orders_value` (currency units).
 pub const VALUE_BUCKETS: [f64; 8] = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
@@ -44,9 +45,10 @@ impl Orders {
         }
     }
 
-    /// `{"items": n (default 1), "value": x (default 10.0), "region": r (default "eu")}` →
-    /// `{"order_id": "<order_id_seed>", "items": n}`. Invalid parameters are an error and
-    /// record nothing.
+    /// `{"items": n (default 1), "value": x (default 10.0), "region": r (default "eu"),
+    /// "work": {"mib": n, "cpu_ms": n} (optional)}` → `{"order_id": "<order_id_seed>", "items":
+    /// n}`. With `work`, the order first allocates `mib` MiB (every page touched) and burns
+    /// `cpu_ms` ms of CPU ([`Work`]). Invalid parameters are an error and record nothing.
     pub fn handle(&self, params: &Value, order_id: &str) -> Result<Value, ParamError> {
         let items = params::count(params, "items", 1)?;
         let value = params::amount(params, "value", 10.0)?;
@@ -60,6 +62,9 @@ impl Orders {
             return Err(ParamError(format!(
                 "parameter `region` must be 1-{MAX_REGION_LEN} characters of [A-Za-z0-9_-], got {region:?}"
             )));
+        }
+        if let Some(work) = Work::from_params(params)? {
+            work.run();
         }
         self.placed.with_label_values(&[region]).inc();
         self.items.with_label_values(&[region]).inc_by(items);

@@ -1,21 +1,23 @@
-//! Events → the platform metrics of docs/design.md, rendered as Prometheus text format 0.0.4.
+//! Events → the platform metrics of docs/design.md (rendered by [`crate::render`]).
 //!
 //! One hash lookup per activation: the key is (namespace, initiator, action) and the entry holds
 //! every per-action series; `kind`/`memory` of `openwhisk_action_activations_total` live in a
-//! tiny list inside the entry. Labels come from each event and are never frozen.
+//! tiny sorted list inside the entry. Labels come from each event and are never frozen.
+//!
+//! Bounded under hostile input ([`Limits`]): at most `--max-actions` actions, at most
+//! `--max-status-codes-per-action` codes per action (the rest count as `status_code="other"`),
+//! every new key charged against one series budget (`--max-series`), and keys idle longer than
+//! `--evict-after` evicted by [`Aggregator::evict_idle`].
 
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
 
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{Equivalent, HashMap};
 
-use crate::event::{Activation, Body, EventMessage, Metric, MetricKind};
+use whisk_grouping::TIME_BUCKETS;
 
-/// Upper bounds (seconds) of the wait/init/duration histograms.
-pub const TIME_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
+use crate::event::{Activation, Body, EventMessage, Metric, MetricKind};
 
 /// Upper bounds (bytes) of the response size histogram.
 pub const SIZE_BUCKETS: [f64; 9] = [
@@ -33,7 +35,7 @@ pub const SIZE_BUCKETS: [f64; 9] = [
 /// Action label of the events of actions beyond `--max-actions`.
 pub const OVERFLOW_ACTION: &str = "__overflow__";
 
-const STATUS_LABELS: [&str; 5] = [
+pub(crate) const STATUS_LABELS: [&str; 5] = [
     "success",
     "application_error",
     "action_developer_error",
@@ -41,41 +43,133 @@ const STATUS_LABELS: [&str; 5] = [
     "unknown",
 ];
 
+/// Label value under which capped keys are counted (`status_code`, `kind`/`memory`,
+/// `caused_by`).
+pub const OTHER_LABEL: &str = "other";
+
+/// Series charged to the budget when an action entry is created: one of every per-action
+/// series that is not keyed by something else (first kind/memory pair, the `other` rows,
+/// cold starts, five statuses, the histograms, memory, GB-seconds).
+const FIXED_SERIES_PER_ACTION: usize = 16;
+
+/// Bounds of the aggregate: every map keyed by something a tenant controls is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct actions held under their own name; further ones go to `__overflow__`.
+    pub max_actions: usize,
+    /// Series budget over every family (new keys beyond it are folded into `other` or
+    /// `__overflow__`, or dropped for gauges, and counted).
+    pub max_series: usize,
+    /// Distinct `status_code` values per action; further codes count as `status_code="other"`.
+    pub max_status_codes_per_action: usize,
+    /// Keys idle longer than this are evicted (`Duration::ZERO`: never).
+    pub evict_after: Duration,
+}
+
+impl Default for Limits {
+    /// The flags' defaults: 10 000 actions, 400 000 series (10 000 actions with every status
+    /// code slot used fit), 20 status codes per action, eviction after 1 h idle.
+    fn default() -> Self {
+        Self {
+            max_actions: 10_000,
+            max_series: 400_000,
+            max_status_codes_per_action: 20,
+            evict_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Events counted under a catch-all because a limit was reached, by limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capped {
+    /// Status codes beyond `--max-status-codes-per-action` (counted as `other`).
+    pub status_codes: u64,
+    /// Keys refused by `--max-series` (folded into `other`/`__overflow__`, or dropped).
+    pub series: u64,
+}
+
 /// What applying one event did, for the collector's own metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// An activation was counted under its own action.
     Activation,
-    /// An activation was counted under [`OVERFLOW_ACTION`] because of `--max-actions`.
+    /// An activation was counted under [`OVERFLOW_ACTION`] because of `--max-actions` (or
+    /// the series budget).
     OverflowActivation,
     /// A Metric event was applied.
     Metric,
 }
 
+/// The series budget: how many series are charged against `max`.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    charged: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn try_take(&mut self, n: usize) -> bool {
+        if self.charged + n <= self.max {
+            self.charged += n;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn release(&mut self, n: usize) {
+        self.charged = self.charged.saturating_sub(n);
+    }
+}
+
+/// A counter of a namespace-keyed family and when it last moved.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamped<T> {
+    pub(crate) value: T,
+    last_seen: Instant,
+    charged: bool,
+}
+
 /// The aggregated platform metrics.
 #[derive(Debug)]
 pub struct Aggregator {
-    max_actions: usize,
-    actions: HashMap<ActionKey, ActionSeries>,
+    limits: Limits,
+    budget: Budget,
+    capped: Capped,
+    pub(crate) actions: HashMap<ActionKey, ActionSeries>,
     /// Entries under their own action name (overflow entries excluded).
     distinct_actions: usize,
-    limit_concurrent: HashMap<Box<str>, u64>,
-    limit_timed: HashMap<Box<str>, u64>,
-    concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, i64>>,
+    pub(crate) limit_concurrent: HashMap<Box<str>, Stamped<u64>>,
+    pub(crate) limit_timed: HashMap<Box<str>, Stamped<u64>>,
+    pub(crate) concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, Stamped<i64>>>,
     newest_timestamp_ms: Option<i64>,
 }
 
 impl Default for Aggregator {
     fn default() -> Self {
-        Self::new(10_000)
+        Self::with_limits(Limits::default())
     }
 }
 
 impl Aggregator {
-    /// An empty aggregate holding at most `max_actions` distinct actions.
+    /// An empty aggregate holding at most `max_actions` distinct actions (other limits at
+    /// their defaults).
     pub fn new(max_actions: usize) -> Self {
-        Self {
+        Self::with_limits(Limits {
             max_actions,
+            ..Limits::default()
+        })
+    }
+
+    /// An empty aggregate with these bounds.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            budget: Budget {
+                charged: 0,
+                max: limits.max_series,
+            },
+            capped: Capped::default(),
             actions: HashMap::new(),
             distinct_actions: 0,
             limit_concurrent: HashMap::new(),
@@ -87,61 +181,160 @@ impl Aggregator {
 
     /// Applies one event.
     pub fn apply(&mut self, event: &EventMessage<'_>) -> Applied {
+        self.apply_at(event, Instant::now())
+    }
+
+    /// Applies one event seen at `now` (for eviction).
+    pub fn apply_at(&mut self, event: &EventMessage<'_>, now: Instant) -> Applied {
         if let Some(ts) = event.timestamp_ms {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }
         match &event.body {
-            Body::Activation(a) => self.apply_activation(&event.namespace, a),
+            Body::Activation(a) => self.apply_activation(&event.namespace, a, now),
             Body::Metric(m) => {
-                self.apply_metric(&event.namespace, &event.source, m);
+                self.apply_metric(&event.namespace, &event.source, m, now);
                 Applied::Metric
             }
         }
     }
 
-    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>) -> Applied {
+    fn apply_activation(&mut self, initiator: &str, a: &Activation<'_>, now: Instant) -> Applied {
         let mut key = KeyRef {
             namespace: a.namespace(),
             initiator,
             action: a.action(),
         };
-        match self.actions.entry_ref(&key) {
-            EntryRef::Occupied(o) => {
-                o.into_mut().observe(a);
-                return Applied::Activation;
-            }
-            EntryRef::Vacant(v) if self.distinct_actions < self.max_actions => {
+        let mut ctx = Ctx {
+            budget: &mut self.budget,
+            capped: &mut self.capped,
+            max_codes: self.limits.max_status_codes_per_action,
+            now,
+        };
+        if let Some(s) = self.actions.get_mut(&key) {
+            s.observe(a, &mut ctx);
+            return Applied::Activation;
+        }
+        if self.distinct_actions < self.limits.max_actions {
+            if ctx.budget.try_take(FIXED_SERIES_PER_ACTION) {
                 self.distinct_actions += 1;
-                v.insert(ActionSeries::default()).observe(a);
+                let s = ActionSeries::new(now, false, FIXED_SERIES_PER_ACTION);
+                insert(&mut self.actions, &key, s).observe(a, &mut ctx);
                 return Applied::Activation;
             }
-            EntryRef::Vacant(_) => {}
+            ctx.capped.series += 1;
         }
         key.action = OVERFLOW_ACTION;
-        self.actions.entry_ref(&key).or_default().observe(a);
+        if let Some(s) = self.actions.get_mut(&key) {
+            s.observe(a, &mut ctx);
+            return Applied::OverflowActivation;
+        }
+        if ctx.budget.try_take(FIXED_SERIES_PER_ACTION) {
+            let s = ActionSeries::new(now, true, FIXED_SERIES_PER_ACTION);
+            insert(&mut self.actions, &key, s).observe(a, &mut ctx);
+            return Applied::OverflowActivation;
+        }
+        // Not even room for this namespace's overflow entry: one catch-all entry, outside the
+        // budget, keeps every activation counted.
+        ctx.capped.series += 1;
+        let all = KeyRef {
+            namespace: OVERFLOW_ACTION,
+            initiator: OVERFLOW_ACTION,
+            action: OVERFLOW_ACTION,
+        };
+        match self.actions.entry_ref(&all) {
+            EntryRef::Occupied(o) => o.into_mut().observe(a, &mut ctx),
+            EntryRef::Vacant(v) => v
+                .insert(ActionSeries::new(now, true, 0))
+                .observe(a, &mut ctx),
+        }
         Applied::OverflowActivation
     }
 
-    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric) {
+    fn apply_metric(&mut self, namespace: &str, source: &str, m: &Metric, now: Instant) {
+        let (budget, capped) = (&mut self.budget, &mut self.capped);
         match m.kind {
-            MetricKind::ConcurrentRateLimit => bump(&mut self.limit_concurrent, namespace),
-            MetricKind::TimedRateLimit => bump(&mut self.limit_timed, namespace),
+            MetricKind::ConcurrentRateLimit => {
+                bump(&mut self.limit_concurrent, namespace, now, budget, capped);
+            }
+            MetricKind::TimedRateLimit => {
+                bump(&mut self.limit_timed, namespace, now, budget, capped);
+            }
             MetricKind::ConcurrentInvocations => {
+                if let Some(v) = self
+                    .concurrent_invocations
+                    .get_mut(namespace)
+                    .and_then(|per| per.get_mut(source))
+                {
+                    v.value = m.value;
+                    v.last_seen = now;
+                    return;
+                }
+                // A gauge cannot be folded into a catch-all: beyond the budget it is dropped.
+                if !budget.try_take(1) {
+                    capped.series += 1;
+                    return;
+                }
                 let per_controller = match self.concurrent_invocations.get_mut(namespace) {
-                    Some(m) => m,
+                    Some(per) => per,
                     None => self
                         .concurrent_invocations
                         .entry(namespace.into())
                         .or_default(),
                 };
-                match per_controller.get_mut(source) {
-                    Some(v) => *v = m.value,
-                    None => {
-                        let _ = per_controller.insert(source.into(), m.value);
-                    }
-                }
+                let _ = per_controller.insert(
+                    source.into(),
+                    Stamped {
+                        value: m.value,
+                        last_seen: now,
+                        charged: true,
+                    },
+                );
             }
         }
+    }
+
+    /// Drops every key idle for longer than `--evict-after` at `now`; returns how many went.
+    pub fn evict_idle(&mut self, now: Instant) -> usize {
+        let max_idle = self.limits.evict_after;
+        if max_idle.is_zero() {
+            return 0;
+        }
+        let idle = |last: Instant| now.saturating_duration_since(last) > max_idle;
+        let mut evicted = 0;
+        let (budget, distinct) = (&mut self.budget, &mut self.distinct_actions);
+        self.actions.retain(|_, s| {
+            if !idle(s.last_seen) {
+                return true;
+            }
+            budget.release(s.charged);
+            if !s.overflow {
+                *distinct -= 1;
+            }
+            evicted += 1;
+            false
+        });
+        for map in [&mut self.limit_concurrent, &mut self.limit_timed] {
+            map.retain(|_, v| {
+                if !idle(v.last_seen) {
+                    return true;
+                }
+                budget.release(usize::from(v.charged));
+                evicted += 1;
+                false
+            });
+        }
+        self.concurrent_invocations.retain(|_, per| {
+            per.retain(|_, v| {
+                if !idle(v.last_seen) {
+                    return true;
+                }
+                budget.release(usize::from(v.charged));
+                evicted += 1;
+                false
+            });
+            !per.is_empty()
+        });
+        evicted
     }
 
     /// Envelope timestamp (ms) of the newest applied event.
@@ -162,43 +355,74 @@ impl Aggregator {
                 .sum::<usize>()
     }
 
+    /// Series charged against `--max-series` (never above it).
+    pub fn charged_series(&self) -> usize {
+        self.budget.charged
+    }
+
+    /// Events counted under a catch-all because a limit was reached, so far.
+    pub fn capped(&self) -> Capped {
+        self.capped
+    }
+
     /// Distinct actions held under their own name.
     pub fn distinct_actions(&self) -> usize {
         self.distinct_actions
     }
+}
 
-    /// Renders every `openwhisk_*` family in text format 0.0.4 (LF only, no timestamps,
-    /// families in a fixed order, series sorted by labels).
-    pub fn render(&self, out: &mut String) {
-        let mut keys: Vec<(&ActionKey, &ActionSeries)> = self.actions.iter().collect();
-        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let r = Renderer { out, keys: &keys };
-        r.render_all(self);
-    }
-
-    /// [`Aggregator::render`] into a new string.
-    pub fn render_to_string(&self) -> String {
-        let mut s = String::with_capacity(4096 + self.actions.len() * 6000);
-        self.render(&mut s);
-        s
+fn insert<'m>(
+    map: &'m mut HashMap<ActionKey, ActionSeries>,
+    key: &KeyRef<'_>,
+    s: ActionSeries,
+) -> &'m mut ActionSeries {
+    match map.entry_ref(key) {
+        EntryRef::Occupied(o) => o.into_mut(),
+        EntryRef::Vacant(v) => v.insert(s),
     }
 }
 
-fn bump(map: &mut HashMap<Box<str>, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(v) => *v += 1,
-        None => {
-            let _ = map.insert(key.into(), 1);
-        }
+fn bump(
+    map: &mut HashMap<Box<str>, Stamped<u64>>,
+    key: &str,
+    now: Instant,
+    budget: &mut Budget,
+    capped: &mut Capped,
+) {
+    if let Some(v) = map.get_mut(key) {
+        v.value += 1;
+        v.last_seen = now;
+        return;
     }
+    let (key, charged) = if budget.try_take(1) {
+        (key, true)
+    } else {
+        capped.series += 1;
+        (OVERFLOW_ACTION, false)
+    };
+    let v = map.entry(key.into()).or_insert(Stamped {
+        value: 0,
+        last_seen: now,
+        charged,
+    });
+    v.value += 1;
+    v.last_seen = now;
+}
+
+/// What observing one activation may change besides its own entry.
+struct Ctx<'a> {
+    budget: &'a mut Budget,
+    capped: &'a mut Capped,
+    max_codes: usize,
+    now: Instant,
 }
 
 /// Owned key of the per-action map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct ActionKey {
-    namespace: Box<str>,
-    initiator: Box<str>,
-    action: Box<str>,
+pub(crate) struct ActionKey {
+    pub(crate) namespace: Box<str>,
+    pub(crate) initiator: Box<str>,
+    pub(crate) action: Box<str>,
 }
 
 /// Borrowed form of [`ActionKey`], hashing identically.
@@ -255,10 +479,10 @@ impl From<&KeyRef<'_>> for ActionKey {
 /// A histogram with fixed bounds; `counts[i]` counts observations in bucket i only (not
 /// cumulative), the last slot is above every bound.
 #[derive(Debug, Clone)]
-struct Histogram<const N: usize> {
-    counts: [u64; N],
-    overflow: u64,
-    sum: f64,
+pub(crate) struct Histogram<const N: usize> {
+    pub(crate) counts: [u64; N],
+    pub(crate) overflow: u64,
+    pub(crate) sum: f64,
 }
 
 impl<const N: usize> Default for Histogram<N> {
@@ -280,45 +504,101 @@ impl<const N: usize> Histogram<N> {
         }
     }
 
-    fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum::<u64>() + self.overflow
     }
 }
 
 #[derive(Debug, Clone)]
-struct KindCount {
-    kind: Box<str>,
-    memory: u64,
-    count: u64,
+pub(crate) struct KindCount {
+    pub(crate) kind: Box<str>,
+    pub(crate) memory: u64,
+    pub(crate) count: u64,
 }
 
 /// Every series of one (namespace, initiator, action).
-#[derive(Debug, Clone, Default)]
-struct ActionSeries {
-    activations: Vec<KindCount>,
-    cold_starts: u64,
-    status: [u64; 5],
-    status_codes: Vec<(i64, u64)>,
-    wait: Histogram<15>,
-    init: Histogram<15>,
-    duration: Histogram<15>,
-    size: Option<Box<Histogram<9>>>,
-    memory: u64,
+#[derive(Debug, Clone)]
+pub(crate) struct ActionSeries {
+    /// Sorted by (kind, memory).
+    pub(crate) activations: Vec<KindCount>,
+    /// Activations whose (kind, memory) pair found no room in the budget.
+    pub(crate) activations_other: u64,
+    pub(crate) cold_starts: u64,
+    pub(crate) status: [u64; 5],
+    /// Sorted by code; at most `--max-status-codes-per-action` entries.
+    pub(crate) status_codes: Vec<(i64, u64)>,
+    /// Activations with a status code beyond the cap (or the budget).
+    pub(crate) status_code_other: u64,
+    pub(crate) wait: Histogram<15>,
+    pub(crate) init: Histogram<15>,
+    pub(crate) duration: Histogram<15>,
+    pub(crate) size: Option<Box<Histogram<9>>>,
+    pub(crate) memory: u64,
+    /// Σ duration (s) × memory limit (MB) / 1024.
+    pub(crate) gb_seconds: f64,
+    /// Activations with a cause, by `caused_by` label, sorted.
+    pub(crate) caused: Vec<(Box<str>, u64)>,
+    last_seen: Instant,
+    /// An `__overflow__` entry (not counted against `--max-actions`).
+    overflow: bool,
+    /// Series charged to the budget for this entry.
+    charged: usize,
 }
 
 impl ActionSeries {
-    fn observe(&mut self, a: &Activation<'_>) {
-        match self
+    fn new(now: Instant, overflow: bool, charged: usize) -> Self {
+        Self {
+            activations: Vec::new(),
+            activations_other: 0,
+            cold_starts: 0,
+            status: [0; 5],
+            status_codes: Vec::new(),
+            status_code_other: 0,
+            wait: Histogram::default(),
+            init: Histogram::default(),
+            duration: Histogram::default(),
+            size: None,
+            memory: 0,
+            gb_seconds: 0.0,
+            caused: Vec::new(),
+            last_seen: now,
+            overflow,
+            charged,
+        }
+    }
+
+    /// Takes one more series from the budget for a new key of this entry.
+    fn take(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        // The catch-all entry (charged nothing) stays outside the budget entirely: it only
+        // ever uses its `other` rows.
+        if self.charged > 0 && ctx.budget.try_take(1) {
+            self.charged += 1;
+            true
+        } else {
+            ctx.capped.series += 1;
+            false
+        }
+    }
+
+    fn observe(&mut self, a: &Activation<'_>, ctx: &mut Ctx<'_>) {
+        self.last_seen = ctx.now;
+        let pair = self
             .activations
-            .iter_mut()
-            .find(|k| k.memory == a.memory && *k.kind == *a.kind)
-        {
-            Some(k) => k.count += 1,
-            None => self.activations.push(KindCount {
-                kind: a.kind.as_ref().into(),
-                memory: a.memory,
-                count: 1,
-            }),
+            .binary_search_by(|k| (&*k.kind, k.memory).cmp(&(&*a.kind, a.memory)));
+        match pair {
+            Ok(i) => self.activations[i].count += 1,
+            // The first pair is part of the fixed charge.
+            Err(i) if self.activations.is_empty() || self.take(ctx) => {
+                self.activations.insert(
+                    i,
+                    KindCount {
+                        kind: a.kind.as_ref().into(),
+                        memory: a.memory,
+                        count: 1,
+                    },
+                );
+            }
+            Err(_) => self.activations_other += 1,
         }
         let status = usize::try_from(a.status_code)
             .ok()
@@ -326,9 +606,14 @@ impl ActionSeries {
             .unwrap_or(4);
         self.status[status] += 1;
         if let Some(code) = a.user_defined_status_code {
-            match self.status_codes.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, n)) => *n += 1,
-                None => self.status_codes.push((code, 1)),
+            match self.status_codes.binary_search_by_key(&code, |(c, _)| *c) {
+                Ok(i) => self.status_codes[i].1 += 1,
+                Err(_) if self.status_codes.len() >= ctx.max_codes => {
+                    ctx.capped.status_codes += 1;
+                    self.status_code_other += 1;
+                }
+                Err(i) if self.take(ctx) => self.status_codes.insert(i, (code, 1)),
+                Err(_) => self.status_code_other += 1,
             }
         }
         self.wait.observe(&TIME_BUCKETS, a.wait_time_ms / 1000.0);
@@ -344,270 +629,35 @@ impl ActionSeries {
                 .observe(&SIZE_BUCKETS, size as f64);
         }
         self.memory = a.memory;
+        self.gb_seconds += a.gb_seconds();
+        if let Some(cause) = a.caused_by_label() {
+            match self.caused.binary_search_by(|(c, _)| (**c).cmp(cause)) {
+                Ok(i) => self.caused[i].1 += 1,
+                Err(i) if self.take(ctx) => self.caused.insert(i, (cause.into(), 1)),
+                // `other` is part of the fixed charge.
+                Err(_) => match self
+                    .caused
+                    .binary_search_by(|(c, _)| (**c).cmp(OTHER_LABEL))
+                {
+                    Ok(i) => self.caused[i].1 += 1,
+                    Err(i) => self.caused.insert(i, (OTHER_LABEL.into(), 1)),
+                },
+            }
+        }
     }
 
     fn series(&self) -> usize {
         self.activations.len()
+            + usize::from(self.activations_other > 0)
             + usize::from(self.cold_starts > 0)
             + self.status.iter().filter(|s| **s > 0).count()
             + self.status_codes.len()
+            + usize::from(self.status_code_other > 0)
             + 2 // wait, duration
             + usize::from(self.init.count() > 0)
             + usize::from(self.size.is_some())
-            + 1 // memory
-    }
-}
-
-struct Renderer<'a, 'k> {
-    out: &'a mut String,
-    keys: &'a [(&'k ActionKey, &'k ActionSeries)],
-}
-
-impl Renderer<'_, '_> {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        self.out.push_str("# HELP ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        self.out.push_str(help);
-        self.out.push_str("\n# TYPE ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        self.out.push_str(kind);
-        self.out.push('\n');
-    }
-
-    /// Writes `name{namespace="…",initiator="…",action="…"` (without the closing brace).
-    fn open(&mut self, name: &str, key: &ActionKey) {
-        self.out.push_str(name);
-        self.out.push_str("{namespace=\"");
-        escape_into(self.out, &key.namespace);
-        self.out.push_str("\",initiator=\"");
-        escape_into(self.out, &key.initiator);
-        self.out.push_str("\",action=\"");
-        escape_into(self.out, &key.action);
-        self.out.push('"');
-    }
-
-    fn value_u64(&mut self, v: u64) {
-        let _ = writeln!(self.out, "}} {v}");
-    }
-
-    fn render_all(mut self, agg: &Aggregator) {
-        let keys = self.keys;
-
-        self.header(
-            "openwhisk_action_activations_total",
-            "counter",
-            "Activation Count",
-        );
-        for (key, s) in keys {
-            let mut kinds: Vec<&KindCount> = s.activations.iter().collect();
-            kinds.sort_unstable_by(|a, b| (&a.kind, a.memory).cmp(&(&b.kind, b.memory)));
-            for k in kinds {
-                self.open("openwhisk_action_activations_total", key);
-                self.out.push_str(",kind=\"");
-                escape_into(self.out, &k.kind);
-                let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
-                self.value_u64(k.count);
-            }
-        }
-
-        self.header(
-            "openwhisk_action_coldStarts_total",
-            "counter",
-            "Cold start counts",
-        );
-        for (key, s) in keys.iter().filter(|(_, s)| s.cold_starts > 0) {
-            self.open("openwhisk_action_coldStarts_total", key);
-            self.value_u64(s.cold_starts);
-        }
-
-        self.header(
-            "openwhisk_action_status",
-            "counter",
-            "Activation failure status type",
-        );
-        for (key, s) in keys {
-            for (i, label) in STATUS_LABELS
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| s.status[*i] > 0)
-            {
-                self.open("openwhisk_action_status", key);
-                let _ = write!(self.out, ",status=\"{label}\"");
-                self.value_u64(s.status[i]);
-            }
-        }
-
-        self.header(
-            "openwhisk_action_status_code",
-            "counter",
-            "status code returned in action result response set by developer",
-        );
-        for (key, s) in keys {
-            let mut codes = s.status_codes.clone();
-            codes.sort_unstable();
-            for (code, n) in codes {
-                self.open("openwhisk_action_status_code", key);
-                let _ = write!(self.out, ",status_code=\"{code}\"");
-                self.value_u64(n);
-            }
-        }
-
-        self.histograms(
-            "openwhisk_action_waitTime_seconds",
-            "Internal system hold time",
-            |s| Some(&s.wait),
-        );
-        self.histograms(
-            "openwhisk_action_initTime_seconds",
-            "Time it took to initialize an action, e.g. docker init",
-            |s| (s.init.count() > 0).then_some(&s.init),
-        );
-        self.histograms(
-            "openwhisk_action_duration_seconds",
-            "Actual time the action code was running",
-            |s| Some(&s.duration),
-        );
-
-        self.header(
-            "openwhisk_action_response_size_bytes",
-            "histogram",
-            "Activation Response size",
-        );
-        for (key, s) in keys {
-            if let Some(h) = &s.size {
-                self.histogram(
-                    "openwhisk_action_response_size_bytes",
-                    key,
-                    &SIZE_BUCKETS,
-                    h,
-                );
-            }
-        }
-
-        self.header(
-            "openwhisk_action_memory",
-            "gauge",
-            "Memory limit (MB) of the action containers, from the latest event",
-        );
-        for (key, s) in keys {
-            self.open("openwhisk_action_memory", key);
-            self.value_u64(s.memory);
-        }
-
-        self.namespace_counters(
-            "openwhisk_action_limit_concurrent_total",
-            "a user has exceeded its limit for concurrent invocations",
-            &agg.limit_concurrent,
-        );
-        self.namespace_counters(
-            "openwhisk_action_limit_timed_total",
-            "the user has reached its per minute limit for the number of invocations",
-            &agg.limit_timed,
-        );
-
-        self.header(
-            "openwhisk_namespace_concurrent_invocations",
-            "gauge",
-            "In-flight invocations of a namespace as last reported by each controller",
-        );
-        let mut ci: Vec<(&str, &str, i64)> = agg
-            .concurrent_invocations
-            .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, *v)))
-            .collect();
-        ci.sort_unstable();
-        for (ns, controller, v) in ci {
-            self.out
-                .push_str("openwhisk_namespace_concurrent_invocations{namespace=\"");
-            escape_into(self.out, ns);
-            self.out.push_str("\",controller=\"");
-            escape_into(self.out, controller);
-            let _ = writeln!(self.out, "\"}} {v}");
-        }
-    }
-
-    fn namespace_counters(&mut self, name: &str, help: &str, map: &HashMap<Box<str>, u64>) {
-        self.header(name, "counter", help);
-        let mut rows: Vec<_> = map.iter().collect();
-        rows.sort_unstable();
-        for (ns, v) in rows {
-            self.out.push_str(name);
-            self.out.push_str("{namespace=\"");
-            escape_into(self.out, ns);
-            let _ = writeln!(self.out, "\"}} {v}");
-        }
-    }
-
-    fn histograms(
-        &mut self,
-        name: &str,
-        help: &str,
-        pick: impl Fn(&ActionSeries) -> Option<&Histogram<15>>,
-    ) {
-        self.header(name, "histogram", help);
-        let keys = self.keys;
-        for (key, s) in keys {
-            if let Some(h) = pick(s) {
-                self.histogram(name, key, &TIME_BUCKETS, h);
-            }
-        }
-    }
-
-    fn histogram<const N: usize>(
-        &mut self,
-        name: &str,
-        key: &ActionKey,
-        bounds: &[f64; N],
-        h: &Histogram<N>,
-    ) {
-        let mut bucket = String::with_capacity(name.len() + 7);
-        bucket.push_str(name);
-        bucket.push_str("_bucket");
-        let mut cumulative = 0;
-        for (bound, n) in bounds.iter().zip(h.counts.iter()) {
-            cumulative += n;
-            self.open(&bucket, key);
-            let _ = writeln!(self.out, ",le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += h.overflow;
-        self.open(&bucket, key);
-        let _ = writeln!(self.out, ",le=\"+Inf\"}} {cumulative}");
-        self.open(&format!("{name}_sum"), key);
-        self.out.push_str("} ");
-        push_f64(self.out, h.sum);
-        self.out.push('\n');
-        self.open(&format!("{name}_count"), key);
-        self.value_u64(cumulative);
-    }
-}
-
-/// Appends `v` escaped for a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
-pub(crate) fn escape_into(out: &mut String, v: &str) {
-    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(v);
-        return;
-    }
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends a sample value in the text format (`+Inf`, `-Inf`, `NaN` spelled as Prometheus
-/// expects them).
-pub(crate) fn push_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
+            + 2 // memory, GB-seconds
+            + self.caused.len()
     }
 }
 

@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use whisk_grouping::parse_duration;
+
+use crate::aggregate::Limits;
 
 /// whisk-collector: OpenWhisk `events` (Kafka) → user-events compatible platform metrics on
 /// /metrics and, optionally, pushed to a Prometheus Pushgateway; prunes stale SDK groups.
@@ -35,14 +39,14 @@ pub struct Config {
     )]
     pub group_id: String,
 
-    /// librdkafka property passed through as is (repeatable), e.g. `-X security.protocol=SASL_SSL`.
-    /// The environment variable takes a comma-separated list of key=value.
+    /// librdkafka property passed through as is (repeatable), e.g. `-X security.protocol=SASL_SSL`;
+    /// the value is taken whole (`-X ssl.cipher.suites=A,B` keeps its comma). The environment
+    /// variable takes a comma-separated list of key=value.
     #[arg(
         short = 'X',
         long = "kafka-property",
-        env = "WHISK_COLLECTOR_KAFKA_PROPERTIES",
+        env = KAFKA_PROPERTIES_ENV,
         value_name = "KEY=VALUE",
-        value_delimiter = ',',
         value_parser = parse_property
     )]
     pub kafka_properties: Vec<(String, String)>,
@@ -101,6 +105,26 @@ pub struct Config {
     #[arg(long, env = "WHISK_COLLECTOR_MAX_ACTIONS", default_value_t = 10_000)]
     pub max_actions: usize,
 
+    /// Cardinality guard: at most this many distinct `status_code` values per action (the code
+    /// comes from the action's own result); further codes count as status_code="other".
+    #[arg(
+        long,
+        env = "WHISK_COLLECTOR_MAX_STATUS_CODES_PER_ACTION",
+        default_value_t = 20
+    )]
+    pub max_status_codes_per_action: usize,
+
+    /// Cardinality guard: series budget over every platform family. New keys beyond it are
+    /// counted under "other"/"__overflow__" (gauges: dropped) and in
+    /// whisk_collector_capped_events_total. The default fits 10 000 actions.
+    #[arg(long, env = "WHISK_COLLECTOR_MAX_SERIES", default_value_t = 400_000)]
+    pub max_series: usize,
+
+    /// Actions, namespaces and controllers without an event for this long are forgotten, so
+    /// churn frees room under --max-actions and --max-series (`0` keeps them forever).
+    #[arg(long, env = "WHISK_COLLECTOR_EVICT_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub evict_after: Duration,
+
     /// Log filter: error, warn, info, debug, trace or a tracing directive such as
     /// `whisk_collector=debug,rdkafka=warn`.
     #[arg(long, env = "WHISK_COLLECTOR_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
@@ -120,6 +144,16 @@ impl Config {
             .unwrap_or_else(|| "127.0.0.1:9092".to_string())
     }
 
+    /// The aggregate's bounds.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_actions: self.max_actions,
+            max_series: self.max_series,
+            max_status_codes_per_action: self.max_status_codes_per_action,
+            evict_after: self.evict_after,
+        }
+    }
+
     /// The consumed topic, `<prefix>events`.
     pub fn topic(&self) -> String {
         format!("{}events", self.topic_prefix)
@@ -130,13 +164,32 @@ impl Config {
         self.instance.clone().unwrap_or_else(hostname)
     }
 
-    /// Parses flags from an iterator (for tests and embedding).
+    /// Parses the process's flags and environment; exits with status 2 and a message naming the
+    /// flag on an invalid value.
+    pub fn from_env_and_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses flags from an iterator (and the environment), as [`Config::from_env_and_args`].
     pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::try_parse_from(args)
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut config = Self::from_arg_matches(&matches)?;
+        // The comma split belongs to the environment variable only: a `-X` value is one
+        // property, commas and all.
+        if matches.value_source("kafka_properties") == Some(ValueSource::EnvVariable) {
+            let raw = std::env::var(KAFKA_PROPERTIES_ENV).unwrap_or_default();
+            config.kafka_properties = parse_property_list(&raw).map_err(|e| {
+                Self::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("invalid value for '--kafka-property' ({KAFKA_PROPERTIES_ENV}): {e}"),
+                )
+            })?;
+        }
+        Ok(config)
     }
 }
 
@@ -149,26 +202,6 @@ pub(crate) fn hostname() -> String {
     } else {
         name
     }
-}
-
-/// Parses `250ms`, `15s`, `15m`, `1h` or a bare number of seconds (fractions allowed).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 250ms, 15s, 15m, 1h or 30)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
@@ -185,6 +218,17 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
+}
+
+/// The environment variable of `-X`: a comma-separated list of key=value.
+const KAFKA_PROPERTIES_ENV: &str = "WHISK_COLLECTOR_KAFKA_PROPERTIES";
+
+/// Splits the environment variable's `k=v,k=v` list (empty items skipped).
+fn parse_property_list(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(parse_property)
+        .collect()
 }
 
 fn parse_url(s: &str) -> Result<reqwest::Url, String> {
@@ -214,20 +258,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_durations_in_every_documented_form() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("15x").is_err());
-        assert!(parse_duration("abc").is_err());
-        assert!(parse_duration("-3s").is_err());
-    }
-
-    #[test]
     fn defaults_match_the_design() {
         let c = Config::try_parse_args(["whisk-collector"]).unwrap();
         assert_eq!(c.topic(), "events");
@@ -240,6 +270,7 @@ mod tests {
         assert_eq!(c.prune_interval, Duration::from_secs(60));
         assert!(!c.prune_dry_run);
         assert_eq!(c.max_actions, 10_000);
+        assert_eq!(c.limits(), Limits::default());
         assert_eq!(c.log_level, "info");
         assert!(c.pushgateway_url.is_none());
     }
@@ -267,6 +298,40 @@ mod tests {
     }
 
     #[test]
+    fn a_kafka_property_flag_keeps_its_commas() {
+        let c = Config::try_parse_args([
+            "x",
+            "-X",
+            "ssl.cipher.suites=ECDHE-RSA-AES128-GCM-SHA256,ECDHE-RSA-AES256-GCM-SHA384",
+            "--kafka-property",
+            "sasl.mechanisms=PLAIN",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.kafka_properties,
+            vec![
+                (
+                    "ssl.cipher.suites".to_string(),
+                    "ECDHE-RSA-AES128-GCM-SHA256,ECDHE-RSA-AES256-GCM-SHA384".to_string()
+                ),
+                ("sasl.mechanisms".to_string(), "PLAIN".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_environment_list_is_split_at_commas() {
+        assert_eq!(
+            parse_property_list("security.protocol=SSL, ssl.ca.location=/ca.pem,"),
+            Ok(vec![
+                ("security.protocol".to_string(), "SSL".to_string()),
+                ("ssl.ca.location".to_string(), "/ca.pem".to_string())
+            ])
+        );
+        assert!(parse_property_list("a=1,novalue").is_err());
+    }
+
+    #[test]
     fn invalid_value_names_the_flag_and_exits_2() {
         for (args, flag) in [
             (vec!["x", "--push-interval", "soon"], "--push-interval"),
@@ -276,6 +341,8 @@ mod tests {
                 "--pushgateway-url",
             ),
             (vec!["x", "--max-actions", "lots"], "--max-actions"),
+            (vec!["x", "--max-series", "lots"], "--max-series"),
+            (vec!["x", "--evict-after", "soon"], "--evict-after"),
             (vec!["x", "-X", "novalue"], "--kafka-property"),
             (vec!["x", "--listen", "nowhere"], "--listen"),
             (vec!["x", "--log-level", "[["], "--log-level"),

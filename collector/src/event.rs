@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use whisk_grouping::ActionName;
 
 /// One event of the `events` topic: the envelope plus an Activation or a Metric body.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +79,28 @@ impl Activation<'_> {
     /// True when the activation needed an init (a cold start).
     pub fn is_cold_start(&self) -> bool {
         self.init_time_ms > 0.0
+    }
+
+    /// GB-seconds of this activation: duration (s) × memory limit (MB) / 1024, the unit
+    /// serverless platforms bill in.
+    pub fn gb_seconds(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let gb = self.memory as f64 / 1024.0;
+        (self.duration_ms / 1000.0) * gb
+    }
+
+    /// The `caused_by` label of `openwhisk_action_caused_activations_total`: `conductor` for a
+    /// conductor composition, else `causedBy` (`sequence` for the old boolean form); `None`
+    /// for an activation nobody caused.
+    pub fn caused_by_label(&self) -> Option<&str> {
+        if self.conductor {
+            return Some("conductor");
+        }
+        match &self.caused_by {
+            Some(CausedBy::Name(name)) if !name.is_empty() => Some(name),
+            Some(CausedBy::Flag(true)) => Some("sequence"),
+            _ => None,
+        }
     }
 }
 
@@ -317,8 +340,11 @@ impl<'a> RawBody<'a> {
         let kind = self
             .kind
             .ok_or_else(|| schema("missing field `body.kind`"))?;
-        let (ns_start, ns_end) = split_name(&name)
+        // The one split rule of the workspace; a name without namespace and action is invalid.
+        let parsed = ActionName::parse(&name)
             .ok_or_else(|| schema(format!("body.name {name:?} is not `namespace/action`")))?;
+        let ns_start = usize::from(name.starts_with('/'));
+        let ns_end = ns_start + parsed.namespace().len();
         let memory = self.memory.unwrap_or(0);
         let memory = u64::try_from(memory)
             .map_err(|_| schema(format!("body.memory {memory} is negative")))?;
@@ -345,14 +371,6 @@ impl<'a> RawBody<'a> {
             user_defined_status_code: self.user_defined_status_code,
         })
     }
-}
-
-/// Finds the namespace of `ns/pkg/action` (a leading `/` tolerated): returns its byte range.
-/// `None` when there is no non-empty namespace followed by a non-empty action.
-fn split_name(name: &str) -> Option<(usize, usize)> {
-    let start = usize::from(name.starts_with('/'));
-    let end = start + name[start..].find('/')?;
-    (end > start && end + 1 < name.len()).then_some((start, end))
 }
 
 // ---- lenient scalar readers -------------------------------------------------------------

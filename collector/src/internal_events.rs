@@ -1,7 +1,10 @@
-//! The collector's own health metrics (`whisk_collector_*`, docs/design.md), served on
-//! `/metrics` and never pushed, plus the rate-limited log of invalid events.
+//! Everything the collector reports about itself, as events: each thing that happens is one
+//! method of [`Telemetry`] that logs it (when worth a line) and counts it, together, as
+//! Vector's internal events do. The counters are the `whisk_collector_*` families of
+//! docs/design.md, served on `/metrics` and never pushed. No other module touches a metric.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus::{
@@ -9,32 +12,47 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::aggregate::Applied;
-use crate::event::{InvalidReason, ParseError};
+use crate::aggregate::{Applied, Capped};
+use crate::event::{Body, EventMessage, InvalidReason, ParseError};
+use crate::janitor::JanitorRound;
+use crate::sink::pushgateway::PushgatewayError;
+
+/// What the aggregate looks like at a render, for the gauges that describe it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AggregateStats {
+    /// Series held for platform metrics.
+    pub(crate) live_series: usize,
+    /// Envelope timestamp (ms) of the newest applied event.
+    pub(crate) newest_timestamp_ms: Option<i64>,
+    /// Events counted under a catch-all because a limit was reached, so far.
+    pub(crate) capped: Capped,
+}
 
 /// Handles to every own metric, resolved once so the hot path is a single atomic add.
 #[derive(Debug)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     registry: Registry,
     events_activation: IntCounter,
     events_metric: IntCounter,
     invalid: [IntCounter; 6],
-    /// Envelope timestamp of the newest applied event (seconds).
-    pub last_event_timestamp: Gauge,
+    last_event_timestamp: Gauge,
     consumer_lag: IntGaugeVec,
     pushes_ok: IntCounter,
     pushes_failed: IntCounter,
-    /// Duration of pushes to the Pushgateway.
-    pub push_duration: Histogram,
-    /// Series currently held for platform metrics.
-    pub live_series: IntGauge,
+    push_duration: Histogram,
+    live_series: IntGauge,
     overflow_events: IntCounter,
+    capped_status_codes: IntCounter,
+    capped_series: IntCounter,
+    evicted_keys: IntCounter,
     janitor_pruned: IntCounter,
     janitor_ok: IntCounter,
     janitor_failed: IntCounter,
-    /// Partitions currently assigned to this replica.
-    pub assigned_partitions: IntGauge,
+    assigned_partitions: IntGauge,
+    /// Last assignment size logged (-1: none yet), so only changes are logged.
+    assigned_logged: AtomicI64,
     invalid_log: Mutex<LogBudget>,
+    overflow_log: Mutex<LogBudget>,
 }
 
 impl Default for Telemetry {
@@ -46,8 +64,8 @@ impl Default for Telemetry {
 impl Telemetry {
     /// Registers every metric in a fresh registry.
     // The names and labels below are constants; registering them cannot fail.
-    #[allow(clippy::expect_used)]
-    pub fn new() -> Self {
+    #[allow(clippy::expect_used, clippy::too_many_lines)]
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| {
             registry
@@ -120,6 +138,15 @@ impl Telemetry {
             "whisk_collector_overflow_events_total",
             "Activations counted under action=\"__overflow__\" because of --max-actions",
         );
+        let capped = counter_vec(
+            "whisk_collector_capped_events_total",
+            "Events counted under status_code/kind/caused_by=\"other\" or action=\"__overflow__\", or dropped (gauges), because a limit was reached, by limit",
+            "limit",
+        );
+        let evicted_keys = counter(
+            "whisk_collector_evicted_keys_total",
+            "Actions, namespaces and controllers forgotten after --evict-after without events",
+        );
         let janitor_pruned = counter(
             "whisk_collector_janitor_pruned_groups_total",
             "Stale Pushgateway groups deleted (or, in dry-run, found) by the janitor",
@@ -144,66 +171,72 @@ impl Telemetry {
             push_duration,
             live_series,
             overflow_events,
+            capped_status_codes: capped.with_label_values(&["max_status_codes_per_action"]),
+            capped_series: capped.with_label_values(&["max_series"]),
+            evicted_keys,
             janitor_pruned,
             janitor_ok: janitor_runs.with_label_values(&["ok"]),
             janitor_failed: janitor_runs.with_label_values(&["failed"]),
             assigned_partitions,
+            assigned_logged: AtomicI64::new(-1),
             registry,
             invalid_log: Mutex::new(LogBudget::new(10, Duration::from_secs(10))),
+            overflow_log: Mutex::new(LogBudget::new(1, Duration::from_secs(60))),
         }
     }
 
-    /// Counts an applied event.
-    pub fn event_applied(&self, applied: Applied) {
+    /// An event was applied to the aggregate (an activation beyond `--max-actions` is also
+    /// counted as overflow and logged at most once a minute).
+    pub(crate) fn event_applied(&self, applied: Applied, event: &EventMessage<'_>) {
         match applied {
             Applied::Activation => self.events_activation.inc(),
             Applied::OverflowActivation => {
                 self.events_activation.inc();
                 self.overflow_events.inc();
+                if let Take::Log { suppressed } = take(&self.overflow_log) {
+                    tracing::warn!(
+                        action = %overflowed_name(event),
+                        suppressed,
+                        "--max-actions reached: activations of new actions are counted under \
+                         action=\"__overflow__\" (raise --max-actions to keep them apart)"
+                    );
+                }
             }
             Applied::Metric => self.events_metric.inc(),
         }
     }
 
-    /// Counts a skipped message and logs it (at most 10 lines per 10 s, then a summary).
-    pub fn invalid_event(&self, err: &ParseError, topic: &str, partition: i32, offset: i64) {
-        let idx = InvalidReason::ALL
-            .iter()
-            .position(|r| *r == err.reason)
-            .unwrap_or(0);
-        self.invalid[idx].inc();
-        let Ok(mut budget) = self.invalid_log.lock() else {
-            return;
-        };
-        match budget.take() {
-            Take::Log { suppressed } => {
-                if suppressed > 0 {
-                    tracing::warn!(suppressed, "invalid events not logged in the last window");
-                }
-                tracing::warn!(
-                    topic,
-                    partition,
-                    offset,
-                    reason = err.reason.as_str(),
-                    "skipping invalid event: {}",
-                    err.detail
-                );
+    /// A message was skipped because it is not a valid event: counted by reason, logged (at
+    /// most 10 lines per 10 s, then a summary).
+    pub(crate) fn invalid_event(&self, err: &ParseError, topic: &str, partition: i32, offset: i64) {
+        self.invalid[reason_index(err.reason)].inc();
+        if let Take::Log { suppressed } = take(&self.invalid_log) {
+            if suppressed > 0 {
+                tracing::warn!(suppressed, "invalid events not logged in the last window");
             }
-            Take::Suppress => {}
+            tracing::warn!(
+                topic,
+                partition,
+                offset,
+                reason = err.reason.as_str(),
+                "skipping invalid event: {}",
+                err.detail
+            );
         }
     }
 
-    /// Invalid messages counted for `reason` so far.
-    pub fn invalid_count(&self, reason: InvalidReason) -> u64 {
-        let idx = InvalidReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.invalid[idx].get()
+    /// The assignment was read: `partitions` partitions of the topic are ours (a change is
+    /// logged).
+    pub(crate) fn partitions_assigned(&self, partitions: usize) {
+        let n = i64::try_from(partitions).unwrap_or(i64::MAX);
+        self.assigned_partitions.set(n);
+        if self.assigned_logged.swap(n, Ordering::Relaxed) != n {
+            tracing::info!(partitions, "partition assignment changed");
+        }
     }
 
-    /// Sets the lag of one partition.
-    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+    /// The lag of one assigned partition was measured.
+    pub(crate) fn partition_lag(&self, topic: &str, partition: i32, lag: i64) {
         if let Ok(g) = self
             .consumer_lag
             .get_metric_with_label_values(&[topic, &partition.to_string()])
@@ -212,40 +245,109 @@ impl Telemetry {
         }
     }
 
-    /// Drops the lag series of a partition that is no longer assigned.
-    pub fn remove_lag(&self, topic: &str, partition: i32) {
+    /// A partition is no longer ours: its lag series goes.
+    pub(crate) fn partition_revoked(&self, topic: &str, partition: i32) {
         let _ = self
             .consumer_lag
             .remove_label_values(&[topic, &partition.to_string()]);
     }
 
-    /// Records a push and its duration.
-    pub fn push_done(&self, ok: bool, took: Duration) {
-        if ok {
-            self.pushes_ok.inc()
-        } else {
-            self.pushes_failed.inc()
-        }
+    /// The platform group was pushed.
+    pub(crate) fn push_succeeded(&self, url: &str, took: Duration) {
+        self.pushes_ok.inc();
         self.push_duration.observe(took.as_secs_f64());
+        tracing::debug!(url, ?took, "pushed");
     }
 
-    /// Records one janitor run and how many groups it pruned.
-    pub fn janitor_run(&self, ok: bool, pruned: u64) {
-        if ok {
-            self.janitor_ok.inc()
-        } else {
-            self.janitor_failed.inc()
+    /// A push of the platform group failed (retried next interval: the state is cumulative).
+    pub(crate) fn push_failed(&self, err: &PushgatewayError, took: Duration) {
+        self.pushes_failed.inc();
+        self.push_duration.observe(took.as_secs_f64());
+        tracing::warn!(?took, "push failed, retrying next interval: {err}");
+    }
+
+    /// Rendering the platform metrics for a push failed (the push is skipped).
+    pub(crate) fn push_render_failed(&self, err: &dyn std::fmt::Display) {
+        self.pushes_failed.inc();
+        tracing::error!("rendering for the push failed, retrying next interval: {err}");
+    }
+
+    /// One janitor round finished: each pruned (or, in dry-run, found) group is logged and
+    /// counted; each refused DELETE is logged.
+    pub(crate) fn janitor_round_done(&self, round: &JanitorRound) {
+        self.janitor_ok.inc();
+        for g in &round.pruned {
+            if round.dry_run {
+                tracing::info!(path = %g.path, age_secs = g.age_secs, "dry run: would delete stale group");
+            } else {
+                tracing::info!(path = %g.path, age_secs = g.age_secs, "deleted stale group");
+            }
         }
-        self.janitor_pruned.inc_by(pruned);
+        for (g, err) in &round.failed {
+            tracing::warn!(path = %g.path, age_secs = g.age_secs, "DELETE of stale group failed: {err}");
+        }
+        self.janitor_pruned.inc_by(round.pruned() as u64);
     }
 
-    /// Appends the own metrics in text format 0.0.4.
-    pub fn render(&self, out: &mut String) {
+    /// A janitor round could not list the groups (retried next interval).
+    pub(crate) fn janitor_round_failed(&self, err: &dyn std::fmt::Display) {
+        self.janitor_failed.inc();
+        tracing::warn!("janitor run failed, retrying next interval: {err}");
+    }
+
+    /// An eviction pass forgot `keys` idle keys (logged when any).
+    pub(crate) fn keys_evicted(&self, keys: usize) {
+        if keys > 0 {
+            self.evicted_keys.inc_by(keys as u64);
+            tracing::info!(keys, "evicted idle keys (--evict-after)");
+        }
+    }
+
+    /// Appends the own metrics in text format 0.0.4; `stats` describes the aggregate now.
+    pub(crate) fn render(&self, out: &mut String, stats: AggregateStats) {
+        self.live_series
+            .set(i64::try_from(stats.live_series).unwrap_or(i64::MAX));
+        // The aggregate counts capped events itself (no lock on the hot path); bring the
+        // counters up to its totals.
+        catch_up(&self.capped_status_codes, stats.capped.status_codes);
+        catch_up(&self.capped_series, stats.capped.series);
+        if let Some(ts) = stats.newest_timestamp_ms {
+            #[allow(clippy::cast_precision_loss)]
+            self.last_event_timestamp.set(ts as f64 / 1000.0);
+        }
         let mut buf = Vec::new();
         match TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             Ok(()) => out.push_str(&String::from_utf8_lossy(&buf)),
             Err(e) => tracing::error!("cannot encode own metrics: {e}"),
         }
+    }
+}
+
+fn overflowed_name<'a>(event: &'a EventMessage<'_>) -> &'a str {
+    match &event.body {
+        Body::Activation(a) => &a.name,
+        Body::Metric(_) => "",
+    }
+}
+
+fn catch_up(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+fn reason_index(reason: InvalidReason) -> usize {
+    InvalidReason::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(0)
+}
+
+fn take(budget: &Mutex<LogBudget>) -> Take {
+    match budget.lock() {
+        Ok(mut b) => b.take(),
+        Err(_) => Take::Suppress,
     }
 }
 
@@ -309,24 +411,42 @@ mod tests {
     #[test]
     fn renders_every_own_family() {
         let t = Telemetry::new();
-        t.event_applied(Applied::OverflowActivation);
-        t.set_lag("events", 0, 5);
+        let event = crate::event::parse(
+            br#"{"body":{"name":"guest/x","statusCode":0,"kind":"k"},"eventType":"Activation","namespace":"guest"}"#,
+        )
+        .unwrap();
+        t.event_applied(Applied::OverflowActivation, &event);
+        t.partition_lag("events", 0, 5);
+        t.partitions_assigned(1);
         let mut s = String::new();
-        t.render(&mut s);
+        t.render(
+            &mut s,
+            AggregateStats {
+                live_series: 7,
+                newest_timestamp_ms: Some(1_500),
+                capped: Capped {
+                    status_codes: 3,
+                    series: 0,
+                },
+            },
+        );
         for name in [
             "whisk_collector_events_total{type=\"activation\"} 1",
             "whisk_collector_events_total{type=\"metric\"} 0",
             "whisk_collector_invalid_events_total{reason=\"not_utf8\"} 0",
             "whisk_collector_invalid_events_total{reason=\"empty\"} 0",
-            "whisk_collector_last_event_timestamp_seconds 0",
+            "whisk_collector_last_event_timestamp_seconds 1.5",
             "whisk_collector_consumer_lag_messages{partition=\"0\",topic=\"events\"} 5",
             "whisk_collector_pushes_total{result=\"failed\"} 0",
             "whisk_collector_push_duration_seconds_count 0",
-            "whisk_collector_live_series 0",
+            "whisk_collector_live_series 7",
             "whisk_collector_overflow_events_total 1",
+            "whisk_collector_capped_events_total{limit=\"max_status_codes_per_action\"} 3",
+            "whisk_collector_capped_events_total{limit=\"max_series\"} 0",
+            "whisk_collector_evicted_keys_total 0",
             "whisk_collector_janitor_pruned_groups_total 0",
             "whisk_collector_janitor_runs_total{result=\"ok\"} 0",
-            "whisk_collector_assigned_partitions 0",
+            "whisk_collector_assigned_partitions 1",
         ] {
             assert!(s.contains(name), "{name} missing in\n{s}");
         }

@@ -3,11 +3,14 @@
 //! The Pushgateway never forgets a group, and every push gets slower with each group stored.
 //! Every `--prune-interval` the janitor reads `/api/v1/metrics` and DELETEs each group of
 //! `--prune-job` whose `push_time_seconds` is older than `--prune-after`, rebuilding the exact
-//! grouping key (every label `@base64`). Groups of other jobs are never touched.
+//! grouping key ([`GroupingKey::path`], every label `@base64`). Groups of other jobs are never
+//! touched. A round returns a [`JanitorRound`]; logging and counting it is the caller's.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::sink::pushgateway::{PushgatewayClient, group_path};
+use whisk_grouping::GroupingKey;
+
+use crate::sink::pushgateway::{PushgatewayClient, PushgatewayError};
 
 /// What the janitor does.
 #[derive(Debug, Clone)]
@@ -27,12 +30,42 @@ pub struct StaleGroup {
     pub age_secs: f64,
 }
 
+/// A stale group the janitor acted on, with its path (for the log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrunedGroup {
+    /// The group's path (`/metrics/job@base64/…`).
+    pub path: String,
+    /// Seconds since its last successful push.
+    pub age_secs: f64,
+}
+
+/// What one janitor round did.
+#[derive(Debug, Default)]
+pub struct JanitorRound {
+    /// Groups deleted (or, in dry-run, found stale).
+    pub pruned: Vec<PrunedGroup>,
+    /// Groups whose DELETE failed, with why.
+    pub failed: Vec<(PrunedGroup, PushgatewayError)>,
+    /// Whether this was a dry run (nothing deleted).
+    pub dry_run: bool,
+}
+
+impl JanitorRound {
+    /// How many groups were pruned (or, in dry-run, found stale).
+    pub fn pruned(&self) -> usize {
+        self.pruned.len()
+    }
+}
+
 /// Why a janitor run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JanitorError {
     /// Reading the groups failed.
-    #[error("GET {url}: {message}")]
-    List {
+    #[error("listing the Pushgateway's groups: {0}")]
+    List(#[from] PushgatewayError),
+    /// The listing is not the JSON the Pushgateway writes.
+    #[error("GET {url}: not the Pushgateway's JSON: {message}")]
+    Body {
         /// URL.
         url: String,
         /// What went wrong.
@@ -52,64 +85,47 @@ impl Janitor {
     }
 
     /// One pass: lists the groups, deletes (or in dry-run only reports) the stale ones of the
-    /// job. Returns how many were pruned; a failed DELETE is logged and not counted.
-    pub async fn run_once(&self) -> Result<u64, JanitorError> {
+    /// job. A failed DELETE is reported in [`JanitorRound::failed`], not retried.
+    pub async fn run_once(&self) -> Result<JanitorRound, JanitorError> {
         let url = format!("{}/api/v1/metrics", self.client.base());
-        let list_err = |message: String| JanitorError::List {
+        let body_err = |message: String| JanitorError::Body {
             url: url.clone(),
             message,
         };
-        let resp = self
-            .client
-            .request(reqwest::Method::GET, "/api/v1/metrics")
-            .send()
-            .await
-            .map_err(|e| list_err(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(list_err(format!("status {}", resp.status())));
-        }
-        let text = resp.text().await.map_err(|e| list_err(e.to_string()))?;
+        let resp = self.client.list_groups(self.client.timeout()).await?;
+        let text = resp.text().await.map_err(|e| body_err(e.to_string()))?;
         let body: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| list_err(format!("not JSON: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| body_err(format!("not JSON: {e}")))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let stale = stale_groups(&body, &self.job, self.max_age, now);
-        let mut pruned = 0;
+        let mut round = JanitorRound {
+            dry_run: self.dry_run,
+            ..JanitorRound::default()
+        };
         for group in stale {
-            let labels: Vec<(&str, &str)> = group
+            let key = group
                 .labels
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let path = group_path(&self.job, &labels);
+                .fold(GroupingKey::new(self.job.as_str()), |k, (n, v)| {
+                    k.with(n.as_str(), v.as_str())
+                });
+            let pruned = PrunedGroup {
+                path: key.path(),
+                age_secs: group.age_secs,
+            };
             if self.dry_run {
-                tracing::info!(
-                    path,
-                    age_secs = group.age_secs,
-                    "dry run: would delete stale group"
-                );
-                pruned += 1;
+                round.pruned.push(pruned);
                 continue;
             }
-            match self
-                .client
-                .request(reqwest::Method::DELETE, &path)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(path, age_secs = group.age_secs, "deleted stale group");
-                    pruned += 1;
-                }
-                Ok(r) => {
-                    tracing::warn!(path, status = %r.status(), "DELETE of stale group refused")
-                }
-                Err(e) => tracing::warn!(path, "DELETE of stale group failed: {e}"),
+            match self.client.delete_group(&key).await {
+                Ok(()) => round.pruned.push(pruned),
+                Err(e) => round.failed.push((pruned, e)),
             }
         }
-        Ok(pruned)
+        Ok(round)
     }
 }
 

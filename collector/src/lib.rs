@@ -35,17 +35,22 @@ mod event;
 mod http;
 mod internal_events;
 mod janitor;
+mod push_loop;
+mod render;
 mod service;
 mod shared;
 mod sink;
 mod source;
 
-pub use aggregate::{Aggregator, Applied, OVERFLOW_ACTION, SIZE_BUCKETS, TIME_BUCKETS};
-pub use config::{Config, parse_duration};
+pub use aggregate::{
+    Aggregator, Applied, Capped, Limits, OTHER_LABEL, OVERFLOW_ACTION, SIZE_BUCKETS,
+};
+pub use config::Config;
 pub use error::{Error, Result};
 pub use event::{
     Activation, Body, CausedBy, EventMessage, InvalidReason, Metric, MetricKind, ParseError, parse,
 };
-pub use janitor::{Janitor, JanitorError, StaleGroup, stale_groups};
+pub use janitor::{Janitor, JanitorError, JanitorRound, PrunedGroup, StaleGroup, stale_groups};
 pub use service::{run, shutdown_signal};
-pub use sink::pushgateway::{PushError, Pusher, PushgatewayClient, group_path};
+pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};
+pub use whisk_grouping::{GroupingKey, TIME_BUCKETS, parse_duration};

@@ -3,12 +3,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use whisk_collector::{Config, run, shutdown_signal};
 
 fn main() -> ExitCode {
     // Invalid flags or env values exit here with status 2 and a message naming the flag.
-    let config = Config::parse();
+    let config = Config::from_env_and_args();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

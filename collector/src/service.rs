@@ -3,14 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::janitor::Janitor;
+use crate::push_loop::{PlatformPush, push_loop};
 use crate::shared::Shared;
-use crate::sink::pushgateway::{Pusher, PushgatewayClient};
+use crate::sink::pushgateway::PushgatewayClient;
 use crate::source::kafka::{Command, KafkaSource};
 
 /// Upper bound of each HTTP request to the Pushgateway.
@@ -19,7 +19,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the collector until `shutdown` completes, then stops consuming, pushes a last time,
 /// commits and returns (within about 10 s).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let shared = Arc::new(Shared::new(config.max_actions));
+    let shared = Arc::new(Shared::new(config.limits()));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut tasks = Vec::new();
     let push = pusher
         .as_ref()
-        .map(|client| Pusher::new(client.clone(), &config.push_job, &instance));
+        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
     if let Some(p) = &push {
         tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
         tasks.push(tokio::spawn(push_loop(
@@ -92,6 +92,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         (Some(_), true) => tracing::info!("janitor disabled (--prune-after 0)"),
         (None, _) => {}
+    }
+
+    if !config.evict_after.is_zero() {
+        tasks.push(tokio::spawn(eviction_loop(
+            Arc::clone(&shared),
+            (config.evict_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        )));
     }
 
     shutdown.await;
@@ -128,36 +135,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-async fn push_loop(
-    pusher: Pusher,
-    shared: Arc<Shared>,
-    commands: Sender<Command>,
-    every: Duration,
-) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let _ = ticker.tick().await;
-        if let Some(offsets) = pusher.push_snapshot(&shared).await {
-            if commands.send(Command::Store(offsets)).is_err() {
-                return;
-            }
-        }
-    }
-}
-
 async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let _ = ticker.tick().await;
         match janitor.run_once().await {
-            Ok(pruned) => shared.telemetry.janitor_run(true, pruned),
-            Err(e) => {
-                tracing::warn!("janitor run failed, retrying next interval: {e}");
-                shared.telemetry.janitor_run(false, 0);
-            }
+            Ok(round) => shared.telemetry.janitor_round_done(&round),
+            Err(e) => shared.telemetry.janitor_round_failed(&e),
         }
+    }
+}
+
+/// Forgets idle keys every `every` (a pass is one walk over the maps under the lock).
+async fn eviction_loop(shared: Arc<Shared>, every: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let _ = ticker.tick().await;
+        let evicted = shared.lock().aggregator.evict_idle(Instant::now());
+        shared.telemetry.keys_evicted(evicted);
     }
 }
 

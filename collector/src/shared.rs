@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::aggregate::Aggregator;
-use crate::internal_events::Telemetry;
+use crate::aggregate::{Aggregator, Limits};
+use crate::internal_events::{AggregateStats, Telemetry};
 
 /// Next offset to consume per partition (the offset to commit), for one topic.
 pub(crate) type Offsets = Vec<(i32, i64)>;
@@ -12,16 +12,16 @@ pub(crate) type Offsets = Vec<(i32, i64)>;
 /// Aggregated metrics plus the offsets they cover; always locked together so a rendering and
 /// its offsets are one consistent snapshot.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     /// The platform metrics.
-    pub aggregator: Aggregator,
+    pub(crate) aggregator: Aggregator,
     /// Per partition, the offset after the last applied (or skipped) message.
-    pub applied: Offsets,
+    pub(crate) applied: Offsets,
 }
 
 impl State {
     /// Records that every message of `partition` before `next` has been applied or skipped.
-    pub fn mark_applied(&mut self, partition: i32, next: i64) {
+    pub(crate) fn mark_applied(&mut self, partition: i32, next: i64) {
         match self.applied.iter_mut().find(|(p, _)| *p == partition) {
             Some((_, o)) => *o = (*o).max(next),
             None => self.applied.push((partition, next)),
@@ -31,22 +31,25 @@ impl State {
 
 /// Everything the collector's parts share.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
-    /// Own metrics.
-    pub telemetry: Telemetry,
+    /// One render at a time (a scrape and a push render never overlap, bounding peak memory).
+    render_gate: Mutex<()>,
+    /// The collector's own events (log and count).
+    pub(crate) telemetry: Telemetry,
     ready: AtomicBool,
     consuming: AtomicBool,
 }
 
 impl Shared {
-    /// Fresh state with the cardinality guard set to `max_actions`.
-    pub fn new(max_actions: usize) -> Self {
+    /// Fresh state with the aggregate bounded by `limits`.
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             state: Mutex::new(State {
-                aggregator: Aggregator::new(max_actions),
+                aggregator: Aggregator::with_limits(limits),
                 applied: Vec::new(),
             }),
+            render_gate: Mutex::new(()),
             telemetry: Telemetry::new(),
             ready: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
@@ -54,39 +57,45 @@ impl Shared {
     }
 
     /// Locks the state (a poisoned lock is recovered: the state is counters only).
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `openwhisk_*` text plus the offsets it covers, taken atomically.
-    pub fn platform_snapshot(&self) -> (String, Offsets) {
+    pub(crate) fn platform_snapshot(&self) -> (String, Offsets) {
+        let _one_at_a_time = self.render_gate();
         let state = self.lock();
         let text = state.aggregator.render_to_string();
         (text, state.applied.clone())
     }
 
     /// Everything `/metrics` serves: platform metrics then the collector's own.
-    pub fn render_all(&self) -> String {
-        let mut out = {
+    pub(crate) fn render_all(&self) -> String {
+        let _one_at_a_time = self.render_gate();
+        let (mut out, stats) = {
             let state = self.lock();
             let agg = &state.aggregator;
-            self.telemetry
-                .live_series
-                .set(i64::try_from(agg.live_series()).unwrap_or(i64::MAX));
-            if let Some(ts) = agg.newest_timestamp_ms() {
-                #[allow(clippy::cast_precision_loss)]
-                self.telemetry.last_event_timestamp.set(ts as f64 / 1000.0);
-            }
-            agg.render_to_string()
+            let stats = AggregateStats {
+                live_series: agg.live_series(),
+                newest_timestamp_ms: agg.newest_timestamp_ms(),
+                capped: agg.capped(),
+            };
+            (agg.render_to_string(), stats)
         };
-        self.telemetry.render(&mut out);
+        self.telemetry.render(&mut out, stats);
         out
     }
 
+    fn render_gate(&self) -> MutexGuard<'_, ()> {
+        self.render_gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether partitions are assigned and the consumer is polling.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
@@ -95,7 +104,7 @@ impl Shared {
     }
 
     /// Whether the consumer loop is still taking messages.
-    pub fn is_consuming(&self) -> bool {
+    pub(crate) fn is_consuming(&self) -> bool {
         self.consuming.load(Ordering::Acquire)
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use whisk_collector::{Janitor, PushgatewayClient, group_path};
+use whisk_collector::{GroupingKey, Janitor, PushgatewayClient};
 use whisk_testkit::Pushgateway;
 
 fn put(
@@ -12,16 +12,11 @@ fn put(
     job: &str,
     labels: &[(&str, &str)],
 ) {
-    let path = group_path(job, labels);
-    rt.block_on(async {
-        let resp = client
-            .request(reqwest::Method::PUT, &path)
-            .body("some_counter_total 1\n")
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
-    });
+    let key = labels
+        .iter()
+        .fold(GroupingKey::new(job), |k, (n, v)| k.with(*n, *v));
+    rt.block_on(client.put_group(&key, "some_counter_total 1\n", Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("PUT {}: {e}", key.path()));
 }
 
 fn instances(pgw: &Pushgateway, job: &str) -> Vec<String> {
@@ -95,7 +90,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     assert_eq!(instances(&pgw, sdk), vec!["fresh", "old-1", "old-2"]);
 
     let dry = Janitor::new(client.clone(), sdk, Duration::from_secs(2), true);
-    assert_eq!(rt.block_on(dry.run_once()).unwrap(), 2);
+    assert_eq!(rt.block_on(dry.run_once()).unwrap().pruned(), 2);
     assert_eq!(
         instances(&pgw, sdk),
         vec!["fresh", "old-1", "old-2"],
@@ -103,7 +98,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     );
 
     let janitor = Janitor::new(client, sdk, Duration::from_secs(2), false);
-    assert_eq!(rt.block_on(janitor.run_once()).unwrap(), 2);
+    assert_eq!(rt.block_on(janitor.run_once()).unwrap().pruned(), 2);
     // DELETE is queued by the Pushgateway; wait (bounded) for it to apply.
     assert!(whisk_testkit::wait_until(
         Duration::from_secs(5),
@@ -112,7 +107,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     assert_eq!(instances(&pgw, "other_job"), vec!["old-other"]);
     assert_eq!(instances(&pgw, "openwhisk_platform"), vec!["collector"]);
     assert_eq!(
-        rt.block_on(janitor.run_once()).unwrap(),
+        rt.block_on(janitor.run_once()).unwrap().pruned(),
         0,
         "nothing left to prune"
     );

@@ -28,6 +28,18 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The action started but failed the proxy's start check (it exited, or did not
+    /// acknowledge its start); a developer error of the activation that caused the cold start.
+    #[error("starting {path}: {reason}; its output: {output}")]
+    StartFailed {
+        /// The executable.
+        path: PathBuf,
+        /// The Go proxy's words for it (`command exited`, `Command exited abruptly during
+        /// initialization.`, `The action did not initialize properly.`).
+        reason: String,
+        /// The first lines the action wrote.
+        output: String,
+    },
     /// Creating the Kafka producer or sending to it failed.
     #[error("kafka: {0}")]
     Kafka(String),

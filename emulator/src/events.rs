@@ -65,11 +65,11 @@ pub struct ActivationBody {
     pub init_time: u64,
     /// e.g. `rust:1.34`.
     pub kind: String,
-    /// Always false here (no compositions).
+    /// Always false here (no conductor compositions).
     pub conductor: bool,
     /// Memory limit in MB.
     pub memory: u32,
-    /// Omitted unless the activation is part of a sequence.
+    /// `sequence` for a component of a sequence; omitted otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caused_by: Option<String>,
     /// Length of the result.
@@ -95,6 +95,16 @@ impl EventMessage {
     pub fn activation(invoker: u32, namespace: &str, body: ActivationBody) -> Self {
         Self::new(
             format!("invoker{invoker}"),
+            namespace,
+            "Activation",
+            EventBody::Activation(body),
+        )
+    }
+
+    /// An `Activation` event from `controller<controller>`: a sequence's own activation.
+    pub fn controller_activation(controller: u32, namespace: &str, body: ActivationBody) -> Self {
+        Self::new(
+            format!("controller{controller}"),
             namespace,
             "Activation",
             EventBody::Activation(body),

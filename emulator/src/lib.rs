@@ -1,11 +1,14 @@
 //! An OpenWhisk invoker emulator, for demos and end-to-end tests without an OpenWhisk.
 //!
 //! It runs real action executables (the `exec` of an OpenWhisk zip) exactly as the Go actionloop
-//! proxy of the Rust runtime does ([`proxy`]), keeps a container pool per action that cold-starts,
-//! reuses, freezes (`SIGSTOP`), thaws (`SIGCONT`) and removes (`SIGKILL`) processes as the
-//! invoker does ([`pool`]), and publishes one `Activation` event per activation (and
-//! `ConcurrentRateLimit` events on throttling) to the broker's `events` topic in OpenWhisk's
-//! exact format ([`events`]). [`load`] drives it with a rate, an action mix and bursts;
+//! proxy of the Rust runtime does ([`proxy`]), derives each activation's status and result from
+//! the proxy's answer as the invoker does ([`verdict`]), keeps a container pool per action that
+//! cold-starts, reuses, freezes (`SIGSTOP`), thaws (`SIGCONT`) and removes (`SIGKILL`) processes
+//! as the invoker does ([`pool`]), each in its own memory cgroup where it can ([`cgroup`]), runs
+//! sequences as the controller does ([`sequence`]), and publishes one `Activation` event per
+//! activation (and `ConcurrentRateLimit` events on throttling) to the broker's `events` topic in
+//! OpenWhisk's exact format ([`events`]). [`spec`] holds the settings and their defaults,
+//! [`stats`] the per-action counters. [`load`] drives it with a rate, an action mix and bursts;
 //! [`table`] renders the live per-action table. (Packaging the example actions as OpenWhisk zips
 //! is `cargo xtask package`.)
 //!
@@ -45,13 +48,19 @@
 //! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
 //! overrides). A missing one fails the test with the command to run.
 
+pub mod cgroup;
+mod container;
 pub mod controller;
 pub mod error;
 pub mod events;
 pub mod load;
 pub mod pool;
 pub mod proxy;
+pub mod sequence;
+pub mod spec;
+pub mod stats;
 pub mod table;
+pub mod verdict;
 
 pub use error::{Error, Result};
 pub use events::{
@@ -60,5 +69,9 @@ pub use events::{
 };
 pub use load::{LoadPlan, LoadSpec, LoadSummary, PlannedRequest, run_plan};
 pub use load::{example_params, parse_duration};
-pub use pool::{ActionSpec, ActionStats, ActivationRecord, Invocation, Invoker, InvokerConfig};
-pub use proxy::{ActionProcess, RunInput, RunOutcome, SENTINEL};
+pub use pool::{ActivationRecord, Invocation, Invoker};
+pub use proxy::{ActionProcess, ProxyAnswer, RunInput, RunOutcome, SENTINEL, StartCheck};
+pub use sequence::SequenceSpec;
+pub use spec::{ActionSpec, InvokerConfig};
+pub use stats::ActionStats;
+pub use verdict::Verdict;

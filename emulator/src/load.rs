@@ -329,27 +329,8 @@ pub fn run_plan(
     sum
 }
 
-/// Parses `250ms`, `15s`, `15m`, `1h` or a bare number of seconds (docs/design.md).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 15s, 15m, 1h or 30"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("invalid duration {s:?}: must be non-negative"))
-}
+/// Durations are spelled as everywhere in the project (docs/design.md): one parser.
+pub use whisk_grouping::parse_duration;
 
 #[cfg(test)]
 mod tests {

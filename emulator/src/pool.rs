@@ -9,10 +9,17 @@
 //! * a container left idle for the pause grace (default 50 ms, OpenWhisk ≤ 1.0.0) is frozen with
 //!   `SIGSTOP`; one idle for the idle timeout is removed with `SIGKILL`; so is one whose
 //!   activation ended in a developer error (status 2: exit, timeout, bad result) or a whisk error;
-//! * every activation produces one `Activation` event, whatever its outcome.
+//! * every activation produces one `Activation` event, whatever its outcome; the status and the
+//!   result are what the invoker derives from the Go proxy's answer ([`crate::verdict`]);
+//! * a sequence ([`SequenceSpec`]) runs its components one after the other as the controller
+//!   does ([`crate::sequence`]).
+//!
+//! One activation goes through four steps, one function each: [`Inner::admit`] (the namespace
+//! limit), [`Inner::acquire`] then [`Inner::obtain`] (a warm container or a cold start),
+//! [`Inner::run`] (the run through the proxy and the verdict), [`Inner::report`] (release the
+//! container, count, publish the event).
 
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -20,256 +27,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::cgroup::Root;
+use crate::container::{self, Container};
 use crate::error::{Error, Result};
 use crate::events::{ActivationBody, EventMessage, EventSink, epoch_ms, user_defined_status_code};
-use crate::proxy::{ActionProcess, RunInput, RunOutcome};
+use crate::proxy::{self, RunInput, StartCheck};
+use crate::sequence::SequenceSpec;
+use crate::spec::{ActionSpec, InvokerConfig};
+use crate::stats::{ActionStats, Counters};
+use crate::verdict::{self, Verdict};
 
-/// OpenWhisk status codes.
-pub mod status {
-    /// Success.
-    pub const SUCCESS: u8 = 0;
-    /// Application error (a result with an `error` field).
-    pub const APPLICATION_ERROR: u8 = 1;
-    /// Action developer error (exit, timeout, non-JSON result): the container is removed.
-    pub const DEVELOPER_ERROR: u8 = 2;
-    /// Whisk internal error: the container is removed.
-    pub const WHISK_ERROR: u8 = 3;
-}
-
-/// How many recent durations per action the p95 is computed over.
-const DURATION_WINDOW: usize = 1000;
-
-/// One deployable action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionSpec {
-    /// Fully qualified name without a leading slash: `namespace/action` or `namespace/pkg/action`.
-    pub name: String,
-    /// The executable (`exec` of the zip).
-    pub exec: PathBuf,
-    /// Defaults to `0.0.1`.
-    pub version: String,
-    /// Memory limit in MB; defaults to 256.
-    pub memory_mb: u32,
-    /// Action time limit; defaults to 60 s.
-    pub timeout: Duration,
-    /// Most containers of this action alive at once; defaults to 4.
-    pub max_containers: usize,
-    /// Init parameters, passed as environment variables.
-    pub init_params: Vec<(String, String)>,
-}
-
-impl ActionSpec {
-    /// A spec with OpenWhisk's defaults. `name` may start with `/`; it is stored without it.
-    pub fn new(name: &str, exec: impl Into<PathBuf>) -> Self {
-        Self {
-            name: name.trim_start_matches('/').to_string(),
-            exec: exec.into(),
-            version: "0.0.1".into(),
-            memory_mb: 256,
-            timeout: Duration::from_secs(60),
-            max_containers: 4,
-            init_params: Vec::new(),
-        }
-    }
-
-    /// Sets the time limit.
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the most containers alive at once (at least 1).
-    #[must_use]
-    pub fn with_max_containers(mut self, n: usize) -> Self {
-        self.max_containers = n.max(1);
-        self
-    }
-
-    /// Sets the memory limit reported in events.
-    #[must_use]
-    pub fn with_memory_mb(mut self, mb: u32) -> Self {
-        self.memory_mb = mb;
-        self
-    }
-
-    /// Adds an init parameter (an environment variable of every container).
-    #[must_use]
-    pub fn with_init_param(mut self, key: &str, value: &str) -> Self {
-        self.init_params.push((key.to_string(), value.to_string()));
-        self
-    }
-
-    /// The namespace: the first segment of the name.
-    pub fn namespace(&self) -> &str {
-        self.name.split('/').next().unwrap_or("")
-    }
-
-    fn validate(&mut self) -> Result<()> {
-        let segments: Vec<&str> = self.name.split('/').collect();
-        if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
-            return Err(Error::InvalidSpec(format!(
-                "action name {:?} must be namespace/action or namespace/package/action",
-                self.name
-            )));
-        }
-        if !self.exec.is_file() {
-            return Err(Error::MissingExecutable {
-                path: self.exec.clone(),
-            });
-        }
-        // The child runs with an empty environment and its own working directory.
-        self.exec = self.exec.canonicalize().map_err(|source| Error::Io {
-            what: format!("resolving {}", self.exec.display()),
-            source,
-        })?;
-        Ok(())
-    }
-}
-
-/// Invoker-wide settings. `InvokerConfig::new()` holds every default.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InvokerConfig {
-    /// `N` of the events' `source` (`invoker<N>`). Defaults to 0.
-    pub invoker_id: u32,
-    /// `N` of the Metric events' `source` (`controller<N>`). Defaults to 0.
-    pub controller_id: u32,
-    /// Idle time before a container is frozen. Defaults to 50 ms.
-    pub pause_grace: Duration,
-    /// Idle time before a container is removed. Defaults to 10 minutes.
-    pub idle_timeout: Duration,
-    /// In-flight activations allowed per namespace. Defaults to 100.
-    pub namespace_concurrency: usize,
-    /// Longest a request waits for a container before failing as a whisk error. Defaults to 60 s.
-    pub queue_timeout: Duration,
-    /// Emit a `ConcurrentInvocations` Metric event (value: the namespace's in-flight count,
-    /// this one included) for every accepted activation, as the controller's old load balancer
-    /// does. Defaults to true.
-    pub concurrent_invocations_events: bool,
-    /// Runtime kind in the events. Defaults to `rust:1.34`.
-    pub kind: String,
-    /// When set, every container gets `WHISK_METRICS_PUSHGATEWAY_URL`. Defaults to unset.
-    pub pushgateway_url: Option<String>,
-    /// When set, passed as `api_key`/`__OW_API_KEY`. Defaults to unset.
-    pub api_key: Option<String>,
-    /// Per-namespace API keys (namespace, `uuid:key`), as the invoker hands each activation its
-    /// namespace's key; they take precedence over `api_key`. Defaults to none.
-    pub api_keys: Vec<(String, String)>,
-    /// Extra init parameters for every action. Defaults to none.
-    pub init_params: Vec<(String, String)>,
-}
-
-impl Default for InvokerConfig {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl InvokerConfig {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self {
-            invoker_id: 0,
-            controller_id: 0,
-            pause_grace: Duration::from_millis(50),
-            idle_timeout: Duration::from_secs(600),
-            namespace_concurrency: 100,
-            queue_timeout: Duration::from_secs(60),
-            concurrent_invocations_events: true,
-            kind: "rust:1.34".into(),
-            pushgateway_url: None,
-            api_key: None,
-            api_keys: Vec::new(),
-            init_params: Vec::new(),
-        }
-    }
-
-    /// Sets the pause grace.
-    #[must_use]
-    pub fn with_pause_grace(mut self, d: Duration) -> Self {
-        self.pause_grace = d;
-        self
-    }
-
-    /// Sets the idle timeout.
-    #[must_use]
-    pub fn with_idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
-        self
-    }
-
-    /// Sets the namespace concurrency limit (at least 1).
-    #[must_use]
-    pub fn with_namespace_concurrency(mut self, n: usize) -> Self {
-        self.namespace_concurrency = n.max(1);
-        self
-    }
-
-    /// Sets the queue timeout.
-    #[must_use]
-    pub fn with_queue_timeout(mut self, d: Duration) -> Self {
-        self.queue_timeout = d;
-        self
-    }
-
-    /// Turns the `ConcurrentInvocations` events on or off.
-    #[must_use]
-    pub fn with_concurrent_invocations_events(mut self, on: bool) -> Self {
-        self.concurrent_invocations_events = on;
-        self
-    }
-
-    /// Sets the Pushgateway URL given to every container.
-    #[must_use]
-    pub fn with_pushgateway_url(mut self, url: &str) -> Self {
-        self.pushgateway_url = Some(url.to_string());
-        self
-    }
-
-    /// Sets the invoker id.
-    #[must_use]
-    pub fn with_invoker_id(mut self, id: u32) -> Self {
-        self.invoker_id = id;
-        self
-    }
-
-    /// Sets the runtime kind.
-    #[must_use]
-    pub fn with_kind(mut self, kind: &str) -> Self {
-        self.kind = kind.to_string();
-        self
-    }
-
-    /// Gives the activations of `namespace` the API key `key` (`uuid:key`) as `api_key` and
-    /// `__OW_API_KEY` (see [`crate::controller`] for the controller that knows it).
-    #[must_use]
-    pub fn with_api_key(mut self, namespace: &str, key: &str) -> Self {
-        self.api_keys.retain(|(ns, _)| ns != namespace);
-        self.api_keys.push((namespace.to_string(), key.to_string()));
-        self
-    }
-
-    /// The API key of `namespace`'s activations: its own, else `api_key`.
-    pub fn api_key_for(&self, namespace: &str) -> Option<String> {
-        self.api_keys
-            .iter()
-            .find(|(ns, _)| ns == namespace)
-            .map(|(_, k)| k.clone())
-            .or_else(|| self.api_key.clone())
-    }
-
-    /// Adds an init parameter given to every action.
-    #[must_use]
-    pub fn with_init_param(mut self, key: &str, value: &str) -> Self {
-        self.init_params.push((key.to_string(), value.to_string()));
-        self
-    }
-}
+pub use crate::verdict::status;
 
 /// What happened to one activation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivationRecord {
-    /// Action name (no leading slash).
+    /// Action (or sequence) name (no leading slash).
     pub action: String,
     /// 32 hex characters.
     pub activation_id: String,
@@ -277,20 +50,27 @@ pub struct ActivationRecord {
     pub status_code: u8,
     /// The result the user sees.
     pub result: Value,
+    /// The answer's size in the Activation event (absent on a timeout).
+    pub size: Option<u64>,
     /// Whether a container was started for it.
     pub cold: bool,
     /// Init time in ms (0 when warm).
     pub init_ms: u64,
     /// Wait time in ms.
     pub wait_ms: u64,
-    /// Duration in ms (init included when cold).
+    /// Duration in ms (init included when cold; for a sequence, the sum of its components').
     pub duration_ms: u64,
     /// Per-action sequence number of the container that ran it (0 when none could be started).
     pub container: u64,
     /// Process id of that container (0 when none could be started).
     pub pid: u32,
-    /// Its stdout/stderr lines, each prefixed with the stream name.
+    /// Its stdout/stderr lines, each prefixed with the stream name (for a sequence, the
+    /// activation ids of its components, as OpenWhisk's sequence logs are).
     pub logs: Vec<String>,
+    /// `sequence` for a component of a sequence (the event's `causedBy`).
+    pub caused_by: Option<String>,
+    /// For a sequence: the activations of its components, in order (empty otherwise).
+    pub components: Vec<ActivationRecord>,
 }
 
 /// The answer to an invocation.
@@ -306,48 +86,6 @@ pub enum Invocation {
     },
 }
 
-/// A snapshot of one action's counters.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ActionStats {
-    /// Action name.
-    pub action: String,
-    /// Activations completed (all statuses).
-    pub activations: u64,
-    /// Activations by status code 0..3.
-    pub statuses: [u64; 4],
-    /// Cold starts (= containers created).
-    pub cold_starts: u64,
-    /// Containers created.
-    pub containers_created: u64,
-    /// Containers removed (idle timeout, errors, crashes, shutdown).
-    pub containers_removed: u64,
-    /// Containers alive now.
-    pub containers_alive: usize,
-    /// Of those, frozen now.
-    pub containers_frozen: usize,
-    /// Times a container was frozen.
-    pub freezes: u64,
-    /// Times a container was thawed for reuse.
-    pub thaws: u64,
-    /// Requests rejected by the namespace limit.
-    pub rejected: u64,
-    /// 95th percentile of the last 1000 durations, ms.
-    pub p95_duration_ms: Option<u64>,
-}
-
-impl ActionStats {
-    /// Activations with a non-zero status.
-    pub fn errors(&self) -> u64 {
-        self.statuses[1..].iter().sum()
-    }
-}
-
-#[derive(Debug)]
-struct Container {
-    id: u64,
-    process: ActionProcess,
-}
-
 #[derive(Debug)]
 struct Idle {
     container: Container,
@@ -361,34 +99,23 @@ struct PoolState {
     next_id: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    activations: u64,
-    statuses: [u64; 4],
-    cold_starts: u64,
-    created: u64,
-    removed: u64,
-    freezes: u64,
-    thaws: u64,
-    rejected: u64,
-    durations: VecDeque<u64>,
-}
-
 #[derive(Debug)]
-struct ActionSlot {
-    spec: ActionSpec,
+pub(crate) struct ActionSlot {
+    pub(crate) spec: ActionSpec,
     pool: Mutex<PoolState>,
     freed: Condvar,
     counters: Mutex<Counters>,
 }
 
-struct Inner {
-    config: InvokerConfig,
-    sink: Arc<dyn EventSink>,
-    actions: HashMap<String, ActionSlot>,
+pub(crate) struct Inner {
+    pub(crate) config: InvokerConfig,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) actions: HashMap<String, ActionSlot>,
+    pub(crate) sequences: HashMap<String, SequenceSpec>,
     order: Vec<String>,
     in_flight: Mutex<HashMap<String, usize>>,
     stopping: AtomicBool,
+    cgroups: Option<&'static Root>,
 }
 
 /// The emulated invoker. Thread-safe: call [`Invoker::invoke`] from as many threads as requests
@@ -406,7 +133,7 @@ impl std::fmt::Debug for Invoker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain counters behind: keep going.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -417,6 +144,17 @@ impl Invoker {
         config: InvokerConfig,
         sink: Arc<dyn EventSink>,
         actions: Vec<ActionSpec>,
+    ) -> Result<Self> {
+        Self::with_sequences(config, sink, actions, Vec::new())
+    }
+
+    /// Like [`Invoker::new`], with sequences of those actions that [`Invoker::invoke`] runs by
+    /// name.
+    pub fn with_sequences(
+        config: InvokerConfig,
+        sink: Arc<dyn EventSink>,
+        actions: Vec<ActionSpec>,
+        sequences: Vec<SequenceSpec>,
     ) -> Result<Self> {
         let mut map = HashMap::new();
         let mut order = Vec::new();
@@ -437,13 +175,27 @@ impl Invoker {
             };
             map.insert(slot.spec.name.clone(), slot);
         }
+        let mut seqs = HashMap::new();
+        for mut seq in sequences {
+            seq.validate(&map)?;
+            if seqs.contains_key(&seq.name) {
+                return Err(Error::InvalidSpec(format!(
+                    "{} is given twice or is also an action",
+                    seq.name
+                )));
+            }
+            seqs.insert(seq.name.clone(), seq);
+        }
+        let cgroups = container::cgroup_root(config.cgroups);
         let inner = Arc::new(Inner {
             config,
             sink,
             actions: map,
+            sequences: seqs,
             order,
             in_flight: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            cgroups,
         });
         let worker = Arc::clone(&inner);
         let maintenance = std::thread::Builder::new()
@@ -469,8 +221,13 @@ impl Invoker {
         &self.inner.order
     }
 
-    /// Invokes `action` (with or without a leading slash) with `params`, blocking until it
-    /// completes. `submitted` is when the request arrived (the start of its wait time).
+    /// The cgroup directory containers are created in, if the emulator uses cgroups.
+    pub fn cgroup_dir(&self) -> Option<&std::path::Path> {
+        self.inner.cgroups.map(Root::dir)
+    }
+
+    /// Invokes `action` or a sequence (with or without a leading slash) with `params`, blocking
+    /// until it completes. `submitted` is when the request arrived (the start of its wait time).
     pub fn invoke(&self, action: &str, params: Value, submitted: Instant) -> Result<Invocation> {
         self.inner.invoke(action, params, submitted)
     }
@@ -519,50 +276,25 @@ impl ActionSlot {
                     .count(),
             )
         };
-        let c = lock(&self.counters);
-        ActionStats {
-            action: self.spec.name.clone(),
-            activations: c.activations,
-            statuses: c.statuses,
-            cold_starts: c.cold_starts,
-            containers_created: c.created,
-            containers_removed: c.removed,
-            containers_alive: alive,
-            containers_frozen: frozen,
-            freezes: c.freezes,
-            thaws: c.thaws,
-            rejected: c.rejected,
-            p95_duration_ms: percentile(&c.durations, 0.95),
-        }
+        lock(&self.counters).snapshot(&self.spec.name, alive, frozen)
     }
 }
 
-/// Nearest-rank percentile.
-fn percentile(values: &VecDeque<u64>, q: f64) -> Option<u64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v: Vec<u64> = values.iter().copied().collect();
-    v.sort_unstable();
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v.get(rank - 1).copied()
-}
-
-fn random_hex32() -> String {
+pub(crate) fn random_hex32() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
-fn ms(d: Duration) -> u64 {
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Decrements a namespace's in-flight count when dropped.
-struct InFlight<'a> {
+/// A namespace's admission; decrements its in-flight count when dropped.
+pub(crate) struct Admitted<'a> {
     inner: &'a Inner,
     namespace: String,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if let Some(n) = lock(&self.inner.in_flight).get_mut(&self.namespace) {
             *n = n.saturating_sub(1);
@@ -576,185 +308,269 @@ enum Acquired {
     TimedOut,
 }
 
+/// A container to run on, or the verdict of why there is none.
+struct Obtained {
+    container: Option<Container>,
+    cold: bool,
+    init: Duration,
+    failure: Option<Verdict>,
+    reserved: bool,
+}
+
+/// What one run produced.
+struct Ran {
+    verdict: Verdict,
+    logs: Vec<String>,
+}
+
 impl Inner {
-    fn invoke(&self, action: &str, params: Value, submitted: Instant) -> Result<Invocation> {
-        let name = action.trim_start_matches('/');
+    fn invoke(&self, name: &str, params: Value, submitted: Instant) -> Result<Invocation> {
+        let name = name.trim_start_matches('/');
+        if let Some(seq) = self.sequences.get(name) {
+            return Ok(self.invoke_sequence(seq, params, submitted));
+        }
         let slot = self
             .actions
             .get(name)
             .ok_or_else(|| Error::UnknownAction(name.to_string()))?;
-        let namespace = slot.spec.namespace().to_string();
-
-        let _in_flight = {
-            let mut map = lock(&self.in_flight);
-            let n = map.entry(namespace.clone()).or_insert(0);
-            if *n >= self.config.namespace_concurrency {
-                drop(map);
-                lock(&slot.counters).rejected += 1;
-                self.sink.publish(&EventMessage::metric(
-                    self.config.controller_id,
-                    &namespace,
-                    "ConcurrentRateLimit",
-                    1,
-                ));
-                return Ok(Invocation::Rejected { namespace });
-            }
-            *n += 1;
-            let in_flight = i64::try_from(*n).unwrap_or(i64::MAX);
-            drop(map);
-            if self.config.concurrent_invocations_events {
-                self.sink.publish(&EventMessage::metric(
-                    self.config.controller_id,
-                    &namespace,
-                    "ConcurrentInvocations",
-                    in_flight,
-                ));
-            }
-            InFlight {
-                inner: self,
-                namespace: namespace.clone(),
-            }
+        let namespace = slot.spec.namespace();
+        let Some(_admitted) = self.admit(namespace, Some(slot)) else {
+            return Ok(Invocation::Rejected {
+                namespace: namespace.to_string(),
+            });
         };
+        Ok(Invocation::Completed(
+            self.activate(slot, params, submitted, None),
+        ))
+    }
 
+    /// The controller's entitlement check: `None` (and a `ConcurrentRateLimit` event) when the
+    /// namespace is at its limit; otherwise a `ConcurrentInvocations` event and the admission.
+    pub(crate) fn admit(&self, namespace: &str, slot: Option<&ActionSlot>) -> Option<Admitted<'_>> {
+        let mut map = lock(&self.in_flight);
+        let n = map.entry(namespace.to_string()).or_insert(0);
+        if *n >= self.config.namespace_concurrency {
+            drop(map);
+            if let Some(slot) = slot {
+                lock(&slot.counters).rejected += 1;
+            }
+            self.sink.publish(&EventMessage::metric(
+                self.config.controller_id,
+                namespace,
+                "ConcurrentRateLimit",
+                1,
+            ));
+            return None;
+        }
+        *n += 1;
+        let in_flight = i64::try_from(*n).unwrap_or(i64::MAX);
+        drop(map);
+        if self.config.concurrent_invocations_events {
+            self.sink.publish(&EventMessage::metric(
+                self.config.controller_id,
+                namespace,
+                "ConcurrentInvocations",
+                in_flight,
+            ));
+        }
+        Some(Admitted {
+            inner: self,
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// One admitted activation of `slot`: a container, the run, the report.
+    pub(crate) fn activate(
+        &self,
+        slot: &ActionSlot,
+        params: Value,
+        submitted: Instant,
+        caused_by: Option<&str>,
+    ) -> ActivationRecord {
         let acquired = self.acquire(slot, submitted);
         let started = Instant::now();
-        let wait_ms = ms(started.saturating_duration_since(submitted));
-        let input = RunInput {
+        let input = self.run_input(slot, params);
+        let mut obtained = self.obtain(slot, acquired, &input, started);
+        let ran = match (&mut obtained.container, obtained.failure.take()) {
+            (_, Some(verdict)) => Ran {
+                verdict,
+                logs: Vec::new(),
+            },
+            (Some(c), None) => run(c, &input, slot.spec.timeout),
+            (None, None) => Ran {
+                verdict: whisk_error("no container"),
+                logs: Vec::new(),
+            },
+        };
+        self.report(slot, input, obtained, ran, submitted, started, caused_by)
+    }
+
+    fn run_input(&self, slot: &ActionSlot, params: Value) -> RunInput {
+        RunInput {
             value: params,
-            namespace: namespace.clone(),
+            namespace: slot.spec.namespace().to_string(),
             action_name: format!("/{}", slot.spec.name),
             action_version: slot.spec.version.clone(),
             activation_id: random_hex32(),
             transaction_id: format!("tid_{:016x}", fastrand::u64(..)),
             deadline_ms: u128::from(epoch_ms(SystemTime::now())) + slot.spec.timeout.as_millis(),
-            api_key: self.config.api_key_for(&namespace),
-        };
+            api_key: self.config.api_key_for(slot.spec.namespace()),
+        }
+    }
 
-        let reserved = !matches!(acquired, Acquired::TimedOut);
-        let mut cold = false;
-        let mut init = Duration::ZERO;
-        let mut failure: Option<(u8, Value)> = None;
-        let mut container = match acquired {
-            Acquired::Warm(c) => Some(c),
+    /// A warm container, or a cold start (the proxy's `/init`), or the verdict of a failure.
+    fn obtain(
+        &self,
+        slot: &ActionSlot,
+        acquired: Acquired,
+        input: &RunInput,
+        started: Instant,
+    ) -> Obtained {
+        let mut o = Obtained {
+            container: None,
+            cold: false,
+            init: Duration::ZERO,
+            failure: None,
+            reserved: true,
+        };
+        match acquired {
+            Acquired::Warm(c) => o.container = Some(c),
             Acquired::TimedOut => {
-                failure = Some((
-                    status::WHISK_ERROR,
-                    json!({"error": format!(
-                        "no container of {} became free within {} ms", slot.spec.name, ms(self.config.queue_timeout)
-                    )}),
-                ));
-                None
+                o.reserved = false;
+                o.failure = Some(whisk_error(&format!(
+                    "no container of {} became free within {} ms",
+                    slot.spec.name,
+                    ms(self.config.queue_timeout)
+                )));
             }
             Acquired::Cold(id) => {
-                let mut env = input.init_env();
-                env.extend(self.container_params(&slot.spec));
-                let result = ActionProcess::start(&slot.spec.exec, &env);
-                init = started.elapsed();
+                let env = self.container_env(&slot.spec, input);
+                let check = if self.config.wait_for_ack {
+                    StartCheck::Ack(slot.spec.timeout)
+                } else {
+                    StartCheck::default()
+                };
+                let result = Container::start(id, &slot.spec, &env, check, self.cgroups);
+                o.init = started.elapsed();
                 match result {
-                    Ok(process) => {
-                        cold = true;
-                        Some(Container { id, process })
+                    Ok(c) => {
+                        o.cold = true;
+                        o.container = Some(c);
                     }
-                    Err(e @ Error::Spawn { .. }) if slot.spec.exec.is_file() => {
-                        // It started and died during init: a developer error, a container that
-                        // was created (and is gone).
-                        cold = true;
-                        tracing::warn!("init of {} failed: {e}", slot.spec.name);
-                        failure = Some((
-                            status::DEVELOPER_ERROR,
-                            json!({"error": "The action failed to initialize."}),
-                        ));
-                        None
+                    Err(Error::StartFailed { reason, .. }) if reason == proxy::START_TIMED_OUT => {
+                        // The invoker's `/init` request timed out.
+                        o.cold = true;
+                        o.failure = Some(Verdict {
+                            status_code: status::DEVELOPER_ERROR,
+                            result: json!({ "error": format!(
+                                "The action exceeded its time limits of {} milliseconds during initialization.",
+                                slot.spec.timeout.as_millis()
+                            )}),
+                            size: None,
+                        });
+                    }
+                    Err(Error::StartFailed { reason, output, .. }) => {
+                        // It started and failed the proxy's start check: `/init` answered 502
+                        // `cannot start action: …`, a developer error of a container that was
+                        // created (and is gone).
+                        o.cold = true;
+                        tracing::warn!(
+                            "init of {} failed: {reason}; output: {output}",
+                            slot.spec.name
+                        );
+                        o.failure = Some(Verdict {
+                            status_code: status::DEVELOPER_ERROR,
+                            result: json!({ "error": format!("cannot start action: {reason}") }),
+                            size: None,
+                        });
                     }
                     Err(e) => {
                         tracing::error!("cannot start a container of {}: {e}", slot.spec.name);
-                        init = Duration::ZERO;
-                        failure = Some((status::WHISK_ERROR, json!({"error": e.to_string()})));
-                        None
+                        o.init = Duration::ZERO;
+                        o.failure = Some(whisk_error(&e.to_string()));
                     }
                 }
             }
-        };
-
-        let mut logs = Vec::new();
-        let mut size = None;
-        let (status_code, result) = match (&mut container, failure) {
-            (_, Some(f)) => f,
-            (Some(c), None) => {
-                let (outcome, lines) = c.process.run(&input, slot.spec.timeout);
-                logs = lines;
-                if let RunOutcome::Line(line) = &outcome {
-                    size = Some(line.len() as u64);
-                }
-                interpret(outcome, slot.spec.timeout)
-            }
-            (None, None) => (status::WHISK_ERROR, json!({"error": "no container"})),
-        };
-        let duration = started.elapsed();
-        let container_id = container.as_ref().map_or(0, |c| c.id);
-        let pid = container.as_ref().map_or(0, |c| c.process.pid());
-        let removed = reserved && self.release(slot, container, status_code, cold);
-
-        let user_code = user_defined_status_code(&result);
-        let body = ActivationBody {
-            name: slot.spec.name.clone(),
-            activation_id: input.activation_id.clone(),
-            status_code,
-            duration: ms(duration),
-            wait_time: wait_ms,
-            // A cold start reports at least 1 ms so that initTime > 0 marks it.
-            init_time: if cold { ms(init).max(1) } else { 0 },
-            kind: self.config.kind.clone(),
-            conductor: false,
-            memory: slot.spec.memory_mb,
-            caused_by: None,
-            size,
-            user_defined_status_code: user_code,
-        };
-        let record = ActivationRecord {
-            action: slot.spec.name.clone(),
-            activation_id: input.activation_id,
-            status_code,
-            result,
-            cold,
-            init_ms: body.init_time,
-            wait_ms,
-            duration_ms: body.duration,
-            container: container_id,
-            pid,
-            logs,
-        };
-        {
-            let mut c = lock(&slot.counters);
-            c.activations += 1;
-            c.statuses[usize::from(status_code.min(3))] += 1;
-            if cold {
-                c.cold_starts += 1;
-            }
-            if removed {
-                c.removed += 1;
-            }
-            if c.durations.len() == DURATION_WINDOW {
-                c.durations.pop_front();
-            }
-            c.durations.push_back(body.duration);
         }
-        self.sink.publish(&EventMessage::activation(
-            self.config.invoker_id,
-            &namespace,
-            body,
-        ));
-        Ok(Invocation::Completed(record))
+        o
     }
 
-    fn container_params(&self, spec: &ActionSpec) -> Vec<(String, String)> {
-        let mut env = Vec::new();
+    /// The child's environment as the Go proxy builds it: its own `__OW_*` additions, the
+    /// invoker's `/init` `env` (the `__OW_*` values of the first activation), the init
+    /// parameters.
+    fn container_env(&self, spec: &ActionSpec, input: &RunInput) -> Vec<(String, String)> {
+        let mut env = proxy::proxy_env(self.config.wait_for_ack, self.config.api_host.as_deref());
+        env.extend(input.init_env());
         if let Some(url) = &self.config.pushgateway_url {
             env.push(("WHISK_METRICS_PUSHGATEWAY_URL".to_string(), url.clone()));
         }
         env.extend(self.config.init_params.iter().cloned());
         env.extend(spec.init_params.iter().cloned());
         env
+    }
+
+    /// Releases the container, counts the activation and publishes its event.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        slot: &ActionSlot,
+        input: RunInput,
+        obtained: Obtained,
+        ran: Ran,
+        submitted: Instant,
+        started: Instant,
+        caused_by: Option<&str>,
+    ) -> ActivationRecord {
+        let duration = started.elapsed();
+        let wait_ms = ms(started.saturating_duration_since(submitted));
+        let status_code = ran.verdict.status_code;
+        let container_id = obtained.container.as_ref().map_or(0, |c| c.id);
+        let pid = obtained.container.as_ref().map_or(0, |c| c.process.pid());
+        let removed =
+            obtained.reserved && self.release(slot, obtained.container, status_code, obtained.cold);
+        // A cold start reports at least 1 ms so that initTime > 0 marks it.
+        let init_ms = if obtained.cold {
+            ms(obtained.init).max(1)
+        } else {
+            0
+        };
+        let body = ActivationBody {
+            name: slot.spec.name.clone(),
+            activation_id: input.activation_id.clone(),
+            status_code,
+            duration: ms(duration),
+            wait_time: wait_ms,
+            init_time: init_ms,
+            kind: self.config.kind.clone(),
+            conductor: false,
+            memory: slot.spec.memory_mb,
+            caused_by: caused_by.map(str::to_string),
+            size: ran.verdict.size,
+            user_defined_status_code: user_defined_status_code(&ran.verdict.result),
+        };
+        lock(&slot.counters).activation(status_code, obtained.cold, removed, body.duration);
+        let record = ActivationRecord {
+            action: slot.spec.name.clone(),
+            activation_id: input.activation_id,
+            status_code,
+            result: ran.verdict.result,
+            size: ran.verdict.size,
+            cold: obtained.cold,
+            init_ms,
+            wait_ms,
+            duration_ms: body.duration,
+            container: container_id,
+            pid,
+            logs: ran.logs,
+            caused_by: body.caused_by.clone(),
+            components: Vec::new(),
+        };
+        self.sink.publish(&EventMessage::activation(
+            self.config.invoker_id,
+            &input.namespace,
+            body,
+        ));
+        record
     }
 
     /// A warm container, a reservation for a cold one, or a timeout.
@@ -803,15 +619,15 @@ impl Inner {
         cold: bool,
     ) -> bool {
         let mut pool = lock(&slot.pool);
+        pool.busy = pool.busy.saturating_sub(1);
         let Some(c) = container else {
-            // The reservation of a failed cold start (or a timed-out wait) is given back.
-            pool.busy = pool.busy.saturating_sub(1);
+            // The reservation of a failed cold start is given back.
             drop(pool);
             slot.freed.notify_one();
             return cold;
         };
-        pool.busy = pool.busy.saturating_sub(1);
-        let remove = status_code >= status::DEVELOPER_ERROR || self.stopping.load(Ordering::SeqCst);
+        let remove =
+            verdict::removes_container(status_code) || self.stopping.load(Ordering::SeqCst);
         if !remove {
             pool.idle.push(Idle {
                 container: c,
@@ -822,7 +638,7 @@ impl Inner {
             return false;
         }
         drop(pool);
-        drop(c); // SIGKILL + reap
+        drop(c); // SIGKILL + reap, then the cgroup goes
         slot.freed.notify_one();
         true
     }
@@ -835,61 +651,59 @@ impl Inner {
         while !self.stopping.load(Ordering::SeqCst) {
             std::thread::sleep(tick);
             for slot in self.actions.values() {
-                let mut doomed = Vec::new();
-                let mut frozen = 0;
-                {
-                    let mut pool = lock(&slot.pool);
-                    let mut i = 0;
-                    while i < pool.idle.len() {
-                        let idle = &mut pool.idle[i];
-                        let age = idle.since.elapsed();
-                        if age >= self.config.idle_timeout || idle.container.process.has_exited() {
-                            doomed.push(pool.idle.remove(i));
-                            continue;
-                        }
-                        if age >= self.config.pause_grace
-                            && !idle.container.process.is_frozen()
-                            && idle.container.process.freeze()
-                        {
-                            frozen += 1;
-                        }
-                        i += 1;
-                    }
-                }
-                if frozen > 0 || !doomed.is_empty() {
-                    let mut c = lock(&slot.counters);
-                    c.freezes += frozen;
-                    c.removed += doomed.len() as u64;
-                }
-                if !doomed.is_empty() {
-                    drop(doomed); // SIGKILL + reap, outside the pool lock
-                    slot.freed.notify_all();
-                }
+                self.maintain_slot(slot);
             }
+        }
+    }
+
+    fn maintain_slot(&self, slot: &ActionSlot) {
+        let mut doomed = Vec::new();
+        let mut frozen = 0;
+        {
+            let mut pool = lock(&slot.pool);
+            let mut i = 0;
+            while i < pool.idle.len() {
+                let idle = &mut pool.idle[i];
+                let age = idle.since.elapsed();
+                if age >= self.config.idle_timeout || idle.container.process.has_exited() {
+                    doomed.push(pool.idle.remove(i));
+                    continue;
+                }
+                if age >= self.config.pause_grace
+                    && !idle.container.process.is_frozen()
+                    && idle.container.process.freeze()
+                {
+                    frozen += 1;
+                }
+                i += 1;
+            }
+        }
+        if frozen > 0 || !doomed.is_empty() {
+            let mut c = lock(&slot.counters);
+            c.freezes += frozen;
+            c.removed += doomed.len() as u64;
+        }
+        if !doomed.is_empty() {
+            drop(doomed); // SIGKILL + reap, outside the pool lock
+            slot.freed.notify_all();
         }
     }
 }
 
-/// Turns the proxy's outcome into OpenWhisk's status code and the user-visible result.
-fn interpret(outcome: RunOutcome, timeout: Duration) -> (u8, Value) {
-    match outcome {
-        RunOutcome::Line(line) => match serde_json::from_str::<Value>(&line) {
-            Ok(v @ Value::Object(_)) if v.get("error").is_some() => (status::APPLICATION_ERROR, v),
-            Ok(v @ (Value::Object(_) | Value::Array(_))) => (status::SUCCESS, v),
-            _ => (
-                status::DEVELOPER_ERROR,
-                json!({"error": "The action did not return a dictionary or array."}),
-            ),
-        },
-        RunOutcome::Exited => (status::DEVELOPER_ERROR, json!({"error": "command exited"})),
-        RunOutcome::TimedOut => (
-            status::DEVELOPER_ERROR,
-            json!({"error": format!("The action exceeded its time limits of {} milliseconds.", ms(timeout))}),
-        ),
-        RunOutcome::TooLarge => (
-            status::DEVELOPER_ERROR,
-            json!({"error": "The action produced a response that exceeded the allowed length."}),
-        ),
+/// The run through the proxy and the invoker's verdict on it.
+fn run(c: &mut Container, input: &RunInput, timeout: Duration) -> Ran {
+    let (outcome, logs) = c.process.run(input, timeout);
+    Ran {
+        verdict: verdict::of_outcome(&outcome, timeout),
+        logs,
+    }
+}
+
+fn whisk_error(msg: &str) -> Verdict {
+    Verdict {
+        status_code: status::WHISK_ERROR,
+        result: json!({ "error": msg }),
+        size: None,
     }
 }
 
@@ -898,56 +712,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn results_map_to_openwhisk_status_codes() {
-        let t = Duration::from_millis(1500);
-        assert_eq!(
-            interpret(RunOutcome::Line("{\"ok\":1}".into()), t).0,
-            status::SUCCESS
-        );
-        assert_eq!(
-            interpret(RunOutcome::Line("[1]".into()), t).0,
-            status::SUCCESS
-        );
-        assert_eq!(
-            interpret(RunOutcome::Line("{\"error\":\"x\"}".into()), t).0,
-            status::APPLICATION_ERROR
-        );
-        assert_eq!(
-            interpret(RunOutcome::Line("42".into()), t).0,
-            status::DEVELOPER_ERROR
-        );
-        assert_eq!(
-            interpret(RunOutcome::Line("not json".into()), t).0,
-            status::DEVELOPER_ERROR
-        );
-        assert_eq!(
-            interpret(RunOutcome::Exited, t),
-            (status::DEVELOPER_ERROR, json!({"error": "command exited"}))
-        );
-        let (code, v) = interpret(RunOutcome::TimedOut, t);
-        assert_eq!(code, status::DEVELOPER_ERROR);
-        assert!(v["error"].as_str().unwrap().contains("1500 milliseconds"));
-    }
-
-    #[test]
-    fn p95_is_the_nearest_rank() {
-        let v: VecDeque<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 0.95), Some(95));
-        assert_eq!(percentile(&VecDeque::new(), 0.95), None);
-        assert_eq!(percentile(&VecDeque::from([7]), 0.95), Some(7));
-    }
-
-    #[test]
-    fn action_names_need_a_namespace_and_an_existing_executable() {
-        let mut s = ActionSpec::new("/hello", "/bin/sh");
-        assert!(matches!(s.validate(), Err(Error::InvalidSpec(_))));
-        let mut s = ActionSpec::new("/guest/hello", "/nonexistent/exec");
-        assert!(matches!(s.validate(), Err(Error::MissingExecutable { .. })));
-        let mut s = ActionSpec::new("/guest/pkg/hello", "/bin/sh");
-        assert!(s.validate().is_ok());
-        assert_eq!(
-            (s.name.as_str(), s.namespace()),
-            ("guest/pkg/hello", "guest")
-        );
+    fn a_run_without_a_container_is_a_whisk_error_that_keeps_nothing() {
+        let v = whisk_error("no container");
+        assert_eq!(v.status_code, status::WHISK_ERROR);
+        assert!(verdict::removes_container(v.status_code));
+        assert_eq!(random_hex32().len(), 32);
+        assert_eq!(ms(Duration::from_micros(2500)), 2);
     }
 }

@@ -9,9 +9,11 @@
 //! * one JSON line per activation on stdin (`value`, `namespace`, `action_name` with a leading
 //!   slash, `action_version`, `activation_id`, `transaction_id`, `deadline` as a string of epoch
 //!   ms, `api_key`), one line read back from fd 3 within the action's timeout;
-//! * a child that exits is reported as `{"error":"command exited"}` (a developer error);
-//! * start-up is checked like the proxy's `DefaultTimeoutStart`: the child must still be alive
-//!   5 ms after it was started.
+//! * a child that exits is reported as `{"error":"command exited"}` (HTTP 400, a developer
+//!   error); a result line that is not a JSON object or array gets HTTP 502 ([`ProxyAnswer`]);
+//! * start-up is checked like the proxy's `Executor.Start`: without `OW_WAIT_FOR_ACK` the child
+//!   must not exit within 5 ms (`DefaultTimeoutStart`); with it, the child must write
+//!   `{"ok":true}` on fd 3 before anything else ([`StartCheck`]).
 //!
 //! Freezing is `SIGSTOP` (what `docker pause` does to the cgroup), thawing `SIGCONT`, removal
 //! `SIGKILL` (what `docker rm -f` does): the action gets no signal it can handle.
@@ -35,8 +37,42 @@ use crate::error::{Error, Result};
 /// Written to stdout and stderr after every activation, as the Go proxy does.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
 
-/// How long the proxy waits after starting the child before checking it is still alive.
-const START_CHECK: Duration = Duration::from_millis(5);
+/// How long the proxy waits after starting the child for it to exit (`DefaultTimeoutStart`).
+pub const START_GRACE: Duration = Duration::from_millis(5);
+
+/// The version of the Go proxy this driver imitates (its `__OW_PROXY_VERSION`).
+pub const PROXY_VERSION: &str = "1.17.1";
+
+/// What the Go proxy answers on a run whose child has exited, and on a non-object result.
+pub const COMMAND_EXITED: &str = "command exited";
+/// The Go proxy's 502 message for a result that is not a JSON object or array.
+pub const NOT_A_DICTIONARY: &str = "The action did not return a dictionary or array.";
+/// The Go proxy's reason when a child exits before acknowledging its start.
+pub const EXITED_AT_INIT: &str = "Command exited abruptly during initialization.";
+/// The reason when no acknowledgement came within the time limit (the proxy waits forever; the
+/// invoker's `/init` times out).
+pub const START_TIMED_OUT: &str = "no acknowledgement within the time limit";
+/// The Go proxy's reason when a child acknowledges with something other than `{"ok":true}`.
+pub const NOT_INITIALIZED: &str = "The action did not initialize properly.";
+
+/// How the start of a child is checked, as the Go proxy's `Executor.Start` does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartCheck {
+    /// Without `OW_WAIT_FOR_ACK`: the start fails if the child exits within this window
+    /// (the proxy's 5 ms, [`START_GRACE`]). The check returns as soon as the child exits, so a
+    /// longer window only slows down the start of children that stay alive.
+    Grace(Duration),
+    /// With `OW_WAIT_FOR_ACK`: the child must write `{"ok":true}` on fd 3; the start fails when
+    /// it exits first or writes anything else. The proxy waits forever; the invoker gives up
+    /// after the action's time limit, and so does this.
+    Ack(Duration),
+}
+
+impl Default for StartCheck {
+    fn default() -> Self {
+        Self::Grace(START_GRACE)
+    }
+}
 
 /// Longest result line accepted from fd 3: OpenWhisk's 1 MiB payload limit plus the JSON framing.
 pub const MAX_RESULT_BYTES: usize = 1024 * 1024 + 1024;
@@ -49,6 +85,9 @@ pub const MAX_LOG_LINES: usize = 1000;
 
 /// How long to wait for both sentinels after the result (OpenWhisk's log collection waits too).
 const LOG_COLLECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a wait for a line also checks whether the child has exited.
+const EXIT_POLL: Duration = Duration::from_millis(5);
 
 /// What the invoker sends for one activation (the `/run` body the proxy forwards).
 #[derive(Debug, Clone, PartialEq)]
@@ -93,8 +132,9 @@ impl RunInput {
         line
     }
 
-    /// The `__OW_*` variables the proxy's `/init` passes to the child (taken from the activation
-    /// that caused the cold start).
+    /// The `__OW_*` variables the invoker's `/init` passes in its `env` (taken from the
+    /// activation that caused the cold start). The proxy adds `__OW_PROXY_VERSION`, its own
+    /// `__OW_*` variables (e.g. `__OW_API_HOST`) and `__OW_WAIT_FOR_ACK` ([`proxy_env`]).
     pub fn init_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("__OW_NAMESPACE".to_string(), self.namespace.clone()),
@@ -111,17 +151,74 @@ impl RunInput {
     }
 }
 
+/// The variables the Go proxy's `SetEnv` adds to the child's environment besides the init
+/// `env`: `__OW_PROXY_VERSION`, `__OW_WAIT_FOR_ACK` when the proxy runs with `OW_WAIT_FOR_ACK`,
+/// and the container's own `__OW_*` variables (the invoker sets `__OW_API_HOST` with
+/// `docker run -e`).
+pub fn proxy_env(wait_for_ack: bool, api_host: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![("__OW_PROXY_VERSION".to_string(), PROXY_VERSION.to_string())];
+    if wait_for_ack {
+        env.push(("__OW_WAIT_FOR_ACK".into(), "1".into()));
+    }
+    if let Some(host) = api_host {
+        env.push(("__OW_API_HOST".into(), host.to_string()));
+    }
+    env
+}
+
 /// How one run ended, from the proxy's point of view.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
     /// A line arrived on fd 3 (not yet interpreted).
     Line(String),
-    /// The child exited or closed fd 3: the proxy answers `{"error":"command exited"}`.
+    /// The child exited during the run: the proxy answers 400 `{"error":"command exited"}`.
     Exited,
-    /// No line within the timeout.
+    /// The child had already exited before the run: the proxy answers 500
+    /// `{"error":"command exited"}`.
+    ExitedBefore,
+    /// No line within the timeout (the invoker stops waiting; the proxy never answers).
     TimedOut,
-    /// The line was longer than [`MAX_RESULT_BYTES`].
-    TooLarge,
+    /// The line was longer than [`MAX_RESULT_BYTES`]; its length in bytes.
+    TooLarge(usize),
+}
+
+/// The HTTP answer of the Go proxy to `/run`: its status code and its exact body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAnswer {
+    /// 200, 400 (child exited during the run), 500 (exited before), 502 (not an object).
+    pub status: u16,
+    /// The body, with the proxy's trailing newline.
+    pub body: String,
+}
+
+impl ProxyAnswer {
+    fn error(status: u16, msg: &str) -> Self {
+        Self {
+            status,
+            body: format!("{}\n", json!({ "error": msg })),
+        }
+    }
+}
+
+impl RunOutcome {
+    /// What the Go proxy answers for this outcome (`runHandler.go`); `None` when it does not
+    /// answer in time (a timeout) or the line is too long for the emulator to keep.
+    pub fn proxy_answer(&self) -> Option<ProxyAnswer> {
+        match self {
+            // The proxy accepts what Go's json.Unmarshal reads into a map or a slice: an
+            // object, an array, or `null` (which unmarshals into a nil map).
+            Self::Line(line) => Some(match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(_) | Value::Array(_) | Value::Null) => ProxyAnswer {
+                    status: 200,
+                    body: format!("{line}\n"),
+                },
+                _ => ProxyAnswer::error(502, NOT_A_DICTIONARY),
+            }),
+            Self::Exited => Some(ProxyAnswer::error(400, COMMAND_EXITED)),
+            Self::ExitedBefore => Some(ProxyAnswer::error(500, COMMAND_EXITED)),
+            Self::TimedOut | Self::TooLarge(_) => None,
+        }
+    }
 }
 
 /// A line of the action's output.
@@ -148,8 +245,20 @@ pub struct ActionProcess {
 }
 
 impl ActionProcess {
-    /// Starts `exec` with exactly `env` as its environment, and checks it is alive 5 ms later.
-    pub fn start(exec: &Path, env: &[(String, String)]) -> Result<Self> {
+    /// Starts `exec` with exactly `env` as its environment and checks its start as the proxy
+    /// does ([`StartCheck`]).
+    pub fn start(exec: &Path, env: &[(String, String)], check: StartCheck) -> Result<Self> {
+        Self::start_with(exec, env, check, |_| {})
+    }
+
+    /// Like [`ActionProcess::start`], calling `after_spawn` with the child's pid before the
+    /// start check (the pool moves it into its container's cgroup there).
+    pub fn start_with(
+        exec: &Path,
+        env: &[(String, String)],
+        check: StartCheck,
+        after_spawn: impl FnOnce(u32),
+    ) -> Result<Self> {
         let io = |what: &str| {
             let what = format!("{what} for {}", exec.display());
             move |source| Error::Io { what, source }
@@ -187,6 +296,7 @@ impl ActionProcess {
         // is gone.
         drop(cmd);
         let stdin = child.stdin.take();
+        after_spawn(child.id());
 
         let (rtx, results) = mpsc::channel();
         spawn_reader("fd3", move || read_results(result_r, rtx));
@@ -205,17 +315,64 @@ impl ActionProcess {
             frozen: false,
             exec: exec.to_path_buf(),
         };
-        std::thread::sleep(START_CHECK);
-        if let Ok(Some(status)) = process.child.try_wait() {
-            return Err(Error::Spawn {
+        match process.check_start(check) {
+            Ok(()) => Ok(process),
+            Err(reason) => Err(Error::StartFailed {
                 path: exec.to_path_buf(),
-                source: std::io::Error::other(format!(
-                    "the action exited during start-up ({status}); its output: {}",
-                    process.drain_logs().join(" | ")
-                )),
-            });
+                reason,
+                output: process.collect_logs().join(" | "),
+            }),
         }
-        Ok(process)
+    }
+
+    /// `Executor.Start` after the spawn: `Err` with the proxy's words when the start failed.
+    fn check_start(&mut self, check: StartCheck) -> std::result::Result<(), String> {
+        match check {
+            StartCheck::Grace(window) => match self.wait_exit(window) {
+                Some(_) => Err(COMMAND_EXITED.into()),
+                None => Ok(()),
+            },
+            StartCheck::Ack(limit) => {
+                let deadline = Instant::now() + limit;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.results.recv_timeout(left.min(EXIT_POLL)) {
+                        Ok(Ok(line)) => {
+                            return match serde_json::from_str::<Value>(&line) {
+                                Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => Ok(()),
+                                Ok(_) => Err(NOT_INITIALIZED.into()),
+                                Err(e) => Err(e.to_string()),
+                            };
+                        }
+                        Ok(Err(len)) => return Err(format!("an acknowledgement of {len} bytes")),
+                        Err(RecvTimeoutError::Disconnected) => return Err(EXITED_AT_INIT.into()),
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Ok(Some(_)) = self.child.try_wait() {
+                                return Err(EXITED_AT_INIT.into());
+                            }
+                            if left.is_zero() {
+                                return Err(START_TIMED_OUT.into());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the child to exit; its status if it did.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+        }
     }
 
     /// The process id.
@@ -232,22 +389,31 @@ impl ActionProcess {
     /// sentinels and collects the activation's log lines (stdout and stderr, up to
     /// [`MAX_LOG_LINES`]).
     pub fn run(&mut self, input: &RunInput, timeout: Duration) -> (RunOutcome, Vec<String>) {
+        let started = Instant::now();
         // Anything left over from a previous activation that timed out is stale.
         while self.results.try_recv().is_ok() {}
-        let written = match self.stdin.as_mut() {
-            Some(stdin) => stdin
+        if self.has_exited() {
+            // runHandler: `if ap.theExecutor.Exited()` → 500, nothing written, no sentinel.
+            return (RunOutcome::ExitedBefore, Vec::new());
+        }
+        // The proxy ignores write errors and waits for a line or the child's exit.
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin
                 .write_all(input.to_line().as_bytes())
-                .and_then(|()| stdin.flush()),
-            None => Err(std::io::Error::other("stdin closed")),
-        };
-        let outcome = match written {
-            Err(_) => RunOutcome::Exited,
-            Ok(()) => match self.results.recv_timeout(timeout) {
-                Ok(Ok(line)) => RunOutcome::Line(line),
-                Ok(Err(_)) => RunOutcome::TooLarge,
-                Err(RecvTimeoutError::Timeout) => RunOutcome::TimedOut,
-                Err(RecvTimeoutError::Disconnected) => RunOutcome::Exited,
-            },
+                .and_then(|()| stdin.flush());
+        }
+        let outcome = match self.results.recv_timeout(timeout) {
+            Ok(Ok(line)) => RunOutcome::Line(line),
+            Ok(Err(len)) => RunOutcome::TooLarge(len),
+            Err(RecvTimeoutError::Timeout) => RunOutcome::TimedOut,
+            // fd 3 closed: the proxy still holds its write end, so what ends its wait is the
+            // child's exit, not the EOF. Wait for the exit within what is left of the time.
+            Err(RecvTimeoutError::Disconnected) => {
+                match self.wait_exit(timeout.saturating_sub(started.elapsed())) {
+                    Some(_) => RunOutcome::Exited,
+                    None => RunOutcome::TimedOut,
+                }
+            }
         };
         let logs = self.collect_logs();
         (outcome, logs)
@@ -278,17 +444,6 @@ impl ActionProcess {
                     }
                 }
                 Err(_) => break,
-            }
-        }
-        lines
-    }
-
-    fn drain_logs(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok((_, line)) = self.logs.recv_timeout(Duration::from_millis(20)) {
-            lines.push(line);
-            if lines.len() >= 20 {
-                break;
             }
         }
         lines
@@ -327,11 +482,13 @@ impl ActionProcess {
         }
     }
 
-    /// Removes the container: `SIGKILL` (works on frozen processes too) and reap.
+    /// Removes the container: `SIGKILL` (works on frozen processes too) and reap. The kill comes
+    /// before stdin is closed, as with `docker rm -f`: the action must not see an end of input it
+    /// could react to (the SDK deletes its group on one).
     pub fn kill(&mut self) {
-        self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stdin = None;
     }
 }
 
@@ -356,20 +513,20 @@ fn spawn_reader(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Reads result lines from fd 3 until EOF. An oversized line is reported as `Err(len)` and
-/// skipped up to its newline.
+/// Reads result lines from fd 3 until EOF. An oversized line is reported as `Err(its length)`
+/// and skipped up to its newline.
 fn read_results(r: File, tx: mpsc::Sender<Result<String, usize>>) {
     let mut r = BufReader::new(r);
     loop {
         match read_line_limited(&mut r, MAX_RESULT_BYTES) {
             Ok(None) | Err(_) => return,
-            Ok(Some((line, false))) => {
+            Ok(Some((line, len))) if len <= MAX_RESULT_BYTES => {
                 if tx.send(Ok(line)).is_err() {
                     return;
                 }
             }
-            Ok(Some((line, true))) => {
-                if tx.send(Err(line.len())).is_err() {
+            Ok(Some((_, len))) => {
+                if tx.send(Err(len)).is_err() {
                     return;
                 }
             }
@@ -379,19 +536,19 @@ fn read_results(r: File, tx: mpsc::Sender<Result<String, usize>>) {
 
 fn read_logs(r: File, stream: Stream, tx: SyncSender<LogLine>) {
     let mut r = BufReader::new(r);
-    while let Ok(Some((line, _cut))) = read_line_limited(&mut r, MAX_LOG_LINE_BYTES) {
+    while let Ok(Some((line, _len))) = read_line_limited(&mut r, MAX_LOG_LINE_BYTES) {
         if tx.send((stream, line)).is_err() {
             return;
         }
     }
 }
 
-/// Reads one line (without its newline) of at most `limit` bytes; a longer line is cut and the
-/// rest skipped, reported with `true`. `None` at EOF.
+/// Reads one line (without its newline) of at most `limit` bytes, with the line's full length;
+/// a longer line is cut and the rest skipped. `None` at EOF.
 fn read_line_limited(
     r: &mut impl BufRead,
     limit: usize,
-) -> std::io::Result<Option<(String, bool)>> {
+) -> std::io::Result<Option<(String, usize)>> {
     let mut buf = Vec::new();
     let n = r
         .by_ref()
@@ -400,16 +557,17 @@ fn read_line_limited(
     if n == 0 {
         return Ok(None);
     }
-    let mut cut = false;
+    let mut len = buf.len();
     if buf.last() == Some(&b'\n') {
         buf.pop();
+        len -= 1;
     } else if buf.len() > limit {
-        cut = true;
         buf.truncate(limit);
         let mut rest = Vec::new();
         r.read_until(b'\n', &mut rest)?;
+        len += rest.len() - usize::from(rest.last() == Some(&b'\n'));
     }
-    Ok(Some((String::from_utf8_lossy(&buf).into_owned(), cut)))
+    Ok(Some((String::from_utf8_lossy(&buf).into_owned(), len)))
 }
 
 #[cfg(test)]
@@ -454,11 +612,11 @@ mod tests {
         let mut r = BufReader::new(&b"abcdefgh\nok\n"[..]);
         assert_eq!(
             read_line_limited(&mut r, 4).unwrap(),
-            Some(("abcd".into(), true))
+            Some(("abcd".into(), 8))
         );
         assert_eq!(
             read_line_limited(&mut r, 4).unwrap(),
-            Some(("ok".into(), false))
+            Some(("ok".into(), 2))
         );
         assert_eq!(read_line_limited(&mut r, 4).unwrap(), None);
     }
@@ -489,8 +647,8 @@ mod tests {
             "WHISK_METRICS_PUSHGATEWAY_URL".into(),
             "http://127.0.0.1:1".into(),
         ));
-        let mut p = ActionProcess::start(&exec, &env).unwrap();
-        let (out, logs) = p.run(&input(), Duration::from_secs(5));
+        let mut p = ActionProcess::start(&exec, &env, StartCheck::default()).unwrap();
+        let (out, logs) = p.run(&input(), Duration::from_secs(30));
         assert_eq!(out, RunOutcome::Line("{\"ok\":true}".into()));
         assert!(logs.contains(&"stdout: got it".to_string()), "{logs:?}");
         let env_line = logs.iter().find(|l| l.starts_with("stderr:")).unwrap();
@@ -510,13 +668,24 @@ mod tests {
     #[test]
     fn a_child_that_exits_is_command_exited_and_a_silent_one_times_out() {
         let (dir, exec) = script("read -r line; exit 0");
-        let mut p = ActionProcess::start(&exec, &[]).unwrap();
+        let mut p = ActionProcess::start(&exec, &[], StartCheck::default()).unwrap();
+        let (out, _) = p.run(&input(), Duration::from_secs(30));
+        assert_eq!(out, RunOutcome::Exited);
         assert_eq!(
-            p.run(&input(), Duration::from_secs(5)).0,
-            RunOutcome::Exited
+            out.proxy_answer(),
+            Some(ProxyAnswer {
+                status: 400,
+                body: "{\"error\":\"command exited\"}\n".into()
+            })
         );
+        // The next run finds it gone: the proxy's 500.
+        assert_eq!(
+            p.run(&input(), Duration::from_secs(30)).0,
+            RunOutcome::ExitedBefore
+        );
+        // A child that never answers: whatever the machine's load, no line can arrive.
         let (dir2, exec2) = script("while read -r line; do :; done");
-        let mut q = ActionProcess::start(&exec2, &[]).unwrap();
+        let mut q = ActionProcess::start(&exec2, &[], StartCheck::default()).unwrap();
         assert_eq!(
             q.run(&input(), Duration::from_millis(100)).0,
             RunOutcome::TimedOut
@@ -525,32 +694,126 @@ mod tests {
     }
 
     #[test]
+    fn a_child_that_closes_fd3_but_lives_on_is_not_an_exit() {
+        // The proxy keeps its own copy of fd 3's write end: only the child's exit ends the
+        // wait, so a child that closes fd 3 and keeps running times out.
+        let (dir, exec) = script("exec 3>&-; while read -r line; do :; done");
+        let mut p = ActionProcess::start(&exec, &[], StartCheck::default()).unwrap();
+        assert_eq!(
+            p.run(&input(), Duration::from_millis(200)).0,
+            RunOutcome::TimedOut
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_child_that_dies_at_start_is_an_error() {
+        // The check returns as soon as the child exits, so a generous window makes this
+        // deterministic on a loaded machine: the proxy's 5 ms window only decides how long a
+        // child that stays alive is watched.
         let (dir, exec) = script("echo bye >&2; exit 3");
-        let err = ActionProcess::start(&exec, &[]).unwrap_err();
-        assert!(err.to_string().contains("exited during start-up"), "{err}");
+        let err = ActionProcess::start(&exec, &[], StartCheck::Grace(Duration::from_secs(60)))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::StartFailed { reason, .. } if reason == COMMAND_EXITED),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn with_wait_for_ack_the_start_needs_ok_true_on_fd3() {
+        let (dir, exec) =
+            script("echo '{\"ok\":true}' >&3; while read -r line; do echo '{\"n\":1}' >&3; done");
+        let ack = StartCheck::Ack(Duration::from_secs(60));
+        let mut p = ActionProcess::start(&exec, &[], ack).unwrap();
+        // The acknowledgement is not taken for the first result.
+        assert_eq!(
+            p.run(&input(), Duration::from_secs(30)).0,
+            RunOutcome::Line("{\"n\":1}".into())
+        );
+        let (dir2, dies) = script("echo bye >&2; exit 3");
+        let err = ActionProcess::start(&dies, &[], ack).unwrap_err();
+        assert!(err.to_string().contains(EXITED_AT_INIT), "{err}");
+        let (dir3, wrong) = script("echo '{\"ok\":false}' >&3; while read -r line; do :; done");
+        let err = ActionProcess::start(&wrong, &[], ack).unwrap_err();
+        assert!(err.to_string().contains(NOT_INITIALIZED), "{err}");
+        for d in [dir, dir2, dir3] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    #[test]
+    fn proxy_answers_follow_the_go_proxy() {
+        let answer = |line: &str| RunOutcome::Line(line.into()).proxy_answer().unwrap();
+        assert_eq!(answer("{\"a\":1}").status, 200);
+        assert_eq!(answer("{\"a\":1}").body, "{\"a\":1}\n");
+        assert_eq!(answer("[1,2]").status, 200);
+        // Go's json.Unmarshal reads `null` into a nil map without an error.
+        assert_eq!(answer("null").status, 200);
+        for bad in ["42", "\"text\"", "true", "not json", ""] {
+            assert_eq!(
+                answer(bad),
+                ProxyAnswer {
+                    status: 502,
+                    body: format!("{{\"error\":\"{NOT_A_DICTIONARY}\"}}\n")
+                },
+                "{bad:?}"
+            );
+        }
+        assert_eq!(RunOutcome::TimedOut.proxy_answer(), None);
+    }
+
+    #[test]
+    fn oversized_results_report_their_length() {
+        let (dir, exec) = script(&format!(
+            "while read -r line; do /usr/bin/head -c {} /dev/zero | /usr/bin/tr '\\0' 'x' >&3; echo >&3; done",
+            MAX_RESULT_BYTES + 10
+        ));
+        let mut p = ActionProcess::start(&exec, &[], StartCheck::default()).unwrap();
+        assert_eq!(
+            p.run(&input(), Duration::from_secs(30)).0,
+            RunOutcome::TooLarge(MAX_RESULT_BYTES + 10)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn frozen_process_answers_only_after_thaw() {
-        let (dir, exec) = script("while read -r line; do echo '{\"n\":1}' >&3; done");
-        let mut p = ActionProcess::start(&exec, &[]).unwrap();
+        let (dir, exec) =
+            script("n=0; while read -r line; do n=$((n+1)); echo \"{\\\"n\\\":$n}\" >&3; done");
+        let mut p = ActionProcess::start(&exec, &[], StartCheck::default()).unwrap();
         assert!(p.freeze() && p.is_frozen());
+        // Frozen, it cannot answer, however long the wait.
         assert_eq!(
             p.run(&input(), Duration::from_millis(200)).0,
             RunOutcome::TimedOut
         );
         assert!(p.thaw());
-        // The line written while frozen is answered once thawed; run() discards it as stale and
-        // the next line gets its own answer.
-        std::thread::sleep(Duration::from_millis(100));
+        // The line written while frozen is answered once thawed (waited for here, not slept
+        // for); run() then discards nothing new and the next line gets its own answer.
         assert_eq!(
-            p.run(&input(), Duration::from_secs(5)).0,
-            RunOutcome::Line("{\"n\":1}".into())
+            p.results.recv_timeout(Duration::from_secs(60)),
+            Ok(Ok("{\"n\":1}".into()))
+        );
+        assert_eq!(
+            p.run(&input(), Duration::from_secs(30)).0,
+            RunOutcome::Line("{\"n\":2}".into())
         );
         p.kill();
         assert!(p.has_exited());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn removal_kills_before_the_action_can_see_the_end_of_its_input() {
+        // The SDK deletes its Pushgateway group when stdin ends; `docker rm -f` gives it no
+        // chance, and neither may the emulator.
+        let (dir, exec) = script("while read -r line; do :; done; echo eof > saw-eof");
+        let mut p = ActionProcess::start(&exec, &[], StartCheck::default()).unwrap();
+        p.kill();
+        assert!(p.has_exited());
+        assert!(!dir.join("saw-eof").exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::pool::ActionStats;
+use crate::stats::ActionStats;
 
 /// Renders the table (one header line, one line per action, one totals line).
 pub fn render(stats: &[ActionStats]) -> String {

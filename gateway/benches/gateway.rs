@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Knobs: `WHISK_BENCH_CONTAINERS` (10000), `WHISK_BENCH_CONCURRENCY` (16 pushing threads),
-//! `WHISK_BENCH_NAMESPACES` (100 namespaces, one API key each). Each setup runs two rounds: the
+//! `WHISK_BENCH_NAMESPACES` (100 namespaces, one API key each), `WHISK_GATEWAY_BIN` (the
+//! gateway executable; default: the one cargo built for this bench). Each setup runs two rounds: the
 //! first creates every group (and warms the auth cache), the second — the measured one — is
 //! every container pushing again into the full store. Then each Pushgateway is scraped once
 //! (`/metrics`: time and size) and its RSS read from /proc. Gateway CPU per push is its
@@ -179,6 +180,9 @@ fn run_setup(
     concurrency: usize,
 ) -> Row {
     eprintln!("== {name}");
+    if through_gateway {
+        eprintln!("   gateway: {}", gateway_bin());
+    }
     let pgws: Vec<Pushgateway> = (0..shards)
         .map(|_| Pushgateway::start(&PGW_FLAGS).expect("Pushgateway"))
         .collect();
@@ -255,18 +259,20 @@ fn start_gateway(pgws: &[Pushgateway], controller: &Controller) -> (ServiceProce
     for p in pgws {
         args.extend(["--pushgateway-url".to_string(), p.url()]);
     }
-    let mut process = ServiceProcess::spawn(
-        "whisk-gateway",
-        env!("CARGO_BIN_EXE_whisk-gateway"),
-        &args,
-        "cargo build -p whisk-gateway",
-    )
-    .expect("gateway starts");
+    let bin = gateway_bin();
+    let mut process =
+        ServiceProcess::spawn("whisk-gateway", &bin, &args, "cargo build -p whisk-gateway")
+            .expect("gateway starts");
     let ready = format!("http://127.0.0.1:{port}/readyz");
     process
         .wait_ready(Duration::from_secs(30), || http_get(&ready).is_ok())
         .expect("gateway ready");
     (process, port)
+}
+
+fn gateway_bin() -> String {
+    std::env::var("WHISK_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_whisk-gateway").to_string())
 }
 
 /// Every container pushes once; returns each push's latency and the round's wall time.

@@ -17,6 +17,9 @@ use crate::forward::Forwarder;
 use crate::telemetry::Telemetry;
 use crate::validate::{Invalid, validate};
 
+/// Longest time a client may take to send its body (a slow sender holds a connection).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The labels of an SDK group besides `job`, in the SDK's order.
 pub const GROUP_LABELS: [&str; 3] = ["instance", "namespace", "action"];
 
@@ -278,9 +281,19 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     if declared.is_some_and(|n| n > state.max_body_bytes) {
         return Err(too_large(state.max_body_bytes));
     }
-    let body: Bytes = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
-        .await
-        .map_err(|_| too_large(state.max_body_bytes))?;
+    let body: Bytes = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(request.into_body(), state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the body did not arrive within 10 s",
+        )
+    })?
+    .map_err(|_| too_large(state.max_body_bytes))?;
     let validated = validate(&body, state.max_series)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
     state

@@ -6,6 +6,8 @@
 //! - [`GroupingKey`]: a Pushgateway group (`job` plus ordered labels) and its URL path, always
 //!   written with `@base64` segments, and read back from either form (the gateway parses what the
 //!   SDK writes).
+//! - [`parse_duration`] and [`TIME_BUCKETS`]: the duration syntax of every flag and environment
+//!   variable (`250ms`, `15s`, `15m`, `1h`, `30`) and the buckets of every time histogram.
 //!
 //! ```
 //! use whisk_grouping::{ActionName, GroupingKey};
@@ -26,7 +28,9 @@
 //! ```
 
 mod action_name;
+mod conventions;
 mod grouping_key;
 
 pub use action_name::ActionName;
+pub use conventions::{TIME_BUCKETS, parse_duration};
 pub use grouping_key::{GroupingKey, PathError, encode_segment};

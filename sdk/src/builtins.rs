@@ -13,19 +13,42 @@
 //! | `whisk_push_failures_total{reason}` | 4 |
 //! | `whisk_last_push_duration_seconds` | 1 |
 //! | `whisk_container_info` | 1 |
-//! | **total** | **30** |
+//! | `whisk_activation_cpu_seconds` (6 buckets + `+Inf`, `_sum`, `_count`) | 9 |
+//! | `whisk_activation_memory_peak_bytes` (8 buckets + `+Inf`, `_sum`, `_count`) | 11 |
+//! | `whisk_container_memory_bytes`, `whisk_container_memory_limit_bytes`, `whisk_container_cpu_seconds_total`, `whisk_container_cpu_throttled_seconds_total` (each only when readable) | ≤ 4 |
+//! | **total** | **≤ 54** (30 without the resource figures) |
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts,
+};
+
+use crate::resources::ContainerSample;
 
 /// Buckets (seconds) of `whisk_activation_duration_seconds`, the same as the platform's time
 /// histograms.
 pub(crate) const TIME_BUCKETS: [f64; 15] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
+
+/// Buckets (seconds) of `whisk_activation_cpu_seconds`.
+const CPU_BUCKETS: [f64; 6] = [0.001, 0.01, 0.1, 1.0, 10.0, 60.0];
+
+/// Buckets (bytes) of `whisk_activation_memory_peak_bytes`: 16 … 2048 MiB.
+const MEMORY_BUCKETS: [f64; 8] = [
+    16.0 * MIB,
+    32.0 * MIB,
+    64.0 * MIB,
+    128.0 * MIB,
+    256.0 * MIB,
+    512.0 * MIB,
+    1024.0 * MIB,
+    2048.0 * MIB,
+];
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// Name and help of one built-in family.
 struct Def {
@@ -64,6 +87,31 @@ const LAST_PUSH_DURATION: Def = Def {
 const CONTAINER_INFO: Def = Def {
     name: "whisk_container_info",
     help: "identity of the container",
+};
+
+const ACTIVATION_CPU: Def = Def {
+    name: "whisk_activation_cpu_seconds",
+    help: "CPU time (user + system) the process used during each activation",
+};
+const ACTIVATION_MEMORY_PEAK: Def = Def {
+    name: "whisk_activation_memory_peak_bytes",
+    help: "Peak resident memory of the process during each activation",
+};
+const CONTAINER_MEMORY: Def = Def {
+    name: "whisk_container_memory_bytes",
+    help: "Memory the container uses now (cgroup, else the process RSS)",
+};
+const CONTAINER_MEMORY_LIMIT: Def = Def {
+    name: "whisk_container_memory_limit_bytes",
+    help: "Memory limit of the container's cgroup",
+};
+const CONTAINER_CPU: Def = Def {
+    name: "whisk_container_cpu_seconds_total",
+    help: "CPU time the container (cgroup, else the process) used since it started",
+};
+const CONTAINER_THROTTLED: Def = Def {
+    name: "whisk_container_cpu_throttled_seconds_total",
+    help: "Time the container was throttled by its CPU quota",
 };
 
 /// Outcome of one activation, the `status` label of `whisk_activations_total`.
@@ -156,6 +204,16 @@ pub(crate) struct Builtins {
     last_push_duration: Gauge,
     container_info: GaugeVec,
     action_version: Mutex<Option<String>>,
+    activation_cpu: Histogram,
+    activation_memory_peak: Histogram,
+    // no labels: a family without a child is absent from the exposition, which is what a
+    // figure the container cannot read should be
+    container_memory: GaugeVec,
+    container_memory_limit: GaugeVec,
+    container_cpu: CounterVec,
+    container_throttled: CounterVec,
+    /// Last cgroup (or process) readings of the two counters, to add only the growth.
+    last_cpu: Mutex<(Option<f64>, Option<f64>)>,
 }
 
 impl Builtins {
@@ -176,6 +234,12 @@ impl Builtins {
         .expect(VALID);
         let container_info =
             GaugeVec::new(opts(&CONTAINER_INFO), &["action_version", "sdk_version"]).expect(VALID);
+        let histogram = |d: &Def, buckets: &[f64]| {
+            Histogram::with_opts(HistogramOpts::new(d.name, d.help).buckets(buckets.to_vec()))
+                .expect(VALID)
+        };
+        let unlabelled_gauge = |d: &Def| GaugeVec::new(opts(d), &[]).expect(VALID);
+        let unlabelled_counter = |d: &Def| CounterVec::new(opts(d), &[]).expect(VALID);
         let builtins = Self {
             activations: Outcome::ALL.map(|o| activations.with_label_values(&[o.label()])),
             activation_duration,
@@ -186,6 +250,13 @@ impl Builtins {
             last_push_duration: gauge(&LAST_PUSH_DURATION),
             container_info: container_info.clone(),
             action_version: Mutex::new(None),
+            activation_cpu: histogram(&ACTIVATION_CPU, &CPU_BUCKETS),
+            activation_memory_peak: histogram(&ACTIVATION_MEMORY_PEAK, &MEMORY_BUCKETS),
+            container_memory: unlabelled_gauge(&CONTAINER_MEMORY),
+            container_memory_limit: unlabelled_gauge(&CONTAINER_MEMORY_LIMIT),
+            container_cpu: unlabelled_counter(&CONTAINER_CPU),
+            container_throttled: unlabelled_counter(&CONTAINER_THROTTLED),
+            last_cpu: Mutex::new((None, None)),
         };
         let b = &builtins;
         let registrations: Vec<Registration> = vec![
@@ -213,6 +284,36 @@ impl Builtins {
                 Box::new(b.last_push_duration.clone()),
             ),
             (CONTAINER_INFO.name, Kind::Plain, Box::new(container_info)),
+            (
+                ACTIVATION_CPU.name,
+                Kind::Histogram,
+                Box::new(b.activation_cpu.clone()),
+            ),
+            (
+                ACTIVATION_MEMORY_PEAK.name,
+                Kind::Histogram,
+                Box::new(b.activation_memory_peak.clone()),
+            ),
+            (
+                CONTAINER_MEMORY.name,
+                Kind::Plain,
+                Box::new(b.container_memory.clone()),
+            ),
+            (
+                CONTAINER_MEMORY_LIMIT.name,
+                Kind::Plain,
+                Box::new(b.container_memory_limit.clone()),
+            ),
+            (
+                CONTAINER_CPU.name,
+                Kind::Plain,
+                Box::new(b.container_cpu.clone()),
+            ),
+            (
+                CONTAINER_THROTTLED.name,
+                Kind::Plain,
+                Box::new(b.container_throttled.clone()),
+            ),
         ];
         (builtins, registrations)
     }
@@ -264,6 +365,34 @@ impl Builtins {
         self.push_failures[reason as usize].inc();
     }
 
+    /// An activation used `cpu` CPU time and reached `peak_bytes` resident memory (each when
+    /// known).
+    pub(crate) fn activation_used(&self, cpu: Option<Duration>, peak_bytes: Option<f64>) {
+        if let Some(cpu) = cpu {
+            self.activation_cpu.observe(cpu.as_secs_f64());
+        }
+        if let Some(peak) = peak_bytes {
+            self.activation_memory_peak.observe(peak);
+        }
+    }
+
+    /// The container's figures were read: gauges follow them, counters grow by the increase
+    /// since the last reading; a figure that cannot be read is removed.
+    pub(crate) fn container_sampled(&self, sample: &ContainerSample) {
+        set_or_remove(&self.container_memory, sample.memory_bytes);
+        set_or_remove(&self.container_memory_limit, sample.memory_limit_bytes);
+        let mut last = self
+            .last_cpu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        grow(&self.container_cpu, &mut last.0, sample.cpu_seconds);
+        grow(
+            &self.container_throttled,
+            &mut last.1,
+            sample.cpu_throttled_seconds,
+        );
+    }
+
     /// Activations counted with `outcome` so far (tests).
     #[cfg(test)]
     pub(crate) fn activations(&self, outcome: Outcome) -> u64 {
@@ -275,6 +404,31 @@ impl Builtins {
     pub(crate) fn push_failures(&self, reason: PushFailure) -> u64 {
         self.push_failures[reason as usize].get()
     }
+}
+
+fn set_or_remove(gauge: &GaugeVec, value: Option<f64>) {
+    match value {
+        Some(v) => {
+            if let Ok(g) = gauge.get_metric_with_label_values::<&str>(&[]) {
+                g.set(v);
+            }
+        }
+        None => gauge.reset(),
+    }
+}
+
+/// Adds the growth of a cumulative reading to `counter` (the first reading in full). A reading
+/// that went down (a counter reset under us) starts over from it.
+fn grow(counter: &CounterVec, last: &mut Option<f64>, now: Option<f64>) {
+    let Some(now) = now else { return };
+    let delta = match *last {
+        Some(prev) if now >= prev => now - prev,
+        _ => now,
+    };
+    if let Ok(c) = counter.get_metric_with_label_values::<&str>(&[]) {
+        c.inc_by(delta);
+    }
+    *last = Some(now);
 }
 
 #[cfg(test)]
@@ -298,6 +452,8 @@ mod tests {
             1_700_000_000.0,
         );
         m.builtins.action_version_seen("0.0.1");
+        m.builtins
+            .activation_used(Some(Duration::from_millis(5)), Some(40.0 * MIB));
         let t = text(&m);
         for line in [
             "# HELP whisk_activations_total Activations served by this container, by outcome",
@@ -325,6 +481,12 @@ mod tests {
             "whisk_last_push_duration_seconds 0.002",
             "# HELP whisk_container_info identity of the container",
             "whisk_container_info{action_version=\"0.0.1\",sdk_version=\"0.1.0\"} 1",
+            "# HELP whisk_activation_cpu_seconds CPU time (user + system) the process used during each activation",
+            "# TYPE whisk_activation_cpu_seconds histogram",
+            "whisk_activation_cpu_seconds_bucket{le=\"0.01\"} 1",
+            "# TYPE whisk_activation_memory_peak_bytes histogram",
+            "whisk_activation_memory_peak_bytes_bucket{le=\"67108864\"} 1",
+            "whisk_activation_memory_peak_bytes_bucket{le=\"33554432\"} 0",
         ] {
             assert!(
                 t.lines().any(|l| l == line),
@@ -337,8 +499,47 @@ mod tests {
     fn builtins_stay_within_the_series_budget_stated_in_the_docs() {
         let m = Metrics::new();
         m.builtins.action_version_seen("1");
-        let series = text(&m).lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(series, 30, "{}", text(&m));
+        let series = |m: &Metrics| text(m).lines().filter(|l| !l.starts_with('#')).count();
+        // without any resource figure readable: 30 + the two activation histograms (20)
+        assert_eq!(series(&m), 50, "{}", text(&m));
+        m.builtins.container_sampled(&ContainerSample {
+            memory_bytes: Some(1.0),
+            memory_limit_bytes: Some(2.0),
+            cpu_seconds: Some(3.0),
+            cpu_throttled_seconds: Some(0.0),
+        });
+        assert_eq!(series(&m), 54, "{}", text(&m));
+    }
+
+    #[test]
+    fn container_counters_grow_by_the_increase_and_unreadable_gauges_disappear() {
+        let m = Metrics::new();
+        let sample = |cpu, memory| ContainerSample {
+            memory_bytes: memory,
+            memory_limit_bytes: None,
+            cpu_seconds: Some(cpu),
+            cpu_throttled_seconds: None,
+        };
+        m.builtins.container_sampled(&sample(10.0, Some(5.0)));
+        m.builtins.container_sampled(&sample(12.5, Some(6.0)));
+        let t = text(&m);
+        assert!(
+            t.contains("\nwhisk_container_cpu_seconds_total 12.5\n"),
+            "{t}"
+        );
+        assert!(t.contains("\nwhisk_container_memory_bytes 6\n"), "{t}");
+        assert!(!t.contains("whisk_container_memory_limit_bytes"), "{t}");
+        assert!(
+            !t.contains("whisk_container_cpu_throttled_seconds_total"),
+            "{t}"
+        );
+        m.builtins.container_sampled(&sample(13.0, None));
+        let t = text(&m);
+        assert!(!t.contains("whisk_container_memory_bytes"), "{t}");
+        assert!(
+            t.contains("\nwhisk_container_cpu_seconds_total 13\n"),
+            "{t}"
+        );
     }
 
     #[test]

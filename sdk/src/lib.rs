@@ -160,11 +160,32 @@
 //! | `whisk_push_failures_total` | counter | `reason` ∈ rejected, unauthorized, unavailable, transport | Pushes to the Pushgateway that failed, by reason |
 //! | `whisk_last_push_duration_seconds` | gauge | – | Duration of the last push attempt |
 //! | `whisk_container_info` | gauge (=1) | `action_version`, `sdk_version` | identity of the container |
+//! | `whisk_activation_cpu_seconds` | histogram | – | CPU time (user + system) the process used during each activation; buckets 0.001, 0.01, 0.1, 1, 10, 60 s |
+//! | `whisk_activation_memory_peak_bytes` | histogram | – | Peak resident memory of the process during each activation; buckets 16, 32, 64, 128, 256, 512, 1024, 2048 MiB |
+//! | `whisk_container_memory_bytes` | gauge | – | Memory the container uses now: cgroup v2 `memory.current`, v1 `memory.usage_in_bytes`, else the process's `VmRSS` |
+//! | `whisk_container_memory_limit_bytes` | gauge | – | The cgroup's memory limit (`memory.max` / `memory.limit_in_bytes`); absent when unlimited |
+//! | `whisk_container_cpu_seconds_total` | counter | – | CPU time of the container since it started: cgroup v2 `cpu.stat` `usage_usec`, v1 `cpuacct.usage`, else the process |
+//! | `whisk_container_cpu_throttled_seconds_total` | counter | – | Time throttled by the CPU quota: cgroup v2 `cpu.stat` `throttled_usec`, v1 `throttled_time`; absent without a cgroup |
 //!
-//! Duration buckets: 0.005 … 300 s (the platform's time buckets). **Series per container: 30**
-//! (activations 3, duration histogram 18, the three time gauges 3, push failures 4, last push
-//! duration 1, info 1); every series is multiplied by the number of live containers in the
-//! Pushgateway and in Prometheus. Push failure reasons: `unauthorized` = 401/403, `rejected` =
+//! Duration buckets: 0.005 … 300 s (the platform's time buckets). **Series per container: at
+//! most 54** — 30 for the activity and push figures (activations 3, duration histogram 18, the
+//! three time gauges 3, push failures 4, last push duration 1, info 1) and 24 for the resource
+//! figures (CPU histogram 9, memory-peak histogram 11, the four container figures 1 each, when
+//! readable); every series is multiplied by the number of live containers in the Pushgateway
+//! and in Prometheus.
+//!
+//! How the resource figures are measured (`resources`): CPU per activation is
+//! `getrusage(RUSAGE_SELF)` user + system time (all threads) right before and after the handler
+//! — two syscalls on the response path, no file read. The peak is `VmHWM` from
+//! `/proc/self/status`, read after the result is written; the high-water mark is reset after
+//! every activation's push by writing `5` to `/proc/self/clear_refs`, so each observation is
+//! that activation's peak (plus the little the loop touches). Where that write is refused (one
+//! notice on stderr at start), the observation is the process's peak since it started. The
+//! container's cgroup is found once at start from `/proc/self/cgroup` (v1 when it lists a
+//! `memory` controller, else v2); its files are read after the result is written, with the push.
+//! A file that is missing or unreadable makes its figure absent, never an error; a v1 CPU
+//! controller left at the host's root `/` while memory is in a child cgroup is not the
+//! container's and is ignored. Push failure reasons: `unauthorized` = 401/403, `rejected` =
 //! any other 4xx (e.g. 400 malformed or reserved, 409 type clash), `unavailable` = 5xx or another
 //! unexpected status, `transport` = no answer (refused, reset, unresolved, TLS handshake failed,
 //! timed out, or no time left before the deadline in strict mode).
@@ -183,6 +204,7 @@ mod identity;
 mod push;
 mod registry;
 mod resolve;
+mod resources;
 mod runtime;
 
 pub use config::{Config, OnPanic, PushMode};

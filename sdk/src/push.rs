@@ -293,6 +293,11 @@ impl Pusher {
         }
     }
 
+    /// Whether pushes authenticate with the activation's API key ([`Pusher::set_api_key`]).
+    pub(crate) fn wants_api_key(&self) -> bool {
+        matches!(self.auth, Auth::ApiKey { .. })
+    }
+
     /// A failure notice to print now (before the result line), if one is due.
     pub(crate) fn take_notice(&mut self) -> Option<String> {
         self.pending_notice.take()

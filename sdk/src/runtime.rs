@@ -19,6 +19,7 @@ use crate::context::{Context, value_text};
 use crate::identity::ActionIdentity;
 use crate::push::Pusher;
 use crate::registry::{self, Metrics};
+use crate::resources::Resources;
 
 /// In strict mode the push must leave this much of the activation's time for the result.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -75,6 +76,7 @@ struct Serving {
     api_host: Option<String>,
     /// `__OW_*` variable name per activation key.
     env_names: HashMap<String, String>,
+    resources: Resources,
 }
 
 type Handler<'a> = dyn FnMut(Value, &Context) -> Result<Value, String> + 'a;
@@ -180,6 +182,16 @@ impl Serving {
             first_result_written: false,
             api_host: std::env::var("__OW_API_HOST").ok(),
             env_names: HashMap::new(),
+            resources: {
+                let r = Resources::detect();
+                if !r.peak_is_per_activation() {
+                    eprintln!(
+                        "whisk-metrics: /proc/self/clear_refs is not writable: \
+                         whisk_activation_memory_peak_bytes observes the process's peak since start"
+                    );
+                }
+                r
+            },
         }
     }
 
@@ -217,9 +229,10 @@ impl Serving {
         out: &mut dyn Write,
         handler: &mut Handler<'_>,
     ) -> std::io::Result<Flow> {
+        let mut cpu = None;
         let (answer, context) = match self.prepare(line) {
             Ok((value, ctx)) => {
-                if let Some(p) = self.pusher.as_mut() {
+                if let Some(p) = self.pusher.as_mut().filter(|p| p.wants_api_key()) {
                     // the run line's `api_key`, else the container's `__OW_API_KEY`
                     let from_env;
                     let key = match ctx.api_key.as_deref() {
@@ -232,7 +245,9 @@ impl Serving {
                     p.set_api_key(key);
                 }
                 let started = Instant::now();
+                let cpu_before = Resources::cpu_time();
                 let (answer, outcome) = call(handler, value, &ctx, self.on_panic);
+                cpu = cpu_before.and_then(|b| Some(Resources::cpu_time()?.saturating_sub(b)));
                 self.metrics.builtins.activation_finished(
                     outcome,
                     started.elapsed(),
@@ -256,6 +271,7 @@ impl Serving {
             // No result line: the proxy sees the process exit ("command exited"), as with an
             // uncaught panic. The push still carries this activation's developer_error.
             let strict = self.mode == PushMode::BeforeResult;
+            self.observe_resources(context.is_some(), cpu);
             self.push(if strict { deadline() } else { None });
             self.print_notice();
             flush_std();
@@ -267,6 +283,7 @@ impl Serving {
         text.push('\n');
         if self.mode == PushMode::BeforeResult {
             self.mark_first_result();
+            self.observe_resources(context.is_some(), cpu);
             self.push(deadline());
             // before the result line: the proxy ends the activation's log when it reads it
             self.print_notice();
@@ -292,8 +309,11 @@ impl Serving {
             if self.pusher.is_some() {
                 std::thread::yield_now();
             }
+            self.observe_resources(context.is_some(), cpu);
             self.push(None);
         }
+        // the next activation's peak starts here
+        self.resources.reset_peak();
         flush_std();
         Ok(Flow::Next)
     }
@@ -316,6 +336,17 @@ impl Serving {
                 panic_message(payload.as_ref())
             ))
         })
+    }
+
+    /// Records what the activation used (when its handler ran) and samples the container.
+    fn observe_resources(&mut self, handler_ran: bool, cpu: Option<Duration>) {
+        if handler_ran {
+            let peak = self.resources.peak_rss_bytes();
+            self.metrics.builtins.activation_used(cpu, peak);
+        }
+        self.metrics
+            .builtins
+            .container_sampled(&self.resources.sample());
     }
 
     /// Prints the pusher's pending failure notice, if any.

@@ -2,7 +2,9 @@
 //! user, from the activation's API key with `WHISK_METRICS_AUTH=api-key` or from fixed
 //! credentials) and, with the `tls` feature, HTTPS with a CA and certificate generated here by
 //! the `openssl` CLI. Right credentials and CA push; wrong ones fail and are counted, and the
-//! count arrives with the next push that succeeds.
+//! count arrives with the next push that succeeds. The TLS test runs with
+//! `cargo test -p whisk-metrics --features tls` (which also builds the probe example with TLS;
+//! `--test tls_auth` alone reuses whatever probe example was built last).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;

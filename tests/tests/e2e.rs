@@ -20,7 +20,8 @@ use common::{Sample, Stack, action_exec, eventually, promql_by, sum, sum_by};
 use serde_json::{Value, json};
 use whisk_emulator::load::LoadSpec;
 use whisk_emulator::{
-    ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSummary, run_plan,
+    ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSummary, SequenceSpec,
+    run_plan,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -30,10 +31,16 @@ fn short(action: &str) -> String {
 }
 
 fn invoker(stack: &Stack, sink: Arc<KafkaSink>, idle: Duration, max: usize) -> Invoker {
+    // OpenWhisk ≤ 1.0.0's 50 ms pause grace. With the SDK's default push (after the result), a
+    // push still running at the freeze on a loaded machine resumes only at the next thaw, and is
+    // lost if the container is removed while frozen: real behaviour, measured with the real
+    // proxy in conformance.rs. Here the point is exact totals, so the actions push before their
+    // result (WHISK_METRICS_PUSH_MODE=before-result): nothing can be lost to a freeze or a kill.
     let config = InvokerConfig::new()
         .with_pause_grace(Duration::from_millis(50))
         .with_idle_timeout(idle)
         .with_namespace_concurrency(1000)
+        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result")
         .with_pushgateway_url(&stack.pushgateway.url());
     let specs = vec![
         ActionSpec::new("/guest/hello", action_exec("hello")).with_max_containers(max),
@@ -80,8 +87,9 @@ fn expected(waves: &[(LoadPlan, LoadSummary)], invoker: &Invoker) -> Expected {
         *e.platform_status
             .entry((a.clone(), names[usize::from(rec.status_code)].into()))
             .or_default() += 1.0;
-        if rec.status_code >= 2 {
-            continue; // the container was killed before the SDK could push this activation
+        let mode = params["mode"].as_str();
+        if rec.status_code >= 2 && mode != Some("panic") {
+            continue; // a timeout: the container was killed before the SDK could count it
         }
         containers
             .entry(a.clone())
@@ -384,17 +392,14 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
         );
         waves.push((plan, summary));
         if seed == 1 {
-            std::thread::sleep(Duration::from_millis(2500));
-            let s = inv.stats();
-            assert!(
-                s.iter().all(|a| a.containers_alive == 0),
-                "all idle containers removed: {s:?}"
-            );
+            let removed = common::wait(SETTLE, || {
+                inv.stats().iter().all(|a| a.containers_alive == 0)
+            });
+            assert!(removed, "all idle containers removed: {:?}", inv.stats());
         }
     }
     let n: usize = waves.iter().map(|(p, _)| p.requests.len()).sum();
     let stats = inv.stats();
-    std::thread::sleep(Duration::from_millis(500)); // the last after-result pushes
     inv.shutdown();
     let delivery = sink.flush(Duration::from_secs(10)).expect("flush");
     // One Activation and one ConcurrentInvocations event per activation.
@@ -408,8 +413,11 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
             .cloned()
             .expect("stats")
     };
+    // Freezes and thaws happen wherever a container sits idle past the grace, which depends on
+    // the schedule: required of the load as a whole, not of every action.
     assert!(
-        stats.iter().all(|s| s.freezes > 0 && s.thaws > 0),
+        stats.iter().map(|s| s.freezes).sum::<u64>() > 0
+            && stats.iter().map(|s| s.thaws).sum::<u64>() > 0,
         "{stats:?}"
     );
     assert!(
@@ -451,7 +459,9 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
 fn freezing_thawing_and_killing_lose_no_completed_activation() {
     let stack = Stack::start(1, 1);
     let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
-    let mut inv = invoker(&stack, sink.clone(), Duration::from_millis(600), 5);
+    // Idle timeout long enough that "all frozen, none removed" can be observed on a loaded
+    // machine; the removals are then waited for.
+    let mut inv = invoker(&stack, sink.clone(), Duration::from_secs(3), 5);
     let wave = |inv: &Invoker| -> Vec<u32> {
         std::thread::scope(|s| {
             let hs: Vec<_> = (0..5)
@@ -470,18 +480,25 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
             hs.into_iter().map(|h| h.join().expect("join")).collect()
         })
     };
+    // How many containers a wave of five concurrent requests needs depends on how the threads
+    // are scheduled (a loaded machine may serialise them); every check below uses that number.
     let first: BTreeSet<u32> = wave(&inv).into_iter().collect();
-    std::thread::sleep(Duration::from_millis(300)); // all frozen, none removed yet
+    let k = first.len();
+    common::wait(SETTLE, || inv.stats()[0].containers_frozen == k);
     let s = inv.stats()[0].clone();
-    assert_eq!((s.containers_alive, s.containers_frozen), (5, 5), "{s:?}");
+    assert_eq!((s.containers_alive, s.containers_frozen), (k, k), "{s:?}");
     let second: BTreeSet<u32> = wave(&inv).into_iter().collect();
     assert!(second.is_subset(&first), "thawed containers are reused");
-    std::thread::sleep(Duration::from_millis(1500)); // idle timeout: all killed while frozen
+    // The idle timeout: all killed while frozen.
+    common::wait(SETTLE, || inv.stats()[0].containers_removed == k as u64);
     let s = inv.stats()[0].clone();
-    assert_eq!((s.containers_alive, s.containers_removed), (0, 5), "{s:?}");
+    assert_eq!(
+        (s.containers_alive, s.containers_removed),
+        (0, k as u64),
+        "{s:?}"
+    );
     let third: BTreeSet<u32> = wave(&inv).into_iter().collect();
     assert!(third.is_disjoint(&first), "new containers after the kills");
-    std::thread::sleep(Duration::from_millis(500));
     let created = inv.stats()[0].containers_created as f64;
     inv.shutdown();
     assert_eq!(
@@ -509,7 +526,10 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
         count_groups(&s),
         BTreeMap::from([("hello".to_string(), created)])
     );
-    assert_eq!(created, 10.0);
+    assert!(
+        created >= 2.0,
+        "containers of the first and the third wave: {created}"
+    );
     assert_eq!(sum(&s, "hello_greetings_total", SDK), 15.0);
     let platform = eventually(SETTLE, &15.0, || {
         sum(
@@ -525,7 +545,7 @@ fn freezing_thawing_and_killing_lose_no_completed_activation() {
             "openwhisk_action_coldStarts_total",
             PLATFORM
         ),
-        10.0
+        created
     );
 }
 
@@ -605,16 +625,26 @@ fn namespace_limit_rejections_reach_the_platform_metrics() {
     let flaky = ActionSpec::new("/guest/flaky", action_exec("flaky")).with_max_containers(6);
     let mut inv = Invoker::new(config, sink.clone(), vec![flaky]).expect("invoker");
     let answers: Vec<Invocation> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6)
+        // Two activations that stay in flight while the other four arrive: both are in their
+        // containers (admitted) before the four are sent, one after the other.
+        let hs: Vec<_> = (0..2)
             .map(|_| {
                 s.spawn(|| {
-                    let params = json!({"mode": "sleep", "sleep_ms": 500});
+                    let params = json!({"mode": "sleep", "sleep_ms": 8000});
                     inv.invoke("guest/flaky", params, Instant::now())
                         .expect("invoke")
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("join")).collect()
+        assert!(common::wait(SETTLE, || inv.stats()[0].containers_alive == 2));
+        let mut answers: Vec<Invocation> = (0..4)
+            .map(|_| {
+                inv.invoke("guest/flaky", json!({"mode": "ok"}), Instant::now())
+                    .expect("invoke")
+            })
+            .collect();
+        answers.extend(hs.into_iter().map(|h| h.join().expect("join")));
+        answers
     });
     let rejected = answers
         .iter()
@@ -660,4 +690,166 @@ fn namespace_limit_rejections_reach_the_platform_metrics() {
         promql_by(&stack, "sum(openwhisk_action_limit_concurrent_total)", "")
     });
     assert_eq!(promql, BTreeMap::from([(String::new(), 4.0)]));
+}
+
+/// The platform's status label for the SDK's.
+fn platform_status(sdk: &str) -> &str {
+    match sdk {
+        "developer_error" => "action_developer_error",
+        other => other,
+    }
+}
+
+#[test]
+fn sdk_and_platform_statuses_agree_for_every_outcome() {
+    let stack = Stack::start(1, 1);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    // Pushes before the result: a container the invoker removes right after a developer error
+    // would otherwise race its own after-result push (conformance.rs covers that mode).
+    let config = InvokerConfig::new()
+        .with_namespace_concurrency(1000)
+        .with_concurrent_invocations_events(false)
+        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result")
+        .with_pushgateway_url(&stack.pushgateway.url());
+    let specs = vec![
+        ActionSpec::new("/guest/flaky", action_exec("flaky")).with_timeout(Duration::from_secs(1)),
+        ActionSpec::new("/guest/probe", env!("CARGO_BIN_EXE_conformance-probe")),
+    ];
+    let mut inv = Invoker::new(config, sink.clone(), specs).expect("invoker");
+    // (action, params, times): ok, Err, panic, non-object (a number, null), timeout.
+    let outcomes = [
+        ("guest/flaky", json!({"mode": "ok"}), 3),
+        ("guest/flaky", json!({"mode": "error"}), 2),
+        ("guest/flaky", json!({"mode": "panic"}), 2),
+        ("guest/probe", json!({"mode": "number"}), 2),
+        ("guest/probe", json!({"mode": "null"}), 1),
+        ("guest/flaky", json!({"mode": "sleep", "sleep_ms": 3000}), 1),
+    ];
+    let mut timeouts: BTreeMap<String, f64> = BTreeMap::new();
+    let mut n = 0;
+    for (action, params, times) in &outcomes {
+        for _ in 0..*times {
+            let Ok(Invocation::Completed(r)) = inv.invoke(action, params.clone(), Instant::now())
+            else {
+                panic!("{action} not completed")
+            };
+            n += 1;
+            if r.result["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("exceeded its time limits"))
+            {
+                *timeouts.entry(short(action)).or_default() += 1.0;
+            }
+        }
+    }
+    inv.shutdown();
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        n
+    );
+    assert_eq!(timeouts, BTreeMap::from([("flaky".to_string(), 1.0)]));
+
+    let platform_total = eventually(SETTLE, &(n as f64), || {
+        sum(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            PLATFORM,
+        )
+    });
+    assert_eq!(
+        platform_total,
+        n as f64,
+        "logs:\n{}",
+        stack.collector_logs()
+    );
+    let s = stack.pushgateway_samples();
+    let platform = pairs(&s, "openwhisk_action_status", "action", "status", PLATFORM);
+    assert_eq!(
+        platform,
+        BTreeMap::from([
+            (("flaky".into(), "success".into()), 3.0),
+            (("flaky".into(), "application_error".into()), 2.0),
+            (("flaky".into(), "action_developer_error".into()), 3.0),
+            (("probe".into(), "action_developer_error".into()), 3.0),
+        ])
+    );
+    // The SDK counted every outcome but the timeout (killed mid-handler) with the platform's
+    // verdict.
+    let sdk = pairs(&s, "whisk_activations_total", "action", "status", SDK);
+    let mut from_sdk: BTreeMap<(String, String), f64> = sdk
+        .iter()
+        .map(|((a, st), v)| ((a.clone(), platform_status(st).to_string()), *v))
+        .collect();
+    for (a, t) in &timeouts {
+        *from_sdk
+            .entry((a.clone(), "action_developer_error".into()))
+            .or_default() += t;
+    }
+    assert_eq!(from_sdk, platform, "SDK {sdk:?} vs platform {platform:?}");
+}
+
+#[test]
+fn sequence_components_are_counted_as_caused_by_the_sequence() {
+    let stack = Stack::start(1, 1);
+    let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
+    let config = InvokerConfig::new()
+        .with_concurrent_invocations_events(false)
+        .with_pushgateway_url(&stack.pushgateway.url());
+    let specs = vec![
+        ActionSpec::new("/guest/hello", action_exec("hello")),
+        ActionSpec::new("/guest/flaky", action_exec("flaky")),
+    ];
+    let seqs = vec![SequenceSpec::new(
+        "/guest/pipeline",
+        &["guest/hello", "guest/flaky"],
+    )];
+    let mut inv = Invoker::with_sequences(config, sink.clone(), specs, seqs).expect("invoker");
+    for _ in 0..3 {
+        let Ok(Invocation::Completed(r)) =
+            inv.invoke("guest/pipeline", json!({"name": "seq"}), Instant::now())
+        else {
+            panic!("pipeline not completed")
+        };
+        assert_eq!((r.status_code, r.components.len()), (0, 2), "{r:?}");
+    }
+    // One standalone activation: not caused by anything.
+    let _ = inv.invoke("guest/hello", json!({}), Instant::now());
+    inv.shutdown();
+    // 3 sequences × (2 components + the sequence's own event) + 1.
+    assert_eq!(
+        sink.flush(Duration::from_secs(10))
+            .expect("flush")
+            .delivered,
+        10
+    );
+    let by_action = BTreeMap::from([
+        ("flaky".to_string(), 3.0),
+        ("hello".to_string(), 4.0),
+        ("pipeline".to_string(), 3.0),
+    ]);
+    let got = eventually(SETTLE, &by_action, || {
+        sum_by(
+            &stack.pushgateway_samples(),
+            "openwhisk_action_activations_total",
+            "action",
+            PLATFORM,
+        )
+    });
+    assert_eq!(got, by_action, "logs:\n{}", stack.collector_logs());
+    let s = stack.pushgateway_samples();
+    assert_eq!(
+        pairs(
+            &s,
+            "openwhisk_action_caused_activations_total",
+            "action",
+            "caused_by",
+            PLATFORM
+        ),
+        BTreeMap::from([
+            (("flaky".into(), "sequence".into()), 3.0),
+            (("hello".into(), "sequence".into()), 3.0),
+        ])
+    );
 }

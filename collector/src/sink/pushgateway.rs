@@ -1,32 +1,36 @@
-//! PUTs the `openwhisk_*` families to this replica's own Pushgateway group.
-//!
-//! The state is cumulative, so a failed push loses nothing: it is counted, logged and simply
-//! retried on the next interval. Offsets are committed only for snapshots that were pushed.
+//! HTTP access to one Pushgateway, and nothing else: PUT and DELETE of groups, its
+//! `/api/v1/metrics` listing and the status of its own `/metrics`. Group paths come from
+//! [`GroupingKey::path`] (every segment `@base64`). What to push, when, and what to count is the
+//! caller's business (the push loop and the janitor).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use whisk_grouping::GroupingKey;
 
 use crate::error::{Error, Result};
-use crate::shared::{Offsets, Shared};
 
-/// Why one push failed.
+/// Longest prefix of an error answer kept for the log.
+const ERROR_BODY_CHARS: usize = 500;
+
+/// Why one request to the Pushgateway failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
+pub enum PushgatewayError {
     /// No answer (connection refused, timeout, TLS).
-    #[error("PUT {url} failed: {source}")]
+    #[error("{method} {url} failed: {source}")]
     Transport {
-        /// Group URL.
+        /// HTTP method.
+        method: reqwest::Method,
+        /// Request URL.
         url: String,
         /// reqwest's error.
         source: reqwest::Error,
     },
-    /// The Pushgateway answered with something other than 200/202.
-    #[error("PUT {url} answered {status}: {body}")]
+    /// The Pushgateway answered with an unexpected status.
+    #[error("{method} {url} answered {status}: {body}")]
     Status {
-        /// Group URL.
+        /// HTTP method.
+        method: reqwest::Method,
+        /// Request URL.
         url: String,
         /// HTTP status.
         status: reqwest::StatusCode,
@@ -35,46 +39,18 @@ pub enum PushError {
     },
 }
 
-/// Encodes a grouping-key value for a `name@base64/<value>` path segment (`=` when empty).
-pub(crate) fn base64_segment(value: &str) -> String {
-    if value.is_empty() {
-        "=".to_string()
-    } else {
-        URL_SAFE_NO_PAD.encode(value)
-    }
-}
-
-/// Path of a group: `/metrics/job/<job>` (or `job@base64` when needed) then
-/// `/<label>@base64/<value>` for every other label.
-pub fn group_path(job: &str, labels: &[(&str, &str)]) -> String {
-    let plain = !job.is_empty()
-        && job
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    let mut path = if plain {
-        format!("/metrics/job/{job}")
-    } else {
-        format!("/metrics/job@base64/{}", base64_segment(job))
-    };
-    for (name, value) in labels {
-        path.push('/');
-        path.push_str(name);
-        path.push_str("@base64/");
-        path.push_str(&base64_segment(value));
-    }
-    path
-}
-
-/// HTTP access to one Pushgateway (shared by the push loop and the janitor).
+/// A client of one Pushgateway (cheap to clone; clones share the connection pool).
 #[derive(Debug, Clone)]
 pub struct PushgatewayClient {
     client: reqwest::Client,
     base: String,
     auth: Option<(String, Option<String>)>,
+    timeout: Duration,
 }
 
 impl PushgatewayClient {
-    /// A client for `base` with optional basic auth; each request times out after `timeout`.
+    /// A client for `base` with optional basic auth; requests time out after `timeout` unless a
+    /// method takes its own timeout.
     pub fn new(
         base: &reqwest::Url,
         username: Option<String>,
@@ -82,15 +58,14 @@ impl PushgatewayClient {
         timeout: Duration,
     ) -> Result<Self> {
         let client = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(Error::HttpClient)?;
-        let auth = username.map(|u| (u, password));
         Ok(Self {
             client,
             base: base.as_str().trim_end_matches('/').to_string(),
-            auth,
+            auth: username.map(|u| (u, password)),
+            timeout,
         })
     }
 
@@ -99,103 +74,110 @@ impl PushgatewayClient {
         &self.base
     }
 
-    /// A request to `path` with auth applied.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// The default per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The URL of a group.
+    pub fn group_url(&self, key: &GroupingKey) -> String {
+        format!("{}{}", self.base, key.path())
+    }
+
+    /// PUTs `body` (text format 0.0.4) to the group, replacing it; gives up after `timeout`.
+    pub async fn put_group(
+        &self,
+        key: &GroupingKey,
+        body: impl Into<reqwest::Body>,
+        timeout: Duration,
+    ) -> Result<(), PushgatewayError> {
+        let req = self
+            .request(reqwest::Method::PUT, &key.path())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(body)
+            .timeout(timeout);
+        self.expect_success(reqwest::Method::PUT, &key.path(), req)
+            .await
+            .map(drop)
+    }
+
+    /// DELETEs the group.
+    pub async fn delete_group(&self, key: &GroupingKey) -> Result<(), PushgatewayError> {
+        let path = key.path();
+        let req = self
+            .request(reqwest::Method::DELETE, &path)
+            .timeout(self.timeout);
+        self.expect_success(reqwest::Method::DELETE, &path, req)
+            .await
+            .map(drop)
+    }
+
+    /// GETs `/api/v1/metrics` (every group with its metrics, JSON) and returns the answer
+    /// unread, so the caller can stream it; the whole exchange gives up after `timeout`.
+    pub async fn list_groups(
+        &self,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, PushgatewayError> {
+        let req = self
+            .request(reqwest::Method::GET, "/api/v1/metrics")
+            .timeout(timeout);
+        self.expect_success(reqwest::Method::GET, "/api/v1/metrics", req)
+            .await
+    }
+
+    /// The status the Pushgateway's own `/metrics` answers (500 means a stored family is
+    /// inconsistent and every scrape fails). The body is not read.
+    pub async fn metrics_status(&self) -> Result<reqwest::StatusCode, PushgatewayError> {
+        let resp = self
+            .request(reqwest::Method::GET, "/metrics")
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|source| self.transport(reqwest::Method::GET, "/metrics", source))?;
+        Ok(resp.status())
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.client.request(method, format!("{}{path}", self.base));
         match &self.auth {
             Some((u, p)) => req.basic_auth(u, p.as_deref()),
             None => req,
         }
     }
-}
 
-/// Pushes this replica's group.
-#[derive(Debug, Clone)]
-pub struct Pusher {
-    client: PushgatewayClient,
-    path: String,
-}
-
-impl Pusher {
-    /// Pushes to group `{job, instance}`.
-    pub fn new(client: PushgatewayClient, job: &str, instance: &str) -> Self {
-        Self {
-            client,
-            path: group_path(job, &[("instance", instance)]),
+    fn transport(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        source: reqwest::Error,
+    ) -> PushgatewayError {
+        PushgatewayError::Transport {
+            method,
+            url: format!("{}{path}", self.base),
+            source,
         }
     }
 
-    /// The group URL.
-    pub fn url(&self) -> String {
-        format!("{}{}", self.client.base(), self.path)
-    }
-
-    /// PUTs `body` (text format 0.0.4), replacing the group.
-    pub async fn push(&self, body: String) -> Result<(), PushError> {
-        let resp = self
-            .client
-            .request(reqwest::Method::PUT, &self.path)
-            .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(body)
+    async fn expect_success(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PushgatewayError> {
+        let resp = req
             .send()
             .await
-            .map_err(|source| PushError::Transport {
-                url: self.url(),
-                source,
-            })?;
+            .map_err(|source| self.transport(method.clone(), path, source))?;
         let status = resp.status();
-        if status == reqwest::StatusCode::OK || status == reqwest::StatusCode::ACCEPTED {
-            return Ok(());
+        if status.is_success() {
+            return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let body: String = body.chars().take(500).collect();
-        Err(PushError::Status {
-            url: self.url(),
+        Err(PushgatewayError::Status {
+            method,
+            url: format!("{}{path}", self.base),
             status,
-            body,
+            body: body.chars().take(ERROR_BODY_CHARS).collect(),
         })
-    }
-
-    /// Renders a snapshot, pushes it and counts the result. Returns the offsets the pushed
-    /// snapshot covers when the push succeeded.
-    pub async fn push_snapshot(&self, shared: &Arc<Shared>) -> Option<Offsets> {
-        let s = Arc::clone(shared);
-        let (body, offsets) = match tokio::task::spawn_blocking(move || s.platform_snapshot()).await
-        {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                tracing::error!("rendering for the push failed: {e}");
-                return None;
-            }
-        };
-        let start = Instant::now();
-        let result = self.push(body).await;
-        shared.telemetry.push_done(result.is_ok(), start.elapsed());
-        match result {
-            Ok(()) => {
-                tracing::debug!(url = %self.url(), "pushed");
-                Some(offsets)
-            }
-            Err(e) => {
-                tracing::warn!("push failed, retrying next interval: {e}");
-                None
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodes_grouping_key_values_url_safe_and_empty_as_equals() {
-        assert_eq!(base64_segment(""), "=");
-        assert_eq!(base64_segment("/var/tmp"), "L3Zhci90bXA");
-        assert_eq!(
-            group_path("openwhisk_platform", &[("instance", "host-1")]),
-            "/metrics/job/openwhisk_platform/instance@base64/aG9zdC0x"
-        );
-        assert_eq!(group_path("a/b", &[]), "/metrics/job@base64/YS9i");
     }
 }

@@ -222,7 +222,7 @@ impl KafkaSource {
                     state.mark_applied(partition, offset + 1);
                     applied
                 };
-                self.shared.telemetry.event_applied(applied);
+                self.shared.telemetry.event_applied(applied, &event);
             }
             Err(err) => self.skip(&err, partition, offset),
         }
@@ -264,9 +264,7 @@ impl KafkaSource {
             }
         };
         let telemetry = &self.shared.telemetry;
-        telemetry
-            .assigned_partitions
-            .set(i64::try_from(assigned.len()).unwrap_or(0));
+        telemetry.partitions_assigned(assigned.len());
         self.shared.set_ready(!assigned.is_empty());
         let applied = self.shared.lock().applied.clone();
         let highs = match self.consumer.context().high_watermarks.lock() {
@@ -280,11 +278,11 @@ impl KafkaSource {
             let next = applied.iter().find(|(ap, _)| ap == p).map(|(_, o)| *o);
             let next = next.or_else(|| self.position(*p));
             if let Some(next) = next {
-                telemetry.set_lag(&self.topic, *p, (high - next).max(0));
+                telemetry.partition_lag(&self.topic, *p, (high - next).max(0));
             }
         }
         for (p, _) in applied.iter().filter(|(p, _)| !assigned.contains(p)) {
-            telemetry.remove_lag(&self.topic, *p);
+            telemetry.partition_revoked(&self.topic, *p);
         }
         if !self.push_gated {
             let own: Offsets = applied

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use whisk_emulator::load::{LoadSpec, example_params, parse_duration};
 use whisk_emulator::{
-    ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, MemorySink, run_plan, table,
+    ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, MemorySink, SequenceSpec,
+    run_plan, table,
 };
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,10 @@ struct RunArgs {
     /// An action: NAME=PATH (NAME is `action` in --namespace, or `ns/action`, `ns/pkg/action`).
     #[arg(long = "action", value_name = "NAME=PATH", required = true)]
     actions: Vec<String>,
+    /// A sequence of the actions: NAME=ACTION,ACTION,… (repeatable). Its name can be used in
+    /// --mix and --params like an action's; its components' events carry causedBy=sequence.
+    #[arg(long = "sequence", value_name = "NAME=ACTIONS")]
+    sequences: Vec<String>,
     /// Namespace for action names given without one.
     #[arg(long, default_value = "guest")]
     namespace: String,
@@ -99,7 +104,14 @@ struct RunArgs {
     /// Time limit of one action: NAME=DURATION (repeatable).
     #[arg(long = "action-timeout", value_name = "NAME=DURATION")]
     action_timeouts: Vec<String>,
-    /// Memory limit (MB) reported in the events.
+    /// Run the proxy as with OW_WAIT_FOR_ACK: each action must write {"ok":true} on fd 3 at
+    /// start.
+    #[arg(long)]
+    wait_for_ack: bool,
+    /// Run containers as plain processes, without a memory cgroup each.
+    #[arg(long)]
+    no_cgroups: bool,
+    /// Memory limit (MB): reported in the events and set on each container's cgroup.
     #[arg(long, default_value_t = 256)]
     memory: u32,
     /// Runtime kind reported in the events.
@@ -174,7 +186,13 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
                 .with_memory_mb(args.memory),
         );
     }
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let sequences = args
+        .sequences
+        .iter()
+        .map(|s| SequenceSpec::parse(s, &args.namespace).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    names.extend(sequences.iter().map(|s| s.name.clone()));
 
     let mut spec = LoadSpec::new(&names);
     spec.rate = args.rate;
@@ -210,7 +228,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     for (m, _) in &spec.mix {
         if !names.contains(m) {
-            return Err(format!("--mix names {m}, which is not an --action"));
+            return Err(format!(
+                "--mix names {m}, which is not an --action or a --sequence"
+            ));
         }
     }
 
@@ -220,7 +240,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .with_namespace_concurrency(args.namespace_limit)
         .with_invoker_id(args.invoker_id)
         .with_kind(&args.kind)
-        .with_concurrent_invocations_events(!args.no_concurrent_invocations);
+        .with_concurrent_invocations_events(!args.no_concurrent_invocations)
+        .with_wait_for_ack(args.wait_for_ack)
+        .with_cgroups(!args.no_cgroups);
     if let Some(url) = &args.pushgateway_url {
         config = config.with_pushgateway_url(url);
     }
@@ -246,7 +268,8 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         Some(k) => k.clone(),
         None => Arc::new(MemorySink::default()),
     };
-    let mut invoker = Invoker::new(config, sink, specs).map_err(|e| e.to_string())?;
+    let mut invoker =
+        Invoker::with_sequences(config, sink, specs, sequences).map_err(|e| e.to_string())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);

@@ -1,0 +1,76 @@
+//! One container of an action: its process ([`ActionProcess`]) and, where the emulator can use
+//! cgroups, its memory cgroup ([`crate::cgroup`]). Dropping it is `docker rm -f`: the process is
+//! killed and reaped, then its cgroup removed.
+
+use std::sync::Once;
+
+use crate::cgroup::{self, Cgroup, Root};
+use crate::error::Result;
+use crate::proxy::{ActionProcess, StartCheck};
+use crate::spec::ActionSpec;
+
+/// A running container.
+#[derive(Debug)]
+pub(crate) struct Container {
+    /// Per-action sequence number.
+    pub(crate) id: u64,
+    pub(crate) process: ActionProcess,
+    // Declared after the process: dropped (removed) once the process is gone.
+    _cgroup: Option<Cgroup>,
+}
+
+/// The cgroup root containers go under, if `wanted` and available; says once per process why
+/// not when it is not.
+pub(crate) fn cgroup_root(wanted: bool) -> Option<&'static Root> {
+    if !wanted {
+        return None;
+    }
+    match Root::detect() {
+        Ok(root) => Some(root),
+        Err(why) => {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                tracing::warn!("containers run as plain processes without a memory limit: {why}");
+            });
+            None
+        }
+    }
+}
+
+impl Container {
+    /// Starts the action's executable with `env`, in a new cgroup under `root` when given.
+    pub(crate) fn start(
+        id: u64,
+        spec: &ActionSpec,
+        env: &[(String, String)],
+        check: StartCheck,
+        root: Option<&Root>,
+    ) -> Result<Self> {
+        let memory = u64::from(spec.memory_mb) << 20;
+        let cgroup = root.and_then(
+            |r| match r.create(&cgroup::unique_name(&spec.name), memory) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    tracing::warn!("container of {} runs without a cgroup: {e}", spec.name);
+                    None
+                }
+            },
+        );
+        let process = ActionProcess::start_with(&spec.exec, env, check, |pid| {
+            if let Some(cg) = &cgroup {
+                if let Err(e) = cg.add(pid) {
+                    tracing::warn!(
+                        "cannot move the container of {} into {}: {e}",
+                        spec.name,
+                        cg.dir().display()
+                    );
+                }
+            }
+        })?;
+        Ok(Self {
+            id,
+            process,
+            _cgroup: cgroup,
+        })
+    }
+}
