@@ -17,7 +17,11 @@ impl Aggregator {
     pub fn render(&self, out: &mut String) {
         let mut keys: Vec<(&ActionKey, &ActionSeries)> = self.actions.iter().collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let r = Renderer { out, keys: &keys };
+        let r = Renderer {
+            out,
+            keys: &keys,
+            headers: true,
+        };
         r.render_all(self);
     }
 
@@ -29,13 +33,75 @@ impl Aggregator {
     }
 }
 
+/// A chunk is handed on once it holds this many bytes.
+pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Actions rendered per hold of the aggregate's lock.
+pub(crate) const ACTIONS_PER_LOCK: usize = 64;
+
+/// Renders the `openwhisk_*` families in chunks of about `chunk_bytes`, so no render holds the
+/// whole text: the sorted key list is taken once, then each family is rendered
+/// `actions_per_lock` actions per hold of the lock (`lock()`), and every full chunk goes to
+/// `emit` with the lock released. Actions evicted meanwhile are skipped; actions added
+/// meanwhile appear in the next render. Returns `false` when `emit` refused a chunk.
+pub(crate) fn render_chunked<G>(
+    lock: impl Fn() -> G,
+    agg_of: impl Fn(&G) -> &Aggregator,
+    mut emit: impl FnMut(String) -> bool,
+    chunk_bytes: usize,
+    actions_per_lock: usize,
+) -> bool {
+    let mut keys: Vec<ActionKey> = {
+        let guard = lock();
+        agg_of(&guard).actions.keys().cloned().collect()
+    };
+    keys.sort_unstable();
+    let fresh = || String::with_capacity(chunk_bytes + chunk_bytes / 2);
+    let mut buf = fresh();
+    for f in 0..FAMILIES {
+        let groups: Vec<&[ActionKey]> = if keys.is_empty() || f + 1 == FAMILIES {
+            vec![&[]]
+        } else {
+            keys.chunks(actions_per_lock.max(1)).collect()
+        };
+        for (i, group) in groups.into_iter().enumerate() {
+            {
+                let guard = lock();
+                let agg = agg_of(&guard);
+                let pairs: Vec<(&ActionKey, &ActionSeries)> = group
+                    .iter()
+                    .filter_map(|k| agg.actions.get_key_value(k))
+                    .collect();
+                let mut r = Renderer {
+                    out: &mut buf,
+                    keys: &pairs,
+                    headers: i == 0,
+                };
+                r.family(f, agg);
+            }
+            if buf.len() >= chunk_bytes && !emit(std::mem::replace(&mut buf, fresh())) {
+                return false;
+            }
+        }
+    }
+    buf.is_empty() || emit(buf)
+}
+
+/// Families rendered by [`Renderer::family`] (per-action ones, then the namespace-level ones).
+pub(crate) const FAMILIES: usize = 12;
+
 struct Renderer<'a, 'k> {
     out: &'a mut String,
     keys: &'a [(&'k ActionKey, &'k ActionSeries)],
+    /// Whether `# HELP`/`# TYPE` lines are written (only for a family's first chunk).
+    headers: bool,
 }
 
 impl Renderer<'_, '_> {
     fn header(&mut self, name: &str, kind: &str, help: &str) {
+        if !self.headers {
+            return;
+        }
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
@@ -63,172 +129,200 @@ impl Renderer<'_, '_> {
         let _ = writeln!(self.out, "}} {v}");
     }
 
+    /// Renders every family.
     fn render_all(mut self, agg: &Aggregator) {
+        for f in 0..FAMILIES {
+            self.family(f, agg);
+        }
+    }
+
+    /// Renders family `f` (0..[`FAMILIES`]) for `self.keys`; the last one is the
+    /// namespace-level families, rendered whole.
+    #[allow(clippy::too_many_lines)]
+    fn family(&mut self, f: usize, agg: &Aggregator) {
         let keys = self.keys;
-
-        self.header(
-            "openwhisk_action_activations_total",
-            "counter",
-            "Activation Count",
-        );
-        for (key, s) in keys {
-            for k in &s.activations {
-                self.open("openwhisk_action_activations_total", key);
-                self.out.push_str(",kind=\"");
-                escape_into(self.out, &k.kind);
-                let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
-                self.value_u64(k.count);
+        match f {
+            0 => {
+                self.header(
+                    "openwhisk_action_activations_total",
+                    "counter",
+                    "Activation Count",
+                );
+                for (key, s) in keys {
+                    for k in &s.activations {
+                        self.open("openwhisk_action_activations_total", key);
+                        self.out.push_str(",kind=\"");
+                        escape_into(self.out, &k.kind);
+                        let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
+                        self.value_u64(k.count);
+                    }
+                    if s.activations_other > 0 {
+                        self.open("openwhisk_action_activations_total", key);
+                        let _ =
+                            write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
+                        self.value_u64(s.activations_other);
+                    }
+                }
             }
-            if s.activations_other > 0 {
-                self.open("openwhisk_action_activations_total", key);
-                let _ = write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
-                self.value_u64(s.activations_other);
+            1 => {
+                self.header(
+                    "openwhisk_action_coldStarts_total",
+                    "counter",
+                    "Cold start counts",
+                );
+                for (key, s) in keys.iter().filter(|(_, s)| s.cold_starts > 0) {
+                    self.open("openwhisk_action_coldStarts_total", key);
+                    self.value_u64(s.cold_starts);
+                }
             }
-        }
-
-        self.header(
-            "openwhisk_action_coldStarts_total",
-            "counter",
-            "Cold start counts",
-        );
-        for (key, s) in keys.iter().filter(|(_, s)| s.cold_starts > 0) {
-            self.open("openwhisk_action_coldStarts_total", key);
-            self.value_u64(s.cold_starts);
-        }
-
-        self.header(
-            "openwhisk_action_status",
-            "counter",
-            "Activation failure status type",
-        );
-        for (key, s) in keys {
-            for (i, label) in STATUS_LABELS
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| s.status[*i] > 0)
-            {
-                self.open("openwhisk_action_status", key);
-                let _ = write!(self.out, ",status=\"{label}\"");
-                self.value_u64(s.status[i]);
+            2 => {
+                self.header(
+                    "openwhisk_action_status",
+                    "counter",
+                    "Activation failure status type",
+                );
+                for (key, s) in keys {
+                    for (i, label) in STATUS_LABELS
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| s.status[*i] > 0)
+                    {
+                        self.open("openwhisk_action_status", key);
+                        let _ = write!(self.out, ",status=\"{label}\"");
+                        self.value_u64(s.status[i]);
+                    }
+                }
             }
-        }
-
-        self.header(
-            "openwhisk_action_status_code",
-            "counter",
-            "status code returned in action result response set by developer",
-        );
-        for (key, s) in keys {
-            for (code, n) in &s.status_codes {
-                self.open("openwhisk_action_status_code", key);
-                let _ = write!(self.out, ",status_code=\"{code}\"");
-                self.value_u64(*n);
+            3 => {
+                self.header(
+                    "openwhisk_action_status_code",
+                    "counter",
+                    "status code returned in action result response set by developer",
+                );
+                for (key, s) in keys {
+                    for (code, n) in &s.status_codes {
+                        self.open("openwhisk_action_status_code", key);
+                        let _ = write!(self.out, ",status_code=\"{code}\"");
+                        self.value_u64(*n);
+                    }
+                    if s.status_code_other > 0 {
+                        self.open("openwhisk_action_status_code", key);
+                        let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
+                        self.value_u64(s.status_code_other);
+                    }
+                }
             }
-            if s.status_code_other > 0 {
-                self.open("openwhisk_action_status_code", key);
-                let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
-                self.value_u64(s.status_code_other);
-            }
-        }
-
-        self.histograms(
-            "openwhisk_action_waitTime_seconds",
-            "Internal system hold time",
-            |s| Some(&s.wait),
-        );
-        self.histograms(
-            "openwhisk_action_initTime_seconds",
-            "Time it took to initialize an action, e.g. docker init",
-            |s| (s.init.count() > 0).then_some(&s.init),
-        );
-        self.histograms(
-            "openwhisk_action_duration_seconds",
-            "Actual time the action code was running",
-            |s| Some(&s.duration),
-        );
-
-        self.header(
-            "openwhisk_action_response_size_bytes",
-            "histogram",
-            "Activation Response size",
-        );
-        for (key, s) in keys {
-            if let Some(h) = &s.size {
-                self.histogram(
-                    "openwhisk_action_response_size_bytes",
-                    key,
-                    &SIZE_BUCKETS,
-                    h,
+            4 => {
+                self.histograms(
+                    "openwhisk_action_waitTime_seconds",
+                    "Internal system hold time",
+                    |s| Some(&s.wait),
                 );
             }
-        }
-
-        self.header(
-            "openwhisk_action_memory",
-            "gauge",
-            "Memory limit (MB) of the action containers, from the latest event",
-        );
-        for (key, s) in keys {
-            self.open("openwhisk_action_memory", key);
-            self.value_u64(s.memory);
-        }
-
-        self.header(
-            "openwhisk_action_gb_seconds_total",
-            "counter",
-            "Duration (s) times memory limit (MB) / 1024, summed over activations",
-        );
-        for (key, s) in keys {
-            self.open("openwhisk_action_gb_seconds_total", key);
-            self.out.push_str("} ");
-            push_f64(self.out, s.gb_seconds);
-            self.out.push('\n');
-        }
-
-        self.header(
-            "openwhisk_action_caused_activations_total",
-            "counter",
-            "Activations caused by a sequence or a conductor composition",
-        );
-        for (key, s) in keys {
-            for (cause, n) in &s.caused {
-                self.open("openwhisk_action_caused_activations_total", key);
-                self.out.push_str(",caused_by=\"");
-                escape_into(self.out, cause);
-                self.out.push('"');
-                self.value_u64(*n);
+            5 => {
+                self.histograms(
+                    "openwhisk_action_initTime_seconds",
+                    "Time it took to initialize an action, e.g. docker init",
+                    |s| (s.init.count() > 0).then_some(&s.init),
+                );
             }
-        }
+            6 => {
+                self.histograms(
+                    "openwhisk_action_duration_seconds",
+                    "Actual time the action code was running",
+                    |s| Some(&s.duration),
+                );
+            }
+            7 => {
+                self.header(
+                    "openwhisk_action_response_size_bytes",
+                    "histogram",
+                    "Activation Response size",
+                );
+                for (key, s) in keys {
+                    if let Some(h) = &s.size {
+                        self.histogram(
+                            "openwhisk_action_response_size_bytes",
+                            key,
+                            &SIZE_BUCKETS,
+                            h,
+                        );
+                    }
+                }
+            }
+            8 => {
+                self.header(
+                    "openwhisk_action_memory",
+                    "gauge",
+                    "Memory limit (MB) of the action containers, from the latest event",
+                );
+                for (key, s) in keys {
+                    self.open("openwhisk_action_memory", key);
+                    self.value_u64(s.memory);
+                }
+            }
+            9 => {
+                self.header(
+                    "openwhisk_action_gb_seconds_total",
+                    "counter",
+                    "Duration (s) times memory limit (MB) / 1024, summed over activations",
+                );
+                for (key, s) in keys {
+                    self.open("openwhisk_action_gb_seconds_total", key);
+                    self.out.push_str("} ");
+                    push_f64(self.out, s.gb_seconds);
+                    self.out.push('\n');
+                }
+            }
+            10 => {
+                self.header(
+                    "openwhisk_action_caused_activations_total",
+                    "counter",
+                    "Activations caused by a sequence or a conductor composition",
+                );
+                for (key, s) in keys {
+                    for (cause, n) in &s.caused {
+                        self.open("openwhisk_action_caused_activations_total", key);
+                        self.out.push_str(",caused_by=\"");
+                        escape_into(self.out, cause);
+                        self.out.push('"');
+                        self.value_u64(*n);
+                    }
+                }
+            }
+            11 => {
+                self.namespace_counters(
+                    "openwhisk_action_limit_concurrent_total",
+                    "a user has exceeded its limit for concurrent invocations",
+                    &agg.limit_concurrent,
+                );
+                self.namespace_counters(
+                    "openwhisk_action_limit_timed_total",
+                    "the user has reached its per minute limit for the number of invocations",
+                    &agg.limit_timed,
+                );
 
-        self.namespace_counters(
-            "openwhisk_action_limit_concurrent_total",
-            "a user has exceeded its limit for concurrent invocations",
-            &agg.limit_concurrent,
-        );
-        self.namespace_counters(
-            "openwhisk_action_limit_timed_total",
-            "the user has reached its per minute limit for the number of invocations",
-            &agg.limit_timed,
-        );
-
-        self.header(
-            "openwhisk_namespace_concurrent_invocations",
-            "gauge",
-            "In-flight invocations of a namespace as last reported by each controller",
-        );
-        let mut ci: Vec<(&str, &str, i64)> = agg
-            .concurrent_invocations
-            .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
-            .collect();
-        ci.sort_unstable();
-        for (ns, controller, v) in ci {
-            self.out
-                .push_str("openwhisk_namespace_concurrent_invocations{namespace=\"");
-            escape_into(self.out, ns);
-            self.out.push_str("\",controller=\"");
-            escape_into(self.out, controller);
-            let _ = writeln!(self.out, "\"}} {v}");
+                self.header(
+                    "openwhisk_namespace_concurrent_invocations",
+                    "gauge",
+                    "In-flight invocations of a namespace as last reported by each controller",
+                );
+                let mut ci: Vec<(&str, &str, i64)> = agg
+                    .concurrent_invocations
+                    .iter()
+                    .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
+                    .collect();
+                ci.sort_unstable();
+                for (ns, controller, v) in ci {
+                    self.out
+                        .push_str("openwhisk_namespace_concurrent_invocations{namespace=\"");
+                    escape_into(self.out, ns);
+                    self.out.push_str("\",controller=\"");
+                    escape_into(self.out, controller);
+                    let _ = writeln!(self.out, "\"}} {v}");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -317,5 +411,58 @@ pub(crate) fn push_f64(out: &mut String, v: f64) {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else {
         let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse;
+
+    #[test]
+    fn chunked_rendering_writes_exactly_the_whole_text_in_bounded_chunks() {
+        let mut agg = Aggregator::default();
+        for i in 0..300 {
+            let e = format!(
+                r#"{{"body":{{"name":"ns{}/a{i}","statusCode":{},"kind":"k","memory":256,"duration":{i},"initTime":{},"size":10,"userDefinedStatusCode":{},"causedBy":"sequence"}},"eventType":"Activation","namespace":"ns"}}"#,
+                i % 7,
+                i % 4,
+                i % 2,
+                i % 3
+            );
+            let _ = agg.apply(&parse(e.as_bytes()).unwrap());
+        }
+        let lim = r#"{"body":{"metricName":"TimedRateLimit","metricValue":1},"eventType":"Metric","source":"c0","namespace":"ns"}"#;
+        let _ = agg.apply(&parse(lim.as_bytes()).unwrap());
+        let whole = agg.render_to_string();
+        let lock = std::sync::Mutex::new(agg);
+        let mut chunks = Vec::new();
+        let done = render_chunked(
+            || lock.lock().unwrap(),
+            |g| &**g,
+            |c| {
+                chunks.push(c);
+                true
+            },
+            4096,
+            16,
+        );
+        assert!(done);
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        // A chunk is cut after at most 16 actions of one family past the 4 KiB mark.
+        assert!(chunks.iter().all(|c| c.len() < 4096 + 16 * 2048));
+        assert_eq!(chunks.concat(), whole);
+        let mut refused = 0;
+        assert!(!render_chunked(
+            || lock.lock().unwrap(),
+            |g| &**g,
+            |_| {
+                refused += 1;
+                false
+            },
+            4096,
+            16
+        ));
+        assert_eq!(refused, 1, "stops at the first refused chunk");
     }
 }

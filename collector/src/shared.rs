@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::aggregate::{Aggregator, Limits};
 use crate::internal_events::{AggregateStats, Telemetry};
+use crate::render::{ACTIONS_PER_LOCK, CHUNK_BYTES, render_chunked};
 
 /// Next offset to consume per partition (the offset to commit), for one topic.
 pub(crate) type Offsets = Vec<(i32, i64)>;
@@ -71,21 +72,32 @@ impl Shared {
         (text, state.applied.clone())
     }
 
-    /// Everything `/metrics` serves: platform metrics then the collector's own.
-    pub(crate) fn render_all(&self) -> String {
+    /// Everything `/metrics` serves, platform metrics then the collector's own, handed to
+    /// `emit` in chunks (see [`render_chunked`]); one render at a time, and the aggregate's
+    /// lock is never held while `emit` runs. Stops when `emit` returns `false`.
+    pub(crate) fn stream_all(&self, mut emit: impl FnMut(String) -> bool) {
         let _one_at_a_time = self.render_gate();
-        let (mut out, stats) = {
+        let stats = {
             let state = self.lock();
             let agg = &state.aggregator;
-            let stats = AggregateStats {
+            AggregateStats {
                 live_series: agg.live_series(),
                 newest_timestamp_ms: agg.newest_timestamp_ms(),
                 capped: agg.capped(),
-            };
-            (agg.render_to_string(), stats)
+            }
         };
-        self.telemetry.render(&mut out, stats);
-        out
+        if !render_chunked(
+            || self.lock(),
+            |state| &state.aggregator,
+            &mut emit,
+            CHUNK_BYTES,
+            ACTIONS_PER_LOCK,
+        ) {
+            return;
+        }
+        let mut own = String::new();
+        self.telemetry.render(&mut own, stats);
+        let _ = emit(own);
     }
 
     fn render_gate(&self) -> MutexGuard<'_, ()> {

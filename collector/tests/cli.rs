@@ -21,3 +21,62 @@ fn the_kafka_properties_environment_variable_is_a_comma_separated_list() {
         "{stderr}"
     );
 }
+
+/// GET `path` over HTTP/1.1 with `Connection: close`; the raw answer (chunked encoding kept).
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn metrics_are_served_as_a_stream_of_chunks_without_a_broker() {
+    let port = whisk_testkit::free_port();
+    let broker = whisk_testkit::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--brokers",
+            &format!("127.0.0.1:{broker}"),
+            "--log-level",
+            "error",
+        ])
+        .env_remove("KAFKA_HOSTS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answer = None;
+    assert!(whisk_testkit::wait_until(
+        std::time::Duration::from_secs(30),
+        || {
+            answer = get(port, "/metrics");
+            answer.is_some()
+        }
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer = answer.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("transfer-encoding: chunked"),
+        "streamed, not one sized body: {answer}"
+    );
+    for needle in [
+        "# TYPE openwhisk_action_activations_total counter",
+        "# TYPE openwhisk_namespace_concurrent_invocations gauge",
+        "whisk_collector_live_series 0",
+    ] {
+        assert!(answer.contains(needle), "{needle} missing in {answer}");
+    }
+}

@@ -541,6 +541,43 @@ mod tests {
     }
 
     #[test]
+    fn the_group_path_in_design_md_is_the_one_the_sdk_pushes_to() {
+        let config = Config::new().with_pushgateway_url("http://127.0.0.1:9091");
+        let mut p = Pusher::from_config(&config).unwrap().unwrap();
+        let id = ActionIdentity {
+            namespace: "guest".into(),
+            action: "hello".into(),
+        };
+        let url = p.group_url(&id).to_string();
+        let key = GroupingKey::from_path(url.strip_prefix("http://127.0.0.1:9091").unwrap())
+            .unwrap();
+        // The documented template: each label's value replaced by its placeholder.
+        let placeholder = |label: &str| match label {
+            "job" => "<job>",
+            "instance" => "<id>",
+            "namespace" => "<ns>",
+            "action" => "<action>",
+            other => panic!("label {other} is not in design.md's grouping key"),
+        };
+        let mut template = format!("/metrics/job@base64/{}", placeholder("job"));
+        for (label, _) in key.labels() {
+            template.push_str(&format!("/{label}@base64/{}", placeholder(label)));
+        }
+        let design = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/design.md"),
+        )
+        .unwrap();
+        let data_flow = design
+            .lines()
+            .find(|l| l.starts_with("action exec + whisk-metrics"))
+            .expect("design.md's data-flow line of the SDK");
+        assert!(
+            data_flow.contains(&format!("PUT {template}")),
+            "design.md shows {data_flow:?}; the SDK pushes to {template}"
+        );
+    }
+
+    #[test]
     fn api_key_is_not_sent_over_plain_http_to_a_remote_host_unless_allowed() {
         let pusher = |url: &str, allow: bool| {
             let config = Config::new()
