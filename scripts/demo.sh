@@ -102,6 +102,7 @@ log "Prometheus on 127.0.0.1:$PROM_PORT"
 sed -e "s/'localhost:9091'\] # PUSHGATEWAY_TARGET/'127.0.0.1:$PGW_PORT'] # PUSHGATEWAY_TARGET/" \
     -e "s/'localhost:9095'\] # COLLECTOR_TARGET/'127.0.0.1:$COLLECTOR_PORT'] # COLLECTOR_TARGET/" \
     dashboards/prometheus/prometheus.yml >"$STACK/prometheus.yml"
+cp dashboards/prometheus/rules.yml "$STACK/rules.yml" # rule_files is relative to the config
 prometheus --config.file="$STACK/prometheus.yml" --storage.tsdb.path="$STACK/prometheus-data" \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$STACK/prometheus.log" 2>&1 &
 pids+=($!)

@@ -19,6 +19,10 @@ command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgatewa
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v go >/dev/null || need_apt+=(golang-go)
+# The offline image build (scripts/build-image.sh, tests/tests/deploy.rs): podman, and a static
+# busybox for the image's HEALTHCHECK.
+command -v podman >/dev/null || need_apt+=(podman)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

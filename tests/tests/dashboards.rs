@@ -16,6 +16,7 @@ use whisk_tests::dashboards::{
     PlotStatus, QueryOrigin, QueryOutcome, Vars, check_all_queries_parse,
     check_all_queries_return_data, load_dashboards, metric_names, prometheus_config_for,
     render_prometheus_config, repo_dashboards_dir, run_instant_query, variable_references,
+    with_rules_file,
 };
 
 const EXPECTED: &[(&str, &str)] = &[
@@ -438,8 +439,12 @@ fn promtool_accepts_the_committed_and_the_rendered_scrape_config() {
     );
 
     let template = std::fs::read_to_string(&committed).unwrap();
-    let rendered =
-        render_prometheus_config(&template, "127.0.0.1:41001", "127.0.0.1:41002").unwrap();
+    let rules = repo_dashboards_dir().join("prometheus/rules.yml");
+    let rendered = with_rules_file(
+        &render_prometheus_config(&template, "127.0.0.1:41001", "127.0.0.1:41002").unwrap(),
+        &rules.canonicalize().unwrap(),
+    )
+    .unwrap();
     assert!(rendered.contains(&format!("['127.0.0.1:41001'] {PUSHGATEWAY_MARKER}")));
     assert!(rendered.contains(&format!("['127.0.0.1:41002'] {COLLECTOR_MARKER}")));
     let dir = std::env::temp_dir().join(format!("whisk-dash-promtool-{}", std::process::id()));
@@ -606,6 +611,9 @@ fn design_metric_tables(markdown: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Catalog sources whose families are exactly the metric tables of docs/design.md.
+const DESIGN_SOURCES: &[&str] = &["platform", "collector", "gateway", "sdk", "example"];
+
 #[test]
 fn catalog_matches_the_metric_tables_of_design_md() {
     let design_path = repo_dashboards_dir().join("../docs/design.md");
@@ -620,23 +628,149 @@ fn catalog_matches_the_metric_tables_of_design_md() {
     let from_design: BTreeMap<String, String> = catalog
         .entries
         .iter()
-        .filter(|e| ["platform", "collector", "sdk", "example"].contains(&e.source.as_str()))
+        .filter(|e| DESIGN_SOURCES.contains(&e.source.as_str()))
         .map(|e| (e.name.clone(), e.kind.clone()))
         .collect();
     assert_eq!(
         from_design, tables,
-        "catalog (platform/collector/sdk/example) ≠ design.md tables"
+        "catalog ({DESIGN_SOURCES:?}) ≠ design.md tables"
     );
     for e in &catalog.entries {
         match e.source.as_str() {
-            "platform" | "collector" | "sdk" | "example" => {}
+            s if DESIGN_SOURCES.contains(&s) => {}
             "pushgateway" => assert!(
                 design.contains(&format!("`{}`", e.name)),
                 "{} not in design.md",
                 e.name
             ),
             "prometheus" => assert_eq!(e.name, "up"),
+            "rule" => assert!(
+                recorded_names().contains(&e.name),
+                "{} (source rule) is not recorded by dashboards/prometheus/rules.yml",
+                e.name
+            ),
             other => panic!("{}: unknown source {other}", e.name),
+        }
+    }
+    // and every recorded series is cataloged, as a gauge of source `rule`
+    for name in recorded_names() {
+        let e = catalog
+            .get(&name)
+            .unwrap_or_else(|| panic!("recording rule {name} is not in dashboards/catalog.json"));
+        assert_eq!(
+            (e.source.as_str(), e.kind.as_str()),
+            ("rule", "gauge"),
+            "{name}"
+        );
+    }
+}
+
+fn prometheus_dir() -> PathBuf {
+    repo_dashboards_dir().join("prometheus")
+}
+
+/// The `record:` names of dashboards/prometheus/rules.yml, in file order.
+fn recorded_names() -> Vec<String> {
+    let rules = yaml(&prometheus_dir().join("rules.yml"));
+    let groups = rules
+        .get("groups")
+        .and_then(|g| g.as_sequence())
+        .expect("rules.yml: groups");
+    groups
+        .iter()
+        .flat_map(|g| {
+            g.get("rules")
+                .and_then(|r| r.as_sequence())
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|r| ystr(&r, "record").to_string())
+        .collect()
+}
+
+fn promtool(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool is installed (apt-get install prometheus)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn recording_rules_pass_their_promtool_unit_tests_and_every_rule_is_tested() {
+    let dir = prometheus_dir();
+    let (ok, out) = promtool(&["check", "rules", "rules.yml"], &dir);
+    assert!(ok, "promtool check rules:\n{out}");
+    let (ok, out) = promtool(&["test", "rules", "rules.test.yml"], &dir);
+    assert!(ok, "promtool test rules:\n{out}");
+
+    // Every recorded series is asserted by some test case, and names are unique.
+    let records = recorded_names();
+    assert!(records.len() >= 10, "{records:?}");
+    let unique: BTreeSet<&String> = records.iter().collect();
+    assert_eq!(unique.len(), records.len(), "a record name is used twice");
+    let tests = yaml(&dir.join("rules.test.yml"));
+    let tested: BTreeSet<String> = tests
+        .get("tests")
+        .and_then(|t| t.as_sequence())
+        .into_iter()
+        .flatten()
+        .flat_map(|t| {
+            t.get("promql_expr_test")
+                .and_then(|p| p.as_sequence())
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|case| metric_names(ystr(&case, "expr")))
+        .collect();
+    for r in &records {
+        assert!(
+            tested.contains(r),
+            "rules.yml records {r}, which no test in rules.test.yml checks"
+        );
+    }
+
+    // The control: a wrong expectation makes promtool fail, naming the expression.
+    let tmp = std::env::temp_dir().join(format!("whisk-rules-test-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(dir.join("rules.yml"), tmp.join("rules.yml")).unwrap();
+    let text = std::fs::read_to_string(dir.join("rules.test.yml")).unwrap();
+    let wrong = text.replacen("value: 33554432", "value: 33554433", 1);
+    assert_ne!(wrong, text, "the p50 expectation to break is gone");
+    std::fs::write(tmp.join("rules.test.yml"), wrong).unwrap();
+    let (ok, out) = promtool(&["test", "rules", "rules.test.yml"], &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(!ok, "a wrong expectation passed:\n{out}");
+    assert!(
+        out.contains("whisk_activation_memory_peak_bytes:p50"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rendered_config_loads_every_recording_rule_into_real_prometheus() {
+    let prom = empty_prometheus();
+    let body = whisk_testkit::http_get(&format!("{}/api/v1/rules?type=record", prom.url()))
+        .expect("GET /api/v1/rules");
+    let v: Value = serde_json::from_str(&body).expect("rules API answers JSON");
+    let loaded: Vec<String> = v["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(loaded, recorded_names(), "rules loaded by Prometheus");
+    // every rule evaluates without error on an empty TSDB
+    for g in v["data"]["groups"].as_array().into_iter().flatten() {
+        for r in g["rules"].as_array().into_iter().flatten() {
+            assert_ne!(r["health"], "err", "{r}");
         }
     }
 }

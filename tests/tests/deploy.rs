@@ -69,16 +69,20 @@ impl Render {
     }
 
     fn collector_container(&self) -> &Value {
-        let deploy = self.get("Deployment", "whisk-collector");
+        self.container("whisk-collector", "collector")
+    }
+
+    fn gateway_container(&self) -> &Value {
+        self.container("whisk-gateway", "gateway")
+    }
+
+    /// The container `name` of Deployment `deployment`.
+    fn container(&self, deployment: &str, name: &str) -> &Value {
+        let deploy = self.get("Deployment", deployment);
         deploy["spec"]["template"]["spec"]["containers"]
             .as_array()
-            .and_then(|c| c.iter().find(|c| c["name"] == "collector"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: whisk-collector has no `collector` container",
-                    self.name()
-                )
-            })
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("{}: {deployment} has no `{name}` container", self.name()))
     }
 }
 
@@ -166,7 +170,7 @@ fn kubernetes_validate(name: &str, yaml: &str, version: Option<&str>) -> Result<
 }
 
 /// Kinds with no schema in kubernetes-validate: checked structurally by a test of their own.
-const CRD_KINDS: &[&str] = &["ServiceMonitor"];
+const CRD_KINDS: &[&str] = &["ServiceMonitor", "PrometheusRule"];
 
 #[test]
 fn every_overlay_and_the_base_render_with_kustomize() {
@@ -188,7 +192,8 @@ fn every_overlay_and_the_base_render_with_kustomize() {
             );
         }
         r.get("Deployment", "whisk-collector");
-        r.get("Deployment", "pushgateway");
+        r.get("Deployment", "whisk-gateway");
+        r.get("StatefulSet", "pushgateway");
     }
 }
 
@@ -293,7 +298,10 @@ fn servicemonitors_use_known_fields_honor_labels_and_select_our_services() {
         .iter()
         .filter_map(|m| m["metadata"]["name"].as_str())
         .collect();
-    assert_eq!(names, BTreeSet::from(["pushgateway", "whisk-collector"]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["pushgateway", "whisk-collector", "whisk-gateway"])
+    );
     for m in monitors {
         let name = m["metadata"]["name"].as_str().unwrap_or_default();
         assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1", "{name}");
@@ -348,6 +356,361 @@ fn servicemonitors_use_known_fields_honor_labels_and_select_our_services() {
     assert_eq!(drop["action"], "drop");
     assert_eq!(drop["regex"], "openwhisk_.*");
     assert_eq!(drop["sourceLabels"][0], "__name__");
+}
+
+#[test]
+fn recording_rules_ship_as_a_configmap_and_a_prometheusrule_equal_to_the_rules_file() {
+    let path = root().join("dashboards/prometheus/rules.yml");
+    let text = std::fs::read_to_string(&path).expect("dashboards/prometheus/rules.yml");
+    let rules: Value = serde_yaml::from_str(&text).expect("rules.yml is YAML");
+    assert!(
+        rules["groups"].as_array().is_some_and(|g| !g.is_empty()),
+        "rules.yml has no groups"
+    );
+    for r in renders() {
+        let cm = r.get("ConfigMap", "whisk-metrics-prometheus-rules");
+        assert_eq!(
+            cm["data"]["rules.yml"].as_str(),
+            Some(text.as_str()),
+            "{}: ConfigMap differs from {}",
+            r.name(),
+            rel(&path)
+        );
+    }
+    let op = overlay("openwhisk-prometheus-operator");
+    let pr = op.get("PrometheusRule", "whisk-metrics");
+    assert_eq!(pr["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(pr["metadata"]["namespace"], "openwhisk");
+    assert_keys_within(
+        "PrometheusRule",
+        pr,
+        &["apiVersion", "kind", "metadata", "spec"],
+    );
+    assert_keys_within("PrometheusRule.spec", &pr["spec"], &["groups"]);
+    for g in pr["spec"]["groups"].as_array().expect("groups list") {
+        assert_keys_within("PrometheusRule group", g, &["name", "interval", "rules"]);
+        for rule in g["rules"].as_array().expect("rules list") {
+            assert_keys_within("PrometheusRule rule", rule, &["record", "expr", "labels"]);
+        }
+    }
+    assert_eq!(
+        pr["spec"]["groups"],
+        rules["groups"],
+        "PrometheusRule whisk-metrics differs from {}: copy its groups",
+        rel(&path)
+    );
+}
+
+/// The URL of every Pushgateway shard: `http://<pod>.<headless service>:<port>` for each replica
+/// of StatefulSet pushgateway, in ordinal order.
+fn shard_urls(r: &Render) -> Vec<String> {
+    let sts = r.get("StatefulSet", "pushgateway");
+    let replicas = sts["spec"]["replicas"]
+        .as_u64()
+        .expect("pushgateway replicas");
+    let service = sts["spec"]["serviceName"].as_str().expect("serviceName");
+    let svc = r.get("Service", service);
+    assert_eq!(
+        svc["spec"]["clusterIP"],
+        "None",
+        "{}: Service {service} must be headless (one DNS name per shard)",
+        r.name()
+    );
+    assert_eq!(
+        svc["spec"]["selector"],
+        sts["spec"]["selector"]["matchLabels"]
+    );
+    let port = sts["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("pushgateway containerPort");
+    (0..replicas)
+        .map(|i| format!("http://pushgateway-{i}.{service}:{port}"))
+        .collect()
+}
+
+#[test]
+fn gateway_forwards_to_every_pushgateway_shard_of_the_statefulset() {
+    for r in renders() {
+        let shards = shard_urls(r);
+        assert!(shards.len() >= 2, "{}: {shards:?}", r.name());
+        let c = r.gateway_container();
+        let urls: Vec<String> = env_value(c, "WHISK_GATEWAY_PUSHGATEWAY_URL")["value"]
+            .as_str()
+            .expect("a literal URL list")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(urls, shards, "{}: gateway shards", r.name());
+        // Prometheus discovers every shard through the headless Service's endpoints.
+        let sts = r.get("StatefulSet", "pushgateway");
+        let labels = &sts["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/name"], "pushgateway");
+    }
+}
+
+#[test]
+fn gateway_deployment_runs_two_ready_checked_non_root_replicas_behind_its_service() {
+    for r in renders() {
+        let d = r.get("Deployment", "whisk-gateway");
+        assert_eq!(d["spec"]["replicas"], 2, "{}", r.name());
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+        let pod = &d["spec"]["template"]["spec"];
+        let c = r.gateway_container();
+        let port = c["ports"][0]["containerPort"]
+            .as_u64()
+            .expect("containerPort");
+        assert_eq!(
+            env_value(c, "WHISK_GATEWAY_LISTEN")["value"],
+            format!("0.0.0.0:{port}")
+        );
+        assert_eq!(env_value(c, "WHISK_GATEWAY_AUTH")["value"], "api-key");
+        assert_eq!(
+            env_value(c, "WHISK_GATEWAY_JOB")["value"],
+            "openwhisk_actions"
+        );
+        let api = env_value(c, "WHISK_GATEWAY_OPENWHISK_API_HOST")["value"]
+            .as_str()
+            .expect("api host");
+        assert!(api.starts_with("http"), "{api}");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert!(pod["securityContext"]["runAsUser"].as_u64() > Some(0));
+        let svc = r.get("Service", "whisk-gateway");
+        assert_eq!(
+            svc["spec"]["selector"],
+            d["spec"]["selector"]["matchLabels"]
+        );
+        assert_eq!(svc["spec"]["ports"][0]["port"], port);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+        let pdb = r.get("PodDisruptionBudget", "whisk-gateway");
+        assert_eq!(pdb["spec"]["selector"], d["spec"]["selector"]);
+    }
+    assert_eq!(
+        env_value(
+            overlay("openwhisk").gateway_container(),
+            "WHISK_GATEWAY_OPENWHISK_API_HOST"
+        )["value"],
+        "http://owdev-controller.openwhisk:8080"
+    );
+}
+
+/// A pod as NetworkPolicy sees it: its namespace and labels.
+struct PodRef {
+    namespace: String,
+    labels: BTreeMap<String, String>,
+}
+
+impl PodRef {
+    fn new(namespace: &str, labels: &[(&str, &str)]) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+}
+
+fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let by_label = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k.as_str()).map(String::as_str) == v.as_str());
+    let by_expr = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e["key"].as_str().expect("expression key");
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let got = labels.get(key).map(String::as_str);
+            match e["operator"].as_str().expect("operator") {
+                "In" => got.is_some_and(|g| values.contains(&g)),
+                "NotIn" => !got.is_some_and(|g| values.contains(&g)),
+                "Exists" => got.is_some(),
+                "DoesNotExist" => got.is_none(),
+                other => panic!("unknown operator {other}"),
+            }
+        });
+    by_label && by_expr
+}
+
+/// Whether the NetworkPolicies of `r` (namespace `ns`) let `from` open a TCP connection to
+/// `to` on `port` (a name or number). Pods no policy selects admit everything, as in
+/// Kubernetes; policies add up.
+fn admits(r: &Render, ns: &str, from: &PodRef, to: &PodRef, port: &Value) -> bool {
+    let policies: Vec<&Value> = r
+        .of_kind("NetworkPolicy")
+        .filter(|p| to.namespace == ns && selector_matches(&p["spec"]["podSelector"], &to.labels))
+        .filter(|p| {
+            p["spec"]["policyTypes"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "Ingress"))
+        })
+        .collect();
+    if policies.is_empty() {
+        return true;
+    }
+    policies.iter().any(|p| {
+        p["spec"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                let port_ok = rule["ports"]
+                    .as_array()
+                    .is_none_or(|ports| ports.iter().any(|p| &p["port"] == port));
+                let peer_ok = rule["from"].as_array().is_none_or(|peers| {
+                    peers.iter().any(|peer| {
+                        let ns_ok = match peer.get("namespaceSelector") {
+                            // {} selects every namespace; we know no namespace labels, so any other
+                            // selector is taken as not matching.
+                            Some(sel) => sel.as_object().is_some_and(|m| m.is_empty()),
+                            None => from.namespace == ns,
+                        };
+                        let pod_ok = peer
+                            .get("podSelector")
+                            .is_none_or(|sel| selector_matches(sel, &from.labels));
+                        ns_ok
+                            && pod_ok
+                            && (peer.get("podSelector").is_some()
+                                || peer.get("namespaceSelector").is_some())
+                    })
+                });
+                port_ok && peer_ok
+            })
+    })
+}
+
+#[test]
+fn network_policies_let_action_pods_reach_the_gateway_but_no_pushgateway() {
+    let r = overlay("openwhisk");
+    let ns = "openwhisk";
+    let pod_of = |kind: &str, name: &str| PodRef {
+        namespace: ns.to_owned(),
+        labels: r.get(kind, name)["spec"]["template"]["metadata"]["labels"]
+            .as_object()
+            .expect("pod labels")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    };
+    // An action pod as OpenWhisk's KubernetesContainerFactory labels it.
+    let action = PodRef::new(
+        ns,
+        &[
+            ("name", "wskowdev-invoker-00-1-guest-hello"),
+            ("user-action-pod", "true"),
+            ("invoker", "invoker0"),
+        ],
+    );
+    let gateway = pod_of("Deployment", "whisk-gateway");
+    let collector = pod_of("Deployment", "whisk-collector");
+    let pushgateway = pod_of("StatefulSet", "pushgateway");
+    let prometheus = PodRef::new("monitoring", &[("app.kubernetes.io/name", "prometheus")]);
+    let stranger = PodRef::new("default", &[("app", "curl")]);
+    let http = Value::from("http");
+
+    assert!(admits(r, ns, &action, &gateway, &http), "action -> gateway");
+    assert!(
+        !admits(r, ns, &action, &pushgateway, &http),
+        "action -> pushgateway"
+    );
+    assert!(
+        admits(r, ns, &gateway, &pushgateway, &http),
+        "gateway -> pushgateway"
+    );
+    assert!(
+        admits(r, ns, &collector, &pushgateway, &http),
+        "collector -> pushgateway"
+    );
+    assert!(
+        admits(r, ns, &prometheus, &pushgateway, &http),
+        "prometheus -> pushgateway"
+    );
+    assert!(
+        admits(r, ns, &prometheus, &gateway, &http),
+        "prometheus -> gateway"
+    );
+    assert!(
+        !admits(r, ns, &stranger, &pushgateway, &http),
+        "stranger -> pushgateway"
+    );
+    assert!(
+        !admits(r, ns, &stranger, &gateway, &http),
+        "stranger -> gateway"
+    );
+    // the check can fail: another port of the gateway is closed to actions
+    assert!(!admits(r, ns, &action, &gateway, &Value::from(22)));
+    // every policy's port names exist on the pods it selects
+    for p in r.of_kind("NetworkPolicy") {
+        for rule in p["spec"]["ingress"].as_array().into_iter().flatten() {
+            for port in rule["ports"].as_array().into_iter().flatten() {
+                assert_eq!(port["port"], "http", "{}", p["metadata"]["name"]);
+            }
+        }
+    }
+}
+
+fn gateway_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let bin = target.join("debug/whisk-gateway");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p whisk-gateway` \
+         (scripts/test.sh builds every binary before the tests)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn every_gateway_env_var_in_the_manifests_is_documented_by_help() {
+    let out = Command::new(gateway_binary())
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("run whisk-gateway --help");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "whisk-gateway --help failed: {help}");
+    let (envs, flags) = parse_help(&help);
+    for flag in [
+        "--listen",
+        "--pushgateway-url",
+        "--openwhisk-api-host",
+        "--auth",
+    ] {
+        assert!(flags.contains(flag), "{flag} not in --help: {flags:?}");
+    }
+    for r in renders() {
+        let c = r.gateway_container();
+        let names: Vec<&str> = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert!(names.len() >= 5, "{}: gateway env {names:?}", r.name());
+        for name in names {
+            assert!(
+                envs.contains(name),
+                "{}: env {name} is not documented by `whisk-gateway --help` ({envs:?})",
+                r.name()
+            );
+        }
+        assert!(c["args"].is_null() && c["command"].is_null(), "env only");
+    }
 }
 
 fn collector_binary() -> PathBuf {
@@ -491,9 +854,13 @@ fn collector_deployment_runs_two_replicas_in_one_group_with_pod_name_instances()
             "metadata.name"
         );
         assert_eq!(env_value(c, "WHISK_COLLECTOR_PRUNE_AFTER")["value"], "15m");
+        // The platform group goes to the first shard (issue 9: "the platform group goes to the
+        // first"); the janitor sees that shard only until the collector takes the whole list.
         assert_eq!(
             env_value(c, "WHISK_COLLECTOR_PUSHGATEWAY_URL")["value"],
-            "http://pushgateway:9091"
+            shard_urls(r)[0].as_str(),
+            "{}",
+            r.name()
         );
         let secret = &env_value(c, "WHISK_COLLECTOR_KAFKA_PROPERTIES")["valueFrom"]["secretKeyRef"];
         assert_eq!(secret["name"], "whisk-collector-kafka");
@@ -513,7 +880,7 @@ fn collector_deployment_runs_two_replicas_in_one_group_with_pod_name_instances()
         }
         let pdb = r.get("PodDisruptionBudget", "whisk-collector");
         assert_eq!(pdb["spec"]["selector"], d["spec"]["selector"]);
-        let pgw = r.get("Deployment", "pushgateway");
+        let pgw = r.get("StatefulSet", "pushgateway");
         let pgw_args = &pgw["spec"]["template"]["spec"]["containers"][0]["args"];
         assert!(
             pgw_args
@@ -754,10 +1121,14 @@ fn kubernetes_scrape_config_matches_the_demo_config_and_passes_promtool() {
     );
 }
 
-/// A Dockerfile as instructions (continuation lines joined, comments dropped).
+/// deploy/Dockerfile as instructions (continuation lines joined, comments dropped).
 fn dockerfile() -> Vec<(String, String)> {
-    let text =
-        std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("deploy/Dockerfile");
+    parse_dockerfile("deploy/Dockerfile")
+}
+
+/// The Dockerfile at `path` (relative to the repository root) as `(INSTRUCTION, arguments)`.
+fn parse_dockerfile(path: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut out = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -877,7 +1248,7 @@ fn workspace_members() -> Vec<String> {
 #[test]
 fn dockerfile_copies_existing_paths_and_runs_the_binary_the_build_produces() {
     let mut copied = BTreeSet::new();
-    let mut binary_dest = None;
+    let mut binary_in_context = None;
     let workdir = instructions("WORKDIR")
         .first()
         .cloned()
@@ -891,7 +1262,7 @@ fn dockerfile_copies_existing_paths_and_runs_the_binary_the_build_produces() {
                     format!("{workdir}/target/x86_64-unknown-linux-musl/release/whisk-collector");
                 assert!(build.contains("--target x86_64-unknown-linux-musl"));
                 assert_eq!(words[1], expected, "COPY of the binary");
-                binary_dest = Some(words[2].to_owned());
+                binary_in_context = Some(words[2].to_owned());
             }
             continue;
         }
@@ -917,8 +1288,25 @@ fn dockerfile_copies_existing_paths_and_runs_the_binary_the_build_produces() {
     );
     let collector_toml = std::fs::read_to_string(root().join("collector/Cargo.toml")).unwrap();
     assert!(collector_toml.contains("name = \"whisk-collector\""));
-    let dest = binary_dest.expect("the final stage copies the built binary");
-    assert_eq!(instructions("ENTRYPOINT"), vec![format!("[\"{dest}\"]")]);
+    // The built binary lands in the context stage as the file the runtime Dockerfile copies.
+    let in_context = binary_in_context.expect("the context stage copies the built binary");
+    let runtime = runtime_stage("deploy/Dockerfile.runtime");
+    let dest = runtime
+        .iter()
+        .filter(|(op, _)| op == "COPY")
+        .find_map(|(_, a)| {
+            let (src, dest) = a.split_once(' ')?;
+            (format!("/{src}") == in_context).then(|| dest.to_owned())
+        })
+        .expect("deploy/Dockerfile.runtime copies the binary");
+    let runtime_op = |op: &str| -> Vec<String> {
+        runtime
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
+    assert_eq!(runtime_op("ENTRYPOINT"), vec![format!("[\"{dest}\"]")]);
 
     // User, port and health check agree with the Deployment.
     let base = &renders()[0];
@@ -927,7 +1315,7 @@ fn dockerfile_copies_existing_paths_and_runs_the_binary_the_build_produces() {
         ["securityContext"]["runAsUser"]
         .as_u64()
         .expect("runAsUser");
-    let user = instructions("USER").last().cloned().expect("USER");
+    let user = runtime_op("USER").last().cloned().expect("USER");
     let image_uid: u64 = user
         .split(':')
         .next()
@@ -939,18 +1327,87 @@ fn dockerfile_copies_existing_paths_and_runs_the_binary_the_build_produces() {
     let port = c["ports"][0]["containerPort"]
         .as_u64()
         .expect("containerPort");
-    assert_eq!(instructions("EXPOSE"), vec![port.to_string()]);
+    assert_eq!(runtime_op("EXPOSE"), vec![port.to_string()]);
     assert_eq!(
         env_value(c, "WHISK_COLLECTOR_LISTEN")["value"],
         format!("0.0.0.0:{port}")
     );
-    let health = instructions("HEALTHCHECK").join(" ");
+    let health = runtime_op("HEALTHCHECK").join(" ");
     assert!(
         health.contains(&format!("127.0.0.1:{port}/healthz")),
         "{health}"
     );
-    let last_from = instructions("FROM").last().cloned().unwrap_or_default();
-    assert_eq!(last_from, "scratch");
+    assert_eq!(runtime_op("FROM"), vec!["scratch".to_owned()]);
+}
+
+/// A runtime Dockerfile: `FROM scratch`, then only instructions that need no container run.
+fn runtime_stage(path: &str) -> Vec<(String, String)> {
+    let all = parse_dockerfile(path);
+    let froms = all.iter().filter(|(op, _)| op == "FROM").count();
+    assert_eq!(froms, 1, "{path}: one stage only");
+    for (op, args) in &all {
+        assert!(
+            [
+                "FROM",
+                "COPY",
+                "USER",
+                "EXPOSE",
+                "HEALTHCHECK",
+                "ENTRYPOINT",
+                "CMD",
+                "LABEL",
+                "ENV"
+            ]
+            .contains(&op.as_str()),
+            "{path}: `{op} {args}` needs a registry or a container run; the runtime stage \
+             must build offline from its context"
+        );
+        if op == "COPY" {
+            assert!(!args.starts_with("--from"), "{path}: COPY {args}");
+        }
+    }
+    all
+}
+
+#[test]
+fn dockerfile_final_stage_is_the_runtime_dockerfile_fed_by_its_context_stage() {
+    let all = dockerfile();
+    let last_from = all
+        .iter()
+        .rposition(|(op, _)| op == "FROM")
+        .expect("a FROM");
+    let final_stage: Vec<(String, String)> = all[last_from..]
+        .iter()
+        .map(|(op, args)| match args.strip_prefix("--from=context /") {
+            Some(rest) if op == "COPY" => (op.clone(), rest.to_owned()),
+            _ => (op.clone(), args.clone()),
+        })
+        .collect();
+    let runtime = runtime_stage("deploy/Dockerfile.runtime");
+    assert_eq!(
+        final_stage, runtime,
+        "the final stage of deploy/Dockerfile must equal deploy/Dockerfile.runtime \
+         (with `COPY --from=context /FILE` for `COPY FILE`)"
+    );
+    // The context stage provides every file the runtime copies, and nothing else.
+    let context_at = all
+        .iter()
+        .position(|(op, a)| op == "FROM" && a == "scratch AS context")
+        .expect("a `FROM scratch AS context` stage");
+    let provided: BTreeSet<String> = all[context_at + 1..last_from]
+        .iter()
+        .filter(|(op, _)| op == "COPY")
+        .filter_map(|(_, a)| a.split_whitespace().last().map(str::to_owned))
+        .collect();
+    let needed: BTreeSet<String> = runtime
+        .iter()
+        .filter(|(op, _)| op == "COPY")
+        .filter_map(|(_, a)| a.split_whitespace().next().map(|s| format!("/{s}")))
+        .collect();
+    assert_eq!(
+        provided, needed,
+        "context stage files vs runtime COPY sources"
+    );
 }
 
 /// True when the ELF file has no program interpreter (PT_INTERP): it runs on `FROM scratch`.
@@ -970,26 +1427,218 @@ fn elf_is_static(bytes: &[u8]) -> bool {
     })
 }
 
-#[test]
-#[ignore = "a release musl build takes minutes; run with `cargo test -p whisk-tests --test deploy -- --ignored`"]
-fn static_build_script_produces_a_statically_linked_collector() {
-    let status = Command::new(root().join("scripts/build-collector-static.sh"))
+/// podman with a private storage (vfs driver, under a temporary directory removed on drop), so
+/// the test neither needs overlay mounts nor touches the machine's images.
+struct Podman {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Podman {
+    /// None when podman is not installed.
+    fn new() -> Option<Self> {
+        let found = Command::new("podman")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("whisk-podman-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("podman storage dir");
+        let conf = dir.join("storage.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/run\"\n",
+                dir.display()
+            ),
+        )
+        .expect("write storage.conf");
+        Some(Self { dir, conf })
+    }
+
+    /// A command whose podman uses this storage (`CONTAINERS_STORAGE_CONF`).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("CONTAINERS_STORAGE_CONF", &self.conf);
+        cmd
+    }
+
+    /// Runs `podman ARGS`; its stdout, or a panic with its stderr.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .command("podman")
+            .args(args)
+            .output()
+            .expect("run podman");
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The runtime image of `component` built offline by scripts/build-image.sh (which runs the
+/// static release build first; cargo makes that a no-op when the binary is current), its
+/// `podman image inspect` and its filesystem exported into `fs`.
+struct BuiltImage {
+    inspect: Value,
+    fs: PathBuf,
+}
+
+fn build_runtime_image(podman: &Podman, component: &str) -> BuiltImage {
+    let tag = format!("localhost/whisk-{component}:test");
+    let started = std::time::Instant::now();
+    let out = podman
+        .command(root().join("scripts/build-image.sh"))
+        .args([component, tag.as_str()])
+        .output()
+        .expect("run scripts/build-image.sh");
+    assert!(
+        out.status.success(),
+        "scripts/build-image.sh {component} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "scripts/build-image.sh {component}: static build + image in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let inspect: Value = serde_json::from_str(&podman.run(&["image", "inspect", tag.as_str()]))
+        .expect("inspect is JSON");
+    let inspect = inspect[0].clone();
+    // `podman create` only writes the container's config (nothing runs); export its rootfs.
+    let id = podman.run(&["create", tag.as_str()]).trim().to_owned();
+    let tar = podman.dir.join(format!("{component}.tar"));
+    let tar_path = tar.display().to_string();
+    podman.run(&["export", "-o", tar_path.as_str(), id.as_str()]);
+    podman.run(&["rm", id.as_str()]);
+    let fs = podman.dir.join(format!("{component}-rootfs"));
+    std::fs::create_dir_all(&fs).expect("rootfs dir");
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&fs)
         .status()
-        .expect("run scripts/build-collector-static.sh");
-    assert!(status.success(), "scripts/build-collector-static.sh failed");
-    let bin = root().join("target/x86_64-unknown-linux-musl/release/whisk-collector");
-    let bytes = std::fs::read(&bin).expect("built binary");
+        .expect("run tar");
+    assert!(status.success(), "untar the exported rootfs");
+    BuiltImage { inspect, fs }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+}
+
+#[test]
+fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_binary() {
+    let Some(podman) = Podman::new() else {
+        eprintln!(
+            "SKIPPED collector_runtime_image_builds_offline...: podman is not installed \
+             (Debian: apt-get install podman; scripts/setup.sh installs it)"
+        );
+        return;
+    };
+    let image = build_runtime_image(&podman, "collector");
+    let config = &image.inspect["Config"];
+
+    // The image's config agrees with the Deployment: non-root numeric user, the port.
+    let base = &renders()[0];
+    let pod = &base.get("Deployment", "whisk-collector")["spec"]["template"]["spec"];
+    let (uid, gid) = (
+        pod["securityContext"]["runAsUser"].as_u64().expect("uid"),
+        pod["securityContext"]["runAsGroup"].as_u64().expect("gid"),
+    );
+    assert!(uid > 0, "runAsUser must not be root");
+    assert_eq!(config["User"], format!("{uid}:{gid}"), "image user");
+    let port = base.collector_container()["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("containerPort");
+    let exposed: Vec<&String> = config["ExposedPorts"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(exposed, vec![&format!("{port}/tcp")], "exposed ports");
+    let entrypoint: Vec<&str> = config["Entrypoint"]
+        .as_array()
+        .expect("an entrypoint")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(entrypoint, vec!["/usr/local/bin/whisk-collector"]);
+    let health = image.inspect["Healthcheck"]["Test"].to_string();
+    assert!(
+        health.contains(&format!("http://127.0.0.1:{port}/healthz")),
+        "healthcheck {health}"
+    );
+
+    // The exported filesystem: the entrypoint is the static binary cargo built, executable by
+    // the image's user, and it answers --version outside the container.
+    let bin = image.fs.join(entrypoint[0].trim_start_matches('/'));
+    let bytes = std::fs::read(&bin).expect("entrypoint in the image");
     assert!(
         elf_is_static(&bytes),
         "{} needs a dynamic loader",
         bin.display()
     );
+    let built =
+        std::fs::read(root().join("target/x86_64-unknown-linux-musl/release/whisk-collector"))
+            .expect("the static build's output");
+    assert!(
+        bytes == built,
+        "the image holds another binary than the static build"
+    );
+    assert_eq!(mode_of(&bin) & 0o005, 0o005, "uid {uid} cannot execute it");
     let out = Command::new(&bin)
-        .arg("--help")
+        .arg("--version")
         .env_clear()
         .output()
-        .expect("run static binary");
-    assert!(out.status.success(), "static whisk-collector --help failed");
+        .expect("run the image's binary");
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "--version failed: {version}");
+    let crate_version = workspace_version();
+    assert_eq!(version.trim(), format!("whisk-collector {crate_version}"));
+
+    // The HEALTHCHECK's busybox is static and has wget; the CA bundle is readable.
+    let busybox = image.fs.join("usr/local/bin/busybox");
+    assert!(elf_is_static(
+        &std::fs::read(&busybox).expect("busybox in the image")
+    ));
+    let applets = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("run busybox");
+    assert!(
+        String::from_utf8_lossy(&applets.stdout)
+            .lines()
+            .any(|l| l == "wget")
+    );
+    let ca = image.fs.join("etc/ssl/certs/ca-certificates.crt");
+    let pem = std::fs::read_to_string(&ca).expect("CA bundle in the image");
+    assert!(pem.contains("BEGIN CERTIFICATE"));
+    assert_eq!(mode_of(&ca) & 0o004, 0o004, "CA bundle not world-readable");
+}
+
+/// `version` of `[workspace.package]` in the root Cargo.toml.
+fn workspace_version() -> String {
+    let toml = std::fs::read_to_string(root().join("Cargo.toml")).expect("root Cargo.toml");
+    toml.lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("workspace version")
+        .to_owned()
 }
 
 #[test]
@@ -999,13 +1648,14 @@ fn elf_check_tells_dynamic_from_static_executables() {
     assert!(!elf_is_static(&me));
 }
 
-/// The collector started from the rendered Deployment's environment; killed on drop.
-struct CollectorProcess {
+/// A binary started from a rendered Deployment's environment, its output in a log file; killed
+/// on drop.
+struct LoggedChild {
     child: std::process::Child,
     log: PathBuf,
 }
 
-impl CollectorProcess {
+impl LoggedChild {
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.chars()
@@ -1018,7 +1668,7 @@ impl CollectorProcess {
     }
 }
 
-impl Drop for CollectorProcess {
+impl Drop for LoggedChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -1040,15 +1690,15 @@ fn collector_and_pushgateway_run_with_the_manifests_settings_on_real_services() 
     // Debian's Pushgateway with the Deployment's own flags (listen address and data dir local).
     let data = std::env::temp_dir().join(format!("whisk-deploy-pgw-{}", std::process::id()));
     std::fs::create_dir_all(&data).expect("pushgateway data dir");
-    let pgw_args: Vec<String> =
-        base.get("Deployment", "pushgateway")["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .expect("pushgateway args")
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|a| !a.starts_with("--web.listen-address"))
-            .map(|a| a.replace("/data/", &format!("{}/", data.display())))
-            .collect();
+    let pgw_args: Vec<String> = base.get("StatefulSet", "pushgateway")["spec"]["template"]["spec"]
+        ["containers"][0]["args"]
+        .as_array()
+        .expect("pushgateway args")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| !a.starts_with("--web.listen-address"))
+        .map(|a| a.replace("/data/", &format!("{}/", data.display())))
+        .collect();
     let pgw_refs: Vec<&str> = pgw_args.iter().map(String::as_str).collect();
     let pgw = whisk_testkit::Pushgateway::start(&pgw_refs).expect("pushgateway with our flags");
 
@@ -1085,7 +1735,7 @@ fn collector_and_pushgateway_run_with_the_manifests_settings_on_real_services() 
         .stderr(err)
         .spawn()
         .expect("start whisk-collector");
-    let collector = CollectorProcess { child, log };
+    let collector = LoggedChild { child, log };
 
     let http = format!("http://127.0.0.1:{port}");
     for probe in ["/healthz", "/readyz"] {
@@ -1114,4 +1764,81 @@ fn collector_and_pushgateway_run_with_the_manifests_settings_on_real_services() 
     );
     let metrics = whisk_testkit::http_get(&format!("{http}/metrics")).expect("/metrics");
     assert!(metrics.contains("whisk_collector_"), "{metrics}");
+}
+
+#[test]
+fn gateway_runs_with_the_manifests_settings_against_one_real_pushgateway_per_shard() {
+    use std::time::Duration;
+    let base = &renders()[0];
+    let shards = shard_urls(base);
+    // One real Pushgateway per shard of the StatefulSet, with the StatefulSet's own flags.
+    let pgw_args: Vec<String> = base.get("StatefulSet", "pushgateway")["spec"]["template"]["spec"]
+        ["containers"][0]["args"]
+        .as_array()
+        .expect("pushgateway args")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| !a.starts_with("--web.listen-address") && !a.starts_with("--persistence"))
+        .map(str::to_owned)
+        .collect();
+    let pgw_refs: Vec<&str> = pgw_args.iter().map(String::as_str).collect();
+    let pgws: Vec<whisk_testkit::Pushgateway> = shards
+        .iter()
+        .map(|_| whisk_testkit::Pushgateway::start(&pgw_refs).expect("pushgateway"))
+        .collect();
+    let local_urls: Vec<String> = pgws.iter().map(whisk_testkit::Pushgateway::url).collect();
+
+    let port = whisk_testkit::free_port();
+    let controller = format!("http://127.0.0.1:{}", whisk_testkit::free_port());
+    let mut cmd = Command::new(gateway_binary());
+    cmd.env_clear();
+    for e in base.gateway_container()["env"]
+        .as_array()
+        .expect("env list")
+    {
+        let name = e["name"].as_str().expect("env name");
+        let value = match name {
+            "WHISK_GATEWAY_LISTEN" => format!("127.0.0.1:{port}"),
+            "WHISK_GATEWAY_PUSHGATEWAY_URL" => local_urls.join(","),
+            "WHISK_GATEWAY_OPENWHISK_API_HOST" => controller.clone(),
+            _ => e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no literal value"))
+                .to_owned(),
+        };
+        cmd.env(name, value);
+    }
+    let log = temp_file("gateway.log", "");
+    let out = std::fs::File::create(&log).expect("gateway log");
+    let err = out.try_clone().expect("gateway log handle");
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start whisk-gateway");
+    let gateway = LoggedChild { child, log };
+    let http = format!("http://127.0.0.1:{port}");
+    // Ready means: seeded its family table from every shard.
+    for probe in ["/healthz", "/readyz"] {
+        let url = format!("{http}{probe}");
+        assert!(
+            whisk_testkit::wait_until(Duration::from_secs(60), || {
+                whisk_testkit::http_get(&url).is_ok()
+            }),
+            "{probe} never answered 2xx; gateway log:\n{}",
+            gateway.log_tail()
+        );
+    }
+    let metrics = whisk_testkit::http_get(&format!("{http}/metrics")).expect("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("whisk_gateway_shards {}", shards.len())),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("whisk_gateway_auth_disabled 0"),
+        "{metrics}"
+    );
 }

@@ -26,7 +26,8 @@ pub struct CatalogEntry {
     pub name: String,
     /// `counter`, `gauge`, `histogram` or `summary`.
     pub kind: String,
-    /// Who exports it: `platform`, `collector`, `sdk`, `example`, `pushgateway`, `prometheus`.
+    /// Who exports it: `platform`, `collector`, `gateway`, `sdk`, `example`, `pushgateway`,
+    /// `prometheus`, or `rule` (recorded by `dashboards/prometheus/rules.yml`).
     pub source: String,
     /// Plotted or not.
     pub status: PlotStatus,

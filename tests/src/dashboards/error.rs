@@ -41,12 +41,12 @@ pub enum DashboardError {
     },
     /// The Prometheus config template lacks a target marker.
     #[error(
-        "prometheus config template has no line with `{marker}` and a default target `{default}`; keep the markers in dashboards/prometheus/prometheus.yml"
+        "prometheus config template has no line with `{marker}` and its default `{default}`; keep the markers in dashboards/prometheus/prometheus.yml"
     )]
     MissingMarker {
         /// The marker comment.
         marker: &'static str,
-        /// The default target expected on that line.
+        /// The default value (target or path) expected on that line.
         default: &'static str,
     },
     /// Talking to Prometheus failed (not a query error).

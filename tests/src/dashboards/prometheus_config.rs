@@ -3,6 +3,11 @@
 //! The committed file is valid Prometheus config with the default targets `localhost:9091`
 //! (Pushgateway) and `localhost:9095` (collector). The line holding each target carries a
 //! marker comment; rendering replaces the default target on that line and nothing else.
+//! The `rule_files` entry (`rules.yml`, relative to the config file) carries [`RULES_MARKER`]:
+//! [`prometheus_config_for`] points it at the repository's rules file by absolute path, since
+//! the rendered config is written elsewhere.
+
+use std::path::Path;
 
 use super::error::DashboardError;
 use super::model::repo_dashboards_dir;
@@ -11,6 +16,9 @@ use super::model::repo_dashboards_dir;
 pub const PUSHGATEWAY_MARKER: &str = "# PUSHGATEWAY_TARGET";
 /// Marker comment on the collector target line.
 pub const COLLECTOR_MARKER: &str = "# COLLECTOR_TARGET";
+/// Marker comment on the `rule_files` entry of the recording rules.
+pub const RULES_MARKER: &str = "# RULES_FILE";
+const RULES_DEFAULT: &str = "rules.yml";
 const PUSHGATEWAY_DEFAULT: &str = "localhost:9091";
 const COLLECTOR_DEFAULT: &str = "localhost:9095";
 
@@ -25,22 +33,42 @@ pub fn render_prometheus_config(
         template,
         PUSHGATEWAY_MARKER,
         PUSHGATEWAY_DEFAULT,
-        pushgateway,
+        host_port(pushgateway),
     )?;
-    replace_marked(&text, COLLECTOR_MARKER, COLLECTOR_DEFAULT, collector)
+    replace_marked(
+        &text,
+        COLLECTOR_MARKER,
+        COLLECTOR_DEFAULT,
+        host_port(collector),
+    )
 }
 
 /// Reads the repository's `dashboards/prometheus/prometheus.yml` and renders it with
-/// [`render_prometheus_config`]: what tests and the demo give `whisk_testkit::Prometheus`.
+/// [`render_prometheus_config`] and [`with_rules_file`] (the repository's
+/// `dashboards/prometheus/rules.yml`): what tests and the demo give `whisk_testkit::Prometheus`.
 pub fn prometheus_config_for(pushgateway: &str, collector: &str) -> Result<String, DashboardError> {
-    let path = repo_dashboards_dir()
-        .join("prometheus")
-        .join("prometheus.yml");
+    let dir = repo_dashboards_dir().join("prometheus");
+    let path = dir.join("prometheus.yml");
     let template = std::fs::read_to_string(&path).map_err(|source| DashboardError::Read {
         path: path.clone(),
         source,
     })?;
-    render_prometheus_config(&template, pushgateway, collector)
+    let text = render_prometheus_config(&template, pushgateway, collector)?;
+    let rules = dir.join(RULES_DEFAULT);
+    let rules = rules.canonicalize().unwrap_or(rules);
+    with_rules_file(&text, &rules)
+}
+
+/// Points the `rule_files` entry marked [`RULES_MARKER`] at `rules` (give an absolute path: a
+/// relative one is read relative to wherever the config file is written).
+pub fn with_rules_file(config: &str, rules: &Path) -> Result<String, DashboardError> {
+    let quoted = format!("'{}'", rules.display().to_string().replace('\'', "''"));
+    replace_marked(config, RULES_MARKER, RULES_DEFAULT, &quoted)
+}
+
+/// `host:port` of a target given as `http://host:port/` or `host:port`.
+fn host_port(target: &str) -> &str {
+    target.trim_start_matches("http://").trim_end_matches('/')
 }
 
 fn replace_marked(
@@ -49,7 +77,6 @@ fn replace_marked(
     default: &'static str,
     target: &str,
 ) -> Result<String, DashboardError> {
-    let target = target.trim_start_matches("http://").trim_end_matches('/');
     let mut found = false;
     let lines: Vec<String> = text
         .split_inclusive('\n')
@@ -87,6 +114,33 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("localhost"), "{out}");
+    }
+
+    #[test]
+    fn rules_file_entry_becomes_the_given_absolute_path() {
+        let template = "rule_files:\n  - rules.yml # RULES_FILE\nscrape_configs: []\n";
+        let out = with_rules_file(template, Path::new("/repo/dash's/rules.yml")).unwrap();
+        assert_eq!(
+            out,
+            "rule_files:\n  - '/repo/dash''s/rules.yml' # RULES_FILE\nscrape_configs: []\n"
+        );
+        let err = with_rules_file(TEMPLATE, Path::new("/r.yml")).unwrap_err();
+        assert!(err.to_string().contains(RULES_MARKER), "{err}");
+    }
+
+    #[test]
+    fn repository_config_loads_the_repository_rules_file() {
+        let out = prometheus_config_for("127.0.0.1:1", "127.0.0.1:2").unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.contains(RULES_MARKER) && !l.trim_start().starts_with('#'))
+            .expect("rules line");
+        let path = line
+            .split('\'')
+            .nth(1)
+            .expect("quoted path on the rules line");
+        assert!(Path::new(path).is_absolute(), "{line}");
+        assert!(Path::new(path).is_file(), "{line}");
     }
 
     #[test]
