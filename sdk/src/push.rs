@@ -549,8 +549,8 @@ mod tests {
             action: "hello".into(),
         };
         let url = p.group_url(&id).to_string();
-        let key = GroupingKey::from_path(url.strip_prefix("http://127.0.0.1:9091").unwrap())
-            .unwrap();
+        let key =
+            GroupingKey::from_path(url.strip_prefix("http://127.0.0.1:9091").unwrap()).unwrap();
         // The documented template: each label's value replaced by its placeholder.
         let placeholder = |label: &str| match label {
             "job" => "<job>",
