@@ -58,7 +58,7 @@
 //! |---|---|---|---|
 //! | `Ok(object or array)` | the value | success | `success` |
 //! | `Err(e)` | `{"error": "<e>"}` | application error | `application_error` |
-//! | `Ok(string, number, boolean, null)` | the value as it is | developer error (the proxy answers 502 "did not return a dictionary or array") | `developer_error` |
+//! | `Ok(string, number, boolean, null)` | the value as it is, after the push (the platform removes the container right after) | developer error (the proxy answers 502 "did not return a dictionary or array") | `developer_error` |
 //! | panic (default, [`OnPanic::Exit`]) | none: the metrics are pushed, then the process exits with code 101 | developer error ("command exited"); the container is destroyed | `developer_error` |
 //! | panic, `WHISK_METRICS_ON_PANIC=error-result` | `{"error": "the action panicked: <msg>"}`, serving goes on | application error; the container is kept | `developer_error` |
 //! | malformed run line (not JSON, not an object, no `value`, any unusable field) | `{"error": "malformed activation input…"}` | application error | not counted |

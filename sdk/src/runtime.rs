@@ -230,6 +230,7 @@ impl Serving {
         handler: &mut Handler<'_>,
     ) -> std::io::Result<Flow> {
         let mut cpu = None;
+        let mut push_first = false;
         let (answer, context) = match self.prepare(line) {
             Ok((value, ctx)) => {
                 if let Some(p) = self.pusher.as_mut().filter(|p| p.wants_api_key()) {
@@ -247,6 +248,10 @@ impl Serving {
                 let started = Instant::now();
                 let cpu_before = Resources::cpu_time();
                 let (answer, outcome) = call(handler, value, &ctx, self.on_panic);
+                // A non-object result is a developer error to the platform, which then removes
+                // the container right after reading the line: push before writing it, or the
+                // push made after it may be lost with the container.
+                push_first = matches!(&answer, Answer::Line(v) if !v.is_object() && !v.is_array());
                 cpu = cpu_before.and_then(|b| Some(Resources::cpu_time()?.saturating_sub(b)));
                 self.metrics.builtins.activation_finished(
                     outcome,
@@ -281,7 +286,7 @@ impl Serving {
             json!({ "error": format!("the result could not be serialized: {e}") }).to_string()
         });
         text.push('\n');
-        if self.mode == PushMode::BeforeResult {
+        if self.mode == PushMode::BeforeResult || push_first {
             self.mark_first_result();
             self.observe_resources(context.is_some(), cpu);
             self.push(deadline());

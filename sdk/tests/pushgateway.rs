@@ -265,6 +265,16 @@ fn non_object_result_is_passed_through_and_counted_as_developer_error() {
     let mut action = probe(&pgw.url(), &[]);
     let line = action.invoke_raw(json!({"mode": "text"}), Duration::from_secs(20));
     assert_eq!(line.as_deref(), Some(r#""just text""#));
+    // The platform removes the container right after this developer error, so the SDK pushes
+    // before writing the line: frozen the moment the line is read, the count is already there.
+    action.freeze();
+    let pushed_first = count(
+        &pgw,
+        "whisk_activations_total",
+        &[("status", "developer_error")],
+    );
+    action.thaw();
+    assert_eq!(pushed_first, Some(1.0), "pushed before the result line");
     let (result, _) = action.invoke(json!({"mode": "ok"}), LONG);
     assert_eq!(result["ok"], json!(true), "the process keeps serving");
     assert!(wait_until(Duration::from_secs(5), || {

@@ -509,8 +509,8 @@ fn errors_panics_non_objects_and_timeouts_get_the_platforms_verdicts_and_the_sdk
         // a kill must stay).
         let warm = input(o.action, json!({"mode": "ok"}), LIMIT);
         let had = instances(&pg, o.action);
-        // The SDK pushes before its answer here: the invoker removes the container right after
-        // a developer error, and a push after the answer would race that removal.
+        // Default push mode: where the platform removes the container right after the answer
+        // (panic, non-object result) the SDK pushes before answering on its own.
         let mut d = deploy(
             &bin,
             &pg,
@@ -519,7 +519,7 @@ fn errors_panics_non_objects_and_timeouts_get_the_platforms_verdicts_and_the_sdk
             &exec_of(o.action),
             false,
             &warm,
-            &[("WHISK_METRICS_PUSH_MODE", "before-result")],
+            &[],
         );
         // Its own deadline, counted from now (the init took part of the first one's).
         let warm = input(o.action, json!({"mode": "ok"}), LIMIT);
