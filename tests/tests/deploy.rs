@@ -854,11 +854,11 @@ fn collector_deployment_runs_two_replicas_in_one_group_with_pod_name_instances()
             "metadata.name"
         );
         assert_eq!(env_value(c, "WHISK_COLLECTOR_PRUNE_AFTER")["value"], "15m");
-        // The platform group goes to the first shard (issue 9: "the platform group goes to the
-        // first"); the janitor sees that shard only until the collector takes the whole list.
+        // Every shard, in ordinal order: the platform group goes to the first, the janitor and
+        // its guard serve each one.
         assert_eq!(
             env_value(c, "WHISK_COLLECTOR_PUSHGATEWAY_URL")["value"],
-            shard_urls(r)[0].as_str(),
+            shard_urls(r).join(",").as_str(),
             "{}",
             r.name()
         );
