@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use whisk_grouping::parse_duration;
+use whisk_grouping::{parse_duration, parse_duration_nonzero};
 
 use crate::aggregate::Limits;
 
@@ -208,15 +208,6 @@ pub(crate) fn hostname() -> String {
         "unknown".to_string()
     } else {
         name
-    }
-}
-
-fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        Err(format!("{s:?}: must be greater than zero"))
-    } else {
-        Ok(d)
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use whisk_grouping::{parse_duration, parse_duration_nonzero};
 
 /// Negative results of the controller (a key it refused) are cached this long.
 pub const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
@@ -144,35 +145,6 @@ impl Config {
             }
         }
         Ok(self)
-    }
-}
-
-/// Parses `250ms`, `15s`, `5m`, `1h` or a bare number of seconds (fractions allowed).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 250ms, 15s, 5m, 1h or 30)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
-
-fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        Err(format!("{s:?}: must be greater than zero"))
-    } else {
-        Ok(d)
     }
 }
 

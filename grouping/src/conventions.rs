@@ -40,6 +40,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// [`parse_duration`] for settings where zero makes no sense (timeouts, intervals).
+pub fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        Err(format!("{s:?}: must be greater than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +67,8 @@ mod tests {
         for bad in ["15x", "abc", "-3s", "5 parsecs", "", "1e300h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+        assert!(parse_duration_nonzero("0s").is_err());
+        assert_eq!(parse_duration_nonzero("2s"), Ok(Duration::from_secs(2)));
     }
 
     #[test]

@@ -32,5 +32,5 @@ mod conventions;
 mod grouping_key;
 
 pub use action_name::ActionName;
-pub use conventions::{TIME_BUCKETS, parse_duration};
+pub use conventions::{TIME_BUCKETS, parse_duration, parse_duration_nonzero};
 pub use grouping_key::{GroupingKey, PathError, encode_segment};

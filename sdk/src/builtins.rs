@@ -28,11 +28,9 @@ use prometheus::{
 
 use crate::resources::ContainerSample;
 
-/// Buckets (seconds) of `whisk_activation_duration_seconds`, the same as the platform's time
-/// histograms.
-pub(crate) const TIME_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
+/// Buckets (seconds) of `whisk_activation_duration_seconds`: the platform's time histograms'
+/// (one definition for the workspace, in `whisk-grouping`).
+pub(crate) use whisk_grouping::TIME_BUCKETS;
 
 /// Buckets (seconds) of `whisk_activation_cpu_seconds`.
 const CPU_BUCKETS: [f64; 6] = [0.001, 0.01, 0.1, 1.0, 10.0, 60.0];
