@@ -447,8 +447,17 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
         .with("action", "hello")
         .with_rate_interval_secs(300)
         .with_range_secs(300);
-    let checked =
-        whisk_tests::dashboards::check_all_queries_return_data(&stack.prometheus_url(), &vars);
+    // Recording rules (dashboards/prometheus/rules.yml) are evaluated every 5 s, after the
+    // scrapes they read: poll until every query has data, with a bound a loaded machine meets.
+    let give_up = Instant::now() + Duration::from_secs(90);
+    let checked = loop {
+        let checked =
+            whisk_tests::dashboards::check_all_queries_return_data(&stack.prometheus_url(), &vars);
+        if checked.is_ok() || Instant::now() > give_up {
+            break checked;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
     assert!(
         checked.is_ok(),
         "dashboard queries without data: {checked:?}"
