@@ -286,10 +286,13 @@ impl Serving {
             json!({ "error": format!("the result could not be serialized: {e}") }).to_string()
         });
         text.push('\n');
-        if self.mode == PushMode::BeforeResult || push_first {
+        let strict = self.mode == PushMode::BeforeResult;
+        if strict || push_first {
             self.mark_first_result();
             self.observe_resources(context.is_some(), cpu);
-            self.push(deadline());
+            // As after a panic: outside strict mode this push may look the host up and is not
+            // held to the activation's deadline.
+            self.push(if strict { deadline() } else { None });
             // before the result line: the proxy ends the activation's log when it reads it
             self.print_notice();
             flush_std();
