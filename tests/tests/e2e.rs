@@ -396,6 +396,17 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
                 inv.stats().iter().all(|a| a.containers_alive == 0)
             });
             assert!(removed, "all idle containers removed: {:?}", inv.stats());
+            // The second wave's cold starts must land in a later Prometheus sample than the
+            // first's, or init-time rates are zero: wait until Prometheus has the first wave's.
+            let seen = common::wait(SETTLE, || {
+                !promql_by(
+                    &stack,
+                    "openwhisk_action_initTime_seconds_count{action=\"hello\"}",
+                    "",
+                )
+                .is_empty()
+            });
+            assert!(seen, "Prometheus never saw the first wave's init times");
         }
     }
     let n: usize = waves.iter().map(|(p, _)| p.requests.len()).sum();
