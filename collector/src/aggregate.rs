@@ -138,7 +138,7 @@ const NO_PARTITION: i32 = -1;
 pub(crate) const DROPPED: i32 = i32::MIN;
 
 /// The aggregated platform metrics.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Aggregator {
     limits: Limits,
     budget: Budget,

@@ -2,9 +2,7 @@
 //! chunks), `/healthz`, `/readyz` (200 once the consumer has joined its group and is polling,
 //! with or without a partition: partition ownership is `whisk_collector_assigned_partitions`).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -13,9 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use bytes::Bytes;
-use http_body::Frame;
-
+use crate::body;
 use crate::shared::Shared;
 
 /// The HTTP routes.
@@ -29,32 +25,19 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     // Rendered on a blocking thread in chunks; at most two chunks wait for the socket.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let (mut sink, chunks) = body::channel(2);
     let _render = tokio::task::spawn_blocking(move || {
-        shared.stream_all(|chunk| tx.blocking_send(Bytes::from(chunk)).is_ok());
+        if shared.stream_all(|chunk| sink.send(chunk)) {
+            sink.finish();
+        }
     });
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        Body::new(Chunks(rx)),
+        Body::new(chunks),
     )
-}
-
-/// A response body fed chunk by chunk from the render thread.
-struct Chunks(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

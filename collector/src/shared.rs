@@ -35,7 +35,8 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// One render at a time (a scrape and a push render never overlap, bounding peak memory).
+    /// One `/metrics` render at a time (concurrent scrapes wait; each streams, so a scrape
+    /// and a push overlapping cost a few chunks each, plus the push's copy of the numbers).
     render_gate: Mutex<()>,
     /// The collector's own events (log and count).
     pub(crate) telemetry: Telemetry,
@@ -74,18 +75,20 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `openwhisk_*` text plus the offsets it covers, taken atomically.
-    pub(crate) fn platform_snapshot(&self) -> (String, Offsets) {
-        let _one_at_a_time = self.render_gate();
+    /// A copy of the aggregate plus the offsets it covers, taken under one hold of the lock:
+    /// the push renders and streams the copy with the lock free, and its offsets cover
+    /// exactly what it sends. The copy holds the numbers, not the text (about 0.6 kB per
+    /// action against about 6 kB of text).
+    pub(crate) fn platform_snapshot(&self) -> (Aggregator, Offsets) {
         let state = self.lock();
-        let text = state.aggregator.render_to_string();
-        (text, state.applied.clone())
+        (state.aggregator.clone(), state.applied.clone())
     }
 
     /// Everything `/metrics` serves, platform metrics then the collector's own, handed to
     /// `emit` in chunks (see [`render_chunked`]); one render at a time, and the aggregate's
-    /// lock is never held while `emit` runs. Stops when `emit` returns `false`.
-    pub(crate) fn stream_all(&self, mut emit: impl FnMut(String) -> bool) {
+    /// lock is never held while `emit` runs. Stops when `emit` returns `false`; returns
+    /// whether the whole text was handed on.
+    pub(crate) fn stream_all(&self, mut emit: impl FnMut(String) -> bool) -> bool {
         let _one_at_a_time = self.render_gate();
         let stats = {
             let state = self.lock();
@@ -103,11 +106,11 @@ impl Shared {
             CHUNK_BYTES,
             ACTIONS_PER_LOCK,
         ) {
-            return;
+            return false;
         }
         let mut own = String::new();
         self.telemetry.render(&mut own, stats);
-        let _ = emit(own);
+        emit(own)
     }
 
     fn render_gate(&self) -> MutexGuard<'_, ()> {

@@ -25,6 +25,16 @@ pub enum PushgatewayError {
         /// reqwest's error.
         source: reqwest::Error,
     },
+    /// A streamed request was given up because it stopped making progress.
+    #[error("{method} {url} given up: {source}")]
+    Overdue {
+        /// HTTP method.
+        method: reqwest::Method,
+        /// Request URL.
+        url: String,
+        /// How it fell behind.
+        source: crate::body::Overdue,
+    },
     /// The Pushgateway answered with an unexpected status.
     #[error("{method} {url} answered {status}: {body}")]
     Status {
@@ -96,6 +106,23 @@ impl PushgatewayClient {
             .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(body)
             .timeout(timeout);
+        self.expect_success(reqwest::Method::PUT, &key.path(), req)
+            .await
+            .map(drop)
+    }
+
+    /// PUTs a streamed body (chunked transfer encoding) to the group, replacing it, with no
+    /// timeout of its own: the caller bounds it on progress (see `push_loop`), since a large
+    /// group takes as long as it takes to send.
+    pub(crate) async fn put_group_stream(
+        &self,
+        key: &GroupingKey,
+        body: reqwest::Body,
+    ) -> Result<(), PushgatewayError> {
+        let req = self
+            .request(reqwest::Method::PUT, &key.path())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(body);
         self.expect_success(reqwest::Method::PUT, &key.path(), req)
             .await
             .map(drop)
