@@ -4,13 +4,16 @@
 //! 2. end to end from a local tansu broker: the collector binary against a minimal raw
 //!    librdkafka consumer that only counts messages, same topic, same run; CPU per event from
 //!    the process's utime + stime (/proc/<pid>/stat, what getrusage reports);
-//! 3. RSS of the collector process holding 10 000 distinct actions;
+//! 3. RSS of the collector process holding 10 000 distinct actions and pushing them to a real
+//!    Pushgateway: steady, and the peak during a `/metrics` scrape, a platform push and both;
 //! 4. a janitor round over 10 000 SDK groups (each the SDK's realistic push body, ~78 series) on
-//!    one real Pushgateway (consistency check off): round time and extra RSS during the round,
-//!    beside the old way (the whole listing parsed into a `serde_json::Value`), in this process.
+//!    one real Pushgateway and over three (consistency check off): round time, CPU of the round
+//!    here and in the Pushgateways, and extra RSS during the round, beside the old way (the
+//!    whole listing parsed into a `serde_json::Value`), in this process.
 //!
 //! `WHISK_BENCH_ONLY=memory|e2e|rss|janitor` runs one part; `WHISK_BENCH_GROUPS` sets the
-//! janitor's group count (default 10 000).
+//! janitor's group count (default 10 000), `WHISK_BENCH_SHARDS` the Pushgateway counts it is
+//! measured with (default `1,3`).
 //! `WHISK_BENCH_EVENTS` sets the end-to-end message count (default 300 000).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -368,30 +371,80 @@ fn end_to_end(rows: &mut Vec<[String; 3]>) {
     ]);
 }
 
+/// Resets the VmHWM of `pid` to its current RSS (Linux `clear_refs` 5).
+fn reset_peak_of(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Waits (bounded) for the next "pushed" line of the collector's log.
+fn next_push(log: &std::sync::mpsc::Receiver<String>, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while let Some(left) = within.checked_sub(start.elapsed()) {
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains("pushed") => return Some(start.elapsed()),
+            Ok(line) if line.contains("push failed") => eprintln!("{line}"),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 / 1024.0)
+}
+
+/// The collector holding 10 000 distinct actions and pushing them to a real Pushgateway:
+/// steady RSS, and the peak (VmHWM, reset before each) during a `/metrics` scrape, during a
+/// platform push, and during a scrape overlapping a push.
 fn rss_10k(rows: &mut Vec<[String; 3]>) {
     let tansu = Tansu::start().unwrap();
     tansu.create_topic("events", 1).unwrap();
+    let pgw = whisk_testkit::Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
     // Every one of 10 000 actions gets activations (i*2654435761 mod 10000 visits them all).
     let n = 60_000;
     produce(&tansu.bootstrap(), "events", n, 10_000);
     let port = whisk_testkit::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+    // Long enough that a scrape fits between two pushes.
+    let interval = Duration::from_secs(20);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
         .args([
             "--brokers",
             &tansu.bootstrap(),
             "--group-id",
             "bench-rss",
             "--log-level",
-            "warn",
+            "warn,whisk_collector::internal_events=debug",
+            "--pushgateway-url",
+            &pgw.url(),
+            "--push-interval",
+            &format!("{}s", interval.as_secs()),
+            "--instance",
+            "bench",
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (log_tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if log_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let proc = Proc(child);
+    let pid = proc.0.id();
+    // Offsets are committed only after a push that covers them: all consumed and pushed.
     let deadline = Instant::now() + Duration::from_secs(300);
     while committed(&tansu.bootstrap(), "bench-rss", "events") < n as i64
         && Instant::now() < deadline
@@ -402,41 +455,98 @@ fn rss_10k(rows: &mut Vec<[String; 3]>) {
         "committed {} of {n}",
         committed(&tansu.bootstrap(), "bench-rss", "events")
     );
-    let rss_before = status_kb(proc.0.id(), "VmRSS:");
-    let anon_before = status_kb(proc.0.id(), "RssAnon:");
-    let file_before = status_kb(proc.0.id(), "RssFile:");
+    // Right after a push: the quiet part of the interval.
+    let _ = next_push(&log, interval * 2).expect("no push within two intervals");
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_steady = status_kb(pid, "VmRSS:");
+    let anon = status_kb(pid, "RssAnon:");
+    let file = status_kb(pid, "RssFile:");
+
+    // A scrape alone.
+    let peak_ok = reset_peak_of(pid);
     let scrape = Instant::now();
-    let pid = proc.0.id();
     let body = get_large(port, "/metrics");
+    let scrape_secs = scrape.elapsed().as_secs_f64();
+    let hwm_scrape = status_kb(pid, "VmHWM:");
     let live = metric(&body, "whisk_collector_live_series").unwrap_or(0.0);
     let distinct = body
         .lines()
         .filter(|l| l.starts_with("openwhisk_action_memory{"))
         .count();
-    let scrape_secs = scrape.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(500));
-    let rss = status_kb(pid, "VmRSS:");
-    let hwm = status_kb(pid, "VmHWM:");
+    let scraped_mb = body.len() as f64 / 1e6;
+    drop(body);
+    let rss_after_scrape = status_kb(pid, "VmRSS:");
+
+    // A push alone.
+    let _ = reset_peak_of(pid);
+    let push_took = next_push(&log, interval * 2);
+    let hwm_push = status_kb(pid, "VmHWM:");
+    let rss_after_push = status_kb(pid, "VmRSS:");
+
+    // A scrape started while a push runs (the push starts `interval` after the last one).
+    let _ = reset_peak_of(pid);
+    std::thread::sleep(interval.saturating_sub(Duration::from_millis(1500)));
+    let overlap = std::thread::spawn(move || get_large(port, "/metrics").len());
+    let overlap_push = next_push(&log, interval * 2);
+    let overlap_bytes = overlap.join().unwrap_or(0);
+    let hwm_both = status_kb(pid, "VmHWM:");
+    let pushed_mb = {
+        let text = get_large(pgw.port(), "/metrics");
+        text.lines()
+            .filter(|l| l.contains(r#"job="openwhisk_platform""#))
+            .map(|l| l.len() + 1)
+            .sum::<usize>() as f64
+            / 1e6
+    };
+
+    let peak = |hwm: u64| {
+        if peak_ok {
+            mb(hwm)
+        } else {
+            "not measured (clear_refs not writable)".to_string()
+        }
+    };
     rows.push([
-        format!("collector RSS, {distinct} distinct actions ({live} series), all consumed"),
         format!(
-            "{:.1} MB before any scrape (anon {:.1}, file {:.1})",
-            rss_before as f64 / 1024.0,
-            anon_before as f64 / 1024.0,
-            file_before as f64 / 1024.0
+            "collector RSS, {distinct} distinct actions ({live} series), all consumed and pushed, between pushes"
+        ),
+        format!(
+            "{} steady (anon {}, file {})",
+            mb(rss_steady),
+            mb(anon),
+            mb(file)
         ),
         "≤ 25 MB".into(),
     ]);
     rows.push([
-        "same, after one /metrics scrape".into(),
         format!(
-            "{:.1} MB now, {:.1} MB peak; scrape of {:.1} MB took {:.2} s",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0,
-            body.len() as f64 / 1e6,
-            scrape_secs
+            "peak RSS during a /metrics scrape ({scraped_mb:.1} MB of text, {scrape_secs:.2} s)"
         ),
-        "–".into(),
+        format!("{} (RSS after: {})", peak(hwm_scrape), mb(rss_after_scrape)),
+        "≤ 40 MB".into(),
+    ]);
+    rows.push([
+        format!(
+            "peak RSS during a platform push (streamed; {pushed_mb:.1} MB of text as the Pushgateway serves it)"
+        ),
+        if push_took.is_some() {
+            format!("{} (RSS after: {})", peak(hwm_push), mb(rss_after_push))
+        } else {
+            "no push seen".to_string()
+        },
+        "≤ 40 MB".into(),
+    ]);
+    rows.push([
+        format!(
+            "peak RSS, a scrape ({:.1} MB) overlapping a push",
+            overlap_bytes as f64 / 1e6
+        ),
+        if overlap_push.is_some() {
+            peak(hwm_both)
+        } else {
+            "no push seen".to_string()
+        },
+        "≤ 40 MB".into(),
     ]);
 }
 
@@ -459,7 +569,15 @@ fn main() {
         rss_10k(&mut rows);
     }
     if only.is_empty() || only == "janitor" {
-        janitor_rounds(&mut rows);
+        let shards: Vec<usize> = std::env::var("WHISK_BENCH_SHARDS")
+            .unwrap_or_else(|_| "1,3".into())
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+        for n in shards {
+            janitor_rounds(&mut rows, n);
+            eprintln!("{rows:?}");
+        }
     }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\nwhisk-collector benchmarks ({cpus} cores, tansu memory storage)\n");
@@ -560,38 +678,45 @@ fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
+fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
     let groups: usize = std::env::var("WHISK_BENCH_GROUPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let mut pgw = whisk_testkit::Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let mut pgws: Vec<whisk_testkit::Pushgateway> = (0..shards)
+        .map(|_| whisk_testkit::Pushgateway::start(&["--push.disable-consistency-check"]).unwrap())
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let url = reqwest::Url::parse(&pgw.url()).unwrap();
-    let client =
-        whisk_collector::PushgatewayClient::new(&url, None, None, Duration::from_secs(30)).unwrap();
+    let clients: Vec<whisk_collector::PushgatewayClient> = pgws
+        .iter()
+        .map(|p| {
+            let url = reqwest::Url::parse(&p.url()).unwrap();
+            whisk_collector::PushgatewayClient::new(&url, None, None, Duration::from_secs(30))
+                .unwrap()
+        })
+        .collect();
     let body = sdk_body(7);
     let series = body.lines().filter(|l| !l.starts_with('#')).count();
     eprintln!(
-        "filling {groups} groups ({series} series, {} bytes each)",
+        "filling {groups} groups in {shards} Pushgateway(s) ({series} series, {} bytes each)",
         body.len()
     );
     let fill = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for w in 0..16 {
-            let client = client.clone();
+            let clients = clients.clone();
             tasks.push(tokio::spawn(async move {
                 for i in (w..groups).step_by(16) {
                     let key = whisk_collector::GroupingKey::new("openwhisk_actions")
                         .with("instance", format!("{i:032x}").as_str())
                         .with("namespace", format!("ns{}", i % 50).as_str())
                         .with("action", format!("pkg/orders{}", i % 400).as_str());
-                    client
+                    clients[i % clients.len()]
                         .put_group(&key, sdk_body(i), Duration::from_secs(30))
                         .await
                         .unwrap();
@@ -603,42 +728,92 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
         }
     });
     eprintln!("filled in {:?}", fill.elapsed());
-    // The listing's size, as the janitor reads it.
+    // The listings' size and a plain GET of each (in parallel), as the janitor reads them.
     let (bytes, list_time) = rt.block_on(async {
         let start = Instant::now();
-        let mut resp = client.list_groups(Duration::from_secs(600)).await.unwrap();
-        let mut n = 0usize;
-        while let Some(c) = resp.chunk().await.unwrap() {
-            n += c.len();
+        let mut set = tokio::task::JoinSet::new();
+        for client in clients.clone() {
+            set.spawn(async move {
+                let mut resp = client.list_groups(Duration::from_secs(600)).await.unwrap();
+                let mut n = 0usize;
+                while let Some(c) = resp.chunk().await.unwrap() {
+                    n += c.len();
+                }
+                n
+            });
+        }
+        let mut n = 0;
+        while let Some(b) = set.join_next().await {
+            n += b.unwrap();
         }
         (n, start.elapsed())
     });
-    let janitor = whisk_collector::Janitor::new(
-        client.clone(),
+    // The guard's check: the status of each Pushgateway's own /metrics (a full gather there).
+    let status_time = rt.block_on(async {
+        let start = Instant::now();
+        for client in &clients {
+            assert!(client.metrics_status().await.unwrap().is_success());
+        }
+        start.elapsed()
+    });
+    let janitor = whisk_collector::Janitor::for_pushgateways(
+        clients.clone(),
         "openwhisk_actions",
         Duration::from_secs(3600),
         false,
     );
     let mut times = Vec::new();
+    let mut cpus = Vec::new();
     let mut extras = Vec::new();
+    let pgw_pids: Vec<u32> = pgws.iter_mut().map(|p| p.process().pid()).collect();
+    let pgw_cpu = || pgw_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
     for _ in 0..3 {
         let base = self_status_kb("VmRSS");
         let peak_ok = reset_peak();
+        let (cpu0, pcpu0) = (cpu_seconds(std::process::id()), pgw_cpu());
         let start = Instant::now();
         let round = rt.block_on(janitor.run_once()).unwrap();
         times.push(start.elapsed());
+        cpus.push((cpu_seconds(std::process::id()) - cpu0, pgw_cpu() - pcpu0));
         assert_eq!(round.groups, groups as u64);
         let peak = self_status_kb("VmHWM");
         if peak_ok {
             extras.push(peak.saturating_sub(base));
         }
     }
+    let pgw_rss: u64 = pgw_pids.iter().map(|p| status_kb(*p, "VmRSS")).sum();
+    times.sort();
+    extras.sort_unstable();
+    let median = times[times.len() / 2];
+    let (our_cpu, their_cpu) = cpus[cpus.len() / 2];
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_string();
+    rows.push([
+        format!("janitor round, {groups} SDK groups × {series} series in {shards} Pushgateway(s) (listings {:.1} MB, plain GET of them {:.2} s; guard's /metrics status check {:.2} s; Pushgateway RSS {} MB in all; load {load})", bytes as f64 / 1e6, list_time.as_secs_f64(), status_time.as_secs_f64(), pgw_rss / 1024),
+        format!("median {:.2} s (max {:.2} s) of 3; CPU of a round: collector {:.2} s, Pushgateway(s) {:.2} s", median.as_secs_f64(), times[times.len() - 1].as_secs_f64(), our_cpu, their_cpu),
+        "≤ 2 s".to_string(),
+    ]);
+    rows.push([
+        format!("janitor round, {shards} Pushgateway(s): extra RSS of the collector process during the round (VmHWM − RSS before)"),
+        if !extras.is_empty() {
+            format!(
+                "max {:.1} MB of 3 rounds",
+                *extras.last().unwrap_or(&0) as f64 / 1024.0
+            )
+        } else {
+            "not measured (/proc/self/clear_refs not writable)".to_string()
+        },
+        "≤ 20 MB".to_string(),
+    ]);
+    if shards > 1 {
+        return;
+    }
     // Before: the whole listing in memory, parsed into a serde_json::Value.
     let base = self_status_kb("VmRSS");
-    let peak_ok = reset_peak();
+    let _ = reset_peak();
     let start = Instant::now();
     let n = rt.block_on(async {
-        let text = client
+        let text = clients[0]
             .list_groups(Duration::from_secs(600))
             .await
             .unwrap()
@@ -651,28 +826,6 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>) {
     let before_time = start.elapsed();
     let before_extra = self_status_kb("VmHWM").saturating_sub(base);
     assert_eq!(n, groups);
-    let pgw_rss = status_kb(pgw.process().pid(), "VmRSS");
-    times.sort();
-    extras.sort_unstable();
-    let median = times[times.len() / 2];
-    rows.push([
-        format!("janitor round, {groups} SDK groups × {series} series (listing {:.1} MB, plain GET {:.2} s; Pushgateway RSS {} MB)", bytes as f64 / 1e6, list_time.as_secs_f64(), pgw_rss / 1024),
-        format!("median {:.2} s (max {:.2} s) of 3", median.as_secs_f64(), times[times.len() - 1].as_secs_f64()),
-        "≤ 2 s".to_string(),
-    ]);
-    rows.push([
-        "janitor round: extra RSS of the collector process during the round (VmHWM − RSS before)"
-            .to_string(),
-        if peak_ok && !extras.is_empty() {
-            format!(
-                "max {:.1} MB of 3 rounds",
-                *extras.last().unwrap_or(&0) as f64 / 1024.0
-            )
-        } else {
-            "not measured (/proc/self/clear_refs not writable)".to_string()
-        },
-        "≤ 20 MB".to_string(),
-    ]);
     rows.push([
         "before: the listing read whole and parsed into serde_json::Value".to_string(),
         format!(

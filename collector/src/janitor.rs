@@ -146,25 +146,53 @@ impl Janitor {
         self
     }
 
-    /// One pass over every Pushgateway: guard check, listing, deletes. A Pushgateway that
-    /// fails is reported in [`JanitorRound::failed`] and the others are still served; the
-    /// round is an error only when every one failed.
+    /// One pass over every Pushgateway: guard check, listing, deletes; the Pushgateways are
+    /// served in parallel (each listing is mostly the Pushgateway's own time, so a round over
+    /// N shards takes about as long as one shard's). A Pushgateway that fails is reported in
+    /// [`JanitorRound::unserved`] and the others are still served; the round is an error only
+    /// when every one failed.
     pub async fn run_once(&self) -> Result<JanitorRound, JanitorError> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let (this, client) = (self.clone(), client.clone());
+            set.spawn(async move {
+                let mut part = JanitorRound::default();
+                let served = this.run_one(&client, &mut part).await;
+                (i, part, served)
+            });
+        }
+        let mut parts = Vec::with_capacity(self.clients.len());
+        let mut panicked = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(part) => parts.push(part),
+                Err(e) => panicked.push(e.to_string()),
+            }
+        }
+        parts.sort_by_key(|(i, _, _)| *i);
         let mut round = JanitorRound {
             dry_run: self.dry_run,
+            unserved: panicked,
             ..JanitorRound::default()
         };
         let mut last_err = None;
-        for client in &self.clients {
-            if let Err(e) = self.run_one(client, &mut round).await {
+        for (_, part, served) in parts {
+            round.pruned.extend(part.pruned);
+            round.failed.extend(part.failed);
+            round.guard_deleted.extend(part.guard_deleted);
+            round.groups += part.groups;
+            if let Err(e) = served {
                 round.unserved.push(e.to_string());
                 last_err = Some(e);
             }
         }
-        match last_err {
-            Some(e) if round.unserved.len() == self.clients.len() => Err(e),
-            _ => Ok(round),
+        if round.unserved.len() == self.clients.len() {
+            return Err(last_err.unwrap_or_else(|| JanitorError::Body {
+                url: self.clients.first().map_or("", |c| c.base()).to_string(),
+                message: round.unserved.join("; "),
+            }));
         }
+        Ok(round)
     }
 
     async fn run_one(

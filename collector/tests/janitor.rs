@@ -114,6 +114,51 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
 }
 
 #[test]
+fn one_round_serves_every_shard_and_a_dead_one_does_not_stop_the_others() {
+    let shards = [
+        Pushgateway::start(&[]).unwrap(),
+        Pushgateway::start(&[]).unwrap(),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = |base: &str| {
+        PushgatewayClient::new(
+            &reqwest::Url::parse(base).unwrap(),
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    let mut clients: Vec<PushgatewayClient> = shards.iter().map(|p| client(&p.url())).collect();
+    let dead = format!("http://127.0.0.1:{}", whisk_testkit::free_port());
+    clients.insert(1, client(&dead));
+    let sdk = &format!("openwhisk_actions_js{}", std::process::id());
+    for c in [&clients[0], &clients[2]] {
+        put(&rt, c, sdk, &[("instance", "old")]);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    for c in [&clients[0], &clients[2]] {
+        put(&rt, c, sdk, &[("instance", "fresh")]);
+    }
+    let janitor = Janitor::for_pushgateways(clients, sdk, Duration::from_secs(2), false);
+    let round = rt.block_on(janitor.run_once()).unwrap();
+    assert_eq!(round.groups, 4);
+    assert_eq!(round.pruned(), 2);
+    assert_eq!(round.unserved.len(), 1, "{:?}", round.unserved);
+    assert!(round.unserved[0].contains(&dead), "{:?}", round.unserved);
+    for pgw in &shards {
+        assert!(whisk_testkit::wait_until(
+            Duration::from_secs(5),
+            || instances(pgw, sdk) == vec!["fresh"]
+        ));
+    }
+}
+
+#[test]
 fn janitor_run_fails_cleanly_without_a_pushgateway() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
