@@ -83,13 +83,28 @@ pub struct Config {
     #[arg(long, env = "WHISK_COLLECTOR_PUSHGATEWAY_USERNAME")]
     pub pushgateway_username: Option<String>,
 
-    /// Basic-auth password for the Pushgateway.
+    /// Basic-auth password for the Pushgateway (for every shard).
     #[arg(
         long,
         env = "WHISK_COLLECTOR_PUSHGATEWAY_PASSWORD",
         hide_env_values = true
     )]
     pub pushgateway_password: Option<String>,
+
+    /// File holding the basic-auth password (a mounted secret; one trailing newline is
+    /// ignored). Read once at start; instead of --pushgateway-password.
+    #[arg(
+        long,
+        env = "WHISK_COLLECTOR_PUSHGATEWAY_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "pushgateway_password"
+    )]
+    pub pushgateway_password_file: Option<std::path::PathBuf>,
+
+    /// PEM file of the CA certificates to trust for an https Pushgateway, instead of the
+    /// built-in roots (for a Pushgateway whose certificate a private CA signed).
+    #[arg(long, env = "WHISK_COLLECTOR_PUSHGATEWAY_CA_FILE", value_name = "PATH")]
+    pub pushgateway_ca_file: Option<std::path::PathBuf>,
 
     /// Janitor: delete groups of --prune-job whose last push is older than this (`0` disables).
     #[arg(long, env = "WHISK_COLLECTOR_PRUNE_AFTER", default_value = "15m", value_parser = parse_duration)]

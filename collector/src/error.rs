@@ -35,6 +35,16 @@ pub enum Error {
     /// The HTTP client for the Pushgateway could not be built.
     #[error("cannot build the Pushgateway HTTP client: {0}")]
     HttpClient(reqwest::Error),
+    /// A file named by a flag (CA certificates, password) could not be used.
+    #[error("cannot use {path:?} ({flag}): {reason}")]
+    File {
+        /// The flag naming the file.
+        flag: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A background thread or task could not be started.
     #[error("cannot start {what}: {source}")]
     Spawn {

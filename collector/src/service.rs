@@ -39,14 +39,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .await
     });
 
+    let password = match &config.pushgateway_password_file {
+        Some(path) => Some(read_secret(path, "--pushgateway-password-file")?),
+        None => config.pushgateway_password.clone(),
+    };
+    let ca_pem = match &config.pushgateway_ca_file {
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
     let clients = config
         .pushgateway_url
         .iter()
         .map(|url| {
-            PushgatewayClient::new(
+            PushgatewayClient::with_ca(
                 url,
                 config.pushgateway_username.clone(),
-                config.pushgateway_password.clone(),
+                password.clone(),
+                ca_pem.as_deref(),
                 HTTP_TIMEOUT,
             )
         })
@@ -209,5 +218,31 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The password in `path` without one trailing newline.
+fn read_secret(path: &std::path::Path, flag: &'static str) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+        flag,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
+}
+
+/// The PEM bundle in `path`, checked to hold at least one certificate.
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>> {
+    let err = |reason: String| Error::File {
+        flag: "--pushgateway-ca-file",
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(err("no PEM certificate in it".into())),
+        Err(e) => Err(err(e.to_string())),
     }
 }

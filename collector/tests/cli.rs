@@ -80,3 +80,39 @@ fn metrics_are_served_as_a_stream_of_chunks_without_a_broker() {
         assert!(answer.contains(needle), "{needle} missing in {answer}");
     }
 }
+
+#[test]
+fn an_unreadable_ca_or_password_file_stops_the_start_naming_the_flag() {
+    let dir = std::env::temp_dir().join(format!("whisk-collector-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let missing = dir.join("missing");
+    let cases = [
+        ("--pushgateway-ca-file", &not_pem, "no PEM certificate"),
+        ("--pushgateway-password-file", &missing, "No such file"),
+    ];
+    for (flag, path, reason) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", whisk_testkit::free_port()),
+                "--brokers",
+                &format!("127.0.0.1:{}", whisk_testkit::free_port()),
+                "--pushgateway-url",
+                "https://127.0.0.1:1",
+                flag,
+            ])
+            .arg(path)
+            .env_remove("KAFKA_HOSTS")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(reason),
+            "{flag}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

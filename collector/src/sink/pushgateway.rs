@@ -67,10 +67,25 @@ impl PushgatewayClient {
         password: Option<String>,
         timeout: Duration,
     ) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(Error::HttpClient)?;
+        Self::with_ca(base, username, password, None, timeout)
+    }
+
+    /// [`PushgatewayClient::new`] trusting only the CA certificates of `ca_pem` (a PEM bundle)
+    /// for https, when given.
+    pub fn with_ca(
+        base: &reqwest::Url,
+        username: Option<String>,
+        password: Option<String>,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(timeout.min(Duration::from_secs(5)));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::HttpClient)?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let client = builder.build().map_err(Error::HttpClient)?;
         Ok(Self {
             client,
             base: base.as_str().trim_end_matches('/').to_string(),
