@@ -207,8 +207,12 @@ impl Janitor {
         };
         // The guard: a 500 on /metrics means every series of this Pushgateway is lost to
         // Prometheus. Then the listing also reads every family's type.
-        let broken = client.metrics_status().await?.is_server_error();
-        let resp = client.list_groups(LISTING_CAP).await?;
+        // Both asked at once: each is a full pass over the store on the Pushgateway's side,
+        // and the listing's answer only starts once all of it is encoded.
+        let (status, listing) =
+            tokio::join!(client.metrics_status(), client.list_groups(LISTING_CAP));
+        let broken = status?.is_server_error();
+        let resp = listing?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
