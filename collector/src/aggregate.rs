@@ -10,6 +10,7 @@
 //! `--evict-after` evicted by [`Aggregator::evict_idle`].
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::hash_map::EntryRef;
@@ -143,7 +144,9 @@ pub struct Aggregator {
     limits: Limits,
     budget: Budget,
     capped: Capped,
-    pub(crate) actions: HashMap<ActionKey, ActionSeries>,
+    /// Each entry's series behind an `Arc`: a snapshot for the push ([`Clone`]) shares them,
+    /// and an event applied while the push streams copies only the entry it changes.
+    pub(crate) actions: HashMap<ActionKey, Arc<ActionSeries>>,
     /// Entries under their own action name (overflow entries excluded).
     distinct_actions: usize,
     pub(crate) limit_concurrent: HashMap<Box<str>, Stamped<u64>>,
@@ -222,7 +225,7 @@ impl Aggregator {
     pub fn retain_partitions(&mut self, owned: &[i32]) {
         for s in self.actions.values_mut() {
             if s.memory_partition != DROPPED && !owned.contains(&s.memory_partition) {
-                s.memory_partition = DROPPED;
+                Arc::make_mut(s).memory_partition = DROPPED;
             }
         }
         let budget = &mut self.budget;
@@ -258,7 +261,7 @@ impl Aggregator {
             partition,
         };
         if let Some(s) = self.actions.get_mut(&key) {
-            s.observe(a, &mut ctx);
+            Arc::make_mut(s).observe(a, &mut ctx);
             return Applied::Activation;
         }
         if self.distinct_actions < self.limits.max_actions {
@@ -272,7 +275,7 @@ impl Aggregator {
         }
         key.action = OVERFLOW_ACTION;
         if let Some(s) = self.actions.get_mut(&key) {
-            s.observe(a, &mut ctx);
+            Arc::make_mut(s).observe(a, &mut ctx);
             return Applied::OverflowActivation;
         }
         if ctx.budget.try_take(FIXED_SERIES_PER_ACTION) {
@@ -289,10 +292,11 @@ impl Aggregator {
             action: OVERFLOW_ACTION,
         };
         match self.actions.entry_ref(&all) {
-            EntryRef::Occupied(o) => o.into_mut().observe(a, &mut ctx),
-            EntryRef::Vacant(v) => v
-                .insert(ActionSeries::new(now, true, 0))
-                .observe(a, &mut ctx),
+            EntryRef::Occupied(o) => Arc::make_mut(o.into_mut()).observe(a, &mut ctx),
+            EntryRef::Vacant(v) => {
+                Arc::make_mut(v.insert(Arc::new(ActionSeries::new(now, true, 0))))
+                    .observe(a, &mut ctx);
+            }
         }
         Applied::OverflowActivation
     }
@@ -400,7 +404,7 @@ impl Aggregator {
 
     /// Number of series currently held (a histogram counts once per label set).
     pub fn live_series(&self) -> usize {
-        let per_action: usize = self.actions.values().map(ActionSeries::series).sum();
+        let per_action: usize = self.actions.values().map(|s| s.series()).sum();
         per_action
             + self.limit_concurrent.len()
             + self.limit_timed.len()
@@ -428,13 +432,13 @@ impl Aggregator {
 }
 
 fn insert<'m>(
-    map: &'m mut HashMap<ActionKey, ActionSeries>,
+    map: &'m mut HashMap<ActionKey, Arc<ActionSeries>>,
     key: &KeyRef<'_>,
     s: ActionSeries,
 ) -> &'m mut ActionSeries {
     match map.entry_ref(key) {
-        EntryRef::Occupied(o) => o.into_mut(),
-        EntryRef::Vacant(v) => v.insert(s),
+        EntryRef::Occupied(o) => Arc::make_mut(o.into_mut()),
+        EntryRef::Vacant(v) => Arc::make_mut(v.insert(Arc::new(s))),
     }
 }
 

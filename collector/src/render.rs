@@ -15,7 +15,8 @@ impl Aggregator {
     /// Renders every `openwhisk_*` family in text format 0.0.4 (LF only, no timestamps,
     /// families in a fixed order, series sorted by labels).
     pub fn render(&self, out: &mut String) {
-        let mut keys: Vec<(&ActionKey, &ActionSeries)> = self.actions.iter().collect();
+        let mut keys: Vec<(&ActionKey, &ActionSeries)> =
+            self.actions.iter().map(|(k, s)| (k, &**s)).collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let r = Renderer {
             out,
@@ -71,6 +72,7 @@ pub(crate) fn render_chunked<G>(
                 let pairs: Vec<(&ActionKey, &ActionSeries)> = group
                     .iter()
                     .filter_map(|k| agg.actions.get_key_value(k))
+                    .map(|(k, s)| (k, &**s))
                     .collect();
                 let mut r = Renderer {
                     out: &mut buf,
