@@ -595,7 +595,10 @@ fn sdk_body(i: usize) -> String {
     use std::fmt::Write as _;
     let mut b = String::with_capacity(5000);
     let hist = |b: &mut String, name: &str, help: &str, labels: &str, bounds: &[f64], n: usize| {
-        let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} histogram");
+        // One HELP/TYPE per family (a second family block is a parse error for the Pushgateway).
+        if !b.contains(&format!("# TYPE {name} ")) {
+            let _ = writeln!(b, "# HELP {name} {help}\n# TYPE {name} histogram");
+        }
         let sep = if labels.is_empty() { "" } else { "," };
         for (k, le) in bounds.iter().enumerate() {
             let _ = writeln!(
@@ -748,6 +751,32 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
         }
         (n, start.elapsed())
     });
+    // The other possible source: each Pushgateway's own /metrics text read whole (it holds a
+    // push_time_seconds line per group), in parallel, with the Pushgateways' CPU for it.
+    let pids: Vec<u32> = pgws.iter_mut().map(|p| p.process().pid()).collect();
+    let ports: Vec<u16> = pgws.iter().map(whisk_testkit::Pushgateway::port).collect();
+    let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let start = Instant::now();
+    let texts: Vec<(usize, usize)> = ports
+        .iter()
+        .map(|&port| {
+            std::thread::spawn(move || {
+                let text = get_large(port, "/metrics");
+                let groups = text
+                    .lines()
+                    .filter(|l| l.starts_with("push_time_seconds{"))
+                    .count();
+                (text.len(), groups)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let text_time = start.elapsed();
+    let text_cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
+    let text_bytes: usize = texts.iter().map(|t| t.0).sum();
+    let text_groups: usize = texts.iter().map(|t| t.1).sum();
     // The guard's check: the status of each Pushgateway's own /metrics (a full gather there).
     let status_time = rt.block_on(async {
         let start = Instant::now();
@@ -804,6 +833,11 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
             "not measured (/proc/self/clear_refs not writable)".to_string()
         },
         "≤ 20 MB".to_string(),
+    ]);
+    rows.push([
+        format!("{shards} Pushgateway(s), another source: their own /metrics text read whole ({:.1} MB, {text_groups} push_time_seconds lines)", text_bytes as f64 / 1e6),
+        format!("{:.2} s, Pushgateway CPU {text_cpu:.2} s", text_time.as_secs_f64()),
+        "–".to_string(),
     ]);
     if shards > 1 {
         return;
