@@ -205,6 +205,7 @@ mod push;
 mod registry;
 mod resolve;
 mod resources;
+mod runline;
 mod runtime;
 
 pub use config::{Config, OnPanic, PushMode};
