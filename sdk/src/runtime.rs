@@ -86,16 +86,109 @@ struct Serving {
     cpu_mark: Option<Duration>,
 }
 
-/// One `__OW_*` variable the loop sets.
+/// One `__OW_*` variable the loop sets. Its `NAME=value` string is a buffer of the loop's own,
+/// put into the environment once with putenv(3) and rewritten in place when the value changes:
+/// no allocation, no lock, no search per activation — and no leak: glibc's setenv(3) keeps a
+/// copy of every distinct value it was ever given (~94 bytes each, measured), and the
+/// activation id and deadline are new on every activation.
 struct OwVar {
     /// The run line's key, e.g. `activation_id`.
     key: String,
-    /// The variable's name, e.g. `__OW_ACTIVATION_ID`.
-    name: String,
-    /// The value the loop set last.
+    /// `NAME=` (e.g. `__OW_ACTIVATION_ID=`), then the value and a NUL: the environment's string.
+    /// Never freed (the environment may point at it until the process ends); replaced by a
+    /// larger one, at least twice the size, when a value outgrows it.
+    buf: &'static [std::cell::Cell<u8>],
+    /// Length of `NAME=`.
+    prefix: usize,
+    /// The value in `buf`.
     value: String,
-    /// Whether the variable still holds `value` (false once the handler changed it).
+    /// Whether the environment points at `buf` (false once the handler set or removed the
+    /// variable itself).
     current: bool,
+}
+
+impl OwVar {
+    fn new(key: &str) -> Self {
+        let prefix = format!("__OW_{}=", key.to_uppercase());
+        let mut var = Self {
+            key: key.to_string(),
+            buf: &[],
+            prefix: prefix.len(),
+            value: String::new(),
+            current: false,
+        };
+        var.grow(prefix.as_bytes(), 0);
+        var
+    }
+
+    /// The variable's name.
+    fn name(&self) -> String {
+        self.buf[..self.prefix - 1]
+            .iter()
+            .map(|c| char::from(c.get()))
+            .collect()
+    }
+
+    /// A new buffer with room for a value of `len` bytes (the old one stays alive: the
+    /// environment may still point at it).
+    fn grow(&mut self, prefix: &[u8], len: usize) {
+        let size = (prefix.len() + len + 1).next_power_of_two().max(64);
+        let buf: &'static [std::cell::Cell<u8>] =
+            Box::leak((0..size).map(|_| std::cell::Cell::new(0)).collect());
+        for (dst, b) in buf.iter().zip(prefix) {
+            dst.set(*b);
+        }
+        self.buf = buf;
+        self.current = false;
+    }
+
+    /// Sets the variable to `text` (no NUL in it).
+    #[allow(unsafe_code)]
+    fn set(&mut self, text: &str) {
+        if self.prefix + text.len() + 1 > self.buf.len() {
+            let prefix: Vec<u8> = self.buf[..self.prefix].iter().map(|c| c.get()).collect();
+            self.grow(&prefix, text.len());
+        }
+        let value = &self.buf[self.prefix..];
+        for (dst, b) in value.iter().zip(text.bytes()) {
+            dst.set(b);
+        }
+        value[text.len()].set(0);
+        self.value.clear();
+        self.value.push_str(text);
+        if !self.current {
+            let name = self.name();
+            if std::env::var_os(&name).is_none() {
+                // A new name grows the environment's array: done by std under its lock, so
+                // putenv below only swaps the pointer in an existing slot.
+                // SAFETY: as in `set_var_if_changed`.
+                unsafe { std::env::set_var(&name, text) };
+            }
+            // SAFETY: `buf` is a NUL-terminated `NAME=value` string that lives until the
+            // process ends (leaked), as putenv requires; the environment is changed on the
+            // loop's thread between activations, under the contract of `set_var_if_changed`.
+            // Rewriting `buf` later changes the variable in place, under the same contract.
+            unsafe { libc::putenv(self.buf.as_ptr().cast::<libc::c_char>().cast_mut()) };
+            self.current = true;
+        }
+    }
+
+    /// Whether the environment still points at `buf` (the handler may have replaced it).
+    #[allow(unsafe_code)]
+    fn still_current(&self) -> bool {
+        // the name with a NUL instead of the `=`
+        let mut name: Vec<u8> = self.buf[..self.prefix].iter().map(|c| c.get()).collect();
+        if let Some(last) = name.last_mut() {
+            *last = 0;
+        }
+        // SAFETY: `name` is NUL-terminated; getenv only reads the environment, on the loop's
+        // thread, under the contract of `set_var_if_changed`.
+        let found = unsafe { libc::getenv(name.as_ptr().cast::<libc::c_char>()) };
+        std::ptr::eq(
+            found.cast::<u8>().cast_const(),
+            self.buf[self.prefix..].as_ptr().cast::<u8>(),
+        )
+    }
 }
 
 /// What the handler did, counted once the result line is written.
@@ -516,7 +609,6 @@ const MAX_OW_VARS: usize = 64;
 /// that still holds the value the loop set last is left alone: most repeat between activations
 /// (namespace, action name and version, API key), and reading the environment or setting it
 /// costs more (`setenv` allocates, takes the lock and keeps every value it was ever given).
-#[allow(unsafe_code)]
 fn set_ow_env(fields: &Fields<'_>, vars: &mut Vec<OwVar>) {
     for (key, field) in fields {
         let text = field.text();
@@ -530,34 +622,15 @@ fn set_ow_env(fields: &Fields<'_>, vars: &mut Vec<OwVar>) {
         if key.is_empty() || key.contains(['=', '\0']) || text.contains('\0') {
             continue;
         }
-        let var = match known {
-            Some(i) => &mut vars[i],
+        match known {
+            Some(i) => vars[i].set(&text),
             None if vars.len() < MAX_OW_VARS => {
-                vars.push(OwVar {
-                    key: key.to_string(),
-                    name: format!("__OW_{}", key.to_uppercase()),
-                    value: String::new(),
-                    current: false,
-                });
-                let last = vars.len() - 1;
-                &mut vars[last]
+                let mut var = OwVar::new(key);
+                var.set(&text);
+                vars.push(var);
             }
-            None => {
-                set_var_if_changed(&format!("__OW_{}", key.to_uppercase()), &text);
-                continue;
-            }
-        };
-        if var.current {
-            // SAFETY: as in `set_var_if_changed`.
-            unsafe { std::env::set_var(&var.name, &*text) };
-        } else {
-            // first sight (the container's environment may hold it already), or the handler
-            // changed it
-            set_var_if_changed(&var.name, &text);
+            None => set_var_if_changed(&format!("__OW_{}", key.to_uppercase()), &text),
         }
-        var.value.clear();
-        var.value.push_str(&text);
-        var.current = true;
     }
 }
 
@@ -577,7 +650,7 @@ fn set_var_if_changed(name: &str, text: &str) {
 /// them again. Runs after the result line is written.
 fn note_changed_ow_env(vars: &mut [OwVar]) {
     for v in vars.iter_mut().filter(|v| v.current) {
-        v.current = std::env::var_os(&v.name).is_some_and(|now| now == *v.value);
+        v.current = v.still_current();
     }
 }
 
@@ -881,6 +954,33 @@ mod tests {
                 "ctx_version": "1.2.3", "ctx_id": "act1", "has_deadline": true
             })
         );
+    }
+
+    #[test]
+    fn ow_variables_take_longer_values_and_come_back_after_the_handler_removed_them() {
+        let long = "x".repeat(300);
+        let lines = [
+            json!({"value": {}, "envgrow_key": "a"}),
+            json!({"value": {}, "envgrow_key": long}),
+            json!({"value": {}, "envgrow_key": long}),
+            json!({"value": {}, "envgrow_key": "b"}),
+        ];
+        let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut calls = 0;
+        let results = serve(&input, &mut |_, _| {
+            calls += 1;
+            let seen = std::env::var("__OW_ENVGROW_KEY").unwrap_or_default();
+            if calls == 2 {
+                #[allow(unsafe_code)]
+                // SAFETY: the test's handler runs on the loop's thread, like the loop's writes.
+                unsafe {
+                    std::env::remove_var("__OW_ENVGROW_KEY")
+                };
+            }
+            Ok(json!({ "seen": seen }))
+        });
+        let seen: Vec<&str> = results.iter().filter_map(|r| r["seen"].as_str()).collect();
+        assert_eq!(seen, vec!["a", long.as_str(), long.as_str(), "b"]);
     }
 
     #[test]
