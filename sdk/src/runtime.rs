@@ -89,7 +89,7 @@ struct Serving {
 /// One `__OW_*` variable the loop sets. Its `NAME=value` string is a buffer of the loop's own,
 /// put into the environment once with putenv(3) and rewritten in place when the value changes:
 /// no allocation, no lock, no search per activation — and no leak: glibc's setenv(3) keeps a
-/// copy of every distinct value it was ever given (~94 bytes each, measured), and the
+/// copy of every distinct value it was ever given (~96 bytes each, measured), and the
 /// activation id and deadline are new on every activation.
 struct OwVar {
     /// The run line's key, e.g. `activation_id`.
