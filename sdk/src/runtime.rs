@@ -100,6 +100,10 @@ struct OwVar {
     buf: &'static [std::cell::Cell<u8>],
     /// Length of `NAME=`.
     prefix: usize,
+    /// The variable's name.
+    name: String,
+    /// The name and a NUL, for getenv.
+    name_c: Vec<u8>,
     /// The value in `buf`.
     value: String,
     /// Whether the environment points at `buf` (false once the handler set or removed the
@@ -109,24 +113,21 @@ struct OwVar {
 
 impl OwVar {
     fn new(key: &str) -> Self {
-        let prefix = format!("__OW_{}=", key.to_uppercase());
+        let name = format!("__OW_{}", key.to_uppercase());
+        let prefix = format!("{name}=");
+        let mut name_c = name.clone().into_bytes();
+        name_c.push(0);
         let mut var = Self {
             key: key.to_string(),
             buf: &[],
             prefix: prefix.len(),
+            name,
+            name_c,
             value: String::new(),
             current: false,
         };
         var.grow(prefix.as_bytes(), 0);
         var
-    }
-
-    /// The variable's name.
-    fn name(&self) -> String {
-        self.buf[..self.prefix - 1]
-            .iter()
-            .map(|c| char::from(c.get()))
-            .collect()
     }
 
     /// A new buffer with room for a value of `len` bytes (the old one stays alive: the
@@ -157,12 +158,12 @@ impl OwVar {
         self.value.clear();
         self.value.push_str(text);
         if !self.current {
-            let name = self.name();
-            if std::env::var_os(&name).is_none() {
+            let name = &self.name;
+            if std::env::var_os(name).is_none() {
                 // A new name grows the environment's array: done by std under its lock, so
                 // putenv below only swaps the pointer in an existing slot.
                 // SAFETY: as in `set_var_if_changed`.
-                unsafe { std::env::set_var(&name, text) };
+                unsafe { std::env::set_var(name, text) };
             }
             // SAFETY: `buf` is a NUL-terminated `NAME=value` string that lives until the
             // process ends (leaked), as putenv requires; the environment is changed on the
@@ -176,14 +177,9 @@ impl OwVar {
     /// Whether the environment still points at `buf` (the handler may have replaced it).
     #[allow(unsafe_code)]
     fn still_current(&self) -> bool {
-        // the name with a NUL instead of the `=`
-        let mut name: Vec<u8> = self.buf[..self.prefix].iter().map(|c| c.get()).collect();
-        if let Some(last) = name.last_mut() {
-            *last = 0;
-        }
-        // SAFETY: `name` is NUL-terminated; getenv only reads the environment, on the loop's
+        // SAFETY: `name_c` is NUL-terminated; getenv only reads the environment, on the loop's
         // thread, under the contract of `set_var_if_changed`.
-        let found = unsafe { libc::getenv(name.as_ptr().cast::<libc::c_char>()) };
+        let found = unsafe { libc::getenv(self.name_c.as_ptr().cast::<libc::c_char>()) };
         std::ptr::eq(
             found.cast::<u8>().cast_const(),
             self.buf[self.prefix..].as_ptr().cast::<u8>(),
@@ -960,7 +956,7 @@ mod tests {
     fn ow_variables_take_longer_values_and_come_back_after_the_handler_removed_them() {
         let long = "x".repeat(300);
         let lines = [
-            json!({"value": {}, "envgrow_key": "a"}),
+            json!({"value": {}, "envgrow_key": "a", "envgrow_ü": "ü"}),
             json!({"value": {}, "envgrow_key": long}),
             json!({"value": {}, "envgrow_key": long}),
             json!({"value": {}, "envgrow_key": "b"}),
@@ -970,6 +966,9 @@ mod tests {
         let results = serve(&input, &mut |_, _| {
             calls += 1;
             let seen = std::env::var("__OW_ENVGROW_KEY").unwrap_or_default();
+            if calls == 1 {
+                assert_eq!(std::env::var("__OW_ENVGROW_Ü").as_deref(), Ok("ü"));
+            }
             if calls == 2 {
                 #[allow(unsafe_code)]
                 // SAFETY: the test's handler runs on the loop's thread, like the loop's writes.
