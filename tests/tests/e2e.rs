@@ -600,6 +600,21 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
     check_pushgateway(&stack, n as f64, &e);
     check_shards(&stack, &e);
     check_promql(&stack, n as f64, &e);
+    // Prometheus scrapes the gateway: its refusals by reason, and forwards to every shard that
+    // holds a group.
+    let refused = BTreeMap::from([
+        ("forbidden_job".to_string(), 2.0),
+        ("forbidden_namespace".to_string(), 1.0),
+        ("unauthorized".to_string(), 2.0),
+    ]);
+    let got = eventually(SETTLE, &refused, || {
+        promql_by(
+            &stack,
+            "sum by (reason) (whisk_gateway_requests_total{result=\"rejected\"})",
+            "reason",
+        )
+    });
+    assert_eq!(got, refused, "gateway refusals through PromQL");
 
     // The hook for the dashboards: every panel query returns data from this Prometheus.
     let vars = whisk_tests::dashboards::Vars::new()
