@@ -175,13 +175,19 @@ impl FamilyTable {
         }
         let generation = self.generation.load(Ordering::Relaxed);
         for f in families {
-            inner.map.insert(
-                f.name.clone(),
-                Entry {
-                    kind: f.kind,
-                    generation,
-                },
-            );
+            // Most pushes repeat known names: refresh those in place, allocate only new ones.
+            match inner.map.get_mut(&f.name) {
+                Some(entry) => entry.generation = generation,
+                None => {
+                    inner.map.insert(
+                        f.name.clone(),
+                        Entry {
+                            kind: f.kind,
+                            generation,
+                        },
+                    );
+                }
+            }
         }
         Ok(())
     }
