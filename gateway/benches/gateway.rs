@@ -16,7 +16,9 @@
 //! every group (and warms the auth cache), the second — the measured one — is every container
 //! pushing again into the full store. Then up to 1 000 containers push once more from a single
 //! thread (the latency without queueing behind other pushes), and each Pushgateway is scraped
-//! once (`/metrics`: time and size) and its RSS read from /proc. CPU per push (gateway, all
+//! once (`/metrics`: time and size) and its RSS read from /proc. The gateway's peak RSS (VmHWM)
+//! is read after it has rebuilt its family table (every shard's whole `/api/v1/metrics`, every
+//! 60 s by default) at least once over the full store, so it includes that read. CPU per push (gateway, all
 //! Pushgateways together, and this process's pushing threads) is utime+stime over the measured
 //! round divided by the pushes: unlike the wall-clock figures it barely moves with the load of
 //! other processes on the machine.
@@ -40,6 +42,8 @@ use whisk_grouping::GroupingKey;
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 const PGW_FLAGS: [&str; 1] = ["--push.disable-consistency-check"];
+/// The gateway's default `--family-resync-interval`.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -99,7 +103,7 @@ fn main() {
 
     println!();
     println!(
-        "| setup | pushes/s | push p50 | push p99 | p50, 1 pusher | per Pushgateway: groups, scrape time, scrape size, RSS | gateway CPU/push | gateway RSS | Pushgateways' CPU/push | bench client CPU/push |"
+        "| setup | pushes/s | push p50 | push p99 | p50, 1 pusher | per Pushgateway: groups, scrape time, scrape size, RSS | gateway CPU/push | gateway peak RSS | Pushgateways' CPU/push | bench client CPU/push |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
@@ -251,6 +255,21 @@ fn run_setup(
     let pgw_after = ticks(&pgw_pids);
     let gw_after = gw_pid.map(cpu_ticks);
     eprintln!("   round 2 (measured): {:.1} s", secs);
+    // The peak RSS must include a family-table rebuild over the full store: wait (bounded)
+    // until every shard has been read once more after the measured round.
+    if let Some((_, port)) = &gateway {
+        // Two rounds' worth of shard reads: at least one whole round began after this read.
+        let target = resyncs_ok(*port) + 2 * shards as u64;
+        let deadline = Instant::now() + RESYNC_INTERVAL * 3;
+        while resyncs_ok(*port) < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            resyncs_ok(*port) >= target,
+            "no family-table rebuild over the full store within {:?}",
+            RESYNC_INTERVAL * 3
+        );
+    }
     // Latency without queueing: one pusher, the first containers pushing once more.
     let (mut single, _) = round_of(&target, &requests, containers.min(1000), body, 1);
     single.sort_unstable();
@@ -270,7 +289,7 @@ fn run_setup(
         (Some(a), Some(b)) => Some(per_push_us(b - a)),
         _ => None,
     };
-    let gateway_rss_mb = gw_pid.map(rss_mb);
+    let gateway_rss_mb = gw_pid.map(peak_rss_mb);
     Row {
         setup: name.to_string(),
         pushes_per_s: lat.len() as f64 / secs,
@@ -586,6 +605,25 @@ fn rss_mb(pid: u32) -> f64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The gateway's `whisk_gateway_family_resyncs_total{result="ok"}`.
+fn resyncs_ok(port: u16) -> u64 {
+    let text = http_get(&format!("http://127.0.0.1:{port}/metrics")).expect("gateway /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("whisk_gateway_family_resyncs_total{result=\"ok\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Peak RSS (VmHWM) of `pid`.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
