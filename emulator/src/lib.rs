@@ -41,7 +41,11 @@
 //!
 //! `--sequence pipeline=hello,flaky` adds a sequence (usable in `--mix` and `--params`),
 //! `--wait-for-ack` runs the proxy as with `OW_WAIT_FOR_ACK`, `--no-cgroups` turns the
-//! per-container memory cgroups off.
+//! per-container memory cgroups off. `--controller-port 3233` serves the controller's
+//! `GET /api/v1/namespaces` ([`controller`]) for a fresh API key per namespace and hands each
+//! activation its namespace's key: with `--pushgateway-url` pointing at a `whisk-gateway
+//! --openwhisk-api-host http://127.0.0.1:3233` and `--init-param WHISK_METRICS_AUTH=api-key`, the
+//! actions push through the gateway with real authentication (what `scripts/demo.sh` does).
 //!
 //! # Tests
 //!

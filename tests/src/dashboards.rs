@@ -6,8 +6,9 @@
 //! - `dashboards/grafana/dashboards/*.json`: the dashboards (Grafana schemaVersion 39).
 //! - `dashboards/grafana/provisioning/`: datasource and dashboard provider for Grafana.
 //! - `dashboards/prometheus/prometheus.yml`: scrape config, a template for tests and the demo
-//!   (see [`render_prometheus_config`]), loading `dashboards/prometheus/rules.yml`, the
-//!   recording rules the dashboards use (see [`with_rules_file`]).
+//!   (see [`render_prometheus_config`], [`with_gateway_target`]), loading
+//!   `dashboards/prometheus/rules.yml`, the recording rules the dashboards use (see
+//!   [`with_rules_file`]).
 //! - `dashboards/catalog.json`: every exported family, plotted or not (see [`Catalog`]).
 //!
 //! The end-to-end test calls [`check_all_queries_return_data`] after its load:
@@ -37,8 +38,8 @@ pub use check::{
 pub use error::DashboardError;
 pub use model::{Dashboard, Query, QueryOrigin, load_dashboards, repo_dashboards_dir};
 pub use prometheus_config::{
-    COLLECTOR_MARKER, PUSHGATEWAY_MARKER, RULES_MARKER, prometheus_config_for,
-    render_prometheus_config, with_rules_file,
+    COLLECTOR_MARKER, GATEWAY_MARKER, PUSHGATEWAY_MARKER, RULES_MARKER, prometheus_config_for,
+    render_prometheus_config, with_gateway_target, with_rules_file,
 };
 pub use promql::{label_values_to_promql, metric_names};
 pub use vars::{BUILTIN_VARIABLES, Vars, substitute, variable_references};

@@ -12,11 +12,11 @@ use std::time::Duration;
 use serde_json::Value;
 use whisk_testkit::{Prometheus, Pushgateway, free_port, wait_until};
 use whisk_tests::dashboards::{
-    BUILTIN_VARIABLES, COLLECTOR_MARKER, Catalog, Dashboard, DashboardError, PUSHGATEWAY_MARKER,
-    PlotStatus, QueryOrigin, QueryOutcome, Vars, check_all_queries_parse,
+    BUILTIN_VARIABLES, COLLECTOR_MARKER, Catalog, Dashboard, DashboardError, GATEWAY_MARKER,
+    PUSHGATEWAY_MARKER, PlotStatus, QueryOrigin, QueryOutcome, Vars, check_all_queries_parse,
     check_all_queries_return_data, load_dashboards, metric_names, prometheus_config_for,
     render_prometheus_config, repo_dashboards_dir, run_instant_query, variable_references,
-    with_rules_file,
+    with_gateway_target, with_rules_file,
 };
 
 const EXPECTED: &[(&str, &str)] = &[
@@ -428,6 +428,8 @@ fn promtool_accepts_the_committed_and_the_rendered_scrape_config() {
             .and_then(|v| v.as_bool()),
         Some(true)
     );
+    // The gateway's own series carry no pushed labels to keep.
+    assert_eq!(job("whisk-gateway").get("honor_labels"), None);
     let drops = job("whisk-collector")
         .get("metric_relabel_configs")
         .cloned()
@@ -447,6 +449,14 @@ fn promtool_accepts_the_committed_and_the_rendered_scrape_config() {
     .unwrap();
     assert!(rendered.contains(&format!("['127.0.0.1:41001'] {PUSHGATEWAY_MARKER}")));
     assert!(rendered.contains(&format!("['127.0.0.1:41002'] {COLLECTOR_MARKER}")));
+    let rendered = with_gateway_target(&rendered, "127.0.0.1:41003").unwrap();
+    assert!(rendered.contains(&format!("['127.0.0.1:41003'] {GATEWAY_MARKER}")));
+    assert!(
+        rendered
+            .lines()
+            .all(|l| l.trim_start().starts_with('#') || !l.contains("localhost")),
+        "{rendered}"
+    );
     let dir = std::env::temp_dir().join(format!("whisk-dash-promtool-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("prometheus.yml");

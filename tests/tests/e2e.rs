@@ -1,11 +1,14 @@
 //! End to end on real services: the example actions (with the SDK) run in the emulator's
-//! containers, push to a real Pushgateway; the emulator's Activation events go through a real
-//! tansu broker to real whisk-collector processes, which push the platform metrics to the same
-//! Pushgateway; a real Prometheus scrapes it with `honor_labels: true`. Every number is checked
-//! exactly, on the Pushgateway and through PromQL.
+//! containers and push through the real `whisk-gateway`, authenticated with their namespace's
+//! API key (handed to them by the emulator's invoker as `__OW_API_KEY`, checked by the gateway
+//! against the emulator's controller endpoint), into two Pushgateway shards; the emulator's
+//! Activation events go through a real tansu broker to real whisk-collector processes, which
+//! push the platform metrics to the first shard and serve every shard with their janitor; a real
+//! Prometheus scrapes every shard with `honor_labels: true`, the gateway and the collectors.
+//! Every number is checked exactly, summed over the shards and through PromQL.
 //!
-//! Prerequisites: `cargo build -p whisk-actions --release` and `cargo build -p whisk-collector`
-//! (see common/mod.rs); tansu, prometheus-pushgateway and prometheus installed.
+//! Prerequisites: `cargo build -p whisk-actions --release`, `cargo build -p whisk-collector
+//! -p whisk-gateway` (see common/mod.rs); tansu, prometheus-pushgateway and prometheus installed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
@@ -16,12 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use common::{Sample, Stack, action_exec, eventually, promql_by, sum, sum_by};
+use common::{SHARDS, Sample, Stack, action_exec, eventually, promql_by, sum, sum_by};
 use serde_json::{Value, json};
 use whisk_emulator::load::LoadSpec;
 use whisk_emulator::{
-    ActionSpec, Invocation, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSummary, SequenceSpec,
-    run_plan,
+    ActionSpec, Invocation, Invoker, KafkaSink, LoadPlan, LoadSummary, SequenceSpec, run_plan,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -36,12 +38,12 @@ fn invoker(stack: &Stack, sink: Arc<KafkaSink>, idle: Duration, max: usize) -> I
     // lost if the container is removed while frozen: real behaviour, measured with the real
     // proxy in conformance.rs. Here the point is exact totals, so the actions push before their
     // result (WHISK_METRICS_PUSH_MODE=before-result): nothing can be lost to a freeze or a kill.
-    let config = InvokerConfig::new()
+    let config = stack
+        .invoker_config()
         .with_pause_grace(Duration::from_millis(50))
         .with_idle_timeout(idle)
         .with_namespace_concurrency(1000)
-        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result")
-        .with_pushgateway_url(&stack.pushgateway.url());
+        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result");
     let specs = vec![
         ActionSpec::new("/guest/hello", action_exec("hello")).with_max_containers(max),
         ActionSpec::new("/guest/orders", action_exec("orders")).with_max_containers(max),
@@ -239,6 +241,151 @@ fn check_pushgateway(stack: &Stack, n: f64, e: &Expected) {
         e.orders_placed
     );
     assert_eq!(sum_by(&s, "flaky_calls_total", "mode", SDK), e.flaky_calls);
+}
+
+/// The SDK groups `(action, instance)` stored on shard `i`.
+fn sdk_groups_on(stack: &Stack, i: usize) -> BTreeSet<(String, String)> {
+    stack
+        .shard_samples(i)
+        .into_iter()
+        .filter(|s| {
+            s.name == "whisk_container_info"
+                && s.labels.get("job").map(String::as_str) == Some("openwhisk_actions")
+        })
+        .map(|s| {
+            let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+            (label("action"), label("instance"))
+        })
+        .collect()
+}
+
+/// Sharding: every SDK group is stored on exactly one shard, the shards together hold one group
+/// per container, the platform groups are on the first shard only, and the gateway forwarded
+/// to every shard that holds a group.
+fn check_shards(stack: &Stack, e: &Expected) {
+    let per_shard: Vec<BTreeSet<(String, String)>> =
+        (0..SHARDS).map(|i| sdk_groups_on(stack, i)).collect();
+    for i in 0..SHARDS {
+        for j in i + 1..SHARDS {
+            let both: Vec<_> = per_shard[i].intersection(&per_shard[j]).collect();
+            assert!(both.is_empty(), "groups on shards {i} and {j}: {both:?}");
+        }
+    }
+    let mut by_action: BTreeMap<String, f64> = BTreeMap::new();
+    for (action, _) in per_shard.iter().flatten() {
+        *by_action.entry(action.clone()).or_default() += 1.0;
+    }
+    assert_eq!(by_action, e.groups, "SDK groups over the shards");
+    for i in 1..SHARDS {
+        assert_eq!(
+            sum(
+                &stack.shard_samples(i),
+                "openwhisk_action_activations_total",
+                PLATFORM
+            ),
+            0.0,
+            "platform groups go to the first shard only"
+        );
+    }
+    let own = stack.gateway_samples();
+    for (i, groups) in per_shard.iter().enumerate() {
+        let forwarded = sum(
+            &own,
+            "whisk_gateway_forwarded_total",
+            &[("shard", &i.to_string())],
+        );
+        assert!(
+            groups.is_empty() || forwarded >= groups.len() as f64,
+            "shard {i} holds {} groups but the gateway forwarded {forwarded} pushes to it",
+            groups.len()
+        );
+    }
+    println!(
+        "SDK groups per shard: {:?}",
+        per_shard.iter().map(BTreeSet::len).collect::<Vec<_>>()
+    );
+}
+
+/// One request to the gateway with the test's client: its status.
+fn gateway_request(stack: &Stack, method: &str, path: &str, key: Option<&str>) -> u16 {
+    use base64::Engine as _;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let url = format!("{}{path}", stack.gateway_url());
+    let auth = key.map(|k| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(k)
+        )
+    });
+    let body = "# TYPE whisk_activations_total counter\nwhisk_activations_total{status=\"success\"} 1000\n# TYPE openwhisk_action_activations_total counter\nopenwhisk_action_activations_total{namespace=\"guest\",action=\"hello\"} 1000\n";
+    let answer = match method {
+        "PUT" => {
+            let mut r = agent.put(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(body)
+        }
+        _ => {
+            let mut r = agent.delete(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+    };
+    answer
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+        .status()
+        .as_u16()
+}
+
+/// A tenant's attempts to forge or erase what is not its own, through the gateway: each is
+/// refused with the documented status and counted by reason; the exact counts checked after
+/// them prove nothing was stored or deleted.
+fn push_forged_and_platform_groups(stack: &Stack) {
+    let key = stack.guest_key.as_str();
+    let forged = "/metrics/job/openwhisk_actions/instance/forged0/namespace/other/action/hello";
+    let platform = "/metrics/job/openwhisk_platform/instance/replica0/namespace/guest/action/hello";
+    assert_eq!(gateway_request(stack, "PUT", forged, Some(key)), 403);
+    assert_eq!(gateway_request(stack, "PUT", platform, Some(key)), 403);
+    assert_eq!(gateway_request(stack, "DELETE", platform, Some(key)), 403);
+    let wrong = format!("{}x", key);
+    let own_ns = "/metrics/job/openwhisk_actions/instance/forged1/namespace/guest/action/hello";
+    assert_eq!(gateway_request(stack, "PUT", own_ns, Some(&wrong)), 401);
+    assert_eq!(gateway_request(stack, "PUT", own_ns, None), 401);
+    let own = stack.gateway_samples();
+    let rejected = |reason: &str| {
+        sum(
+            &own,
+            "whisk_gateway_requests_total",
+            &[("result", "rejected"), ("reason", reason)],
+        )
+    };
+    assert_eq!(
+        (
+            rejected("forbidden_namespace"),
+            rejected("forbidden_job"),
+            rejected("unauthorized")
+        ),
+        (1.0, 2.0, 2.0),
+        "gateway rejections by reason"
+    );
+    let s = stack.pushgateway_samples();
+    assert!(
+        s.iter().all(|x| {
+            x.labels.get("namespace").map(String::as_str) != Some("other")
+                && !x
+                    .labels
+                    .get("instance")
+                    .is_some_and(|i| i.starts_with("forged"))
+        }),
+        "a refused push reached a Pushgateway"
+    );
 }
 
 /// The same numbers through PromQL.
@@ -449,8 +596,25 @@ fn platform_and_sdk_metrics_match_a_bursty_load_exactly() {
             "{a}: every container served and pushed"
         );
     }
+    push_forged_and_platform_groups(&stack);
     check_pushgateway(&stack, n as f64, &e);
+    check_shards(&stack, &e);
     check_promql(&stack, n as f64, &e);
+    // Prometheus scrapes the gateway: its refusals by reason, and forwards to every shard that
+    // holds a group.
+    let refused = BTreeMap::from([
+        ("forbidden_job".to_string(), 2.0),
+        ("forbidden_namespace".to_string(), 1.0),
+        ("unauthorized".to_string(), 2.0),
+    ]);
+    let got = eventually(SETTLE, &refused, || {
+        promql_by(
+            &stack,
+            "sum by (reason) (whisk_gateway_requests_total{result=\"rejected\"})",
+            "reason",
+        )
+    });
+    assert_eq!(got, refused, "gateway refusals through PromQL");
 
     // The hook for the dashboards: every panel query returns data from this Prometheus.
     let vars = whisk_tests::dashboards::Vars::new()
@@ -639,9 +803,7 @@ fn two_collector_replicas_in_one_group_total_exactly_n() {
 fn namespace_limit_rejections_reach_the_platform_metrics() {
     let stack = Stack::start(1, 1);
     let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
-    let config = InvokerConfig::new()
-        .with_namespace_concurrency(2)
-        .with_pushgateway_url(&stack.pushgateway.url());
+    let config = stack.invoker_config().with_namespace_concurrency(2);
     let flaky = ActionSpec::new("/guest/flaky", action_exec("flaky")).with_max_containers(6);
     let mut inv = Invoker::new(config, sink.clone(), vec![flaky]).expect("invoker");
     let answers: Vec<Invocation> = std::thread::scope(|s| {
@@ -726,11 +888,11 @@ fn sdk_and_platform_statuses_agree_for_every_outcome() {
     let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
     // Pushes before the result: a container the invoker removes right after a developer error
     // would otherwise race its own after-result push (conformance.rs covers that mode).
-    let config = InvokerConfig::new()
+    let config = stack
+        .invoker_config()
         .with_namespace_concurrency(1000)
         .with_concurrent_invocations_events(false)
-        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result")
-        .with_pushgateway_url(&stack.pushgateway.url());
+        .with_init_param("WHISK_METRICS_PUSH_MODE", "before-result");
     let specs = vec![
         ActionSpec::new("/guest/flaky", action_exec("flaky")).with_timeout(Duration::from_secs(1)),
         ActionSpec::new("/guest/probe", env!("CARGO_BIN_EXE_conformance-probe")),
@@ -814,9 +976,9 @@ fn sdk_and_platform_statuses_agree_for_every_outcome() {
 fn sequence_components_are_counted_as_caused_by_the_sequence() {
     let stack = Stack::start(1, 1);
     let sink = Arc::new(KafkaSink::new(&stack.tansu.bootstrap(), "events", &[]).expect("producer"));
-    let config = InvokerConfig::new()
-        .with_concurrent_invocations_events(false)
-        .with_pushgateway_url(&stack.pushgateway.url());
+    let config = stack
+        .invoker_config()
+        .with_concurrent_invocations_events(false);
     let specs = vec![
         ActionSpec::new("/guest/hello", action_exec("hello")),
         ActionSpec::new("/guest/flaky", action_exec("flaky")),

@@ -1,5 +1,6 @@
 //! `whisk-emulator`: runs a load against action executables like an OpenWhisk invoker (events to
-//! Kafka, metrics from the actions to a Pushgateway) with a live table.
+//! Kafka, metrics from the actions to a Pushgateway or a whisk-gateway, optionally with the
+//! controller's `GET /api/v1/namespaces` for the API keys it hands the actions) with a live table.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
+use whisk_emulator::controller::{Controller, new_api_key};
 use whisk_emulator::load::{LoadSpec, example_params, parse_duration};
 use whisk_emulator::{
     ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, MemorySink, SequenceSpec,
@@ -57,9 +59,17 @@ struct RunArgs {
     /// Keep events in memory instead of producing them to Kafka.
     #[arg(long)]
     no_kafka: bool,
-    /// Passed to every container as WHISK_METRICS_PUSHGATEWAY_URL.
+    /// Passed to every container as WHISK_METRICS_PUSHGATEWAY_URL (a Pushgateway, or a
+    /// whisk-gateway in front of them).
     #[arg(long)]
     pushgateway_url: Option<String>,
+    /// Serve the OpenWhisk controller's `GET /api/v1/namespaces` on 127.0.0.1:PORT (0: any free
+    /// port) for a fresh API key per namespace of the actions, and hand each activation its
+    /// namespace's key as `__OW_API_KEY`, as the invoker does: what `whisk-gateway
+    /// --openwhisk-api-host http://127.0.0.1:PORT` authenticates the pushes against (with
+    /// `--init-param WHISK_METRICS_AUTH=api-key`).
+    #[arg(long, value_name = "PORT")]
+    controller_port: Option<u16>,
     /// Extra init parameter for every container (repeatable).
     #[arg(long = "init-param", value_name = "KEY=VALUE")]
     init_params: Vec<String>,
@@ -250,6 +260,30 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         let (k, v) = split_kv(p, "--init-param")?;
         config = config.with_init_param(k, v);
     }
+    // Kept alive until the load ends: dropping it stops the endpoint.
+    let _controller = match args.controller_port {
+        Some(port) => {
+            let mut namespaces: Vec<&str> = specs.iter().map(ActionSpec::namespace).collect();
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            let keys: Vec<(String, Vec<String>)> = namespaces
+                .iter()
+                .map(|ns| (new_api_key(), vec![(*ns).to_string()]))
+                .collect();
+            for (key, ns) in &keys {
+                config = config.with_api_key(&ns[0], key);
+            }
+            let controller = Controller::start_on(port, &keys)
+                .map_err(|e| format!("--controller-port {port}: cannot listen: {e}"))?;
+            println!(
+                "whisk-emulator: controller GET {}/api/v1/namespaces knows one API key for each of {}",
+                controller.url(),
+                namespaces.join(", ")
+            );
+            Some(controller)
+        }
+        None => None,
+    };
 
     let topic = format!("{}events", args.topic_prefix);
     let kafka = if args.no_kafka {

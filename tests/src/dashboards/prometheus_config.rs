@@ -1,8 +1,11 @@
 //! Rendering `dashboards/prometheus/prometheus.yml` for services on dynamic ports.
 //!
 //! The committed file is valid Prometheus config with the default targets `localhost:9091`
-//! (Pushgateway) and `localhost:9095` (collector). The line holding each target carries a
-//! marker comment; rendering replaces the default target on that line and nothing else.
+//! (Pushgateway), `localhost:9096` (whisk-gateway) and `localhost:9095` (collector). The line
+//! holding each target carries a marker comment; rendering replaces the default target on that
+//! line and nothing else. Several targets of one job (Pushgateway shards, collector replicas)
+//! are given as one string joined with `', '` (e.g. `a:1', 'b:2`), which the quotes around the
+//! target on the marked line complete to a YAML list.
 //! The `rule_files` entry (`rules.yml`, relative to the config file) carries [`RULES_MARKER`]:
 //! [`prometheus_config_for`] points it at the repository's rules file by absolute path, since
 //! the rendered config is written elsewhere.
@@ -16,11 +19,14 @@ use super::model::repo_dashboards_dir;
 pub const PUSHGATEWAY_MARKER: &str = "# PUSHGATEWAY_TARGET";
 /// Marker comment on the collector target line.
 pub const COLLECTOR_MARKER: &str = "# COLLECTOR_TARGET";
+/// Marker comment on the whisk-gateway target line.
+pub const GATEWAY_MARKER: &str = "# GATEWAY_TARGET";
 /// Marker comment on the `rule_files` entry of the recording rules.
 pub const RULES_MARKER: &str = "# RULES_FILE";
 const RULES_DEFAULT: &str = "rules.yml";
 const PUSHGATEWAY_DEFAULT: &str = "localhost:9091";
 const COLLECTOR_DEFAULT: &str = "localhost:9095";
+const GATEWAY_DEFAULT: &str = "localhost:9096";
 
 /// Replaces the default targets of `template` with `pushgateway` and `collector`
 /// (`host:port`; a leading `http://` and a trailing `/` are dropped).
@@ -57,6 +63,12 @@ pub fn prometheus_config_for(pushgateway: &str, collector: &str) -> Result<Strin
     let rules = dir.join(RULES_DEFAULT);
     let rules = rules.canonicalize().unwrap_or(rules);
     with_rules_file(&text, &rules)
+}
+
+/// Replaces the default whisk-gateway target of `config` (the line marked [`GATEWAY_MARKER`])
+/// with `gateway` (`host:port`; a leading `http://` and a trailing `/` are dropped).
+pub fn with_gateway_target(config: &str, gateway: &str) -> Result<String, DashboardError> {
+    replace_marked(config, GATEWAY_MARKER, GATEWAY_DEFAULT, host_port(gateway))
 }
 
 /// Points the `rule_files` entry marked [`RULES_MARKER`] at `rules` (give an absolute path: a
@@ -141,6 +153,15 @@ mod tests {
             .expect("quoted path on the rules line");
         assert!(Path::new(path).is_absolute(), "{line}");
         assert!(Path::new(path).is_file(), "{line}");
+    }
+
+    #[test]
+    fn gateway_target_is_replaced_in_the_repository_config() {
+        let out = prometheus_config_for("127.0.0.1:1", "127.0.0.1:2").unwrap();
+        let out = with_gateway_target(&out, "http://127.0.0.1:4003/").unwrap();
+        assert!(out.contains("['127.0.0.1:4003'] # GATEWAY_TARGET"), "{out}");
+        let err = with_gateway_target(TEMPLATE, "a:1").unwrap_err();
+        assert!(err.to_string().contains(GATEWAY_MARKER), "{err}");
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Shared support of the end-to-end tests: the real stack (tansu, Pushgateway, Prometheus and
-//! whisk-collector replicas, all on free loopback ports, all killed on drop), the locations of
-//! the prebuilt executables, and a small parser of the Prometheus text format.
+//! Shared support of the end-to-end tests: the real stack (tansu, sharded Pushgateways, the
+//! emulator's controller endpoint, whisk-gateway, Prometheus and whisk-collector replicas, all
+//! on free loopback ports, all killed on drop), the locations of the prebuilt executables, and
+//! a small parser of the Prometheus text format.
 //!
 //! Prerequisites (scripts/test.sh builds them; a missing one fails the test with the command):
 //! `cargo build -p whisk-actions --release` (target/release/{hello,orders,flaky}; a newer
-//! target/debug build is used if there is one) and `cargo build -p whisk-collector`
-//! (target/debug/whisk-collector). `WHISK_ACTIONS_DIR` / `WHISK_COLLECTOR_BIN` override them.
+//! target/debug build is used if there is one), `cargo build -p whisk-collector`
+//! (target/debug/whisk-collector) and `cargo build -p whisk-gateway`
+//! (target/debug/whisk-gateway). `WHISK_ACTIONS_DIR` / `WHISK_COLLECTOR_BIN` /
+//! `WHISK_GATEWAY_BIN` override them.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -13,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use whisk_emulator::InvokerConfig;
+use whisk_emulator::controller::{Controller, new_api_key};
 use whisk_testkit::{
     Prometheus, Pushgateway, ServiceProcess, Tansu, free_port, http_get, wait_until,
 };
@@ -66,42 +71,101 @@ pub fn collector_bin() -> PathBuf {
     p
 }
 
+/// target/debug/whisk-gateway; panics with the build command when it is missing.
+pub fn gateway_bin() -> PathBuf {
+    let p = std::env::var_os("WHISK_GATEWAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("whisk-gateway"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p whisk-gateway` first",
+        p.display()
+    );
+    p
+}
+
+/// Pushgateway shards of every stack: the e2e sums cover sharding.
+pub const SHARDS: usize = 2;
+
+/// The namespace whose API key the stack's controller knows.
+pub const NAMESPACE: &str = "guest";
+
 /// The real services of one test.
 pub struct Stack {
     pub collectors: Vec<ServiceProcess>,
     pub collector_ports: Vec<u16>,
     pub prometheus: Prometheus,
-    pub pushgateway: Pushgateway,
+    pub gateway: ServiceProcess,
+    pub gateway_port: u16,
+    pub controller: Controller,
+    /// The API key of [`NAMESPACE`] (`uuid:key`), known to the controller.
+    pub guest_key: String,
+    pub pushgateways: Vec<Pushgateway>,
     pub tansu: Tansu,
 }
 
 impl Stack {
-    /// tansu with an `events` topic of `partitions`, a Pushgateway, `replicas` collectors in one
-    /// consumer group pushing every second, and Prometheus scraping the Pushgateway
-    /// (`honor_labels: true`) and the collectors every second.
+    /// tansu with an `events` topic of `partitions`; [`SHARDS`] Pushgateways (the deploy's
+    /// mode: consistency check off, memory only); the emulator's controller endpoint knowing
+    /// one API key, [`NAMESPACE`]'s; `whisk-gateway` in front of every shard, authenticating
+    /// pushes against that controller; `replicas` collectors in one consumer group pushing
+    /// every second and told every shard; Prometheus scraping every shard
+    /// (`honor_labels: true`), the gateway and the collectors every second. Actions push
+    /// through the gateway: see [`Stack::invoker_config`].
     pub fn start(replicas: usize, partitions: u32) -> Self {
         let collector = collector_bin();
+        let gateway_exe = gateway_bin();
         let tansu = Tansu::start().expect("start tansu");
         tansu
             .create_topic("events", partitions)
             .expect("create the events topic");
         // Debian's Pushgateway persists to /var/lib/prometheus/pushgateway.data by default, shared by
         // every instance on the machine: memory only, or groups of earlier runs come back.
-        let pushgateway =
-            Pushgateway::start(&["--persistence.file="]).expect("start the Pushgateway");
+        let pushgateways: Vec<Pushgateway> = (0..SHARDS)
+            .map(|_| {
+                Pushgateway::start(&["--persistence.file=", "--push.disable-consistency-check"])
+                    .expect("start a Pushgateway")
+            })
+            .collect();
+        let shard_args: Vec<String> = pushgateways
+            .iter()
+            .flat_map(|p| ["--pushgateway-url".to_string(), p.url()])
+            .collect();
+        let guest_key = new_api_key();
+        let controller = Controller::start(&[(guest_key.clone(), vec![NAMESPACE.to_string()])])
+            .expect("start the controller endpoint");
+        let gateway_port = free_port();
+        let mut args = vec![
+            "--listen".to_string(),
+            format!("127.0.0.1:{gateway_port}"),
+            "--openwhisk-api-host".to_string(),
+            controller.url(),
+            "--auth".to_string(),
+            "api-key".to_string(),
+        ];
+        args.extend(shard_args.iter().cloned());
+        let mut gateway = ServiceProcess::spawn(
+            "whisk-gateway",
+            &gateway_exe.to_string_lossy(),
+            &args,
+            "cargo build -p whisk-gateway",
+        )
+        .expect("start whisk-gateway");
+        let ready = format!("http://127.0.0.1:{gateway_port}/readyz");
+        gateway
+            .wait_ready(Duration::from_secs(30), || http_get(&ready).is_ok())
+            .expect("gateway ready");
         let mut collectors = Vec::new();
         let mut collector_ports = Vec::new();
         for i in 0..replicas {
             let port = free_port();
-            let args: Vec<String> = [
+            let mut args: Vec<String> = [
                 "--brokers",
                 &tansu.bootstrap(),
                 "--group-id",
                 "whisk-collector-e2e",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
-                "--pushgateway-url",
-                &pushgateway.url(),
                 "--push-interval",
                 "1s",
                 "--instance",
@@ -112,6 +176,7 @@ impl Stack {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            args.extend(shard_args.iter().cloned());
             let mut p = ServiceProcess::spawn(
                 &format!("collector{i}"),
                 &collector.to_string_lossy(),
@@ -125,16 +190,25 @@ impl Stack {
             collectors.push(p);
             collector_ports.push(port);
         }
+        // Several targets on one marked line: `a', 'b` inside the line's quotes.
         let targets = collector_ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join("', '");
-        let config = whisk_tests::dashboards::prometheus_config_for(
-            &format!("127.0.0.1:{}", pushgateway.port()),
-            &targets,
-        )
-        .expect("render dashboards/prometheus/prometheus.yml");
+        let shards = pushgateways
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p.port()))
+            .collect::<Vec<_>>()
+            .join("', '");
+        let config = whisk_tests::dashboards::prometheus_config_for(&shards, &targets)
+            .and_then(|c| {
+                whisk_tests::dashboards::with_gateway_target(
+                    &c,
+                    &format!("127.0.0.1:{gateway_port}"),
+                )
+            })
+            .expect("render dashboards/prometheus/prometheus.yml");
         assert!(config.contains("scrape_interval: 5s") && config.contains("scrape_timeout: 4s"));
         let config = config
             .replace("scrape_interval: 5s", "scrape_interval: 1s")
@@ -144,7 +218,11 @@ impl Stack {
             collectors,
             collector_ports,
             prometheus,
-            pushgateway,
+            gateway,
+            gateway_port,
+            controller,
+            guest_key,
+            pushgateways,
             tansu,
         }
     }
@@ -154,13 +232,42 @@ impl Stack {
         self.prometheus.url()
     }
 
-    /// Parsed `/metrics` of the Pushgateway.
+    /// The gateway's base URL: where the actions push.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// An invoker configuration whose actions push through the gateway with their namespace's
+    /// API key (`WHISK_METRICS_AUTH=api-key`; the invoker hands [`NAMESPACE`]'s activations the
+    /// key as `__OW_API_KEY`, as OpenWhisk does).
+    pub fn invoker_config(&self) -> InvokerConfig {
+        InvokerConfig::new()
+            .with_pushgateway_url(&self.gateway_url())
+            .with_init_param("WHISK_METRICS_AUTH", "api-key")
+            .with_api_key(NAMESPACE, &self.guest_key)
+    }
+
+    /// Parsed `/metrics` of every Pushgateway shard, concatenated.
     pub fn pushgateway_samples(&self) -> Vec<Sample> {
+        self.pushgateways
+            .iter()
+            .flat_map(|p| parse_exposition(&p.metrics_text().expect("Pushgateway /metrics")))
+            .collect()
+    }
+
+    /// Parsed `/metrics` of shard `i` only.
+    pub fn shard_samples(&self, i: usize) -> Vec<Sample> {
         parse_exposition(
-            &self
-                .pushgateway
+            &self.pushgateways[i]
                 .metrics_text()
                 .expect("Pushgateway /metrics"),
+        )
+    }
+
+    /// Parsed own `/metrics` of the gateway.
+    pub fn gateway_samples(&self) -> Vec<Sample> {
+        parse_exposition(
+            &http_get(&format!("{}/metrics", self.gateway_url())).expect("gateway /metrics"),
         )
     }
 
@@ -170,10 +277,11 @@ impl Stack {
         parse_exposition(&http_get(&url).expect("collector /metrics"))
     }
 
-    /// The collectors' logs (for failure messages).
+    /// The collectors' and the gateway's logs (for failure messages).
     pub fn collector_logs(&self) -> String {
         self.collectors
             .iter()
+            .chain(std::iter::once(&self.gateway))
             .map(ServiceProcess::log_tail)
             .collect::<Vec<_>>()
             .join("\n---\n")
