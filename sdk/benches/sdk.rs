@@ -4,6 +4,12 @@
 //! cargo bench -p whisk-metrics --bench sdk --features tls -- --size-only`.
 //! Needs `prometheus-pushgateway` on PATH.
 //!
+//! `WHISK_BENCH_BASELINE_EXE=<path>[,<path>…]`: probe_action executables built from other
+//! commits (see docs/benchmarks.md), measured in the same run as further configurations of the
+//! response-path rounds (pushing disabled and default mode each), with the body each pushes.
+//! `-- --response-only` measures the response path and the pushed bodies only;
+//! `WHISK_BENCH_ROUNDS=<n>` sets the rounds per placement (default 1000).
+//!
 //! 1. counter increment (ns)
 //! 2. time the SDK adds to the activation's response path (default mode), against the same
 //!    handler in a minimal loop without the SDK, both driven over pipes like the Go proxy;
@@ -21,7 +27,8 @@ mod common;
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Action, example_exe};
@@ -117,10 +124,13 @@ fn wait_idle(action: &Action) -> bool {
 /// `read(0)` (its push done), then 1 ms more so the Pushgateway settles too: this measures the
 /// response path alone. Returns per configuration the samples in round order and how often the
 /// action was still busy (pushing) 5 ms after its previous result.
-fn response_paths(configs: &[(&str, Vec<(&str, &str)>)], n: usize) -> Vec<(Vec<Duration>, usize)> {
+fn response_paths(configs: &[Config], n: usize) -> Vec<(Vec<Duration>, usize)> {
     let mut actions: Vec<Action> = configs
         .iter()
-        .map(|(exe, env)| Action::spawn(&example_exe(exe), "/guest/bench", env))
+        .map(|(exe, env)| {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Action::spawn(exe, "/guest/bench", &env)
+        })
         .collect();
     for a in &mut actions {
         for _ in 0..50 {
@@ -144,6 +154,97 @@ fn response_paths(configs: &[(&str, Vec<(&str, &str)>)], n: usize) -> Vec<(Vec<D
         }
     }
     out
+}
+
+/// One response-path configuration: the executable and its environment.
+type Config = (PathBuf, Vec<(&'static str, String)>);
+
+/// The executables of `WHISK_BENCH_BASELINE_EXE` (comma-separated), each with its label (the
+/// file name).
+fn baselines() -> Vec<(String, PathBuf)> {
+    std::env::var("WHISK_BENCH_BASELINE_EXE")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let path = PathBuf::from(p.trim());
+            assert!(
+                path.is_file(),
+                "WHISK_BENCH_BASELINE_EXE: {} is not a file",
+                path.display()
+            );
+            let label = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            );
+            (label, path)
+        })
+        .collect()
+}
+
+/// The body `exe` pushes after its `n`th activation: the action is pointed at a one-shot
+/// HTTP listener here that answers every PUT with 200 and keeps the last body's length.
+fn pushed_body_bytes(exe: &Path, n: usize) -> usize {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = last.clone();
+    let server = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut length = None;
+                let mut line = String::new();
+                let mut head_ok = false;
+                while reader.read_line(&mut line).is_ok_and(|r| r > 0) {
+                    let l = line.trim_end().to_string();
+                    line.clear();
+                    if l.is_empty() {
+                        head_ok = true;
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse::<usize>().ok();
+                        }
+                    }
+                    if l == "STOP" {
+                        return;
+                    }
+                }
+                if !head_ok {
+                    break;
+                }
+                let mut body = vec![0; length.unwrap_or(0)];
+                if reader.read_exact(&mut body).is_err() {
+                    break;
+                }
+                seen.store(body.len(), std::sync::atomic::Ordering::SeqCst);
+                let s = reader.get_mut();
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let mut action = Action::spawn(
+        exe,
+        "/guest/bench",
+        &[("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str())],
+    );
+    for _ in 0..n {
+        action.invoke(json!({"mode": "ok"}), Duration::from_secs(60));
+        // the push runs after the result: wait until the action is back in read(0)
+        wait_idle(&action);
+    }
+    drop(action);
+    let mut stop = TcpStream::connect(url.strip_prefix("http://").unwrap()).unwrap();
+    stop.write_all(b"STOP\r\n").unwrap();
+    server.join().unwrap();
+    last.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Median over rounds of `a[round] - b[round]` (signed, in µs): robust against load that
@@ -287,13 +388,30 @@ fn push_vs_raw(pgw_flags: &[&str], n: usize) -> (P50P99, P50P99, P50P99) {
 
 /// Prints the response-path rows of one run of [`response_paths`] (raw, SDK with pushing
 /// disabled, SDK default mode, SDK strict mode).
-fn response_table(placement: &str, results: Vec<(Vec<Duration>, usize)>, n: usize) {
+fn response_table(
+    placement: &str,
+    results: Vec<(Vec<Duration>, usize)>,
+    n: usize,
+    baselines: &[(String, PathBuf)],
+) {
     let mut results = results.into_iter();
     let mut next = || results.next().unwrap();
     let ((mut raw, _), (mut quiet, _), (mut sdk, busy), (mut strict, _)) =
         (next(), next(), next(), next());
     let paired_quiet = paired_median_us(&quiet, &raw);
     let paired_sdk = paired_median_us(&sdk, &raw);
+    // per baseline: its samples pushing disabled and in default mode, and the paired medians
+    let baseline_results: Vec<_> = baselines
+        .iter()
+        .map(|(label, _)| {
+            let ((b_quiet, _), (b_sdk, _)) = (next(), next());
+            let paired = (
+                paired_median_us(&b_quiet, &raw),
+                paired_median_us(&b_sdk, &raw),
+            );
+            (label, b_quiet, b_sdk, paired)
+        })
+        .collect();
     for samples in [&mut raw, &mut quiet, &mut sdk, &mut strict] {
         samples.sort();
     }
@@ -324,7 +442,11 @@ fn response_table(placement: &str, results: Vec<(Vec<Duration>, usize)>, n: usiz
     row(
         &format!("{placement}: added by the SDK (default mode) p50 / p99"),
         format!("{} / {}", added(s50, r50), added(s99, r99)),
-        "≤ 50 µs p50",
+        if placement.starts_with("pinned") {
+            "≤ 20 µs p50"
+        } else {
+            "≤ 50 µs p50"
+        },
     );
     row(
         &format!(
@@ -344,6 +466,31 @@ fn response_table(placement: &str, results: Vec<(Vec<Duration>, usize)>, n: usiz
         format!("{} / {}", us(t50), us(t99)),
         "–",
     );
+    for (label, mut b_quiet, mut b_sdk, paired) in baseline_results {
+        b_quiet.sort();
+        b_sdk.sort();
+        let (bq50, bq99) = (percentile(&b_quiet, 0.5), percentile(&b_quiet, 0.99));
+        let (bs50, bs99) = (percentile(&b_sdk, 0.5), percentile(&b_sdk, 0.99));
+        row(
+            &format!(
+                "{placement}: baseline {label}: added by the SDK's own work (pushing disabled) p50 / p99"
+            ),
+            format!("{} / {}", added(bq50, r50), added(bq99, r99)),
+            "–",
+        );
+        row(
+            &format!("{placement}: baseline {label}: added by the SDK (default mode) p50 / p99"),
+            format!("{} / {}", added(bs50, r50), added(bs99, r99)),
+            "–",
+        );
+        row(
+            &format!(
+                "{placement}: baseline {label}: added, median of per-round differences: pushing disabled / default mode"
+            ),
+            format!("{:.1} µs / {:.1} µs", paired.0, paired.1),
+            "–",
+        );
+    }
 }
 
 fn start_to_ready(n: usize) -> Vec<Duration> {
@@ -399,28 +546,27 @@ fn main() {
 
     let pgw = Pushgateway::start(&[]).unwrap();
     let url = pgw.url();
-    let n = 1000;
-    let configs = [
-        ("raw_action", vec![]),
-        (
-            "probe_action",
-            vec![
-                ("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str()),
-                ("WHISK_METRICS_DISABLED", "true"),
-            ],
-        ),
-        (
-            "probe_action",
-            vec![("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str())],
-        ),
-        (
-            "probe_action",
-            vec![
-                ("WHISK_METRICS_PUSHGATEWAY_URL", url.as_str()),
-                ("WHISK_METRICS_PUSH_MODE", "before-result"),
-            ],
-        ),
+    let n = std::env::var("WHISK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    let probe = example_exe("probe_action");
+    let pushing = |exe: &Path, extra: &[(&'static str, &str)]| -> Config {
+        let mut env = vec![("WHISK_METRICS_PUSHGATEWAY_URL", url.clone())];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        (exe.to_path_buf(), env)
+    };
+    let baselines = baselines();
+    let mut configs: Vec<Config> = vec![
+        (example_exe("raw_action"), vec![]),
+        pushing(&probe, &[("WHISK_METRICS_DISABLED", "true")]),
+        pushing(&probe, &[]),
+        pushing(&probe, &[("WHISK_METRICS_PUSH_MODE", "before-result")]),
     ];
+    for (_, exe) in &baselines {
+        configs.push(pushing(exe, &[("WHISK_METRICS_DISABLED", "true")]));
+        configs.push(pushing(exe, &[]));
+    }
     let unpinned = response_paths(&configs, n);
     // Same again with the driver and the actions on CPU 0 and the Pushgateway on CPU 1: no
     // wakeup crosses CPUs (a cross-CPU wakeup costs ~100 µs on this VM, and how often one
@@ -433,9 +579,14 @@ fn main() {
             .then(|| response_paths(&configs, n));
     set_affinity(0, &[]);
     drop(pgw);
-    response_table("unpinned", unpinned, n);
+    response_table("unpinned", unpinned, n, &baselines);
     match pinned {
-        Some(p) => response_table("pinned (driver+action CPU 0, Pushgateway CPU 1)", p, n),
+        Some(p) => response_table(
+            "pinned (driver+action CPU 0, Pushgateway CPU 1)",
+            p,
+            n,
+            &baselines,
+        ),
         None => row(
             "pinned response path",
             "not measured (needs 2 CPUs and sched_setaffinity)".to_string(),
@@ -443,6 +594,21 @@ fn main() {
         ),
     }
 
+    row(
+        "probe_action push body after 20 activations (this build)",
+        format!("{} bytes", pushed_body_bytes(&probe, 20)),
+        "–",
+    );
+    for (label, exe) in &baselines {
+        row(
+            &format!("probe_action push body after 20 activations (baseline {label})"),
+            format!("{} bytes", pushed_body_bytes(exe, 20)),
+            "–",
+        );
+    }
+    if std::env::args().any(|a| a == "--response-only") {
+        return;
+    }
     for (label, flags) in [
         ("consistency check on", &[][..]),
         (

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::runline::{self, Field, Fields};
 
 /// What OpenWhisk tells the action about the current activation. The same values are also set
 /// as `__OW_*` environment variables before the handler runs, as the official runtimes do.
@@ -27,26 +29,33 @@ pub struct Context {
 }
 
 impl Context {
-    /// Builds the context from the keys of one activation line (everything but `value`).
-    pub(crate) fn from_fields(fields: &Map<String, Value>, api_host: Option<&str>) -> Self {
-        let text = |key: &str| fields.get(key).map(value_text).unwrap_or_default();
-        Self {
-            namespace: text("namespace"),
-            action_name: text("action_name"),
-            action_version: text("action_version"),
-            activation_id: text("activation_id"),
-            transaction_id: text("transaction_id"),
-            deadline: fields.get("deadline").and_then(parse_deadline),
-            api_key: fields
-                .get("api_key")
-                .map(value_text)
-                .filter(|k| !k.is_empty()),
-            api_host: fields
-                .get("api_host")
-                .map(value_text)
-                .or_else(|| api_host.map(str::to_string))
-                .filter(|h| !h.is_empty()),
-        }
+    /// Sets the context to the keys of one activation line (everything but `value`), reusing
+    /// its strings' buffers: no allocation once they have grown to the activation's sizes.
+    pub(crate) fn update(&mut self, fields: &Fields<'_>, api_host: Option<&str>) {
+        let set = |dst: &mut String, key: &str| {
+            dst.clear();
+            if let Some(f) = runline::get(fields, key) {
+                dst.push_str(&f.text());
+            }
+        };
+        set(&mut self.namespace, "namespace");
+        set(&mut self.action_name, "action_name");
+        set(&mut self.action_version, "action_version");
+        set(&mut self.activation_id, "activation_id");
+        set(&mut self.transaction_id, "transaction_id");
+        self.deadline = runline::get(fields, "deadline").and_then(parse_deadline);
+        let set_opt = |dst: &mut Option<String>, text: Option<&str>| match text {
+            Some(t) if !t.is_empty() => {
+                let s = dst.get_or_insert_with(String::new);
+                s.clear();
+                s.push_str(t);
+            }
+            _ => *dst = None,
+        };
+        let key = runline::get(fields, "api_key").map(Field::text);
+        set_opt(&mut self.api_key, key.as_deref());
+        let host = runline::get(fields, "api_host").map(Field::text);
+        set_opt(&mut self.api_host, host.as_deref().or(api_host));
     }
 
     /// Time left until the deadline (zero when it has passed), if there is one.
@@ -58,27 +67,31 @@ impl Context {
     }
 }
 
-/// A string as-is, anything else as its JSON text (what the official launcher puts in `__OW_*`).
-pub(crate) fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// `deadline` is epoch milliseconds, sent as a JSON string (docs say number; accept both).
-fn parse_deadline(v: &Value) -> Option<SystemTime> {
+fn parse_deadline(v: &Field<'_>) -> Option<SystemTime> {
+    let v = match v {
+        Field::Str(s) => return parse_deadline_text(s),
+        Field::Other(Value::String(s)) => return parse_deadline_text(s),
+        Field::Other(v) => v,
+    };
     let ms = match v {
-        Value::String(s) => match s.trim().parse::<u64>() {
-            Ok(ms) => return UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
-            Err(_) => s.trim().parse::<f64>().ok()?,
-        },
         Value::Number(n) => match n.as_u64() {
             Some(ms) => return UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
             None => n.as_f64()?,
         },
         _ => return None,
     };
+    ms_to_time(ms)
+}
+
+fn parse_deadline_text(s: &str) -> Option<SystemTime> {
+    match s.trim().parse::<u64>() {
+        Ok(ms) => UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
+        Err(_) => ms_to_time(s.trim().parse::<f64>().ok()?),
+    }
+}
+
+fn ms_to_time(ms: f64) -> Option<SystemTime> {
     if !ms.is_finite() || ms < 0.0 {
         return None;
     }
@@ -91,6 +104,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The context of a run line made of `line`'s keys (and a `value`).
+    fn from_line(line: &Value, api_host: Option<&str>) -> Context {
+        let mut with_value = line.clone();
+        with_value["value"] = json!({});
+        let text = with_value.to_string();
+        let (_, fields) = runline::parse(text.as_bytes()).unwrap();
+        let mut c = Context::default();
+        c.update(&fields, api_host);
+        c
+    }
+
     #[test]
     fn reads_every_field_of_an_activation_line() {
         let line = json!({
@@ -98,7 +122,7 @@ mod tests {
             "activation_id": "abc", "transaction_id": "tid", "deadline": "1700000000123",
             "api_key": "k:v"
         });
-        let c = Context::from_fields(line.as_object().unwrap(), Some("https://host"));
+        let c = from_line(&line, Some("https://host"));
         assert_eq!(c.namespace, "guest");
         assert_eq!(c.action_name, "/guest/pkg/a");
         assert_eq!(c.action_version, "0.0.2");
@@ -115,7 +139,7 @@ mod tests {
     #[test]
     fn accepts_numeric_deadline_and_ignores_garbage() {
         let num = json!({"deadline": 1000});
-        let c = Context::from_fields(num.as_object().unwrap(), None);
+        let c = from_line(&num, None);
         assert_eq!(c.deadline, Some(UNIX_EPOCH + Duration::from_secs(1)));
         for bad in [
             json!("soon"),
@@ -128,11 +152,23 @@ mod tests {
             json!("-inf"),
         ] {
             let line = json!({ "deadline": bad });
-            assert_eq!(
-                Context::from_fields(line.as_object().unwrap(), None).deadline,
-                None
-            );
+            assert_eq!(from_line(&line, None).deadline, None);
         }
-        assert_eq!(Context::from_fields(&Map::new(), None), Context::default());
+        assert_eq!(from_line(&json!({}), None), Context::default());
+        // a context reused for the next line holds that line's fields only
+        let mut c = from_line(
+            &json!({"namespace": "a", "api_key": "k", "api_host": "h"}),
+            None,
+        );
+        let text = json!({"value": 1, "action_name": "/b/x"}).to_string();
+        let (_, fields) = runline::parse(text.as_bytes()).unwrap();
+        c.update(&fields, None);
+        assert_eq!(
+            c,
+            Context {
+                action_name: "/b/x".to_string(),
+                ..Context::default()
+            }
+        );
     }
 }

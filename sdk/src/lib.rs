@@ -63,13 +63,25 @@
 //! | panic, `WHISK_METRICS_ON_PANIC=error-result` | `{"error": "the action panicked: <msg>"}`, serving goes on | application error; the container is kept | `developer_error` |
 //! | malformed run line (not JSON, not an object, no `value`, any unusable field) | `{"error": "malformed activation input…"}` | application error | not counted |
 //!
+//! Between reading the line and writing the result the loop does only what the handler needs:
+//! it reads the run line without building a JSON tree of it (only `value` becomes a
+//! [`serde_json::Value`]), rewrites the `__OW_*` variables whose value changed in place (each
+//! lives in a buffer of the loop's own, put into the environment once: no `setenv` per
+//! activation, so no copy of every activation id kept by glibc either), and serialises the
+//! result into a reused buffer. Counting the activation, its duration, CPU and peak memory, the
+//! container's figures and the push all follow the result line (they precede it only when the
+//! push must, see below) and always precede the push, so each push carries the activation it
+//! follows. A variable the handler set or removed itself is noticed then and set again before
+//! the next handler.
+//!
 //! No run line, however malformed, crashes the loop (a property test feeds it arbitrary JSON
 //! objects and bytes). stdout and stderr are flushed after each activation. With
 //! `__OW_WAIT_FOR_ACK` set, the loop first writes `{"ok":true}` to fd 3. When stdin closes, the
 //! container's group is deleted from the Pushgateway (best effort) and the process exits; after
 //! a panic the group stays (it carries the panic; the collector's janitor prunes it). The
 //! handler runs on the main thread; an action that starts its own threads must not read the
-//! environment from them while the loop runs (`set_var` is not thread-safe). The loop needs no
+//! environment from them while the loop runs (the loop changes it between activations without
+//! a lock other threads would see). The loop needs no
 //! async runtime; an action that uses tokio can `block_on` inside the handler. A panic is only
 //! caught with `panic = "unwind"` (the default).
 //!
@@ -174,9 +186,11 @@
 //! readable); every series is multiplied by the number of live containers in the Pushgateway
 //! and in Prometheus.
 //!
-//! How the resource figures are measured (`resources`): CPU per activation is
-//! `getrusage(RUSAGE_SELF)` user + system time (all threads) right before and after the handler
-//! — two syscalls on the response path, no file read. The peak is `VmHWM` from
+//! How the resource figures are measured (`resources`): CPU per activation is the growth of
+//! `getrusage(RUSAGE_SELF)` user + system time (all threads) from the moment the loop starts
+//! waiting for the activation's line (blocked, it uses none) until the result line is written:
+//! the handler plus the loop's few µs of reading the line and writing the result, with no
+//! syscall on the response path. The peak is `VmHWM` from
 //! `/proc/self/status`, read after the result is written; the high-water mark is reset after
 //! every activation's push by writing `5` to `/proc/self/clear_refs`, so each observation is
 //! that activation's peak (plus the little the loop touches). Where that write is refused (one
@@ -205,6 +219,7 @@ mod push;
 mod registry;
 mod resolve;
 mod resources;
+mod runline;
 mod runtime;
 
 pub use config::{Config, OnPanic, PushMode};

@@ -4,8 +4,9 @@
 //! absent, never an error.
 //!
 //! - **CPU per activation**: `getrusage(RUSAGE_SELF)` user + system time (every thread of the
-//!   process, µs resolution) right before and right after the handler: two cheap syscalls on
-//!   the response path, no file read.
+//!   process, µs resolution), read when the loop starts waiting for the activation's line and
+//!   again after its result line is written (the loop calls [`Resources::cpu_time`]): nothing
+//!   on the response path, no file read.
 //! - **Peak memory per activation**: `VmHWM` of `/proc/self/status` read after the result is
 //!   written. The high-water mark is reset after every activation's push by writing `5` to
 //!   `/proc/self/clear_refs` (Linux ≥ 4.0, the process's own file): the next observation is the

@@ -2,8 +2,6 @@
 //! on stdin, `__OW_*` variables set for the handler, exactly one JSON result line on fd 3,
 //! stdout and stderr flushed, then the push (or the push first, in strict mode).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,15 +9,16 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::builtins::Outcome;
 use crate::config::{Config, OnPanic, PushMode};
-use crate::context::{Context, value_text};
+use crate::context::Context;
 use crate::identity::ActionIdentity;
 use crate::push::Pusher;
 use crate::registry::{self, Metrics};
 use crate::resources::Resources;
+use crate::runline::{self, Fields};
 
 /// In strict mode the push must leave this much of the activation's time for the result.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -74,9 +73,125 @@ struct Serving {
     identity: ActionIdentity,
     first_result_written: bool,
     api_host: Option<String>,
-    /// `__OW_*` variable name per activation key.
-    env_names: HashMap<String, String>,
+    /// The `__OW_*` variables the loop sets, with the value each was last set to.
+    env: Vec<OwVar>,
     resources: Resources,
+    /// The current activation's context, its strings reused from one activation to the next.
+    context: Context,
+    /// The action name [`Serving::identity`] was made from.
+    identity_source: String,
+    /// The result line being written, reused.
+    result_line: Vec<u8>,
+    /// The process's CPU time when the loop started waiting for the current activation's line.
+    cpu_mark: Option<Duration>,
+}
+
+/// One `__OW_*` variable the loop sets. Its `NAME=value` string is a buffer of the loop's own,
+/// put into the environment once with putenv(3) and rewritten in place when the value changes:
+/// no allocation, no lock, no search per activation — and no leak: glibc's setenv(3) keeps a
+/// copy of every distinct value it was ever given (~96 bytes each, measured), and the
+/// activation id and deadline are new on every activation.
+struct OwVar {
+    /// The run line's key, e.g. `activation_id`.
+    key: String,
+    /// `NAME=` (e.g. `__OW_ACTIVATION_ID=`), then the value and a NUL: the environment's string.
+    /// Never freed (the environment may point at it until the process ends); replaced by a
+    /// larger one, at least twice the size, when a value outgrows it.
+    buf: &'static [std::cell::Cell<u8>],
+    /// Length of `NAME=`.
+    prefix: usize,
+    /// The variable's name.
+    name: String,
+    /// The name and a NUL, for getenv.
+    name_c: Vec<u8>,
+    /// The value in `buf`.
+    value: String,
+    /// Whether the environment points at `buf` (false once the handler set or removed the
+    /// variable itself).
+    current: bool,
+}
+
+impl OwVar {
+    fn new(key: &str) -> Self {
+        let name = format!("__OW_{}", key.to_uppercase());
+        let prefix = format!("{name}=");
+        let mut name_c = name.clone().into_bytes();
+        name_c.push(0);
+        let mut var = Self {
+            key: key.to_string(),
+            buf: &[],
+            prefix: prefix.len(),
+            name,
+            name_c,
+            value: String::new(),
+            current: false,
+        };
+        var.grow(prefix.as_bytes(), 0);
+        var
+    }
+
+    /// A new buffer with room for a value of `len` bytes (the old one stays alive: the
+    /// environment may still point at it).
+    fn grow(&mut self, prefix: &[u8], len: usize) {
+        let size = (prefix.len() + len + 1).next_power_of_two().max(64);
+        let buf: &'static [std::cell::Cell<u8>] =
+            Box::leak((0..size).map(|_| std::cell::Cell::new(0)).collect());
+        for (dst, b) in buf.iter().zip(prefix) {
+            dst.set(*b);
+        }
+        self.buf = buf;
+        self.current = false;
+    }
+
+    /// Sets the variable to `text` (no NUL in it).
+    #[allow(unsafe_code)]
+    fn set(&mut self, text: &str) {
+        if self.prefix + text.len() + 1 > self.buf.len() {
+            let prefix: Vec<u8> = self.buf[..self.prefix].iter().map(|c| c.get()).collect();
+            self.grow(&prefix, text.len());
+        }
+        let value = &self.buf[self.prefix..];
+        for (dst, b) in value.iter().zip(text.bytes()) {
+            dst.set(b);
+        }
+        value[text.len()].set(0);
+        self.value.clear();
+        self.value.push_str(text);
+        if !self.current {
+            let name = &self.name;
+            if std::env::var_os(name).is_none() {
+                // A new name grows the environment's array: done by std under its lock, so
+                // putenv below only swaps the pointer in an existing slot.
+                // SAFETY: as in `set_var_if_changed`.
+                unsafe { std::env::set_var(name, text) };
+            }
+            // SAFETY: `buf` is a NUL-terminated `NAME=value` string that lives until the
+            // process ends (leaked), as putenv requires; the environment is changed on the
+            // loop's thread between activations, under the contract of `set_var_if_changed`.
+            // Rewriting `buf` later changes the variable in place, under the same contract.
+            unsafe { libc::putenv(self.buf.as_ptr().cast::<libc::c_char>().cast_mut()) };
+            self.current = true;
+        }
+    }
+
+    /// Whether the environment still points at `buf` (the handler may have replaced it).
+    #[allow(unsafe_code)]
+    fn still_current(&self) -> bool {
+        // SAFETY: `name_c` is NUL-terminated; getenv only reads the environment, on the loop's
+        // thread, under the contract of `set_var_if_changed`.
+        let found = unsafe { libc::getenv(self.name_c.as_ptr().cast::<libc::c_char>()) };
+        std::ptr::eq(
+            found.cast::<u8>().cast_const(),
+            self.buf[self.prefix..].as_ptr().cast::<u8>(),
+        )
+    }
+}
+
+/// What the handler did, counted once the result line is written.
+struct Finished {
+    outcome: Outcome,
+    duration: Duration,
+    at: SystemTime,
 }
 
 type Handler<'a> = dyn FnMut(Value, &Context) -> Result<Value, String> + 'a;
@@ -181,7 +296,11 @@ impl Serving {
             identity,
             first_result_written: false,
             api_host: std::env::var("__OW_API_HOST").ok(),
-            env_names: HashMap::new(),
+            env: Vec::new(),
+            context: Context::default(),
+            identity_source: String::new(),
+            result_line: Vec::with_capacity(1024),
+            cpu_mark: Resources::cpu_time(),
             resources: {
                 let r = Resources::detect();
                 if !r.peak_is_per_activation() {
@@ -229,14 +348,14 @@ impl Serving {
         out: &mut dyn Write,
         handler: &mut Handler<'_>,
     ) -> std::io::Result<Flow> {
-        let mut cpu = None;
+        let mut finished = None;
         let mut push_first = false;
-        let (answer, context) = match self.prepare(line) {
-            Ok((value, ctx)) => {
+        let answer = match self.prepare(line) {
+            Ok(value) => {
                 if let Some(p) = self.pusher.as_mut().filter(|p| p.wants_api_key()) {
                     // the run line's `api_key`, else the container's `__OW_API_KEY`
                     let from_env;
-                    let key = match ctx.api_key.as_deref() {
+                    let key = match self.context.api_key.as_deref() {
                         Some(k) => Some(k),
                         None => {
                             from_env = std::env::var("__OW_API_KEY").ok();
@@ -246,57 +365,59 @@ impl Serving {
                     p.set_api_key(key);
                 }
                 let started = Instant::now();
-                let cpu_before = Resources::cpu_time();
-                let (answer, outcome) = call(handler, value, &ctx, self.on_panic);
+                let (answer, outcome) = call(handler, value, &self.context, self.on_panic);
                 // A non-object result is a developer error to the platform, which then removes
                 // the container right after reading the line: push before writing it, or the
                 // push made after it may be lost with the container.
                 push_first = matches!(&answer, Answer::Line(v) if !v.is_object() && !v.is_array());
-                cpu = cpu_before.and_then(|b| Some(Resources::cpu_time()?.saturating_sub(b)));
-                self.metrics.builtins.activation_finished(
+                // counted after the result line is written (or before the push that precedes it)
+                finished = Some(Finished {
                     outcome,
-                    started.elapsed(),
-                    unix_seconds(SystemTime::now()),
-                );
-                (answer, Some(ctx))
+                    duration: started.elapsed(),
+                    at: SystemTime::now(),
+                });
+                answer
             }
             Err(msg) => {
                 eprintln!("whisk-metrics: {msg}");
-                (Answer::Line(json!({ "error": msg })), None)
+                Answer::Line(json!({ "error": msg }))
             }
         };
-        let deadline = || {
-            context
-                .as_ref()
-                .and_then(|c| c.deadline)
-                .map(deadline_instant)
-                .map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d))
-        };
+        let handler_ran = finished.is_some();
+        let deadline = self
+            .context
+            .deadline
+            .filter(|_| handler_ran)
+            .map(deadline_instant)
+            .map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d));
+        let strict = self.mode == PushMode::BeforeResult;
         let Answer::Line(result) = answer else {
             // No result line: the proxy sees the process exit ("command exited"), as with an
             // uncaught panic. The push still carries this activation's developer_error.
-            let strict = self.mode == PushMode::BeforeResult;
-            self.observe_resources(context.is_some(), cpu);
-            self.push(if strict { deadline() } else { None });
+            self.account(finished.as_ref());
+            self.push(if strict { deadline } else { None });
             self.print_notice();
             flush_std();
             return Ok(Flow::Exit);
         };
-        let mut text = serde_json::to_string(&result).unwrap_or_else(|e| {
-            json!({ "error": format!("the result could not be serialized: {e}") }).to_string()
-        });
-        text.push('\n');
-        let strict = self.mode == PushMode::BeforeResult;
+        self.result_line.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.result_line, &result) {
+            self.result_line.clear();
+            let error = json!({ "error": format!("the result could not be serialized: {e}") });
+            self.result_line
+                .extend_from_slice(error.to_string().as_bytes());
+        }
+        self.result_line.push(b'\n');
         if strict || push_first {
             self.mark_first_result();
-            self.observe_resources(context.is_some(), cpu);
+            self.account(finished.as_ref());
             // As after a panic: outside strict mode this push may look the host up and is not
             // held to the activation's deadline.
-            self.push(if strict { deadline() } else { None });
+            self.push(if strict { deadline } else { None });
             // before the result line: the proxy ends the activation's log when it reads it
             self.print_notice();
             flush_std();
-            out.write_all(text.as_bytes())?;
+            out.write_all(&self.result_line)?;
             out.flush()?;
             if let Some(p) = self.pusher.as_mut() {
                 p.after_result(&self.identity);
@@ -307,21 +428,22 @@ impl Serving {
             // racing the proxy's end-of-log marker.
             self.print_notice();
             flush_std();
-            out.write_all(text.as_bytes())?;
+            out.write_all(&self.result_line)?;
             out.flush()?;
+            // Let the proxy, woken by the result line, take the CPU before the accounting and
+            // the push do: on a container with one or two cores it otherwise waits for them
+            // (measured in the benchmark). Costs one syscall.
+            std::thread::yield_now();
             self.mark_first_result();
-            // Let the proxy, woken by the result line, take the CPU before the push does: on a
-            // container with one or two cores it otherwise waits for the push's encoding and
-            // sends (measured in the benchmark: p50 latency of the result back to the level
-            // without pushing). Costs one syscall.
-            if self.pusher.is_some() {
-                std::thread::yield_now();
-            }
-            self.observe_resources(context.is_some(), cpu);
+            // Everything below is off the response path: the activation's counts, durations
+            // and resource figures, then the push that carries them.
+            self.account(finished.as_ref());
             self.push(None);
         }
-        // the next activation's peak starts here
+        drop(result);
+        // the next activation's peak and CPU time start here
         self.resources.reset_peak();
+        self.cpu_mark = Resources::cpu_time();
         flush_std();
         Ok(Flow::Next)
     }
@@ -330,13 +452,13 @@ impl Serving {
     /// field is an `Err` with the reason. The run line is external input: should anything in
     /// here still panic on it, the panic is caught and becomes an error result too, so the loop
     /// (and the container) survives every line.
-    fn prepare(&mut self, line: &[u8]) -> Result<(Value, Context), String> {
+    fn prepare(&mut self, line: &[u8]) -> Result<Value, String> {
         let prepared = catch_unwind(AssertUnwindSafe(|| {
-            let (value, fields) = parse_line(line)?;
-            set_ow_env(&fields, &mut self.env_names);
-            let ctx = Context::from_fields(&fields, self.api_host.as_deref());
-            self.learn_identity(&ctx);
-            Ok((value, ctx))
+            let (value, fields) = runline::parse(line)?;
+            set_ow_env(&fields, &mut self.env);
+            self.context.update(&fields, self.api_host.as_deref());
+            self.learn_identity();
+            Ok(value)
         }));
         prepared.unwrap_or_else(|payload| {
             Err(format!(
@@ -346,15 +468,24 @@ impl Serving {
         })
     }
 
-    /// Records what the activation used (when its handler ran) and samples the container.
-    fn observe_resources(&mut self, handler_ran: bool, cpu: Option<Duration>) {
-        if handler_ran {
-            let peak = self.resources.peak_rss_bytes();
-            self.metrics.builtins.activation_used(cpu, peak);
+    /// Counts the activation whose handler `finished` (none for a malformed line): outcome,
+    /// duration, version, CPU time and peak memory; samples the container; notes `__OW_*`
+    /// variables the handler changed. Runs after the result line is written (before it only
+    /// when the push must precede the line), always before the push.
+    fn account(&mut self, finished: Option<&Finished>) {
+        if let Some(f) = finished {
+            let builtins = &self.metrics.builtins;
+            builtins.activation_finished(f.outcome, f.duration, unix_seconds(f.at));
+            builtins.action_version_seen(&self.context.action_version);
+            let cpu = self
+                .cpu_mark
+                .and_then(|b| Some(Resources::cpu_time()?.saturating_sub(b)));
+            builtins.activation_used(cpu, self.resources.peak_rss_bytes());
         }
         self.metrics
             .builtins
             .container_sampled(&self.resources.sample());
+        note_changed_ow_env(&mut self.env);
     }
 
     /// Prints the pusher's pending failure notice, if any.
@@ -379,16 +510,15 @@ impl Serving {
     }
 
     /// The action's identity from the activation (fixed for a container; set on first sight).
-    fn learn_identity(&mut self, ctx: &Context) {
-        if !ctx.action_name.is_empty() {
-            let id = ActionIdentity::from_action_name(&ctx.action_name);
+    fn learn_identity(&mut self) {
+        let name = &self.context.action_name;
+        if !name.is_empty() && *name != self.identity_source {
+            self.identity_source.clone_from(name);
+            let id = ActionIdentity::from_action_name(name);
             if id != self.identity {
                 self.identity = id;
             }
         }
-        self.metrics
-            .builtins
-            .action_version_seen(&ctx.action_version);
     }
 }
 
@@ -468,58 +598,55 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic payload".to_string())
 }
 
-/// One stdin line: `{"value": …, "namespace": …, …}`.
-fn parse_line(line: &[u8]) -> Result<(Value, Map<String, Value>), String> {
-    let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
-    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-    let parsed: Value = serde_json::from_slice(trimmed)
-        .map_err(|e| format!("malformed activation input (not JSON): {e}"))?;
-    let Value::Object(mut fields) = parsed else {
-        return Err("malformed activation input: expected a JSON object".to_string());
-    };
-    let value = fields
-        .remove("value")
-        .ok_or_else(|| "malformed activation input: no `value` key".to_string())?;
-    Ok((value, fields))
+/// More distinct run-line keys than this are not remembered (the proxy sends about eight).
+const MAX_OW_VARS: usize = 64;
+
+/// Sets `__OW_<KEY>` for every key but `value`, as the official Rust launcher does. A variable
+/// that still holds the value the loop set last is left alone: most repeat between activations
+/// (namespace, action name and version, API key), and reading the environment or setting it
+/// costs more (`setenv` allocates, takes the lock and keeps every value it was ever given).
+fn set_ow_env(fields: &Fields<'_>, vars: &mut Vec<OwVar>) {
+    for (key, field) in fields {
+        let text = field.text();
+        let known = vars.iter().position(|v| v.key == *key);
+        if let Some(v) = known.map(|i| &vars[i]) {
+            if v.current && v.value == *text {
+                continue;
+            }
+        }
+        // set_var panics on these; such a key cannot be a variable name anyway.
+        if key.is_empty() || key.contains(['=', '\0']) || text.contains('\0') {
+            continue;
+        }
+        match known {
+            Some(i) => vars[i].set(&text),
+            None if vars.len() < MAX_OW_VARS => {
+                let mut var = OwVar::new(key);
+                var.set(&text);
+                vars.push(var);
+            }
+            None => set_var_if_changed(&format!("__OW_{}", key.to_uppercase()), &text),
+        }
+    }
 }
 
-/// Sets `__OW_<KEY>` for every key but `value`, as the official Rust launcher does. `names`
-/// caches the variable name of each key (the keys repeat on every activation).
 #[allow(unsafe_code)]
-fn set_ow_env(fields: &Map<String, Value>, names: &mut HashMap<String, String>) {
-    /// More distinct keys than this are not cached (the proxy sends about eight).
-    const MAX_CACHED_NAMES: usize = 64;
-    for (key, value) in fields {
-        let computed;
-        let name = match names.get(key) {
-            Some(n) => n.as_str(),
-            None if names.len() < MAX_CACHED_NAMES => names
-                .entry(key.clone())
-                .or_insert_with(|| format!("__OW_{}", key.to_uppercase()))
-                .as_str(),
-            None => {
-                computed = format!("__OW_{}", key.to_uppercase());
-                computed.as_str()
-            }
-        };
-        let text: Cow<'_, str> = match value {
-            Value::String(s) => Cow::Borrowed(s),
-            other => Cow::Owned(value_text(other)),
-        };
-        // set_var panics on these; such a key cannot be a variable name anyway.
-        if key.is_empty() || name.contains(['=', '\0']) || text.contains('\0') {
-            continue;
-        }
-        // Most values (namespace, action name and version, API key) repeat between activations:
-        // reading is much cheaper than setting (setenv allocates and takes the write lock).
-        if std::env::var_os(name).is_some_and(|current| current == *text) {
-            continue;
-        }
-        // SAFETY: called on the loop's thread between activations, before the handler runs; the
-        // SDK itself starts no threads, so nothing of ours reads the environment concurrently.
-        // Threads the action starts itself must not read the environment while the loop runs
-        // (documented in the crate docs); the official launcher has the same contract.
-        unsafe { std::env::set_var(name, &*text) };
+fn set_var_if_changed(name: &str, text: &str) {
+    if std::env::var_os(name).is_some_and(|current| current == text) {
+        return;
+    }
+    // SAFETY: called on the loop's thread between activations, before the handler runs; the
+    // SDK itself starts no threads, so nothing of ours reads the environment concurrently.
+    // Threads the action starts itself must not read the environment while the loop runs
+    // (documented in the crate docs); the official launcher has the same contract.
+    unsafe { std::env::set_var(name, text) };
+}
+
+/// Marks the `__OW_*` variables the handler changed (or removed), so the next activation sets
+/// them again. Runs after the result line is written.
+fn note_changed_ow_env(vars: &mut [OwVar]) {
+    for v in vars.iter_mut().filter(|v| v.current) {
+        v.current = v.still_current();
     }
 }
 
@@ -823,6 +950,36 @@ mod tests {
                 "ctx_version": "1.2.3", "ctx_id": "act1", "has_deadline": true
             })
         );
+    }
+
+    #[test]
+    fn ow_variables_take_longer_values_and_come_back_after_the_handler_removed_them() {
+        let long = "x".repeat(300);
+        let lines = [
+            json!({"value": {}, "envgrow_key": "a", "envgrow_ü": "ü"}),
+            json!({"value": {}, "envgrow_key": long}),
+            json!({"value": {}, "envgrow_key": long}),
+            json!({"value": {}, "envgrow_key": "b"}),
+        ];
+        let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut calls = 0;
+        let results = serve(&input, &mut |_, _| {
+            calls += 1;
+            let seen = std::env::var("__OW_ENVGROW_KEY").unwrap_or_default();
+            if calls == 1 {
+                assert_eq!(std::env::var("__OW_ENVGROW_Ü").as_deref(), Ok("ü"));
+            }
+            if calls == 2 {
+                #[allow(unsafe_code)]
+                // SAFETY: the test's handler runs on the loop's thread, like the loop's writes.
+                unsafe {
+                    std::env::remove_var("__OW_ENVGROW_KEY")
+                };
+            }
+            Ok(json!({ "seen": seen }))
+        });
+        let seen: Vec<&str> = results.iter().filter_map(|r| r["seen"].as_str()).collect();
+        assert_eq!(seen, vec!["a", long.as_str(), long.as_str(), "b"]);
     }
 
     #[test]
