@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds a whisk-metrics runtime image offline, from a locally built static binary:
 #   scripts/build-image.sh collector [TAG]    (default TAG: whisk-metrics/whisk-collector:<version>)
+#   scripts/build-image.sh gateway [TAG]      (default TAG: whisk-metrics/whisk-gateway:<version>)
 #
-# No registry is needed: deploy/Dockerfile.runtime is `FROM scratch` plus COPY of files this
-# script lays out in a temporary build context (the static binary, the host's CA bundle and a
-# static busybox for the HEALTHCHECK). The full deploy/Dockerfile builds the same image with
-# its builder stages when a registry is at hand.
+# No registry is needed: deploy/Dockerfile.runtime (collector) and
+# deploy/Dockerfile.gateway.runtime (gateway) are `FROM scratch` plus COPY of files this script
+# lays out in a temporary build context (the static binary, the host's CA bundle and a static
+# busybox for the HEALTHCHECK). The full deploy/Dockerfile (deploy/Dockerfile.gateway) builds
+# the same image with its builder stages when a registry is at hand.
 #
 # Environment:
 #   CONTAINER_ENGINE  podman (default when installed) or docker
@@ -26,8 +28,13 @@ case "$component" in
     dockerfile=deploy/Dockerfile.runtime
     build=scripts/build-collector-static.sh
     ;;
+  gateway)
+    binary=whisk-gateway
+    dockerfile=deploy/Dockerfile.gateway.runtime
+    build=scripts/build-gateway-static.sh
+    ;;
   *)
-    echo "usage: $0 collector [TAG]" >&2
+    echo "usage: $0 collector|gateway [TAG]" >&2
     exit 2
     ;;
 esac

@@ -4,18 +4,28 @@
 //! Pushgateway runs with `--push.disable-consistency-check`, as deployed. Prints a table.
 //!
 //! ```text
-//! cargo build -p whisk-actions --release          # the body comes from the real `orders`
-//! cargo bench -p whisk-gateway                    # 10 000 containers
-//! WHISK_BENCH_CONTAINERS=1000 cargo bench -p whisk-gateway   # a quick run
+//! cargo build --release -p whisk-gateway && cargo build -p whisk-actions
+//! WHISK_GATEWAY_BIN=target/release/whisk-gateway WHISK_BENCH_CONTAINERS=10000 \
+//!     cargo bench -p whisk-gateway --profile dev --bench gateway
 //! ```
 //!
 //! Knobs: `WHISK_BENCH_CONTAINERS` (10000), `WHISK_BENCH_CONCURRENCY` (16 pushing threads),
 //! `WHISK_BENCH_NAMESPACES` (100 namespaces, one API key each), `WHISK_GATEWAY_BIN` (the
-//! gateway executable; default: the one cargo built for this bench). Each setup runs two rounds: the
-//! first creates every group (and warms the auth cache), the second — the measured one — is
-//! every container pushing again into the full store. Then each Pushgateway is scraped once
-//! (`/metrics`: time and size) and its RSS read from /proc. Gateway CPU per push is its
-//! utime+stime over the measured round divided by the pushes.
+//! gateway executable, absolute or relative to the workspace root; default: the one cargo
+//! built for this bench, in the bench's profile). Each setup runs two rounds: the first creates
+//! every group (and warms the auth cache), the second — the measured one — is every container
+//! pushing again into the full store. Then up to 1 000 containers push once more from a single
+//! thread (the latency without queueing behind other pushes), and each Pushgateway is scraped
+//! once (`/metrics`: time and size) and its RSS read from /proc. The gateway's peak RSS (VmHWM)
+//! is read after it has rebuilt its family table (every shard's whole `/api/v1/metrics`, every
+//! 60 s by default) at least once over the full store, so it includes that read. CPU per push (gateway, all
+//! Pushgateways together, and this process's pushing threads) is utime+stime over the measured
+//! round divided by the pushes: unlike the wall-clock figures it barely moves with the load of
+//! other processes on the machine.
+//!
+//! The pushing threads use a minimal keep-alive HTTP/1.1 client ([`RawClient`]): the bench runs
+//! on the same cores as what it measures, and a general-purpose client built in the dev
+//! profile took a sizeable share of them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -32,6 +42,8 @@ use whisk_grouping::GroupingKey;
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 const PGW_FLAGS: [&str; 1] = ["--push.disable-consistency-check"];
+/// The gateway's default `--family-resync-interval`.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -91,9 +103,9 @@ fn main() {
 
     println!();
     println!(
-        "| setup | pushes/s | push p50 | push p99 | per Pushgateway: groups, scrape time, scrape size, RSS | gateway CPU/push | gateway RSS |"
+        "| setup | pushes/s | push p50 | push p99 | p50, 1 pusher | per Pushgateway: groups, scrape time, scrape size, RSS | gateway CPU/push | gateway peak RSS | Pushgateways' CPU/push | bench client CPU/push |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{}", r.line());
     }
@@ -102,8 +114,17 @@ fn main() {
     let three = &rows[2];
     println!();
     println!(
-        "gateway p50 / direct p50 = {:.2}x (target <= 1.3x)",
-        one.p50_ms / direct.p50_ms
+        "gateway p50 / direct p50 = {:.2}x (target <= 1.3x); with 1 pusher (no queueing): {:.2}x",
+        one.p50_ms / direct.p50_ms,
+        one.single_p50_ms / direct.single_p50_ms
+    );
+    let cpu = |r: &Row| r.client_cpu_us + r.pgw_cpu_us + r.gateway_cpu_us.unwrap_or(0.0);
+    println!(
+        "CPU per push, all processes on the 2 shared cores: direct {:.0} µs, gateway->1 {:.0} µs ({:.2}x), gateway->3 {:.0} µs",
+        cpu(direct),
+        cpu(one),
+        cpu(one) / cpu(direct),
+        cpu(three)
     );
     let third_rss = one.pgws[0].rss_mb / 3.0;
     let third_size = one.pgws[0].scrape_mb / 3.0;
@@ -139,6 +160,12 @@ struct Row {
     pgws: Vec<PgwFigures>,
     gateway_cpu_us: Option<f64>,
     gateway_rss_mb: Option<f64>,
+    /// p50 with a single pusher (no queueing behind other pushes).
+    single_p50_ms: f64,
+    /// CPU per push of every Pushgateway together.
+    pgw_cpu_us: f64,
+    /// CPU per push of this process (the pushing threads).
+    client_cpu_us: f64,
 }
 
 impl Row {
@@ -154,16 +181,19 @@ impl Row {
             })
             .collect();
         format!(
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} |",
+            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {} | {:.0} µs | {:.0} µs |",
             self.setup,
             self.pushes_per_s,
             self.p50_ms,
             self.p99_ms,
+            self.single_p50_ms,
             pgws.join("; "),
             self.gateway_cpu_us
                 .map_or("–".to_string(), |c| format!("{c:.0} µs")),
             self.gateway_rss_mb
                 .map_or("–".to_string(), |m| format!("{m:.0} MB")),
+            self.pgw_cpu_us,
+            self.client_cpu_us,
         )
     }
 }
@@ -187,10 +217,10 @@ fn run_setup(
         .map(|_| Pushgateway::start(&PGW_FLAGS).expect("Pushgateway"))
         .collect();
     let mut gateway = through_gateway.then(|| start_gateway(&pgws, controller));
-    let target = match &gateway {
+    let target = Target::of(&match &gateway {
         Some((_, port)) => format!("http://127.0.0.1:{port}"),
         None => pgws[0].url(),
-    };
+    });
     let requests: Arc<Vec<(String, String)>> = Arc::new(
         (0..containers)
             .map(|i| {
@@ -215,14 +245,38 @@ fn run_setup(
     let (_, warm_s) = round(&target, &requests, body, concurrency);
     eprintln!("   round 1 (creates the groups): {:.1} s", warm_s);
     let gw_pid = gateway.as_mut().map(|(p, _)| p.pid());
-    let cpu_before = gw_pid.map(cpu_ticks);
+    let pgw_pids: Vec<u32> = pgws.iter().map(pgw_pid).collect();
+    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let gw_before = gw_pid.map(cpu_ticks);
+    let pgw_before = ticks(&pgw_pids);
+    let own_before = cpu_ticks(std::process::id());
     let (latencies, secs) = round(&target, &requests, body, concurrency);
-    let cpu_after = gw_pid.map(cpu_ticks);
+    let own_after = cpu_ticks(std::process::id());
+    let pgw_after = ticks(&pgw_pids);
+    let gw_after = gw_pid.map(cpu_ticks);
     eprintln!("   round 2 (measured): {:.1} s", secs);
+    // The peak RSS must include a family-table rebuild over the full store: wait (bounded)
+    // until every shard has been read once more after the measured round.
+    if let Some((_, port)) = &gateway {
+        // Two rounds' worth of shard reads: at least one whole round began after this read.
+        let target = resyncs_ok(*port) + 2 * shards as u64;
+        let deadline = Instant::now() + RESYNC_INTERVAL * 3;
+        while resyncs_ok(*port) < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            resyncs_ok(*port) >= target,
+            "no family-table rebuild over the full store within {:?}",
+            RESYNC_INTERVAL * 3
+        );
+    }
+    // Latency without queueing: one pusher, the first containers pushing once more.
+    let (mut single, _) = round_of(&target, &requests, containers.min(1000), body, 1);
+    single.sort_unstable();
 
     let mut lat = latencies;
     lat.sort_unstable();
-    let pct = |p: f64| {
+    let pct = |lat: &[Duration], p: f64| {
         let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
         lat[i].as_secs_f64() * 1000.0
     };
@@ -230,19 +284,23 @@ fn run_setup(
     let total: usize = figures.iter().map(|f| f.groups).sum();
     assert_eq!(total, containers, "every container's group is stored once");
     let ticks_per_s = clock_ticks();
-    let gateway_cpu_us = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / ticks_per_s * 1e6 / lat.len() as f64),
+    let per_push_us = |t: u64| t as f64 / ticks_per_s * 1e6 / lat.len() as f64;
+    let gateway_cpu_us = match (gw_before, gw_after) {
+        (Some(a), Some(b)) => Some(per_push_us(b - a)),
         _ => None,
     };
-    let gateway_rss_mb = gw_pid.map(rss_mb);
+    let gateway_rss_mb = gw_pid.map(peak_rss_mb);
     Row {
         setup: name.to_string(),
         pushes_per_s: lat.len() as f64 / secs,
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+        single_p50_ms: pct(&single, 0.5),
         pgws: figures,
         gateway_cpu_us,
         gateway_rss_mb,
+        pgw_cpu_us: per_push_us(pgw_after - pgw_before),
+        client_cpu_us: per_push_us(own_after - own_before),
     }
 }
 
@@ -270,56 +328,73 @@ fn start_gateway(pgws: &[Pushgateway], controller: &Controller) -> (ServiceProce
     (process, port)
 }
 
+/// `WHISK_GATEWAY_BIN`, a relative path read against the workspace root (where the documented
+/// command runs; `cargo bench` itself runs in `gateway/`), else the binary cargo built.
 fn gateway_bin() -> String {
-    std::env::var("WHISK_GATEWAY_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_whisk-gateway").to_string())
+    let Some(bin) = std::env::var_os("WHISK_GATEWAY_BIN") else {
+        return env!("CARGO_BIN_EXE_whisk-gateway").to_string();
+    };
+    let bin = std::path::PathBuf::from(bin);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = if bin.is_absolute() {
+        bin
+    } else if root.join(&bin).is_file() {
+        root.join(&bin)
+    } else {
+        std::env::current_dir().expect("current dir").join(&bin)
+    };
+    let path = path
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("WHISK_GATEWAY_BIN={}: {e}", path.display()));
+    path.to_string_lossy().into_owned()
 }
 
-/// Every container pushes once; returns each push's latency and the round's wall time.
+/// Every container pushes once with `concurrency` threads; returns each push's latency and the
+/// round's wall time.
 fn round(
-    target: &str,
+    target: &Target,
     requests: &Arc<Vec<(String, String)>>,
     body: &str,
     concurrency: usize,
 ) -> (Vec<Duration>, f64) {
+    round_of(target, requests, requests.len(), body, concurrency)
+}
+
+/// The first `count` requests, pushed by `concurrency` threads over keep-alive connections of
+/// [`RawClient`].
+fn round_of(
+    target: &Target,
+    requests: &Arc<Vec<(String, String)>>,
+    count: usize,
+    body: &str,
+    concurrency: usize,
+) -> (Vec<Duration>, f64) {
     let next = Arc::new(AtomicUsize::new(0));
-    let out = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
+    let out = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
             let (next, out, requests) = (Arc::clone(&next), Arc::clone(&out), Arc::clone(requests));
-            let (target, body) = (target.to_string(), body.to_string());
+            let (target, body) = (target.clone(), body.to_string());
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .into();
+                let mut client = RawClient::new(target);
                 let mut mine = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, auth)) = requests.get(i) else {
+                    let Some((path, auth)) = requests.get(i).filter(|_| i < count) else {
                         break;
                     };
                     let t = Instant::now();
-                    let resp = agent
-                        .put(&format!("{target}{path}"))
-                        .header("Authorization", auth)
-                        .header("Content-Type", "text/plain; version=0.0.4")
-                        .send(body.as_bytes());
+                    let (status, answer) = client
+                        .put(path, auth, body.as_bytes())
+                        .unwrap_or_else(|e| panic!("push failed: {e}"));
                     let elapsed = t.elapsed();
-                    match resp {
-                        Ok(mut r) if r.status().is_success() => {
-                            let _ = r.body_mut().read_to_vec();
-                            mine.push(elapsed);
-                        }
-                        Ok(mut r) => panic!(
-                            "push answered {}: {}",
-                            r.status(),
-                            r.body_mut().read_to_string().unwrap_or_default()
-                        ),
-                        Err(e) => panic!("push failed: {e}"),
-                    }
+                    assert!(
+                        (200..300).contains(&status),
+                        "push answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                    mine.push(elapsed);
                 }
                 out.lock().unwrap().extend(mine);
             })
@@ -331,6 +406,140 @@ fn round(
     let secs = started.elapsed().as_secs_f64();
     let lat = std::mem::take(&mut *out.lock().unwrap());
     (lat, secs)
+}
+
+/// Where pushes go: `host:port`.
+#[derive(Clone)]
+struct Target {
+    addr: String,
+}
+
+impl Target {
+    fn of(url: &str) -> Self {
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Self { addr }
+    }
+}
+
+/// A minimal HTTP/1.1 keep-alive client for the pushing threads: one `write` of a request
+/// assembled in a reused buffer, and a read of the status line, the headers and a
+/// `Content-Length` body. The bench shares the 2 cores with the gateway and the
+/// Pushgateways, so its own CPU per push must stay small whatever profile it is built in (a
+/// general-purpose client built in the dev profile cost a sizeable share of the cores).
+struct RawClient {
+    target: Target,
+    stream: Option<std::net::TcpStream>,
+    request: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+impl RawClient {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            stream: None,
+            request: Vec::with_capacity(16 * 1024),
+            answer: Vec::with_capacity(4096),
+        }
+    }
+
+    /// PUTs `body` to `path`; the status and the answer's body. A kept-alive connection the
+    /// server closed meanwhile is reopened once.
+    fn put(&mut self, path: &str, auth: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.request.clear();
+        write!(
+            self.request,
+            "PUT {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\
+             Content-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+            self.target.addr,
+            body.len()
+        )?;
+        self.request.extend_from_slice(body);
+        let reused = self.stream.is_some();
+        match self.exchange() {
+            Ok(answer) => Ok(answer),
+            Err(_) if reused => {
+                self.stream = None;
+                self.exchange()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exchange(&mut self) -> std::io::Result<(u16, Vec<u8>)> {
+        use std::io::{Error, ErrorKind};
+        let result = (|| {
+            if self.stream.is_none() {
+                let s = std::net::TcpStream::connect(&self.target.addr)?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                self.stream = Some(s);
+            }
+            let stream = self.stream.as_mut().expect("connected above");
+            stream.write_all(&self.request)?;
+            self.answer.clear();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = find(&self.answer, b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
+                }
+                self.answer.extend_from_slice(&chunk[..n]);
+            };
+            let head = std::str::from_utf8(&self.answer[..head_end])
+                .map_err(|_| Error::new(ErrorKind::InvalidData, "non-UTF-8 answer head"))?;
+            let status: u16 = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::new(ErrorKind::InvalidData, "no status line"))?;
+            let mut length = None;
+            let mut close = false;
+            for line in head.split("\r\n").skip(1) {
+                let Some((k, v)) = line.split_once(':') else {
+                    continue;
+                };
+                let v = v.trim();
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse::<usize>().ok();
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err(Error::new(
+                        ErrorKind::InvalidData,
+                        "chunked answers are not read",
+                    ));
+                } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+            let length = length.ok_or_else(|| {
+                Error::new(ErrorKind::InvalidData, "answer without Content-Length")
+            })?;
+            while self.answer.len() < head_end + length {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
+                }
+                self.answer.extend_from_slice(&chunk[..n]);
+            }
+            if close {
+                self.stream = None;
+            }
+            Ok((status, self.answer[head_end..head_end + length].to_vec()))
+        })();
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Scrapes `/metrics` until every queued write is applied (the group count is stable), then
@@ -396,6 +605,25 @@ fn rss_mb(pid: u32) -> f64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The gateway's `whisk_gateway_family_resyncs_total{result="ok"}`.
+fn resyncs_ok(port: u16) -> u64 {
+    let text = http_get(&format!("http://127.0.0.1:{port}/metrics")).expect("gateway /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("whisk_gateway_family_resyncs_total{result=\"ok\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Peak RSS (VmHWM) of `pid`.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }

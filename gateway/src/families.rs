@@ -175,13 +175,19 @@ impl FamilyTable {
         }
         let generation = self.generation.load(Ordering::Relaxed);
         for f in families {
-            inner.map.insert(
-                f.name.clone(),
-                Entry {
-                    kind: f.kind,
-                    generation,
-                },
-            );
+            // Most pushes repeat known names: refresh those in place, allocate only new ones.
+            match inner.map.get_mut(&f.name) {
+                Some(entry) => entry.generation = generation,
+                None => {
+                    inner.map.insert(
+                        f.name.clone(),
+                        Entry {
+                            kind: f.kind,
+                            generation,
+                        },
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -234,6 +240,17 @@ pub fn read_snapshot(
     into: &mut HashMap<String, FamilyType>,
 ) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
+    Snapshot(into).deserialize(&mut de)?;
+    de.end()
+}
+
+/// [`read_snapshot`] from a reader, so the answer is parsed while it arrives and never held
+/// whole (at 10 000 groups one Pushgateway's `/api/v1/metrics` is over 100 MB).
+pub fn read_snapshot_from(
+    json: impl std::io::Read,
+    into: &mut HashMap<String, FamilyType>,
+) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(json));
     Snapshot(into).deserialize(&mut de)?;
     de.end()
 }
@@ -473,11 +490,15 @@ mod tests {
         let mut map = HashMap::new();
         read_snapshot(json, &mut map).unwrap();
         assert_eq!(map.len(), 2);
+        let mut streamed = HashMap::new();
+        read_snapshot_from(&json[..], &mut streamed).unwrap();
+        assert_eq!(streamed, map);
         assert_eq!(map["jobs"], FamilyType::Gauge);
         assert_eq!(map["lat"], FamilyType::Histogram);
         let mut empty = HashMap::new();
         read_snapshot(br#"{"status":"success","data":null}"#, &mut empty).unwrap();
         assert!(empty.is_empty());
         assert!(read_snapshot(b"{\"data\":[", &mut empty).is_err());
+        assert!(read_snapshot_from(&b"{\"data\":["[..], &mut empty).is_err());
     }
 }

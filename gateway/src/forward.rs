@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::families::read_snapshot;
+use crate::families::read_snapshot_from;
 use crate::shard::Shards;
 use crate::telemetry::Telemetry;
 use crate::validate::FamilyType;
 
 /// Largest `/api/v1/metrics` answer read for a snapshot (10 000 SDK groups are ~60 MB).
 const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
+/// Chunks of a snapshot read ahead of its parser.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 16;
 /// Largest Pushgateway answer passed back to the SDK.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -158,47 +160,89 @@ impl Forwarder {
             url: self.urls[shard].clone(),
             message,
         };
-        let fetch = async {
-            let mut resp = self
-                .client
-                .get(&url)
-                .timeout(self.snapshot_timeout)
-                .send()
-                .await
-                .map_err(|e| err(format!("GET /api/v1/metrics: {e}")))?;
-            if !resp.status().is_success() {
-                return Err(err(format!(
-                    "GET /api/v1/metrics answered {}",
-                    resp.status()
-                )));
-            }
-            let mut body = Vec::new();
+        let mut resp = self
+            .client
+            .get(&url)
+            .timeout(self.snapshot_timeout)
+            .send()
+            .await
+            .map_err(|e| err(format!("GET /api/v1/metrics: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(err(format!(
+                "GET /api/v1/metrics answered {}",
+                resp.status()
+            )));
+        }
+        // Parsing tens of megabytes is CPU work: a blocking thread parses the chunks as they
+        // arrive (a few chunks in flight), so the answer is never held whole in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let parser = tokio::task::spawn_blocking(move || {
+            let mut part = HashMap::new();
+            read_snapshot_from(ChunkReader::new(rx), &mut part).map(|()| part)
+        });
+        let mut total = 0usize;
+        let read = async {
             while let Some(chunk) = resp
                 .chunk()
                 .await
                 .map_err(|e| err(format!("reading /api/v1/metrics: {e}")))?
             {
-                if body.len() + chunk.len() > MAX_SNAPSHOT_BYTES {
+                total += chunk.len();
+                if total > MAX_SNAPSHOT_BYTES {
                     return Err(err(format!(
                         "/api/v1/metrics is larger than {MAX_SNAPSHOT_BYTES} bytes"
                     )));
                 }
-                body.extend_from_slice(&chunk);
+                if tx.send(chunk).await.is_err() {
+                    // The parser stopped early (malformed JSON): its error is reported below.
+                    break;
+                }
             }
-            Ok(body)
-        };
-        let body = fetch.await?;
-        // Parsing tens of megabytes is CPU work: keep it off the request threads.
-        let parsed = tokio::task::spawn_blocking(move || {
-            let mut part = HashMap::new();
-            read_snapshot(&body, &mut part).map(|()| part)
-        })
-        .await
-        .map_err(|e| err(format!("parsing /api/v1/metrics panicked: {e}")))?
-        .map_err(|e| err(format!("/api/v1/metrics is not the expected JSON: {e}")))?;
+            Ok(())
+        }
+        .await;
+        // Dropping the sender ends the reader's input: a read error or the size cap leaves
+        // the parser with truncated JSON, which fails; the first error is the one reported.
+        drop(tx);
+        let parsed = parser
+            .await
+            .map_err(|e| err(format!("parsing /api/v1/metrics panicked: {e}")))?;
+        read?;
+        let parsed =
+            parsed.map_err(|e| err(format!("/api/v1/metrics is not the expected JSON: {e}")))?;
         for (name, kind) in parsed {
             into.entry(name).or_insert(kind);
         }
         Ok(())
+    }
+}
+
+/// A blocking [`std::io::Read`] over the chunks of an answer arriving on a channel (for the
+/// parser on a blocking thread); end of input when the sender is dropped.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>,
+    current: axum::body::Bytes,
+}
+
+impl ChunkReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> Self {
+        Self {
+            rx,
+            current: axum::body::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }

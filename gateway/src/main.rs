@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use whisk_gateway::{Config, run, shutdown_signal};
 
+/// Every push allocates a few hundred small strings while it is parsed: mimalloc's thread-local
+/// free lists make that a fraction of what glibc's (or, in the static image, musl's) malloc
+/// costs (docs/benchmarks.md, "Gateway").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A bad configuration exits here with status 2 and a message naming the flag.
     let config = Config::parse_or_exit();

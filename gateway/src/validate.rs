@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use prom_text_format_parser::{Scrape, ScrapeParseError, Type, ValueType};
+use prom_text_format_parser::{Sample, Scrape, ScrapeParseError, Type, ValueType};
 
 /// Family names a push may not use: the Pushgateway's own families and the keys of its
 /// `/api/v1/metrics` JSON (`labels`, `last_push_successful`).
@@ -254,6 +254,9 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
         series: 0,
     };
     let mut names = HashSet::with_capacity(scrape.metrics.len());
+    // One (hash of the series' identity, sample index) per sample, reused across families:
+    // duplicates are found by sorting, with no allocation per sample.
+    let mut identities: Vec<(u64, usize)> = Vec::new();
     for metric in &scrape.metrics {
         let kind = FamilyType::from_parser(metric.kind);
         if is_reserved(&metric.name) {
@@ -262,13 +265,12 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
         if !names.insert(metric.name.as_str()) {
             return Err(Invalid::DuplicateFamily(metric.name.clone()));
         }
-        let mut series = HashSet::with_capacity(metric.samples.len());
-        for sample in &metric.samples {
+        identities.clear();
+        for (index, sample) in metric.samples.iter().enumerate() {
             if sample.value.timestamp.is_some() {
                 return Err(Invalid::Timestamp(metric.name.clone()));
             }
-            let mut key: Vec<(&str, &str)> = Vec::with_capacity(sample.labels.len());
-            for label in sample.labels.iter() {
+            for (i, label) in sample.labels.iter().enumerate() {
                 let name = label.key.as_str();
                 if GROUPING_LABELS.contains(&name) {
                     return Err(Invalid::GroupingLabel {
@@ -276,42 +278,50 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
                         label: label.key.clone(),
                     });
                 }
-                if !valid_label_name(name) || key.iter().any(|(k, _)| *k == name) {
+                if !valid_label_name(name) || sample.labels[..i].iter().any(|l| l.key == name) {
                     return Err(Invalid::BadLabelName {
                         family: metric.name.clone(),
                         label: label.key.clone(),
                     });
                 }
-                key.push((name, label.value.as_str()));
             }
             let needs = match (kind, sample.value.value_type) {
                 (FamilyType::Histogram, ValueType::Sample) => Some("le"),
                 (FamilyType::Summary, ValueType::Sample) => Some("quantile"),
                 _ => None,
             };
-            if let Some(label) = needs.filter(|l| !key.iter().any(|(k, _)| k == l)) {
+            if let Some(label) = needs.filter(|l| !sample.labels.iter().any(|k| k.key == *l)) {
                 return Err(Invalid::MissingBucketLabel {
                     family: metric.name.clone(),
                     kind,
                     label,
                 });
             }
-            key.sort_unstable();
-            let value_type = match sample.value.value_type {
-                ValueType::Sample => 0u8,
-                ValueType::Sum => 1,
-                ValueType::Count => 2,
-            };
-            if !series.insert((value_type, key)) {
-                return Err(Invalid::DuplicateSeries(metric.name.clone()));
+            identities.push((series_hash(sample), index));
+        }
+        identities.sort_unstable();
+        let duplicate = identities.windows(2).any(|w| {
+            w[0].0 == w[1].0 && {
+                // Equal hashes: compare the series themselves (every pair with that hash).
+                let same_hash = identities.iter().filter(|(h, _)| *h == w[0].0);
+                let samples: Vec<&Sample> = same_hash.map(|(_, i)| &metric.samples[*i]).collect();
+                samples
+                    .iter()
+                    .enumerate()
+                    .any(|(i, a)| samples[i + 1..].iter().any(|b| same_series(a, b)))
             }
+        });
+        if duplicate {
+            return Err(Invalid::DuplicateSeries(metric.name.clone()));
         }
         out.series += metric.samples.len();
-        out.families.push(Family {
-            name: metric.name.clone(),
-            kind,
-        });
     }
+    drop(names);
+    out.families
+        .extend(scrape.metrics.into_iter().map(|m| Family {
+            kind: FamilyType::from_parser(m.kind),
+            name: m.name,
+        }));
     if out.series > max_series {
         return Err(Invalid::TooManySeries {
             series: out.series,
@@ -319,6 +329,30 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
         });
     }
     Ok(out)
+}
+
+/// A hash of a sample's identity: its value type and its label set, independent of the labels'
+/// order (each pair is hashed alone and the pair hashes are summed). Equal series have equal
+/// hashes; equal hashes are compared with [`same_series`].
+fn series_hash(sample: &Sample) -> u64 {
+    let value_type = match sample.value.value_type {
+        ValueType::Sample => 0u64,
+        ValueType::Sum => 1,
+        ValueType::Count => 2,
+    };
+    sample.labels.iter().fold(value_type, |acc, l| {
+        let key = crate::shard::mix64(crate::shard::fnv1a64(l.key.as_bytes()));
+        acc.wrapping_add(crate::shard::mix64(
+            key ^ crate::shard::fnv1a64(l.value.as_bytes()),
+        ))
+    })
+}
+
+/// Whether two samples of one family are the same series (same value type, same label set).
+fn same_series(a: &Sample, b: &Sample) -> bool {
+    a.value.value_type == b.value.value_type
+        && a.labels.len() == b.labels.len()
+        && a.labels.iter().all(|l| b.labels.iter().any(|m| m == l))
 }
 
 /// Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`.
@@ -459,6 +493,10 @@ mod tests {
             ("jobs 1 1700000000000\n", "timestamp"),
             ("jobs{a=\"1\"} 1\njobs{a=\"1\"} 2\n", "duplicate"),
             (
+                "jobs{a=\"1\",b=\"2\"} 1\njobs{a=\"3\"} 1\njobs{b=\"2\",a=\"1\"} 2\n",
+                "duplicate",
+            ),
+            (
                 "# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\n# TYPE a gauge\na 2\n",
                 "duplicate",
             ),
@@ -471,5 +509,14 @@ mod tests {
             let err = validate(body.as_bytes(), 10).unwrap_err();
             assert_eq!(err.reason(), reason, "{body:?}: {err}");
         }
+    }
+
+    #[test]
+    fn series_that_differ_in_one_label_or_swap_names_and_values_are_distinct() {
+        let body = "jobs{a=\"b\"} 1\njobs{b=\"a\"} 1\njobs{a=\"b\",c=\"d\"} 1\n\
+                    jobs{a=\"d\",c=\"b\"} 1\njobs 1\n\
+                    # TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 1\ns_count 1\n";
+        let v = validate(body.as_bytes(), 100).unwrap();
+        assert_eq!(v.series, 8);
     }
 }

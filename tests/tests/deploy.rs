@@ -1842,3 +1842,183 @@ fn gateway_runs_with_the_manifests_settings_against_one_real_pushgateway_per_sha
         "{metrics}"
     );
 }
+
+/// The `cargo build` line and the `export` lines of scripts/build-gateway-static.sh.
+fn gateway_script() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(root().join("scripts/build-gateway-static.sh"))
+        .expect("scripts/build-gateway-static.sh");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let builds: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("cargo build"))
+        .collect();
+    assert_eq!(builds.len(), 1, "exactly one cargo build: {builds:?}");
+    let exports = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("export "))
+        .map(str::to_owned)
+        .collect();
+    (builds[0].to_owned(), exports)
+}
+
+#[test]
+fn gateway_dockerfile_builds_like_its_static_script_and_ends_with_its_runtime_stage() {
+    let (build, exports) = gateway_script();
+    assert!(
+        build.contains("--release")
+            && build.contains("--target x86_64-unknown-linux-musl")
+            && build.contains("-p whisk-gateway"),
+        "{build}"
+    );
+    let all = parse_dockerfile("deploy/Dockerfile.gateway");
+    let of = |op: &str| -> Vec<String> {
+        all.iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
+    let runs: Vec<String> = of("RUN")
+        .into_iter()
+        .filter(|r| r.contains("cargo build"))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![build],
+        "Dockerfile.gateway's cargo build vs the script's"
+    );
+    let envs = of("ENV");
+    for export in &exports {
+        assert!(
+            envs.contains(export),
+            "Dockerfile.gateway lacks `ENV {export}`"
+        );
+    }
+    // Every workspace member is copied into the builder (cargo resolves them all).
+    let copies = of("COPY").join("\n");
+    for member in workspace_members() {
+        assert!(
+            copies.lines().any(|c| c == format!("{member} {member}")),
+            "Dockerfile.gateway does not copy workspace member {member}"
+        );
+    }
+    // The final stage is the runtime Dockerfile, each file from the `context` stage, which
+    // takes the binary from the builder's musl target dir.
+    let last_from = all
+        .iter()
+        .rposition(|(op, _)| op == "FROM")
+        .expect("a FROM");
+    let final_stage: Vec<(String, String)> = all[last_from..]
+        .iter()
+        .map(|(op, args)| match args.strip_prefix("--from=context /") {
+            Some(rest) if op == "COPY" => (op.clone(), rest.to_owned()),
+            _ => (op.clone(), args.clone()),
+        })
+        .collect();
+    assert_eq!(
+        final_stage,
+        runtime_stage("deploy/Dockerfile.gateway.runtime"),
+        "the final stage of deploy/Dockerfile.gateway must equal deploy/Dockerfile.gateway.runtime"
+    );
+    assert!(
+        copies.contains(
+            "--from=builder /src/target/x86_64-unknown-linux-musl/release/whisk-gateway /whisk-gateway"
+        ),
+        "{copies}"
+    );
+}
+
+#[test]
+fn gateway_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_binary() {
+    let Some(podman) = Podman::new() else {
+        eprintln!(
+            "SKIPPED gateway_runtime_image_builds_offline...: podman is not installed \
+             (Debian: apt-get install podman; scripts/setup.sh installs it)"
+        );
+        return;
+    };
+    let image = build_runtime_image(&podman, "gateway");
+    let config = &image.inspect["Config"];
+
+    // The image's config agrees with the gateway Deployment: non-root numeric user, the port.
+    let base = &renders()[0];
+    let pod = &base.get("Deployment", "whisk-gateway")["spec"]["template"]["spec"];
+    let (uid, gid) = (
+        pod["securityContext"]["runAsUser"].as_u64().expect("uid"),
+        pod["securityContext"]["runAsGroup"].as_u64().expect("gid"),
+    );
+    assert!(uid > 0, "runAsUser must not be root");
+    assert_eq!(config["User"], format!("{uid}:{gid}"), "image user");
+    let port = base.gateway_container()["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("containerPort");
+    let exposed: Vec<&String> = config["ExposedPorts"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(exposed, vec![&format!("{port}/tcp")], "exposed ports");
+    let entrypoint: Vec<&str> = config["Entrypoint"]
+        .as_array()
+        .expect("an entrypoint")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(entrypoint, vec!["/usr/local/bin/whisk-gateway"]);
+    let health = image.inspect["Healthcheck"]["Test"].to_string();
+    assert!(
+        health.contains(&format!("http://127.0.0.1:{port}/healthz")),
+        "healthcheck {health}"
+    );
+
+    // The exported filesystem: the entrypoint is the static binary cargo built, executable by
+    // the image's user, and it answers --version outside the container.
+    let bin = image.fs.join(entrypoint[0].trim_start_matches('/'));
+    let bytes = std::fs::read(&bin).expect("entrypoint in the image");
+    assert!(
+        elf_is_static(&bytes),
+        "{} needs a dynamic loader",
+        bin.display()
+    );
+    let built =
+        std::fs::read(root().join("target/x86_64-unknown-linux-musl/release/whisk-gateway"))
+            .expect("the static build's output");
+    assert!(
+        bytes == built,
+        "the image holds another binary than the static build"
+    );
+    assert_eq!(mode_of(&bin) & 0o005, 0o005, "uid {uid} cannot execute it");
+    let out = Command::new(&bin)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .expect("run the image's binary");
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "--version failed: {version}");
+    assert_eq!(
+        version.trim(),
+        format!("whisk-gateway {}", workspace_version())
+    );
+
+    // The HEALTHCHECK's busybox is static and has wget; the CA bundle is readable.
+    let busybox = image.fs.join("usr/local/bin/busybox");
+    assert!(elf_is_static(
+        &std::fs::read(&busybox).expect("busybox in the image")
+    ));
+    let applets = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("run busybox");
+    assert!(
+        String::from_utf8_lossy(&applets.stdout)
+            .lines()
+            .any(|l| l == "wget")
+    );
+    let ca = image.fs.join("etc/ssl/certs/ca-certificates.crt");
+    let pem = std::fs::read_to_string(&ca).expect("CA bundle in the image");
+    assert!(pem.contains("BEGIN CERTIFICATE"));
+    assert_eq!(mode_of(&ca) & 0o004, 0o004, "CA bundle not world-readable");
+}
