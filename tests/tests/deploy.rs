@@ -1444,7 +1444,11 @@ impl Podman {
         if !found {
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("whisk-podman-{}", std::process::id()));
+        // One storage per instance: the image tests run in parallel and each removes its own
+        // directory when done (a shared one vanished under the slower test).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("whisk-podman-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("podman storage dir");
         let conf = dir.join("storage.conf");
         std::fs::write(
