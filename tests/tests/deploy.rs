@@ -1546,28 +1546,32 @@ fn mode_of(path: &Path) -> u32 {
         .mode()
 }
 
-#[test]
-fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_binary() {
+/// The checks both runtime images pass: `component`'s image (scripts/build-image.sh) agrees with
+/// its Deployment (`container` picks the Deployment's container from a render), holds the static
+/// build as its entrypoint, which answers `--version`, and carries a static busybox with wget and
+/// a readable CA bundle for its HEALTHCHECK.
+fn check_runtime_image(component: &str, container: fn(&Render) -> &Value) {
     let Some(podman) = Podman::new() else {
         eprintln!(
-            "SKIPPED collector_runtime_image_builds_offline...: podman is not installed \
+            "SKIPPED {component}_runtime_image_builds_offline...: podman is not installed \
              (Debian: apt-get install podman; scripts/setup.sh installs it)"
         );
         return;
     };
-    let image = build_runtime_image(&podman, "collector");
+    let name = format!("whisk-{component}");
+    let image = build_runtime_image(&podman, component);
     let config = &image.inspect["Config"];
 
     // The image's config agrees with the Deployment: non-root numeric user, the port.
     let base = &renders()[0];
-    let pod = &base.get("Deployment", "whisk-collector")["spec"]["template"]["spec"];
+    let pod = &base.get("Deployment", &name)["spec"]["template"]["spec"];
     let (uid, gid) = (
         pod["securityContext"]["runAsUser"].as_u64().expect("uid"),
         pod["securityContext"]["runAsGroup"].as_u64().expect("gid"),
     );
     assert!(uid > 0, "runAsUser must not be root");
     assert_eq!(config["User"], format!("{uid}:{gid}"), "image user");
-    let port = base.collector_container()["ports"][0]["containerPort"]
+    let port = container(base)["ports"][0]["containerPort"]
         .as_u64()
         .expect("containerPort");
     let exposed: Vec<&String> = config["ExposedPorts"]
@@ -1581,7 +1585,7 @@ fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_bi
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(entrypoint, vec!["/usr/local/bin/whisk-collector"]);
+    assert_eq!(entrypoint, vec![format!("/usr/local/bin/{name}")]);
     let health = image.inspect["Healthcheck"]["Test"].to_string();
     assert!(
         health.contains(&format!("http://127.0.0.1:{port}/healthz")),
@@ -1598,7 +1602,7 @@ fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_bi
         bin.display()
     );
     let built =
-        std::fs::read(root().join("target/x86_64-unknown-linux-musl/release/whisk-collector"))
+        std::fs::read(root().join(format!("target/x86_64-unknown-linux-musl/release/{name}")))
             .expect("the static build's output");
     assert!(
         bytes == built,
@@ -1612,8 +1616,7 @@ fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_bi
         .expect("run the image's binary");
     let version = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "--version failed: {version}");
-    let crate_version = workspace_version();
-    assert_eq!(version.trim(), format!("whisk-collector {crate_version}"));
+    assert_eq!(version.trim(), format!("{name} {}", workspace_version()));
 
     // The HEALTHCHECK's busybox is static and has wget; the CA bundle is readable.
     let busybox = image.fs.join("usr/local/bin/busybox");
@@ -1633,6 +1636,11 @@ fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_bi
     let pem = std::fs::read_to_string(&ca).expect("CA bundle in the image");
     assert!(pem.contains("BEGIN CERTIFICATE"));
     assert_eq!(mode_of(&ca) & 0o004, 0o004, "CA bundle not world-readable");
+}
+
+#[test]
+fn collector_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_binary() {
+    check_runtime_image("collector", Render::collector_container);
 }
 
 /// `version` of `[workspace.package]` in the root Cargo.toml.
@@ -1938,91 +1946,5 @@ fn gateway_dockerfile_builds_like_its_static_script_and_ends_with_its_runtime_st
 
 #[test]
 fn gateway_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_binary() {
-    let Some(podman) = Podman::new() else {
-        eprintln!(
-            "SKIPPED gateway_runtime_image_builds_offline...: podman is not installed \
-             (Debian: apt-get install podman; scripts/setup.sh installs it)"
-        );
-        return;
-    };
-    let image = build_runtime_image(&podman, "gateway");
-    let config = &image.inspect["Config"];
-
-    // The image's config agrees with the gateway Deployment: non-root numeric user, the port.
-    let base = &renders()[0];
-    let pod = &base.get("Deployment", "whisk-gateway")["spec"]["template"]["spec"];
-    let (uid, gid) = (
-        pod["securityContext"]["runAsUser"].as_u64().expect("uid"),
-        pod["securityContext"]["runAsGroup"].as_u64().expect("gid"),
-    );
-    assert!(uid > 0, "runAsUser must not be root");
-    assert_eq!(config["User"], format!("{uid}:{gid}"), "image user");
-    let port = base.gateway_container()["ports"][0]["containerPort"]
-        .as_u64()
-        .expect("containerPort");
-    let exposed: Vec<&String> = config["ExposedPorts"]
-        .as_object()
-        .map(|m| m.keys().collect())
-        .unwrap_or_default();
-    assert_eq!(exposed, vec![&format!("{port}/tcp")], "exposed ports");
-    let entrypoint: Vec<&str> = config["Entrypoint"]
-        .as_array()
-        .expect("an entrypoint")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(entrypoint, vec!["/usr/local/bin/whisk-gateway"]);
-    let health = image.inspect["Healthcheck"]["Test"].to_string();
-    assert!(
-        health.contains(&format!("http://127.0.0.1:{port}/healthz")),
-        "healthcheck {health}"
-    );
-
-    // The exported filesystem: the entrypoint is the static binary cargo built, executable by
-    // the image's user, and it answers --version outside the container.
-    let bin = image.fs.join(entrypoint[0].trim_start_matches('/'));
-    let bytes = std::fs::read(&bin).expect("entrypoint in the image");
-    assert!(
-        elf_is_static(&bytes),
-        "{} needs a dynamic loader",
-        bin.display()
-    );
-    let built =
-        std::fs::read(root().join("target/x86_64-unknown-linux-musl/release/whisk-gateway"))
-            .expect("the static build's output");
-    assert!(
-        bytes == built,
-        "the image holds another binary than the static build"
-    );
-    assert_eq!(mode_of(&bin) & 0o005, 0o005, "uid {uid} cannot execute it");
-    let out = Command::new(&bin)
-        .arg("--version")
-        .env_clear()
-        .output()
-        .expect("run the image's binary");
-    let version = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "--version failed: {version}");
-    assert_eq!(
-        version.trim(),
-        format!("whisk-gateway {}", workspace_version())
-    );
-
-    // The HEALTHCHECK's busybox is static and has wget; the CA bundle is readable.
-    let busybox = image.fs.join("usr/local/bin/busybox");
-    assert!(elf_is_static(
-        &std::fs::read(&busybox).expect("busybox in the image")
-    ));
-    let applets = Command::new(&busybox)
-        .arg("--list")
-        .output()
-        .expect("run busybox");
-    assert!(
-        String::from_utf8_lossy(&applets.stdout)
-            .lines()
-            .any(|l| l == "wget")
-    );
-    let ca = image.fs.join("etc/ssl/certs/ca-certificates.crt");
-    let pem = std::fs::read_to_string(&ca).expect("CA bundle in the image");
-    assert!(pem.contains("BEGIN CERTIFICATE"));
-    assert_eq!(mode_of(&ca) & 0o004, 0o004, "CA bundle not world-readable");
+    check_runtime_image("gateway", Render::gateway_container);
 }
