@@ -585,4 +585,35 @@ mod tests {
             assert!(s.contains(name), "{name} missing in\n{s}");
         }
     }
+
+    #[test]
+    fn a_prometheus_fallback_is_counted_by_reason_beside_the_round() {
+        use crate::janitor::prometheus::PrometheusError;
+        use crate::janitor::{JanitorError, JanitorRound};
+        let t = Telemetry::new();
+        let unreachable = || PrometheusError::Unreachable {
+            url: "http://p/api/v1/query".into(),
+            message: "refused".into(),
+        };
+        t.janitor_round_done(&JanitorRound {
+            prometheus_failure: Some(unreachable()),
+            ..JanitorRound::default()
+        });
+        t.janitor_round_failed(&JanitorError::Fallback {
+            prometheus: unreachable(),
+            listing: Box::new(JanitorError::Body {
+                url: "u".into(),
+                message: "m".into(),
+            }),
+        });
+        let mut s = String::new();
+        t.render(&mut s, AggregateStats::default());
+        for line in [
+            "whisk_collector_janitor_prometheus_failures_total{reason=\"unreachable\"} 2",
+            "whisk_collector_janitor_rounds_total{source=\"listing\"} 1",
+            "whisk_collector_janitor_runs_total{result=\"failed\"} 1",
+        ] {
+            assert!(s.contains(line), "{line} missing in\n{s}");
+        }
+    }
 }
