@@ -130,6 +130,8 @@ pub struct JanitorRound {
     pub health_via_prometheus: u64,
     /// Shards whose `/metrics` status was checked directly.
     pub health_direct: u64,
+    /// Prometheus source: how long its two queries took (asked at once).
+    pub query_time: Option<Duration>,
 }
 
 impl JanitorRound {
@@ -365,9 +367,11 @@ impl Janitor {
         prometheus: &PrometheusClient,
     ) -> Result<JanitorRound, PrometheusError> {
         let (stale_query, up_query) = (self.stale_query(), self.up_query());
+        let asked = std::time::Instant::now();
         let (stale, up) = tokio::join!(prometheus.query(&stale_query), prometheus.query(&up_query));
         let (stale, up) = (stale?, up?);
         let mut round = JanitorRound {
+            query_time: Some(asked.elapsed()),
             dry_run: self.dry_run,
             source: JanitorSource::Prometheus,
             groups: stale.len() as u64,
