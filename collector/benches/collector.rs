@@ -1032,7 +1032,11 @@ fn prometheus_rounds(
             .saturating_sub(Duration::from_secs(1))
             .max(Duration::from_secs(1)),
     ));
-    row(rows, "all stale (the half already deleted is still in Prometheus until its next scrape: DELETEd again, a no-op)".into(), &[all]);
+    row(
+        rows,
+        "all stale (at most 5 000 a round, oldest first: those are the half deleted just before, still in Prometheus until its next scrape, so their DELETEs are no-ops)".into(),
+        &[all],
+    );
     rows.push([
         format!("Prometheus scraping {shards} Pushgateway(s) of {groups} groups"),
         format!(

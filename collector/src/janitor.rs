@@ -9,6 +9,11 @@
 //! as long, rebuilding the exact grouping key (every label `@base64`). Groups of other jobs are
 //! never touched. Before that, the [`guard`] checks that the Pushgateway's own `/metrics`
 //! answers; on a 500 it deletes the groups whose family types clash with the others'.
+//!
+//! With `--prometheus-url` ([`prometheus`]) a round instead asks the Prometheus that scrapes
+//! every shard for the stale groups (`push_time_seconds`, same rules) and for each shard's `up`,
+//! DELETEs each stale group on every shard, and checks directly only the shards whose scrape is
+//! not up; a round where Prometheus fails is a listing round.
 
 pub(crate) mod guard;
 pub(crate) mod listing;
@@ -884,7 +889,7 @@ mod tests {
         let j = janitor(&["http://pg-0.pg:9091", "http://127.0.0.1:80"]);
         assert_eq!(
             j.stale_query(),
-            "bottomk(10000, (push_time_seconds{job=\"sdk\"} < (time() - 900)) or \
+            "bottomk(5000, (push_time_seconds{job=\"sdk\"} < (time() - 900)) or \
              (push_time_seconds{job=\"platform\", instance!=\"me\"} < (time() - 900)))"
         );
         assert_eq!(

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 /// At most this many stale groups per round (`bottomk`, oldest first); the rest go next round.
-pub(crate) const MAX_GROUPS_PER_ROUND: usize = 10_000;
+/// Each is DELETEd on every shard: 5 000 groups over 3 shards is ~15 000 DELETEs, ~1.5 s on
+/// 2 cores (docs/benchmarks.md), and at one round a minute still 300 000 groups an hour.
+pub(crate) const MAX_GROUPS_PER_ROUND: usize = 5_000;
 
-/// An answer larger than this is refused (10 000 series of SDK groups are ~2.5 MB).
+/// An answer larger than this is refused (5 000 series of SDK groups are ~1.3 MB).
 pub(crate) const MAX_ANSWER_BYTES: u64 = 32 << 20;
 
 /// Time allowed for one query, answer read included.
