@@ -34,6 +34,11 @@ use prometheus::{
 /// DELETEs in flight at once when the Prometheus source deletes a group on every shard.
 const DELETE_CONCURRENCY: usize = 16;
 
+/// With Prometheus, every this many rounds is a listing round anyway: it prunes the groups
+/// Prometheus cannot name (a grouping label with an empty value, a label equal to a target
+/// label), which would otherwise never go. At the default `--prune-interval` once an hour.
+pub(crate) const LISTING_EVERY_ROUNDS: u64 = 60;
+
 /// Upper bound of one listing request; [`ListingLimits`] usually ends a stalled one sooner.
 const LISTING_CAP: Duration = Duration::from_secs(600);
 
@@ -51,6 +56,8 @@ pub struct Janitor {
     dry_run: bool,
     limits: ListingLimits,
     prometheus: Option<PrometheusClient>,
+    /// Rounds run so far (shared by clones).
+    rounds: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a round learnt which groups are stale.
@@ -114,7 +121,7 @@ pub struct JanitorRound {
     /// Groups the guard deleted (or, in dry-run, would delete) so a Pushgateway's `/metrics`
     /// answers again.
     pub guard_deleted: Vec<GuardDeleted>,
-    /// Groups listed, over every Pushgateway.
+    /// Groups listed, over every Pushgateway (Prometheus source: stale series answered).
     pub groups: u64,
     /// Pushgateways that could not be served this round (listing failed), with why.
     pub unserved: Vec<String>,
@@ -191,6 +198,7 @@ impl Janitor {
             dry_run,
             limits: ListingLimits::default(),
             prometheus: None,
+            rounds: std::sync::Arc::default(),
         }
     }
 
@@ -224,11 +232,18 @@ impl Janitor {
     ///
     /// With [`Janitor::with_prometheus`], the round is [`Janitor::run_prometheus`]; when that
     /// fails (nothing deleted), the listing serves the round and
-    /// [`JanitorRound::prometheus_failure`] says why.
+    /// [`JanitorRound::prometheus_failure`] says why. Every [`LISTING_EVERY_ROUNDS`]th round
+    /// is a listing round regardless.
     pub async fn run_once(&self) -> Result<JanitorRound, JanitorError> {
+        let round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(prometheus) = &self.prometheus else {
             return self.run_listing().await;
         };
+        if round % LISTING_EVERY_ROUNDS == LISTING_EVERY_ROUNDS - 1 {
+            return self.run_listing().await;
+        }
         match self.run_prometheus(prometheus).await {
             Ok(round) => Ok(round),
             Err(failure) => match self.run_listing().await {

@@ -235,3 +235,22 @@ fn a_shard_whose_scrape_fails_gets_the_direct_guard_which_repairs_it() {
     );
     assert_eq!(instances(&healthy, &sdk), ["a", "b"]);
 }
+
+#[test]
+fn every_sixtieth_round_lists_the_pushgateways_even_with_prometheus() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let rt = runtime();
+    let sdk = format!("openwhisk_actions_jl{}", std::process::id());
+    let dead = format!("http://127.0.0.1:{}", whisk_testkit::free_port());
+    let prometheus = PrometheusClient::new(&reqwest::Url::parse(&dead).unwrap()).unwrap();
+    let janitor = janitor_of(&[&pgw], &sdk, Duration::from_secs(3600)).with_prometheus(prometheus);
+    for i in 1..=120 {
+        let round = rt.block_on(janitor.run_once()).unwrap();
+        assert_eq!(round.source, JanitorSource::Listing);
+        assert_eq!(
+            round.prometheus_failure.is_none(),
+            i % 60 == 0,
+            "round {i}: Prometheus asked (and failing) except every 60th round"
+        );
+    }
+}
