@@ -4,6 +4,8 @@
 //! cannot answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use whisk_collector::{GroupingKey, Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
@@ -253,4 +255,83 @@ fn every_sixtieth_round_lists_the_pushgateways_even_with_prometheus() {
             "round {i}: Prometheus asked (and failing) except every 60th round"
         );
     }
+}
+
+/// The collector binary with `--prometheus-url`: its janitor prunes through Prometheus, and
+/// another one pointed at a dead Prometheus falls back to the listing; both count it on
+/// `/metrics`.
+#[test]
+fn the_collector_binary_prunes_through_prometheus_and_counts_a_fallback() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let prom = prometheus_for(&[&pgw]);
+    let rt = runtime();
+    let pid = std::process::id();
+    let (sdk, platform) = (
+        format!("openwhisk_actions_jb{pid}"),
+        format!("openwhisk_platform_jb{pid}"),
+    );
+    put(&rt, &pgw, &sdk, "old", BODY);
+    let old = format!("push_time_seconds{{job=\"{sdk}\"}} < (time() - 2)");
+    assert!(wait_until(WAIT, || count(&prom, &old) == 1));
+    let nowhere = format!("http://127.0.0.1:{}", whisk_testkit::free_port());
+    let start = |prometheus: &str, instance: &str| {
+        common::Collector::start(
+            &[
+                "--brokers",
+                &format!("127.0.0.1:{}", whisk_testkit::free_port()),
+                "--pushgateway-url",
+                &pgw.url(),
+                "--push-job",
+                &platform,
+                "--instance",
+                instance,
+                "--prune-job",
+                &sdk,
+                "--prune-after",
+                "2s",
+                "--prune-interval",
+                "1s",
+                "--prometheus-url",
+                prometheus,
+            ]
+            .map(str::to_string),
+        )
+    };
+    let via_prometheus = start(&prom.url(), "c1");
+    let counted = |c: &common::Collector, series: &str| {
+        common::sample(&c.metrics(), series).is_some_and(|v| v >= 1.0)
+    };
+    assert!(
+        wait_until(WAIT, || counted(
+            &via_prometheus,
+            "whisk_collector_janitor_deletes_total{result=\"ok\"}"
+        )),
+        "{}",
+        via_prometheus.log()
+    );
+    assert!(counted(
+        &via_prometheus,
+        "whisk_collector_janitor_rounds_total{source=\"prometheus\"}"
+    ));
+    assert!(wait_until(WAIT, || instances(&pgw, &sdk).is_empty()));
+    drop(via_prometheus);
+
+    put(&rt, &pgw, &sdk, "old-again", BODY);
+    let fallback = start(&nowhere, "c2");
+    assert!(
+        wait_until(WAIT, || counted(
+            &fallback,
+            "whisk_collector_janitor_prometheus_failures_total{reason=\"unreachable\"}"
+        ) && counted(
+            &fallback,
+            "whisk_collector_janitor_rounds_total{source=\"listing\"}"
+        )),
+        "{}",
+        fallback.log()
+    );
+    assert!(
+        wait_until(WAIT, || instances(&pgw, &sdk).is_empty()),
+        "the fallback listing prunes the stale group: {}",
+        fallback.log()
+    );
 }
