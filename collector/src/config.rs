@@ -123,8 +123,8 @@ pub struct Config {
     /// stale groups (`push_time_seconds`) and for each shard's `up` instead of listing every
     /// Pushgateway (a full encode of its store) and gathering its `/metrics`; a shard whose
     /// `up` is not 1 or that it does not scrape (target `instance` ≠ the shard's `host:port`)
-    /// is still checked directly. A round where Prometheus fails uses the listing. Unset: the
-    /// listing only.
+    /// is still checked directly. A round where Prometheus fails, and every 60th round (groups
+    /// Prometheus cannot name), uses the listing. Unset: the listing only.
     #[arg(long, env = "WHISK_COLLECTOR_PROMETHEUS_URL", value_name = "URL", value_parser = parse_url)]
     pub prometheus_url: Option<reqwest::Url>,
 
