@@ -8,8 +8,9 @@
 //! of steady RSS from the arenas, which one arena and a 128 KiB trim threshold give back, and
 //! ~4.7 MB more inside the heap, which `malloc_trim(0)` after each render gives back.
 //!
-//! The static musl build (the image) has another allocator, which neither applies; its memory
-//! is not measured yet. Everything here is a no-op there.
+//! The static musl build (the image) has musl's own allocator, which neither applies to and
+//! which needs neither: it returns freed memory by itself (21.0 MB steady at 10 000 actions,
+//! measured the same way). Everything here is a no-op there.
 
 /// Sets one malloc arena and a 128 KiB trim threshold, the same as
 /// `MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=131072`, which still win when set. Call it first
