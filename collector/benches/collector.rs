@@ -17,6 +17,8 @@
 //! janitor's group count (default 10 000), `WHISK_BENCH_SHARDS` the Pushgateway counts it is
 //! measured with (default `1,3`).
 //! `WHISK_BENCH_EVENTS` sets the end-to-end message count (default 300 000).
+//! `WHISK_BENCH_COLLECTOR_EXE` runs another build of the collector binary in parts 2 and 3
+//! (e.g. the static musl build the image ships) instead of this workspace's release build.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::hint::black_box;
@@ -28,6 +30,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use whisk_collector::{Aggregator, parse};
 use whisk_testkit::Tansu;
+
+/// The collector binary run in parts 2 and 3: `WHISK_BENCH_COLLECTOR_EXE`, else this build's.
+fn collector_exe() -> std::ffi::OsString {
+    std::env::var_os("WHISK_BENCH_COLLECTOR_EXE")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_whisk-collector").into())
+}
 
 const KINDS: [&str; 4] = ["nodejs:20", "python:3.11", "rust:1.34", "blackbox"];
 
@@ -281,7 +289,7 @@ fn cpu_split(pid: u32, skip: &str) -> (f64, f64) {
 /// the process's id while still running).
 fn collector_consume(bootstrap: &str, group: &str, n: usize) -> (f64, (f64, f64), Proc, u16) {
     let port = whisk_testkit::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+    let child = Command::new(collector_exe())
         .args([
             "--brokers",
             bootstrap,
@@ -409,7 +417,7 @@ fn rss_10k(rows: &mut Vec<[String; 3]>) {
     let port = whisk_testkit::free_port();
     // Long enough that a scrape fits between two pushes.
     let interval = Duration::from_secs(20);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+    let mut child = Command::new(collector_exe())
         .args([
             "--brokers",
             &tansu.bootstrap(),
@@ -583,6 +591,7 @@ fn main() {
     }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\nwhisk-collector benchmarks ({cpus} cores, tansu memory storage)\n");
+    println!("collector binary: {}\n", collector_exe().to_string_lossy());
     println!("| measurement | result | target |");
     println!("|---|---|---|");
     for [a, b, c] in rows {

@@ -30,6 +30,7 @@
 //! The binary is `config → run(config, shutdown)`; embedders call [`run`] the same way.
 
 mod aggregate;
+mod allocator;
 mod body;
 mod config;
 mod error;
@@ -47,6 +48,7 @@ mod source;
 pub use aggregate::{
     Aggregator, Applied, Capped, Limits, OTHER_LABEL, OVERFLOW_ACTION, SIZE_BUCKETS,
 };
+pub use allocator::tune_allocator;
 pub use body::Overdue;
 pub use config::Config;
 pub use error::{Error, Result};
