@@ -39,6 +39,9 @@ impl ListedGroup {
     }
 }
 
+/// Upper bound of one listing request; [`ListingLimits`] usually ends a stalled one sooner.
+pub(super) const LISTING_CAP: Duration = Duration::from_secs(600);
+
 /// Bounds of one listing read.
 #[derive(Debug, Clone, Copy)]
 pub struct ListingLimits {
@@ -95,7 +98,7 @@ pub enum ListingError {
 
 /// Reads `resp`'s body as a listing, calling `fold(&mut acc, group)` for each group on a
 /// blocking thread. Returns the accumulator and the number of groups.
-pub(crate) async fn read_listing<T, F>(
+pub(super) async fn read_listing<T, F>(
     mut resp: reqwest::Response,
     limits: ListingLimits,
     want_families: bool,
