@@ -17,17 +17,21 @@
 //!
 //! ## Where things are
 //!
-//! Each source of stale groups is two modules: one that speaks the wire format and one that
-//! runs the round. All of them add methods to the one [`Janitor`] defined here.
+//! Each source of stale groups is two modules: one that speaks the wire format (and knows
+//! nothing of rounds) and one that runs the round (and knows nothing of HTTP or JSON). The
+//! round modules and the guard add methods (`impl Janitor`) to the one [`Janitor`] defined
+//! here, so its fields stay private to `janitor/`.
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | `janitor.rs` (this) | [`Janitor`], its builder, [`Janitor::run_once`] (which source a round uses), the round, result and error types |
-//! | [`listing_round`] | the listing round: [`Janitor::run_listing`], the stale-group sieve, [`stale_groups`] |
-//! | [`listing`] | the streaming parser of a Pushgateway's `/api/v1/metrics` and its bounds |
-//! | [`prometheus_round`] | the Prometheus round: [`Janitor::run_prometheus`], its two queries, the grouping-key reconstruction, the DELETE on every shard |
-//! | [`prometheus`] | the Prometheus HTTP client: instant queries, PromQL quoting, answer parsing |
-//! | [`guard`] | the type-clash guard: which groups break `/metrics`, deleting them, the direct `/metrics` check |
+//! - this file: [`Janitor`], its builder, [`Janitor::run_once`] (which source a round uses),
+//!   the round, result and error types;
+//! - [`listing_round`]: the listing round ([`Janitor::run_listing`]), the sieve that picks the
+//!   stale groups, [`stale_groups`];
+//! - [`listing`]: the streaming parser of a Pushgateway's `/api/v1/metrics` and its bounds;
+//! - [`prometheus_round`]: the Prometheus round ([`Janitor::run_prometheus`]), its two queries,
+//!   the grouping-key reconstruction, the DELETE of each stale group on every shard;
+//! - [`prometheus`]: the Prometheus HTTP client (instant queries, PromQL quoting, parsing);
+//! - [`guard`]: the type-clash guard: which groups break `/metrics`, deleting them, and the
+//!   direct `/metrics` check the Prometheus round runs for a shard whose scrape is not up.
 
 pub(crate) mod guard;
 pub(crate) mod listing;

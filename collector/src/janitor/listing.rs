@@ -11,6 +11,8 @@
 //! The grouping labels are taken from `push_time_seconds`' sample (which carries exactly the
 //! grouping key), falling back to the group's `labels` object: a pushed family named `labels`
 //! overwrites that key in the Pushgateway's JSON.
+//!
+//! The round that reads a listing and acts on its groups is [`super::listing_round`].
 
 use std::fmt;
 use std::io::Read;

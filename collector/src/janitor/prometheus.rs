@@ -10,6 +10,8 @@
 //! is not a complete `success` vector (error, `warnings` = partial data, too large, timed out)
 //! is an error: the janitor then falls back to the listing for that round and deletes nothing
 //! on the strength of it.
+//!
+//! The round that asks these queries and acts on the answers is [`super::prometheus_round`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
