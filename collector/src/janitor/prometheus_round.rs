@@ -7,10 +7,12 @@
 //! ([`Janitor::delete_everywhere`]), and the guard's direct check only for the shards whose
 //! scrape is not up.
 //!
-//! Why two files: [`prometheus`] speaks to Prometheus (HTTP, PromQL quoting, answer parsing)
-//! and knows nothing of Pushgateways; this module is the round's logic and knows nothing of
-//! HTTP. The listing source is laid out the same way ([`listing`] parses, [`listing_round`]
-//! decides), so each source is one wire module and one round module.
+//! Why a file beside [`prometheus`] rather than the client folded into a submodule of this
+//! one: [`prometheus`] speaks to Prometheus (HTTP, PromQL quoting, answer parsing) and knows
+//! nothing of Pushgateways; this module is the round's logic and never touches Prometheus's
+//! HTTP API. The listing source is laid out the same way ([`listing`] parses,
+//! [`listing_round`] decides), so a newcomer finds each source as one wire module and one
+//! round module side by side, and the client's path (`janitor::prometheus`) stays as it was.
 //!
 //! [`prometheus`]: super::prometheus
 //! [`listing`]: super::listing
