@@ -10,6 +10,10 @@
 //!    then (a push delayed by the previous one's slowness is charged for it). Segments of
 //!    `WHISK_BENCH_SEGMENT_S` (3 s) alternate direct / gateway, 2 each.
 //!
+//! A third setup is the floor of any proxy: a **relay** in this process that copies bytes
+//! between the pusher and the same Pushgateway (one blocking thread per direction, no parsing):
+//! what one extra loopback hop each way costs by itself on this machine.
+//!
 //! Every push is the `orders` action's real SDK body under its own container's grouping key,
 //! into `WHISK_BENCH_CONTAINERS` (1000) groups created beforehand (the Pushgateway runs with
 //! `--push.disable-consistency-check`, whose push cost does not grow with the groups). The
@@ -70,6 +74,7 @@ fn main() {
     let (gateway, port) = start_gateway(&pgw, &controller);
     let direct = Target::of(&pgw.url());
     let through = Target::of(&format!("http://127.0.0.1:{port}"));
+    let relayed = Target::of(&relay(&direct.addr));
     let requests: Arc<Vec<(String, String)>> = Arc::new(
         (0..containers)
             .map(|i| {
@@ -102,12 +107,21 @@ fn main() {
     let pgw_pid = pgw_pid(&pgw);
     let mut direct_client = RawClient::new(direct.clone());
     let mut gw_client = RawClient::new(through.clone());
-    let mut single = [Vec::with_capacity(samples), Vec::with_capacity(samples)];
+    let mut relay_client = RawClient::new(relayed.clone());
+    let mut single = [
+        Vec::with_capacity(samples),
+        Vec::with_capacity(samples),
+        Vec::with_capacity(samples),
+    ];
     let mut gw_cpu_ns = 0u64;
-    let mut pgw_cpu_ns = [0u64; 2];
+    let mut pgw_cpu_ns = [0u64; 3];
     let mut i = 0usize;
     while single[1].len() < samples {
-        for (setup, client) in [(0, &mut direct_client), (1, &mut gw_client)] {
+        for (setup, client) in [
+            (0, &mut direct_client),
+            (1, &mut gw_client),
+            (2, &mut relay_client),
+        ] {
             let gw_before = cpu_ns(gw_pid);
             let pgw_before = cpu_ns(pgw_pid);
             for k in 0..BLOCK {
@@ -127,9 +141,9 @@ fn main() {
     let pgw_cpu_us = pgw_cpu_ns.map(|n| n as f64 / 1e3 / samples as f64);
 
     // Equal offered load, alternating segments.
-    let mut paced = [Vec::new(), Vec::new()];
+    let mut paced = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..2 {
-        for (setup, target) in [(0, &direct), (1, &through)] {
+        for (setup, target) in [(0, &direct), (1, &through), (2, &relayed)] {
             paced[setup].extend(paced_segment(
                 target,
                 &requests,
@@ -153,9 +167,13 @@ fn main() {
         "| setup | p50, 1 pusher | p99, 1 pusher | p50 at {rate}/s | p99 at {rate}/s | gateway CPU/push | Pushgateway CPU/push (1 pusher) |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (setup, name) in ["direct, 1 Pushgateway", "gateway, 1 Pushgateway"]
-        .iter()
-        .enumerate()
+    for (setup, name) in [
+        "direct, 1 Pushgateway",
+        "gateway, 1 Pushgateway",
+        "relay (copies bytes, no work), 1 Pushgateway",
+    ]
+    .iter()
+    .enumerate()
     {
         println!(
             "| {name} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {:.0} µs |",
@@ -180,6 +198,12 @@ fn main() {
         pct(&paced[1], 0.99) / pct(&paced[0], 0.99),
         pct(&single[1], 0.5) - pct(&single[0], 0.5),
         pct(&paced[1], 0.5) - pct(&paced[0], 0.5),
+    );
+    println!(
+        "the relay alone (one extra loopback hop each way, no work): 1 pusher p50 {:.2}x direct (added {:.3} ms); at {rate}/s p50 {:.2}x",
+        pct(&single[2], 0.5) / pct(&single[0], 0.5),
+        pct(&single[2], 0.5) - pct(&single[0], 0.5),
+        pct(&paced[2], 0.5) / pct(&paced[0], 0.5),
     );
     drop(gateway);
 }
@@ -263,6 +287,44 @@ fn start_gateway(pgw: &Pushgateway, controller: &Controller) -> (ServiceProcess,
         .wait_ready(Duration::from_secs(30), || http_get(&ready).is_ok())
         .expect("gateway ready");
     (process, port)
+}
+
+/// Starts a relay to `upstream` (`host:port`): each accepted connection gets a connection to
+/// `upstream` and two threads copying bytes, one each way. Returns its URL.
+fn relay(upstream: &str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay listener");
+    let url = format!("http://{}", listener.local_addr().expect("relay addr"));
+    let upstream = upstream.to_string();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming().flatten() {
+            let Ok(outbound) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            for s in [&inbound, &outbound] {
+                s.set_nodelay(true).expect("nodelay");
+            }
+            let pairs = [
+                (
+                    inbound.try_clone().expect("clone"),
+                    outbound.try_clone().expect("clone"),
+                ),
+                (outbound, inbound),
+            ];
+            for (mut from, mut to) in pairs {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    url
 }
 
 /// CPU time of every thread of `pid` so far, in nanoseconds (/proc/<pid>/task/*/schedstat).

@@ -14,7 +14,8 @@ use whisk_testkit::Pushgateway;
 /// Where pushes go: `host:port`.
 #[derive(Clone)]
 pub struct Target {
-    addr: String,
+    /// `host:port`.
+    pub addr: String,
 }
 
 impl Target {
