@@ -14,6 +14,9 @@
 //! between the pusher and the same Pushgateway (one blocking thread per direction, no parsing):
 //! what one extra loopback hop each way costs by itself on this machine.
 //!
+//! `WHISK_GATEWAY_BASELINE_BIN` (optional) adds a second gateway build (e.g. an older commit's)
+//! as a fourth setup taking turns with the others: a before/after comparison in one run.
+//!
 //! Every push is the `orders` action's real SDK body under its own container's grouping key,
 //! into `WHISK_BENCH_CONTAINERS` (1000) groups created beforehand (the Pushgateway runs with
 //! `--push.disable-consistency-check`, whose push cost does not grow with the groups). The
@@ -36,7 +39,7 @@ use whisk_grouping::GroupingKey;
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 mod common;
-use common::{RawClient, Target, gateway_bin, orders_body, pgw_pid};
+use common::{RawClient, Target, gateway_bin, orders_body, pgw_pid, resolve_bin};
 
 /// Pushes per block of the 1-pusher phase before switching setups.
 const BLOCK: usize = 50;
@@ -71,10 +74,30 @@ fn main() {
     )
     .expect("controller");
     let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).expect("Pushgateway");
-    let (gateway, port) = start_gateway(&pgw, &controller);
     let direct = Target::of(&pgw.url());
-    let through = Target::of(&format!("http://127.0.0.1:{port}"));
-    let relayed = Target::of(&relay(&direct.addr));
+    // The setups, in the order they take turns: (name, target, the gateway process).
+    let mut setups: Vec<(String, Target, Option<ServiceProcess>)> =
+        vec![("direct, 1 Pushgateway".to_string(), direct.clone(), None)];
+    let (gateway, port) = start_gateway(&gateway_bin(), &pgw, &controller);
+    setups.push((
+        "gateway, 1 Pushgateway".to_string(),
+        Target::of(&format!("http://127.0.0.1:{port}")),
+        Some(gateway),
+    ));
+    setups.push((
+        "relay (copies bytes, no work), 1 Pushgateway".to_string(),
+        Target::of(&relay(&direct.addr)),
+        None,
+    ));
+    if let Some(baseline) = std::env::var_os("WHISK_GATEWAY_BASELINE_BIN") {
+        let bin = resolve_bin(std::path::PathBuf::from(baseline));
+        let (gateway, port) = start_gateway(&bin, &pgw, &controller);
+        setups.push((
+            format!("gateway (baseline {}), 1 Pushgateway", short(&bin)),
+            Target::of(&format!("http://127.0.0.1:{port}")),
+            Some(gateway),
+        ));
+    }
     let requests: Arc<Vec<(String, String)>> = Arc::new(
         (0..containers)
             .map(|i| {
@@ -96,33 +119,31 @@ fn main() {
             .collect(),
     );
 
-    // Create every group through the gateway (warms its auth cache and connection pool).
-    let mut client = RawClient::new(through.clone());
-    for (path, auth) in requests.iter() {
-        push(&mut client, path, auth, &body);
+    // Create every group through each gateway (warms its auth cache and connection pool).
+    for (_, target, process) in &setups {
+        if process.is_some() {
+            let mut client = RawClient::new(target.clone());
+            for (path, auth) in requests.iter() {
+                push(&mut client, path, auth, &body);
+            }
+        }
     }
 
     // 1 pusher, interleaved blocks.
-    let gw_pid = gateway.pid();
     let pgw_pid = pgw_pid(&pgw);
-    let mut direct_client = RawClient::new(direct.clone());
-    let mut gw_client = RawClient::new(through.clone());
-    let mut relay_client = RawClient::new(relayed.clone());
-    let mut single = [
-        Vec::with_capacity(samples),
-        Vec::with_capacity(samples),
-        Vec::with_capacity(samples),
-    ];
-    let mut gw_cpu_ns = 0u64;
-    let mut pgw_cpu_ns = [0u64; 3];
+    let n = setups.len();
+    let mut clients: Vec<RawClient> = setups
+        .iter()
+        .map(|(_, t, _)| RawClient::new(t.clone()))
+        .collect();
+    let mut single: Vec<Vec<Duration>> = vec![Vec::with_capacity(samples); n];
+    let mut gw_cpu_ns = vec![0u64; n];
+    let mut pgw_cpu_ns = vec![0u64; n];
     let mut i = 0usize;
-    while single[1].len() < samples {
-        for (setup, client) in [
-            (0, &mut direct_client),
-            (1, &mut gw_client),
-            (2, &mut relay_client),
-        ] {
-            let gw_before = cpu_ns(gw_pid);
+    while single[0].len() < samples {
+        for (setup, client) in clients.iter_mut().enumerate() {
+            let gw_pid = setups[setup].2.as_ref().map(ServiceProcess::pid);
+            let gw_before = gw_pid.map_or(0, cpu_ns);
             let pgw_before = cpu_ns(pgw_pid);
             for k in 0..BLOCK {
                 let (path, auth) = &requests[(i + k) % requests.len()];
@@ -131,19 +152,16 @@ fn main() {
                 single[setup].push(t.elapsed());
             }
             pgw_cpu_ns[setup] += cpu_ns(pgw_pid) - pgw_before;
-            if setup == 1 {
-                gw_cpu_ns += cpu_ns(gw_pid) - gw_before;
-            }
+            gw_cpu_ns[setup] += gw_pid.map_or(0, cpu_ns) - gw_before;
         }
         i += BLOCK;
     }
-    let gw_cpu_us = gw_cpu_ns as f64 / 1e3 / single[1].len() as f64;
-    let pgw_cpu_us = pgw_cpu_ns.map(|n| n as f64 / 1e3 / samples as f64);
+    let per_push_us = |ns: u64| ns as f64 / 1e3 / samples as f64;
 
     // Equal offered load, alternating segments.
-    let mut paced = [Vec::new(), Vec::new(), Vec::new()];
+    let mut paced: Vec<Vec<Duration>> = vec![Vec::new(); n];
     for _ in 0..2 {
-        for (setup, target) in [(0, &direct), (1, &through), (2, &relayed)] {
+        for (setup, (_, target, _)) in setups.iter().enumerate() {
             paced[setup].extend(paced_segment(
                 target,
                 &requests,
@@ -167,45 +185,41 @@ fn main() {
         "| setup | p50, 1 pusher | p99, 1 pusher | p50 at {rate}/s | p99 at {rate}/s | gateway CPU/push | Pushgateway CPU/push (1 pusher) |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (setup, name) in [
-        "direct, 1 Pushgateway",
-        "gateway, 1 Pushgateway",
-        "relay (copies bytes, no work), 1 Pushgateway",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (setup, (name, _, process)) in setups.iter().enumerate() {
         println!(
             "| {name} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {:.0} µs |",
             pct(&single[setup], 0.5),
             pct(&single[setup], 0.99),
             pct(&paced[setup], 0.5),
             pct(&paced[setup], 0.99),
-            if setup == 1 {
-                format!("{gw_cpu_us:.0} µs")
+            if process.is_some() {
+                format!("{:.0} µs", per_push_us(gw_cpu_ns[setup]))
             } else {
                 "–".to_string()
             },
-            pgw_cpu_us[setup],
+            per_push_us(pgw_cpu_ns[setup]),
         );
     }
     println!();
-    println!(
-        "gateway / direct, 1 pusher: p50 {:.2}x (target <= 1.3x), p99 {:.2}x; at {rate}/s: p50 {:.2}x, p99 {:.2}x; added p50 {:.3} ms (1 pusher), {:.3} ms (paced)",
-        pct(&single[1], 0.5) / pct(&single[0], 0.5),
-        pct(&single[1], 0.99) / pct(&single[0], 0.99),
-        pct(&paced[1], 0.5) / pct(&paced[0], 0.5),
-        pct(&paced[1], 0.99) / pct(&paced[0], 0.99),
-        pct(&single[1], 0.5) - pct(&single[0], 0.5),
-        pct(&paced[1], 0.5) - pct(&paced[0], 0.5),
-    );
-    println!(
-        "the relay alone (one extra loopback hop each way, no work): 1 pusher p50 {:.2}x direct (added {:.3} ms); at {rate}/s p50 {:.2}x",
-        pct(&single[2], 0.5) / pct(&single[0], 0.5),
-        pct(&single[2], 0.5) - pct(&single[0], 0.5),
-        pct(&paced[2], 0.5) / pct(&paced[0], 0.5),
-    );
-    drop(gateway);
+    for setup in 1..n {
+        println!(
+            "{} / direct: 1 pusher p50 {:.2}x (target <= 1.3x; added {:.3} ms), p99 {:.2}x; at {rate}/s p50 {:.2}x (added {:.3} ms), p99 {:.2}x",
+            setups[setup].0,
+            pct(&single[setup], 0.5) / pct(&single[0], 0.5),
+            pct(&single[setup], 0.5) - pct(&single[0], 0.5),
+            pct(&single[setup], 0.99) / pct(&single[0], 0.99),
+            pct(&paced[setup], 0.5) / pct(&paced[0], 0.5),
+            pct(&paced[setup], 0.5) - pct(&paced[0], 0.5),
+            pct(&paced[setup], 0.99) / pct(&paced[0], 0.99),
+        );
+    }
+    drop(setups);
+}
+
+/// The last two components of `path` (enough to tell two builds apart).
+fn short(path: &str) -> String {
+    let parts: Vec<&str> = path.rsplit('/').take(3).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
 fn push(client: &mut RawClient, path: &str, auth: &str, body: &str) {
@@ -263,7 +277,7 @@ fn paced_segment(
     std::mem::take(&mut *out.lock().unwrap())
 }
 
-fn start_gateway(pgw: &Pushgateway, controller: &Controller) -> (ServiceProcess, u16) {
+fn start_gateway(bin: &str, pgw: &Pushgateway, controller: &Controller) -> (ServiceProcess, u16) {
     let port = free_port();
     let args = vec![
         "--listen".to_string(),
@@ -275,13 +289,9 @@ fn start_gateway(pgw: &Pushgateway, controller: &Controller) -> (ServiceProcess,
         "--pushgateway-url".to_string(),
         pgw.url(),
     ];
-    let mut process = ServiceProcess::spawn(
-        "whisk-gateway",
-        &gateway_bin(),
-        &args,
-        "cargo build -p whisk-gateway",
-    )
-    .expect("gateway starts");
+    let mut process =
+        ServiceProcess::spawn("whisk-gateway", bin, &args, "cargo build -p whisk-gateway")
+            .expect("gateway starts");
     let ready = format!("http://127.0.0.1:{port}/readyz");
     process
         .wait_ready(Duration::from_secs(30), || http_get(&ready).is_ok())

@@ -166,10 +166,15 @@ pub fn pgw_pid(pgw: &Pushgateway) -> u32 {
 /// `WHISK_GATEWAY_BIN`, a relative path read against the workspace root (where the documented
 /// command runs; `cargo bench` itself runs in `gateway/`), else the binary cargo built.
 pub fn gateway_bin() -> String {
-    let Some(bin) = std::env::var_os("WHISK_GATEWAY_BIN") else {
-        return env!("CARGO_BIN_EXE_whisk-gateway").to_string();
-    };
-    let bin = std::path::PathBuf::from(bin);
+    match std::env::var_os("WHISK_GATEWAY_BIN") {
+        Some(bin) => resolve_bin(std::path::PathBuf::from(bin)),
+        None => env!("CARGO_BIN_EXE_whisk-gateway").to_string(),
+    }
+}
+
+/// An executable's path given absolute or relative to the workspace root (else to the current
+/// directory).
+pub fn resolve_bin(bin: std::path::PathBuf) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = if bin.is_absolute() {
         bin
@@ -180,7 +185,7 @@ pub fn gateway_bin() -> String {
     };
     let path = path
         .canonicalize()
-        .unwrap_or_else(|e| panic!("WHISK_GATEWAY_BIN={}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     path.to_string_lossy().into_owned()
 }
 
