@@ -152,7 +152,9 @@ impl Forwarder {
         match staged {
             StagedPut::Staged(staged, staging) => {
                 let started = Instant::now();
-                let result = self.timed(staged.commit(path, &body)).await;
+                // One --forward-timeout for the staging and the rest together.
+                let left = self.timeout.saturating_sub(staging);
+                let result = self.timed_within(left, staged.commit(path, &body)).await;
                 self.finish(shard, staging + started.elapsed(), result)
             }
             StagedPut::Later => self.put(shard, path, body).await,
@@ -179,7 +181,16 @@ impl Forwarder {
         &self,
         exchange: impl std::future::Future<Output = std::io::Result<Reply>>,
     ) -> Result<Reply, String> {
-        match tokio::time::timeout(self.timeout, exchange).await {
+        self.timed_within(self.timeout, exchange).await
+    }
+
+    /// `exchange` within `limit`.
+    async fn timed_within(
+        &self,
+        limit: Duration,
+        exchange: impl std::future::Future<Output = std::io::Result<Reply>>,
+    ) -> Result<Reply, String> {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_string()),
