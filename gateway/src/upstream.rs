@@ -70,10 +70,8 @@ impl Upstream {
             None => host.to_string(),
         };
         Some(Self {
-            addr: format!(
-                "{}:{port}",
-                host.trim_start_matches('[').trim_end_matches(']')
-            ),
+            // `host_str` keeps an IPv6 address in brackets, as `host:port` needs it.
+            addr: format!("{host}:{port}"),
             host: host_header,
             prefix: url.path().trim_end_matches('/').to_string(),
             idle: Mutex::new(Vec::new()),
@@ -242,27 +240,31 @@ async fn write_all_vectored(stream: &mut TcpStream, head: &[u8], body: &[u8]) ->
 async fn read_reply(stream: &mut TcpStream) -> Result<(Reply, bool), Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
+    // Set when `buf` already holds bytes after an interim answer: parse them before reading.
+    let mut parse_first = false;
     let (status, head_len, framing, mut keep) = loop {
-        let n = if buf.is_empty() {
-            stream
-                .read(&mut chunk)
-                .await
-                .map_err(Failure::BeforeAnswer)?
-        } else {
-            stream.read(&mut chunk).await.map_err(Failure::During)?
-        };
-        if n == 0 {
-            let e = io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "connection closed before an answer",
-            );
-            return Err(if buf.is_empty() {
-                Failure::BeforeAnswer(e)
+        if !std::mem::take(&mut parse_first) {
+            let n = if buf.is_empty() {
+                stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(Failure::BeforeAnswer)?
             } else {
-                Failure::During(e)
-            });
+                stream.read(&mut chunk).await.map_err(Failure::During)?
+            };
+            if n == 0 {
+                let e = io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed before an answer",
+                );
+                return Err(if buf.is_empty() {
+                    Failure::BeforeAnswer(e)
+                } else {
+                    Failure::During(e)
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&buf) {
@@ -271,6 +273,7 @@ async fn read_reply(stream: &mut TcpStream) -> Result<(Reply, bool), Failure> {
                 if (100..200).contains(&status) {
                     // An interim answer (we never send `Expect`): skip it.
                     buf.drain(..head_len);
+                    parse_first = !buf.is_empty();
                     continue;
                 }
                 let mut framing = Framing::UntilClose;
@@ -511,6 +514,74 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&seen)
         );
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_arriving_with_the_final_one_is_skipped() {
+        let (url, _server) = serve(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+        ])
+        .await;
+        let reply = upstream(&url).request("PUT", "/m", b"x").await.unwrap();
+        assert_eq!(reply.status, 202);
+    }
+
+    #[test]
+    fn only_plain_http_urls_get_the_lean_client_and_ipv6_keeps_its_brackets() {
+        let up = |u: &str| Upstream::new(&reqwest::Url::parse(u).unwrap());
+        assert!(up("https://pgw:9091").is_none());
+        let v6 = up("http://[::1]:9091/prefix").unwrap();
+        assert_eq!(
+            (v6.addr.as_str(), v6.prefix.as_str()),
+            ("[::1]:9091", "/prefix")
+        );
+        let plain = up("http://pgw").unwrap();
+        assert_eq!(
+            (plain.addr.as_str(), plain.host.as_str()),
+            ("pgw:80", "pgw")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_the_server_closed_is_replaced_once() {
+        // Every connection gets one answer and is then closed by the server.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut served = 0;
+            while served < 3 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Each request here is a 1-byte body after the head.
+                while !buf.windows(5).any(|w| w == b"\r\n\r\nx") {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                if buf.windows(5).any(|w| w == b"\r\n\r\nx") {
+                    s.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                    served += 1;
+                }
+            }
+            served
+        });
+        let up = upstream(&url);
+        assert_eq!(up.request("PUT", "/a", b"x").await.unwrap().status, 202);
+        // The pooled connection is closed by now (or soon): the request goes to a new one.
+        assert_eq!(up.request("PUT", "/b", b"x").await.unwrap().status, 202);
+        // Staged on a closed pooled connection: the commit sends the whole PUT again.
+        let staged = up.stage_put("/c", b"x").await;
+        let reply = match staged {
+            Ok(staged) => staged.commit("/c", b"x").await.unwrap(),
+            Err(_) => up.request("PUT", "/c", b"x").await.unwrap(),
+        };
+        assert_eq!(reply.status, 202);
+        assert_eq!(server.await.unwrap(), 3);
     }
 
     #[tokio::test]
