@@ -5,8 +5,10 @@
 //!
 //! A PUT is **staged** ([`Upstream::stage_put`]): the request head and every byte of the body
 //! but the last are written to the Pushgateway *before* the body is validated, so the
-//! Pushgateway reads and parses them while the gateway validates (on another core): the two
-//! parses overlap instead of adding up. Only [`Staged::commit`], called once validation and the
+//! Pushgateway can read and parse them while the gateway validates: where the two run on
+//! different cores or nodes the parses overlap instead of adding up (on a small shared machine the
+//! kernel often queues the Pushgateway on the gateway's core; docs/benchmarks.md, "Gateway").
+//! Only [`Staged::commit`], called once validation and the
 //! family check passed, sends the last byte. A refused push drops the [`Staged`], which resets
 //! the connection: the Pushgateway's body reader then fails (fewer bytes than
 //! `Content-Length`), its push handler answers an error to nobody and **stores nothing** — the
