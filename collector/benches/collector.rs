@@ -9,12 +9,16 @@
 //! 4. a janitor round over 10 000 SDK groups (each the SDK's realistic push body, ~78 series) on
 //!    one real Pushgateway and over three (consistency check off): round time, CPU of the round
 //!    here and in the Pushgateways, and extra RSS during the round, beside the old way (the
-//!    whole listing parsed into a `serde_json::Value`), in this process.
+//!    whole listing parsed into a `serde_json::Value`), in this process; then the same shards
+//!    scraped by a real Prometheus and the round from it (`--prometheus-url`): nothing, about
+//!    half and all of the groups stale, with the query time and Prometheus's CPU.
 //!
 //! `WHISK_BENCH_ONLY=memory|e2e|rss|janitor` runs one part; `WHISK_BENCH_GROUPS` sets the
 //! janitor's group count (default 10 000), `WHISK_BENCH_SHARDS` the Pushgateway counts it is
 //! measured with (default `1,3`).
 //! `WHISK_BENCH_EVENTS` sets the end-to-end message count (default 300 000).
+//! `WHISK_BENCH_COLLECTOR_EXE` runs another build of the collector binary in parts 2 and 3
+//! (e.g. the static musl build the image ships) instead of this workspace's release build.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::hint::black_box;
@@ -26,6 +30,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use whisk_collector::{Aggregator, parse};
 use whisk_testkit::Tansu;
+
+/// The collector binary run in parts 2 and 3: `WHISK_BENCH_COLLECTOR_EXE`, else this build's.
+fn collector_exe() -> std::ffi::OsString {
+    std::env::var_os("WHISK_BENCH_COLLECTOR_EXE")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_whisk-collector").into())
+}
 
 const KINDS: [&str; 4] = ["nodejs:20", "python:3.11", "rust:1.34", "blackbox"];
 
@@ -279,7 +289,7 @@ fn cpu_split(pid: u32, skip: &str) -> (f64, f64) {
 /// the process's id while still running).
 fn collector_consume(bootstrap: &str, group: &str, n: usize) -> (f64, (f64, f64), Proc, u16) {
     let port = whisk_testkit::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+    let child = Command::new(collector_exe())
         .args([
             "--brokers",
             bootstrap,
@@ -407,7 +417,7 @@ fn rss_10k(rows: &mut Vec<[String; 3]>) {
     let port = whisk_testkit::free_port();
     // Long enough that a scrape fits between two pushes.
     let interval = Duration::from_secs(20);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whisk-collector"))
+    let mut child = Command::new(collector_exe())
         .args([
             "--brokers",
             &tansu.bootstrap(),
@@ -581,6 +591,7 @@ fn main() {
     }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("\nwhisk-collector benchmarks ({cpus} cores, tansu memory storage)\n");
+    println!("collector binary: {}\n", collector_exe().to_string_lossy());
     println!("| measurement | result | target |");
     println!("|---|---|---|");
     for [a, b, c] in rows {
@@ -731,6 +742,7 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
         }
     });
     eprintln!("filled in {:?}", fill.elapsed());
+    let fill_window = (fill, Instant::now());
     // The listings' size and a plain GET of each (in parallel), as the janitor reads them.
     let (bytes, list_time) = rt.block_on(async {
         let start = Instant::now();
@@ -840,6 +852,7 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
         "–".to_string(),
     ]);
     if shards > 1 {
+        prometheus_rounds(rows, &mut pgws, &clients, &rt, groups, fill_window);
         return;
     }
     // Before: the whole listing in memory, parsed into a serde_json::Value.
@@ -866,6 +879,178 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
             "{:.2} s, extra RSS {:.0} MB",
             before_time.as_secs_f64(),
             before_extra as f64 / 1024.0
+        ),
+        "–".to_string(),
+    ]);
+    // Last: its rounds delete the groups.
+    prometheus_rounds(rows, &mut pgws, &clients, &rt, groups, fill_window);
+}
+
+/// The janitor's Prometheus source (`--prometheus-url`) over the same filled shards: a real
+/// Prometheus scrapes every shard (a long interval and timeout: a shard of 10 000 groups is a
+/// ~115 MB scrape), and once each shard's first scrape succeeded, rounds where nothing is stale
+/// (3, median), then about half, then all of the groups stale (one each; DELETEs included).
+fn prometheus_rounds(
+    rows: &mut Vec<[String; 3]>,
+    pgws: &mut [whisk_testkit::Pushgateway],
+    clients: &[whisk_collector::PushgatewayClient],
+    rt: &tokio::runtime::Runtime,
+    groups: usize,
+    (fill_start, fill_end): (Instant, Instant),
+) {
+    let shards = pgws.len();
+    let targets = pgws
+        .iter()
+        .map(|p| format!("'127.0.0.1:{}'", p.port()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut prom = whisk_testkit::Prometheus::start(&format!(
+        "global:\n  scrape_interval: 45s\n  scrape_timeout: 45s\nscrape_configs:\n  \
+         - job_name: pushgateway\n    honor_labels: true\n    static_configs:\n      \
+         - targets: [{targets}]\n"
+    ))
+    .unwrap();
+    let scraped = Instant::now();
+    let all_scraped = || {
+        prom.query_sum("sum(scrape_samples_scraped{job=\"pushgateway\"} > 0 and up == 1)")
+            .unwrap_or(0.0)
+            > 0.0
+            && prom
+                .query("up{job=\"pushgateway\"} == 1")
+                .map(|r| r.len())
+                .unwrap_or(0)
+                == shards
+            && prom
+                .query_sum("count(push_time_seconds{job=\"openwhisk_actions\"})")
+                .unwrap_or(0.0)
+                >= groups as f64
+    };
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(600), all_scraped),
+        "Prometheus did not scrape every shard whole within 10 min: {}",
+        prom.process().log_tail()
+    );
+    let scrape_secs = prom
+        .query_sum("max(scrape_duration_seconds{job=\"pushgateway\"})")
+        .unwrap_or(f64::NAN);
+    eprintln!(
+        "Prometheus scraped {shards} shard(s) after {:?} (scrape {scrape_secs:.1} s)",
+        scraped.elapsed()
+    );
+    let prom_pid = prom.process().pid();
+    let prom_rss = status_kb(prom_pid, "VmRSS");
+    let pgw_pids: Vec<u32> = pgws.iter_mut().map(|p| p.process().pid()).collect();
+    let url = reqwest::Url::parse(&prom.url()).unwrap();
+    let janitor_for = |max_age: Duration| {
+        whisk_collector::Janitor::for_pushgateways(
+            clients.to_vec(),
+            "openwhisk_actions",
+            max_age,
+            false,
+        )
+        .with_prometheus(whisk_collector::PrometheusClient::new(&url).unwrap())
+    };
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string()
+    };
+    struct Measured {
+        time: Duration,
+        query: Duration,
+        extra_kb: Option<u64>,
+        prom_cpu: f64,
+        pgw_cpu: f64,
+        our_cpu: f64,
+        pruned: usize,
+        deletes: u64,
+    }
+    let measure = |janitor: &whisk_collector::Janitor| {
+        let base = self_status_kb("VmRSS");
+        let peak_ok = reset_peak();
+        let pgw_cpu = || pgw_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+        let (c0, p0, g0) = (
+            cpu_seconds(std::process::id()),
+            cpu_seconds(prom_pid),
+            pgw_cpu(),
+        );
+        let start = Instant::now();
+        let round = rt.block_on(janitor.run_once()).unwrap();
+        let time = start.elapsed();
+        assert_eq!(
+            round.source,
+            whisk_collector::JanitorSource::Prometheus,
+            "{:?}",
+            round.prometheus_failure
+        );
+        assert_eq!(round.health_via_prometheus, shards as u64, "{round:?}");
+        assert!(round.failed.is_empty(), "{:?}", round.failed.first());
+        Measured {
+            time,
+            query: round.query_time.unwrap_or_default(),
+            extra_kb: peak_ok.then(|| self_status_kb("VmHWM").saturating_sub(base)),
+            prom_cpu: cpu_seconds(prom_pid) - p0,
+            pgw_cpu: pgw_cpu() - g0,
+            our_cpu: cpu_seconds(std::process::id()) - c0,
+            pruned: round.pruned(),
+            deletes: round.deletes_ok,
+        }
+    };
+    let row = |rows: &mut Vec<[String; 3]>, what: String, m: &[Measured]| {
+        let median = &m[m.len() / 2];
+        let max_time = m.iter().map(|x| x.time).max().unwrap_or_default();
+        let extra = m.iter().filter_map(|x| x.extra_kb).max();
+        rows.push([
+            format!("janitor round from Prometheus (--prometheus-url), {groups} SDK groups in {shards} Pushgateway(s), {what} (load {})", load()),
+            format!(
+                "{}{:.3} s (max {:.3} s); Prometheus queries {:.3} s; {} pruned, {} DELETEs; CPU: collector {:.2} s, Prometheus {:.2} s, Pushgateway(s) {:.2} s; extra RSS {}",
+                if m.len() > 1 { format!("median of {}: ", m.len()) } else { String::new() },
+                median.time.as_secs_f64(),
+                max_time.as_secs_f64(),
+                median.query.as_secs_f64(),
+                median.pruned,
+                median.deletes,
+                median.our_cpu,
+                median.prom_cpu,
+                median.pgw_cpu,
+                extra.map_or("not measured".to_string(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+            ),
+            "≤ 2 s, ≤ 20 MB".to_string(),
+        ]);
+    };
+    let mut none: Vec<Measured> = (0..3)
+        .map(|_| measure(&janitor_for(Duration::from_secs(3600))))
+        .collect();
+    none.sort_by_key(|m| m.time);
+    assert_eq!(none[0].pruned, 0);
+    row(rows, "nothing stale".into(), &none);
+    // About half: groups pushed in the first half of the fill are older than this.
+    let middle = fill_start + (fill_end - fill_start) / 2;
+    let half = measure(&janitor_for(middle.elapsed()));
+    row(
+        rows,
+        "about half stale (DELETE on every shard)".into(),
+        &[half],
+    );
+    let all = measure(&janitor_for(
+        fill_end
+            .elapsed()
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1)),
+    ));
+    row(
+        rows,
+        "all stale (at most 5 000 a round, oldest first: those are the half deleted just before, still in Prometheus until its next scrape, so their DELETEs are no-ops)".into(),
+        &[all],
+    );
+    rows.push([
+        format!("Prometheus scraping {shards} Pushgateway(s) of {groups} groups"),
+        format!(
+            "scrape {scrape_secs:.1} s, Prometheus RSS {} MB",
+            prom_rss / 1024
         ),
         "–".to_string(),
     ]);

@@ -118,6 +118,16 @@ pub struct Config {
     #[arg(long, env = "WHISK_COLLECTOR_PRUNE_INTERVAL", default_value = "60s", value_parser = parse_duration_nonzero)]
     pub prune_interval: Duration,
 
+    /// Janitor: base URL of the Prometheus that scrapes every Pushgateway shard with
+    /// `honor_labels: true`, e.g. `http://prometheus:9090`. Set: each round asks it for the
+    /// stale groups (`push_time_seconds`) and for each shard's `up` instead of listing every
+    /// Pushgateway (a full encode of its store) and gathering its `/metrics`; a shard whose
+    /// `up` is not 1 or that it does not scrape (target `instance` ≠ the shard's `host:port`)
+    /// is still checked directly. A round where Prometheus fails, and every 60th round (groups
+    /// Prometheus cannot name), uses the listing. Unset: the listing only.
+    #[arg(long, env = "WHISK_COLLECTOR_PROMETHEUS_URL", value_name = "URL", value_parser = parse_url)]
+    pub prometheus_url: Option<reqwest::Url>,
+
     /// Janitor: log and count stale groups but do not DELETE them.
     #[arg(long, env = "WHISK_COLLECTOR_PRUNE_DRY_RUN")]
     pub prune_dry_run: bool,
@@ -287,6 +297,16 @@ mod tests {
         assert_eq!(c.log_level, "info");
         assert!(c.pushgateway_url.is_empty());
         assert!(c.delete_on_shutdown);
+        assert!(c.prometheus_url.is_none());
+    }
+
+    #[test]
+    fn reads_the_prometheus_url() {
+        let c = Config::try_parse_args(["x", "--prometheus-url", "http://prom:9090/p"]).unwrap();
+        assert_eq!(
+            c.prometheus_url.as_ref().map(|u| u.as_str()),
+            Some("http://prom:9090/p")
+        );
     }
 
     #[test]
@@ -367,6 +387,10 @@ mod tests {
             (
                 vec!["x", "--pushgateway-url", "ftp://h"],
                 "--pushgateway-url",
+            ),
+            (
+                vec!["x", "--prometheus-url", "prom:9090"],
+                "--prometheus-url",
             ),
             (vec!["x", "--max-actions", "lots"], "--max-actions"),
             (vec!["x", "--max-series", "lots"], "--max-series"),

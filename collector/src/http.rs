@@ -30,6 +30,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         if shared.stream_all(|chunk| sink.send(chunk)) {
             sink.finish();
         }
+        // Every chunk but the last two is freed now (those are, once the socket takes them).
+        crate::allocator::give_back_freed_memory();
     });
     (
         [(

@@ -51,6 +51,11 @@ pub(crate) struct Telemetry {
     assigned_partitions: IntGauge,
     kafka_errors: IntCounterVec,
     guard_type_clash: IntCounter,
+    janitor_rounds: IntCounterVec,
+    janitor_prometheus_failures: IntCounterVec,
+    janitor_deletes_ok: IntCounter,
+    janitor_deletes_failed: IntCounter,
+    janitor_shard_checks: IntCounterVec,
     revocations_committed: IntCounter,
     revocations_failed: IntCounter,
     /// Last assignment size logged (-1: none yet), so only changes are logged.
@@ -182,7 +187,43 @@ impl Telemetry {
             "Pushgateway groups deleted by the guard so the Pushgateway's /metrics answers again, by reason",
             "reason",
         );
+        let janitor_rounds = counter_vec(
+            "whisk_collector_janitor_rounds_total",
+            "Janitor rounds that completed, by where the stale groups came from: prometheus (--prometheus-url) or listing (each Pushgateway's /api/v1/metrics)",
+            "source",
+        );
+        let janitor_prometheus_failures = counter_vec(
+            "whisk_collector_janitor_prometheus_failures_total",
+            "Janitor rounds where Prometheus (--prometheus-url) gave no usable answer, so the round fell back to the listing, by reason",
+            "reason",
+        );
+        for reason in crate::janitor::prometheus::PrometheusError::REASONS {
+            let _ = janitor_prometheus_failures.with_label_values(&[reason]);
+        }
+        let janitor_deletes = counter_vec(
+            "whisk_collector_janitor_deletes_total",
+            "DELETE requests the janitor's Prometheus source sent (each stale group on every shard), by result",
+            "result",
+        );
+        let janitor_shard_checks = counter_vec(
+            "whisk_collector_janitor_shard_checks_total",
+            "Per shard and round, how the guard learnt the shard's health: prometheus (up of its scrape is 1) or direct (its /metrics status checked)",
+            "via",
+        );
+        for source in ["listing", "prometheus"] {
+            let _ = janitor_rounds.with_label_values(&[source]);
+            let _ = janitor_shard_checks.with_label_values(&[if source == "listing" {
+                "direct"
+            } else {
+                source
+            }]);
+        }
         Self {
+            janitor_rounds,
+            janitor_prometheus_failures,
+            janitor_deletes_ok: janitor_deletes.with_label_values(&["ok"]),
+            janitor_deletes_failed: janitor_deletes.with_label_values(&["failed"]),
+            janitor_shard_checks,
             kafka_errors,
             guard_type_clash: guard_deleted.with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
             revocations_committed: revocations.with_label_values(&["committed"]),
@@ -344,10 +385,43 @@ impl Telemetry {
         for e in &round.unserved {
             tracing::warn!("janitor: a Pushgateway could not be served this round: {e}");
         }
+        if let Some(e) = &round.prometheus_failure {
+            self.janitor_prometheus_fallback(e);
+        }
+        self.janitor_rounds
+            .with_label_values(&[round.source.as_str()])
+            .inc();
+        self.janitor_deletes_ok.inc_by(round.deletes_ok);
+        self.janitor_deletes_failed.inc_by(round.deletes_failed);
+        self.janitor_shard_checks
+            .with_label_values(&["prometheus"])
+            .inc_by(round.health_via_prometheus);
+        self.janitor_shard_checks
+            .with_label_values(&["direct"])
+            .inc_by(round.health_direct);
+        if round.capped {
+            tracing::info!(
+                groups = round.groups,
+                "janitor: Prometheus answered the per-round cap of stale groups; the rest go next round"
+            );
+        }
+    }
+
+    /// Prometheus gave no usable answer; the round used the listing.
+    fn janitor_prometheus_fallback(&self, err: &crate::janitor::prometheus::PrometheusError) {
+        self.janitor_prometheus_failures
+            .with_label_values(&[err.reason()])
+            .inc();
+        tracing::warn!(
+            "janitor: Prometheus not usable this round, listing the Pushgateways instead: {err}"
+        );
     }
 
     /// A janitor round could not list the groups (retried next interval).
-    pub(crate) fn janitor_round_failed(&self, err: &dyn std::fmt::Display) {
+    pub(crate) fn janitor_round_failed(&self, err: &crate::janitor::JanitorError) {
+        if let crate::janitor::JanitorError::Fallback { prometheus, .. } = err {
+            self.janitor_prometheus_fallback(prometheus);
+        }
         self.janitor_failed.inc();
         tracing::warn!("janitor run failed, retrying next interval: {err}");
     }
@@ -503,9 +577,43 @@ mod tests {
             "whisk_collector_evicted_keys_total 0",
             "whisk_collector_janitor_pruned_groups_total 0",
             "whisk_collector_janitor_runs_total{result=\"ok\"} 0",
+            "whisk_collector_janitor_rounds_total{source=\"prometheus\"} 0",
+            "whisk_collector_janitor_prometheus_failures_total{reason=\"unreachable\"} 0",
+            "whisk_collector_janitor_shard_checks_total{via=\"direct\"} 0",
             "whisk_collector_assigned_partitions 1",
         ] {
             assert!(s.contains(name), "{name} missing in\n{s}");
+        }
+    }
+
+    #[test]
+    fn a_prometheus_fallback_is_counted_by_reason_beside_the_round() {
+        use crate::janitor::prometheus::PrometheusError;
+        use crate::janitor::{JanitorError, JanitorRound};
+        let t = Telemetry::new();
+        let unreachable = || PrometheusError::Unreachable {
+            url: "http://p/api/v1/query".into(),
+            message: "refused".into(),
+        };
+        t.janitor_round_done(&JanitorRound {
+            prometheus_failure: Some(unreachable()),
+            ..JanitorRound::default()
+        });
+        t.janitor_round_failed(&JanitorError::Fallback {
+            prometheus: unreachable(),
+            listing: Box::new(JanitorError::Body {
+                url: "u".into(),
+                message: "m".into(),
+            }),
+        });
+        let mut s = String::new();
+        t.render(&mut s, AggregateStats::default());
+        for line in [
+            "whisk_collector_janitor_prometheus_failures_total{reason=\"unreachable\"} 2",
+            "whisk_collector_janitor_rounds_total{source=\"listing\"} 1",
+            "whisk_collector_janitor_runs_total{result=\"failed\"} 1",
+        ] {
+            assert!(s.contains(line), "{line} missing in\n{s}");
         }
     }
 }

@@ -8,7 +8,8 @@
 //! The metrics are served on `/metrics` together with the collector's own `whisk_collector_*`
 //! health metrics, and, with `--pushgateway-url`, PUT every `--push-interval` to this replica's
 //! own group `job=openwhisk_platform, instance=<replica>`. A janitor deletes stale groups of
-//! the SDK's job. Offsets are committed at least once: only after the event is applied and,
+//! the SDK's job (learnt from each Pushgateway's listing or, with `--prometheus-url`, from the
+//! Prometheus that scrapes them). Offsets are committed at least once: only after the event is applied and,
 //! with a Pushgateway, only once a push that includes it succeeded.
 //!
 //! Names, flags and environment variables are the contracts of docs/design.md.
@@ -29,6 +30,7 @@
 //! The binary is `config → run(config, shutdown)`; embedders call [`run`] the same way.
 
 mod aggregate;
+mod allocator;
 mod body;
 mod config;
 mod error;
@@ -46,6 +48,7 @@ mod source;
 pub use aggregate::{
     Aggregator, Applied, Capped, Limits, OTHER_LABEL, OVERFLOW_ACTION, SIZE_BUCKETS,
 };
+pub use allocator::tune_allocator;
 pub use body::Overdue;
 pub use config::Config;
 pub use error::{Error, Result};
@@ -54,8 +57,10 @@ pub use event::{
 };
 pub use janitor::guard::{Offender, type_clash_offenders};
 pub use janitor::listing::{ListedGroup, ListingError, ListingLimits, parse_listing};
+pub use janitor::prometheus::{PrometheusClient, PrometheusError, VectorSample, parse_vector};
 pub use janitor::{
-    GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup, StaleGroup, stale_groups,
+    GuardDeleted, Janitor, JanitorError, JanitorRound, JanitorSource, PrunedGroup, StaleGroup,
+    stale_groups,
 };
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};

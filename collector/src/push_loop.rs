@@ -103,6 +103,8 @@ impl PlatformPush {
             shared.telemetry.push_render_failed(&e);
             return None;
         }
+        // The snapshot and the chunks are freed now.
+        crate::allocator::give_back_freed_memory();
         match result {
             Ok(()) => {
                 shared

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::janitor::Janitor;
+use crate::janitor::prometheus::PrometheusClient;
 use crate::push_loop::{PlatformPush, push_loop};
 use crate::shared::Shared;
 use crate::sink::pushgateway::PushgatewayClient;
@@ -104,13 +105,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     match (&pusher, config.prune_after.is_zero()) {
         (Some(_), false) => {
-            let janitor = Janitor::for_pushgateways(
+            let mut janitor = Janitor::for_pushgateways(
                 clients.clone(),
                 &config.prune_job,
                 config.prune_after,
                 config.prune_dry_run,
             )
             .with_platform(&config.push_job, &instance);
+            if let Some(url) = &config.prometheus_url {
+                tracing::info!(%url, "janitor: stale groups and shard health from Prometheus");
+                janitor = janitor.with_prometheus(PrometheusClient::new(url)?);
+            }
             tasks.push(tokio::spawn(janitor_loop(
                 janitor,
                 Arc::clone(&shared),

@@ -111,10 +111,12 @@
 //!   Pushgateway costs one timeout per interval instead of one per activation; the first push
 //!   that succeeds carries everything. At most one notice a minute goes to stderr, with the
 //!   reason and the gateway's one-line answer (e.g. `failed (rejected): the Pushgateway answered
-//!   409: family jobs is a gauge elsewhere`). It is printed right before a result line (the one
-//!   of the same activation in strict mode; in the default mode, where the push follows the
-//!   result, the next one), so it lands inside an activation's log instead of racing the proxy's
-//!   end-of-log marker. The action's result never changes because of metrics.
+//!   409: family jobs is a gauge elsewhere`), naming the activation whose push failed. It is
+//!   printed right before a result line (the one of the same activation in strict mode; in the
+//!   default mode, where the push follows the result, the next one: the proxy ends an
+//!   activation's log as soon as its result line arrives), so it lands inside an activation's
+//!   log instead of racing the proxy's end-of-log marker. The action's result never changes
+//!   because of metrics.
 //! - **Minimum push interval** (`WHISK_METRICS_MIN_PUSH_INTERVAL_MS`, default 0): skips pushes
 //!   closer together than this for hot containers. Its price: a container that is frozen for
 //!   good or removed inside the interval loses the increments since its last push.
@@ -305,7 +307,7 @@ pub mod __bench {
         /// `namespace`/`action`. True when it succeeded.
         pub fn push(&mut self, namespace: &str, action: &str) -> bool {
             let id = identity(namespace, action);
-            self.0.push(crate::registry::global(), &id, None, true) == PushOutcome::Pushed
+            self.0.push(crate::registry::global(), &id, "", None, true) == PushOutcome::Pushed
         }
 
         /// Only the gather + text encoding of a push (into the pusher's reused buffer); returns

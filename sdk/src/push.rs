@@ -306,11 +306,14 @@ impl Pusher {
     /// Pushes the whole registry unless the minimum interval or the back-off after failures
     /// says to wait. `deadline` bounds the timeout further (strict mode). Failures are counted,
     /// noticed at most once a minute (see [`Pusher::take_notice`]), and never returned: the next
-    /// push sends the state again.
+    /// push sends the state again. `activation` is the id of the activation the push follows
+    /// (empty when none): a notice names it, because in the default mode the notice can only be
+    /// printed in the log of a later activation.
     pub(crate) fn push(
         &mut self,
         metrics: &Metrics,
         identity: &ActionIdentity,
+        activation: &str,
         deadline: Option<Instant>,
         force: bool,
     ) -> PushOutcome {
@@ -344,7 +347,7 @@ impl Pusher {
                 self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
                 let backoff = backoff(self.failures_in_a_row);
                 self.retry_at = Some(Instant::now() + backoff);
-                self.notice(&e, backoff);
+                self.notice(&e, backoff, activation);
                 PushOutcome::Failed
             }
         }
@@ -460,14 +463,19 @@ impl Pusher {
     }
 
     /// Counts toward the next notice and prepares it when one is due (at most one a minute).
-    fn notice(&mut self, e: &PushError, backoff: Duration) {
+    fn notice(&mut self, e: &PushError, backoff: Duration, activation: &str) {
         self.failures_since_notice += 1;
         let due = self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_EVERY);
         if due {
+            let after = if activation.is_empty() {
+                String::new()
+            } else {
+                format!(" after activation {activation}")
+            };
             self.pending_notice = Some(format!(
-                "whisk-metrics: push to {} failed ({}): {e} ({} failure(s) since the last notice; \
-                 the metrics are kept; next attempt in {} s or later; this notice repeats at most \
-                 once a minute)",
+                "whisk-metrics: push to {}{after} failed ({}): {e} ({} failure(s) since the last \
+                 notice; the metrics are kept; next attempt in {} s or later; this notice repeats \
+                 at most once a minute)",
                 self.url,
                 e.reason().label(),
                 self.failures_since_notice,
@@ -630,8 +638,8 @@ mod tests {
         let config = Config::new().with_pushgateway_url("http://127.0.0.1:1");
         let mut p = Pusher::from_config(&config).unwrap().unwrap();
         let id = ActionIdentity::default();
-        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Failed);
-        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Skipped);
+        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Failed);
+        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Skipped);
         assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
         assert!(
             p.take_notice()
@@ -640,7 +648,7 @@ mod tests {
         assert_eq!(p.take_notice(), None);
         // the back-off over: tried again (and failed again, now for 2 s)
         p.retry_at = Some(Instant::now());
-        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Failed);
+        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Failed);
         assert_eq!(p.failures_in_a_row, 2);
         assert_eq!(p.take_notice(), None, "at most one notice a minute");
     }
@@ -692,7 +700,7 @@ mod tests {
             namespace: "ns".into(),
             action: "a".into(),
         };
-        assert_eq!(p.push(&metrics, &id, None, false), PushOutcome::Failed);
+        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Failed);
         assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
     }
 
@@ -702,7 +710,7 @@ mod tests {
         let config = Config::new().with_pushgateway_url("http://127.0.0.1:1");
         let mut p = Pusher::from_config(&config).unwrap().unwrap();
         let id = ActionIdentity::default();
-        let outcome = p.push(&metrics, &id, Some(Instant::now()), false);
+        let outcome = p.push(&metrics, &id, "", Some(Instant::now()), false);
         assert_eq!(outcome, PushOutcome::Failed);
         assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
     }

@@ -505,7 +505,13 @@ impl Serving {
 
     fn push(&mut self, deadline: Option<Instant>) {
         if let Some(p) = self.pusher.as_mut() {
-            p.push(self.metrics, &self.identity, deadline, false);
+            p.push(
+                self.metrics,
+                &self.identity,
+                &self.context.activation_id,
+                deadline,
+                false,
+            );
         }
     }
 

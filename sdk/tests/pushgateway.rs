@@ -216,6 +216,11 @@ fn black_holed_pushgateway_costs_the_timeout_once_then_pushes_back_off() {
         stderr.contains("failed (transport)"),
         "the notice must be printed before the next result line:\n{stderr}"
     );
+    // It names the activation whose push failed (the first; this log is the second's).
+    assert!(
+        stderr.contains(&format!("after activation {:032x} failed", 1)),
+        "the notice must name the activation whose push failed:\n{stderr}"
+    );
     let next = Instant::now();
     for _ in 0..3 {
         action.invoke(json!({"mode": "ok"}), LONG);
