@@ -216,6 +216,13 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
     );
     assert_eq!(status, 409, "{text}");
     assert!(replica.own_value("whisk_gateway_known_families") >= 2.0);
+    // Both refused pushes were sent to a Pushgateway but for their last byte (a Pushgateway
+    // without consistency check would have stored the clash whole); reset, nothing is stored
+    // and every shard still renders.
+    for p in &pgws {
+        assert!(groups_with(p, "instance", "container-b").is_empty());
+        assert!(p.metrics_text().is_ok(), "{} /metrics answers 200", p.url());
+    }
 
     // B with a consistent body is fine; then every shard's /metrics answers 200 and holds A's.
     let (status, _) = send(
