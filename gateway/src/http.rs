@@ -294,6 +294,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
         )
     })?
     .map_err(|_| too_large(state.max_body_bytes))?;
+    // Sent now but for the body's last byte: the Pushgateway can parse while this validates
+    // (when it runs on another core or node: docs/benchmarks.md, "Gateway").
+    // Returning a refusal below drops `staged`, which resets that connection: the Pushgateway
+    // then holds a truncated body, and stores nothing.
+    let staged = state.forwarder.stage_put(shard, &canonical, &body).await;
     let validated = validate(&body, state.max_series)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
     state
@@ -307,7 +312,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
             };
             Refusal::new(status, c.reason(), c.to_string())
         })?;
-    forward_result(state.forwarder.put(shard, &canonical, body).await)
+    forward_result(
+        state
+            .forwarder
+            .commit_put(staged, shard, &canonical, body)
+            .await,
+    )
 }
 
 fn forward_result(

@@ -216,6 +216,13 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
     );
     assert_eq!(status, 409, "{text}");
     assert!(replica.own_value("whisk_gateway_known_families") >= 2.0);
+    // Both refused pushes were sent to a Pushgateway but for their last byte (a Pushgateway
+    // without consistency check would have stored the clash whole); reset, nothing is stored
+    // and every shard still renders.
+    for p in &pgws {
+        assert!(groups_with(p, "instance", "container-b").is_empty());
+        assert!(p.metrics_text().is_ok(), "{} /metrics answers 200", p.url());
+    }
 
     // B with a consistent body is fine; then every shard's /metrics answers 200 and holds A's.
     let (status, _) = send(
@@ -395,6 +402,14 @@ fn invalid_bodies_are_400_with_a_one_line_reason_and_nothing_is_stored() {
     assert_eq!(status, 202);
     wait_for_groups(&pgws[0], "job", JOB, 1);
     assert_eq!(groups_with(&pgws[0], "instance", "good").len(), 1);
+    // The refused bodies were sent to the Pushgateway but for their last byte while they were
+    // validated (most would be accepted by a Pushgateway without consistency check); the
+    // reset connections left it with truncated bodies, and it stored none of them.
+    assert_eq!(
+        groups_with(&pgws[0], "job", JOB).len(),
+        1,
+        "only the valid push is stored"
+    );
     assert!(pgws[0].metrics_text().is_ok());
 }
 
