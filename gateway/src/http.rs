@@ -207,11 +207,16 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     }
     let instance = key.get("instance").unwrap_or_default();
     let namespace = key.get("namespace").unwrap_or_default();
-    if instance.is_empty() || namespace.is_empty() {
+    // An empty label value cannot be told from an absent one in Prometheus, so such a group
+    // could never be named by the janitor's Prometheus source; the SDK never sends one.
+    if instance.is_empty()
+        || namespace.is_empty()
+        || key.get("action").unwrap_or_default().is_empty()
+    {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_grouping_key",
-            "instance and namespace must not be empty",
+            "instance, namespace and action must not be empty",
         ));
     }
 

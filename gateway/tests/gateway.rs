@@ -414,6 +414,38 @@ fn invalid_bodies_are_400_with_a_one_line_reason_and_nothing_is_stored() {
 }
 
 #[test]
+fn an_empty_instance_namespace_or_action_is_400_and_nothing_is_stored() {
+    let pgws = pushgateways(1);
+    let (controller, keys) = controller(&["guest"]);
+    let gw = Gateway::with_controller(&[&pgws[0]], &controller, &[]);
+    let auth = basic(&keys[0]);
+    for (instance, namespace, action) in [("", "guest", "a"), ("c1", "", "a"), ("c1", "guest", "")]
+    {
+        let path = group(JOB, instance, namespace, action);
+        let (status, text) = send(
+            "PUT",
+            &gw.url(),
+            &path,
+            Some(&auth),
+            &body("jobs", "counter", 1),
+        );
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("must not be empty"), "{path}: {text}");
+    }
+    // The same push with every value set is stored, and is the only group.
+    let (status, text) = send(
+        "PUT",
+        &gw.url(),
+        &group(JOB, "c1", "guest", "a"),
+        Some(&auth),
+        &body("jobs", "counter", 1),
+    );
+    assert_eq!(status, 202, "{text}");
+    wait_for_groups(&pgws[0], "job", JOB, 1);
+    assert_eq!(groups_with(&pgws[0], "job", JOB).len(), 1);
+}
+
+#[test]
 fn paths_and_methods_outside_the_sdk_api_are_404_or_405() {
     let pgws = pushgateways(1);
     let (controller, keys) = controller(&["guest"]);
