@@ -51,14 +51,17 @@ pub struct Forwarder {
     shards: Shards,
     snapshot_timeout: Duration,
     telemetry: Telemetry,
+    /// `--stage-puts`: [`Forwarder::stage_put`] stages at all.
+    stage_puts: bool,
 }
 
 impl Forwarder {
-    /// A forwarder to `urls` (shard i is `urls[i]`).
+    /// A forwarder to `urls` (shard i is `urls[i]`); PUTs are staged only with `stage_puts`.
     pub fn new(
         urls: &[reqwest::Url],
         timeout: Duration,
         snapshot_timeout: Duration,
+        stage_puts: bool,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -81,6 +84,7 @@ impl Forwarder {
             urls,
             snapshot_timeout,
             telemetry,
+            stage_puts,
         })
     }
 
@@ -121,10 +125,13 @@ impl Forwarder {
     /// plain-`http` shard everything but the body's last byte is written now (the Pushgateway
     /// parses it meanwhile), and [`Forwarder::commit_put`] sends the rest; dropping the
     /// returned value instead guarantees nothing is stored (see [`crate::upstream`]). Nothing
-    /// fails here: any error (or an `https` shard, or an empty body) leaves the whole PUT to
-    /// `commit_put`.
+    /// fails here: any error (or `--stage-puts` off, an `https` shard, an empty body) leaves the
+    /// whole PUT to `commit_put`.
     pub async fn stage_put(&self, shard: usize, path: &str, body: &[u8]) -> StagedPut<'_> {
-        let Some(up) = self.upstream(shard).filter(|_| !body.is_empty()) else {
+        let Some(up) = self
+            .upstream(shard)
+            .filter(|_| self.stage_puts && !body.is_empty())
+        else {
             return StagedPut::Later;
         };
         let started = Instant::now();

@@ -49,6 +49,7 @@ pub async fn run(
         &config.pushgateway_urls,
         config.forward_timeout,
         config.resync_timeout,
+        config.stage_puts,
         telemetry.clone(),
     )?;
     let families = Arc::new(FamilyTable::new(config.max_families));

@@ -175,7 +175,8 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
     let pgws = pushgateways(2);
     let refs: Vec<_> = pgws.iter().collect();
     let (controller, keys) = controller(&["guest", "shop"]);
-    let gw = Gateway::with_controller(&refs, &controller, &[]);
+    // Staged PUTs: the refused push below reaches a shard but for its last byte.
+    let gw = Gateway::with_controller(&refs, &controller, &["--stage-puts", "true"]);
 
     let a = group(JOB, "container-a", "guest", "counter-action");
     let (status, text) = send(
@@ -206,7 +207,7 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
             .any(|p| !groups_with(p, "instance", "container-a").is_empty())
     });
     assert!(a_stored);
-    let replica = Gateway::with_controller(&refs, &controller, &[]);
+    let replica = Gateway::with_controller(&refs, &controller, &["--stage-puts", "true"]);
     let (status, text) = send(
         "PUT",
         &replica.url(),
@@ -369,7 +370,14 @@ fn invalid_bodies_are_400_with_a_one_line_reason_and_nothing_is_stored() {
     let gw = Gateway::with_controller(
         &[&pgws[0]],
         &controller,
-        &["--max-body-bytes", "2000", "--max-series-per-group", "10"],
+        &[
+            "--max-body-bytes",
+            "2000",
+            "--max-series-per-group",
+            "10",
+            "--stage-puts",
+            "true",
+        ],
     );
     let auth = basic(&keys[0]);
     let many: String = (0..11).map(|i| format!("s{{i=\"{i}\"}} 1\n")).collect();
