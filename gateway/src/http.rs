@@ -299,10 +299,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
         )
     })?
     .map_err(|_| too_large(state.max_body_bytes))?;
-    // Sent now but for the body's last byte: the Pushgateway can parse while this validates
-    // (when it runs on another core or node: docs/benchmarks.md, "Gateway").
+    // With --stage-puts, sent now but for the body's last byte: the Pushgateway can parse while
+    // this validates (when it runs on another core or node: docs/benchmarks.md, "Gateway").
     // Returning a refusal below drops `staged`, which resets that connection: the Pushgateway
-    // then holds a truncated body, and stores nothing.
+    // then holds a truncated body, and stores nothing. Without it, nothing is sent yet.
     let staged = state.forwarder.stage_put(shard, &canonical, &body).await;
     let validated = validate(&body, state.max_series)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;

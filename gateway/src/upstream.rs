@@ -3,7 +3,7 @@
 //! no wake-up of another thread between the request and its forward), one vectored write per
 //! request, and the answer read with `httparse` (the head parser hyper uses).
 //!
-//! A PUT is **staged** ([`Upstream::stage_put`]): the request head and every byte of the body
+//! With `--stage-puts`, a PUT is **staged** ([`Upstream::stage_put`]): the request head and every byte of the body
 //! but the last are written to the Pushgateway *before* the body is validated, so the
 //! Pushgateway can read and parse them while the gateway validates: where the two run on
 //! different cores or nodes the parses overlap instead of adding up (on a small shared machine the
