@@ -29,17 +29,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use whisk_emulator::controller::{Controller, new_api_key};
-use whisk_emulator::{ActionSpec, Invoker, InvokerConfig, MemorySink, example_params};
 use whisk_grouping::GroupingKey;
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
+
+mod common;
+use common::{RawClient, Target, gateway_bin, orders_body, pgw_pid};
 
 const PGW_FLAGS: [&str; 1] = ["--push.disable-consistency-check"];
 /// The gateway's default `--family-resync-interval`.
@@ -328,27 +328,6 @@ fn start_gateway(pgws: &[Pushgateway], controller: &Controller) -> (ServiceProce
     (process, port)
 }
 
-/// `WHISK_GATEWAY_BIN`, a relative path read against the workspace root (where the documented
-/// command runs; `cargo bench` itself runs in `gateway/`), else the binary cargo built.
-fn gateway_bin() -> String {
-    let Some(bin) = std::env::var_os("WHISK_GATEWAY_BIN") else {
-        return env!("CARGO_BIN_EXE_whisk-gateway").to_string();
-    };
-    let bin = std::path::PathBuf::from(bin);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = if bin.is_absolute() {
-        bin
-    } else if root.join(&bin).is_file() {
-        root.join(&bin)
-    } else {
-        std::env::current_dir().expect("current dir").join(&bin)
-    };
-    let path = path
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("WHISK_GATEWAY_BIN={}: {e}", path.display()));
-    path.to_string_lossy().into_owned()
-}
-
 /// Every container pushes once with `concurrency` threads; returns each push's latency and the
 /// round's wall time.
 fn round(
@@ -408,140 +387,6 @@ fn round_of(
     (lat, secs)
 }
 
-/// Where pushes go: `host:port`.
-#[derive(Clone)]
-struct Target {
-    addr: String,
-}
-
-impl Target {
-    fn of(url: &str) -> Self {
-        let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        Self { addr }
-    }
-}
-
-/// A minimal HTTP/1.1 keep-alive client for the pushing threads: one `write` of a request
-/// assembled in a reused buffer, and a read of the status line, the headers and a
-/// `Content-Length` body. The bench shares the 2 cores with the gateway and the
-/// Pushgateways, so its own CPU per push must stay small whatever profile it is built in (a
-/// general-purpose client built in the dev profile cost a sizeable share of the cores).
-struct RawClient {
-    target: Target,
-    stream: Option<std::net::TcpStream>,
-    request: Vec<u8>,
-    answer: Vec<u8>,
-}
-
-impl RawClient {
-    fn new(target: Target) -> Self {
-        Self {
-            target,
-            stream: None,
-            request: Vec::with_capacity(16 * 1024),
-            answer: Vec::with_capacity(4096),
-        }
-    }
-
-    /// PUTs `body` to `path`; the status and the answer's body. A kept-alive connection the
-    /// server closed meanwhile is reopened once.
-    fn put(&mut self, path: &str, auth: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-        self.request.clear();
-        write!(
-            self.request,
-            "PUT {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\
-             Content-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
-            self.target.addr,
-            body.len()
-        )?;
-        self.request.extend_from_slice(body);
-        let reused = self.stream.is_some();
-        match self.exchange() {
-            Ok(answer) => Ok(answer),
-            Err(_) if reused => {
-                self.stream = None;
-                self.exchange()
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn exchange(&mut self) -> std::io::Result<(u16, Vec<u8>)> {
-        use std::io::{Error, ErrorKind};
-        let result = (|| {
-            if self.stream.is_none() {
-                let s = std::net::TcpStream::connect(&self.target.addr)?;
-                s.set_nodelay(true)?;
-                s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                self.stream = Some(s);
-            }
-            let stream = self.stream.as_mut().expect("connected above");
-            stream.write_all(&self.request)?;
-            self.answer.clear();
-            let mut chunk = [0u8; 4096];
-            let head_end = loop {
-                if let Some(i) = find(&self.answer, b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
-                }
-                self.answer.extend_from_slice(&chunk[..n]);
-            };
-            let head = std::str::from_utf8(&self.answer[..head_end])
-                .map_err(|_| Error::new(ErrorKind::InvalidData, "non-UTF-8 answer head"))?;
-            let status: u16 = head
-                .get(9..12)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::new(ErrorKind::InvalidData, "no status line"))?;
-            let mut length = None;
-            let mut close = false;
-            for line in head.split("\r\n").skip(1) {
-                let Some((k, v)) = line.split_once(':') else {
-                    continue;
-                };
-                let v = v.trim();
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.parse::<usize>().ok();
-                } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(Error::new(
-                        ErrorKind::InvalidData,
-                        "chunked answers are not read",
-                    ));
-                } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-            }
-            let length = length.ok_or_else(|| {
-                Error::new(ErrorKind::InvalidData, "answer without Content-Length")
-            })?;
-            while self.answer.len() < head_end + length {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
-                }
-                self.answer.extend_from_slice(&chunk[..n]);
-            }
-            if close {
-                self.stream = None;
-            }
-            Ok((status, self.answer[head_end..head_end + length].to_vec()))
-        })();
-        if result.is_err() {
-            self.stream = None;
-        }
-        result
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Scrapes `/metrics` until every queued write is applied (the group count is stable), then
 /// reports the last scrape's time and size, the group count and the RSS.
 fn pgw_figures(pgw: &Pushgateway) -> PgwFigures {
@@ -581,23 +426,6 @@ fn pgw_figures(pgw: &Pushgateway) -> PgwFigures {
         std::thread::sleep(Duration::from_millis(500));
     }
     panic!("the Pushgateway's group count did not settle");
-}
-
-fn pgw_pid(pgw: &Pushgateway) -> u32 {
-    // testkit keeps the process; find it by its listen port in /proc (our own child).
-    let needle = format!("127.0.0.1:{}", pgw.port());
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.contains("pushgateway") && cmd.contains(&needle) {
-                return pid;
-            }
-        }
-    }
-    panic!("no process for {}", pgw.url());
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -651,89 +479,4 @@ fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// The body the real `orders` action pushes after three activations, captured by a one-shot
-/// HTTP listener standing in for the Pushgateway.
-fn orders_body() -> String {
-    let exec = action_exec("orders");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("capture listener");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let is_put = line.starts_with("PUT ");
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let mut s = reader.get_ref();
-                    let _ = s.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
-                    if is_put {
-                        let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-                    }
-                }
-            });
-        }
-    });
-    let config = InvokerConfig::new().with_pushgateway_url(&url);
-    let spec = ActionSpec::new("/shop/orders", exec);
-    let mut invoker =
-        Invoker::new(config, Arc::new(MemorySink::default()), vec![spec]).expect("invoker");
-    let mut last = None;
-    for params in example_params("orders") {
-        invoker
-            .invoke("shop/orders", params, Instant::now())
-            .expect("orders runs");
-        last = Some(
-            rx.recv_timeout(Duration::from_secs(10))
-                .expect("orders pushed"),
-        );
-    }
-    invoker.shutdown();
-    last.expect("a captured body")
-}
-
-fn action_exec(name: &str) -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("WHISK_ACTIONS_DIR") {
-        return std::path::PathBuf::from(dir).join(name);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let candidates = [
-        target.join("release").join(name),
-        target.join("debug").join(name),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not built: run `cargo build -p whisk-actions --release` first")
-        })
 }

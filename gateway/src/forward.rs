@@ -1,21 +1,25 @@
-//! Forwarding to the Pushgateways: one keep-alive connection pool for all shards, the group
-//! path always written in the `@base64` form, the Pushgateway's answer passed back; and the
-//! family-table snapshots read from each shard's `/api/v1/metrics`.
+//! Forwarding to the Pushgateways: keep-alive connection pools, the group path always written
+//! in the `@base64` form, the Pushgateway's answer passed back; and the family-table snapshots
+//! read from each shard's `/api/v1/metrics`.
+//!
+//! Pushes to a plain-`http` shard go through [`crate::upstream`] (lean, in the request's own
+//! task, and a PUT staged while its body is validated); `https` shards, and the snapshots, use
+//! the general-purpose `reqwest` client.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::families::read_snapshot_from;
 use crate::shard::Shards;
 use crate::telemetry::Telemetry;
+use crate::upstream::{MAX_ANSWER_BYTES, Reply, Staged, Upstream};
 use crate::validate::FamilyType;
 
 /// Largest `/api/v1/metrics` answer read for a snapshot (10 000 SDK groups are ~60 MB).
 const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
 /// Chunks of a snapshot read ahead of its parser.
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 16;
-/// Largest Pushgateway answer passed back to the SDK.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What a Pushgateway answered.
 #[derive(Debug, Clone)]
@@ -40,18 +44,24 @@ pub struct ForwardError {
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     client: reqwest::Client,
+    /// Shard i's lean client, when it is plain `http`.
+    upstreams: Arc<Vec<Option<Upstream>>>,
+    timeout: Duration,
     urls: Vec<String>,
     shards: Shards,
     snapshot_timeout: Duration,
     telemetry: Telemetry,
+    /// `--stage-puts`: [`Forwarder::stage_put`] stages at all.
+    stage_puts: bool,
 }
 
 impl Forwarder {
-    /// A forwarder to `urls` (shard i is `urls[i]`).
+    /// A forwarder to `urls` (shard i is `urls[i]`); PUTs are staged only with `stage_puts`.
     pub fn new(
         urls: &[reqwest::Url],
         timeout: Duration,
         snapshot_timeout: Duration,
+        stage_puts: bool,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -61,16 +71,20 @@ impl Forwarder {
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .build()?;
+        let upstreams = Arc::new(urls.iter().map(Upstream::new).collect());
         let urls: Vec<String> = urls
             .iter()
             .map(|u| u.as_str().trim_end_matches('/').to_string())
             .collect();
         Ok(Self {
             client,
+            upstreams,
+            timeout,
             shards: Shards::new(&urls),
             urls,
             snapshot_timeout,
             telemetry,
+            stage_puts,
         })
     }
 
@@ -91,6 +105,11 @@ impl Forwarder {
         path: &str,
         body: axum::body::Bytes,
     ) -> Result<Answer, ForwardError> {
+        let started = Instant::now();
+        if let Some(up) = self.upstream(shard) {
+            let result = self.timed(up.request("PUT", path, &body)).await;
+            return self.finish(shard, started.elapsed(), result);
+        }
         let req = self
             .client
             .put(self.url(shard, path))
@@ -102,10 +121,112 @@ impl Forwarder {
         self.send(shard, req).await
     }
 
+    /// Starts a PUT of `body` to `path` on shard `shard` before the body is validated: on a
+    /// plain-`http` shard everything but the body's last byte is written now (the Pushgateway
+    /// parses it meanwhile), and [`Forwarder::commit_put`] sends the rest; dropping the
+    /// returned value instead guarantees nothing is stored (see [`crate::upstream`]). Nothing
+    /// fails here: any error (or `--stage-puts` off, an `https` shard, an empty body) leaves the
+    /// whole PUT to `commit_put`.
+    pub async fn stage_put(&self, shard: usize, path: &str, body: &[u8]) -> StagedPut<'_> {
+        let Some(up) = self
+            .upstream(shard)
+            .filter(|_| self.stage_puts && !body.is_empty())
+        else {
+            return StagedPut::Later;
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(self.timeout, up.stage_put(path, body)).await {
+            Ok(Ok(staged)) => StagedPut::Staged(staged, started.elapsed()),
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    shard,
+                    "staging a PUT failed ({e}); it is sent whole after validation"
+                );
+                StagedPut::Later
+            }
+            Err(_) => StagedPut::Later,
+        }
+    }
+
+    /// Completes a PUT begun with [`Forwarder::stage_put`] (`body` and `path` are the same).
+    pub async fn commit_put(
+        &self,
+        staged: StagedPut<'_>,
+        shard: usize,
+        path: &str,
+        body: axum::body::Bytes,
+    ) -> Result<Answer, ForwardError> {
+        match staged {
+            StagedPut::Staged(staged, staging) => {
+                let started = Instant::now();
+                // One --forward-timeout for the staging and the rest together.
+                let left = self.timeout.saturating_sub(staging);
+                let result = self.timed_within(left, staged.commit(path, &body)).await;
+                self.finish(shard, staging + started.elapsed(), result)
+            }
+            StagedPut::Later => self.put(shard, path, body).await,
+        }
+    }
+
     /// DELETEs the group at `path` on shard `shard`.
     pub async fn delete(&self, shard: usize, path: &str) -> Result<Answer, ForwardError> {
+        if let Some(up) = self.upstream(shard) {
+            let started = Instant::now();
+            let result = self.timed(up.request("DELETE", path, b"")).await;
+            return self.finish(shard, started.elapsed(), result);
+        }
         let req = self.client.delete(self.url(shard, path));
         self.send(shard, req).await
+    }
+
+    fn upstream(&self, shard: usize) -> Option<&Upstream> {
+        self.upstreams.get(shard).and_then(Option::as_ref)
+    }
+
+    /// `exchange` within the forward timeout.
+    async fn timed(
+        &self,
+        exchange: impl std::future::Future<Output = std::io::Result<Reply>>,
+    ) -> Result<Reply, String> {
+        self.timed_within(self.timeout, exchange).await
+    }
+
+    /// `exchange` within `limit`.
+    async fn timed_within(
+        &self,
+        limit: Duration,
+        exchange: impl std::future::Future<Output = std::io::Result<Reply>>,
+    ) -> Result<Reply, String> {
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        }
+    }
+
+    fn finish(
+        &self,
+        shard: usize,
+        took: Duration,
+        result: Result<Reply, String>,
+    ) -> Result<Answer, ForwardError> {
+        match result {
+            Ok(reply) => {
+                self.telemetry
+                    .forward(shard, Some(reply.status), took.as_secs_f64());
+                Ok(Answer {
+                    status: reply.status,
+                    body: reply.body,
+                })
+            }
+            Err(message) => {
+                self.telemetry.forward(shard, None, took.as_secs_f64());
+                Err(ForwardError {
+                    url: self.urls[shard].clone(),
+                    message,
+                })
+            }
+        }
     }
 
     fn url(&self, shard: usize, path: &str) -> String {
@@ -215,6 +336,15 @@ impl Forwarder {
         }
         Ok(())
     }
+}
+
+/// A PUT begun by [`Forwarder::stage_put`].
+#[derive(Debug)]
+pub enum StagedPut<'a> {
+    /// All but the body's last byte sent, and how long that took.
+    Staged(Staged<'a>, Duration),
+    /// Nothing sent yet: the whole PUT is sent by [`Forwarder::commit_put`].
+    Later,
 }
 
 /// A blocking [`std::io::Read`] over the chunks of an answer arriving on a channel (for the

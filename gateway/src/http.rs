@@ -207,11 +207,16 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     }
     let instance = key.get("instance").unwrap_or_default();
     let namespace = key.get("namespace").unwrap_or_default();
-    if instance.is_empty() || namespace.is_empty() {
+    // An empty label value cannot be told from an absent one in Prometheus, so such a group
+    // could never be named by the janitor's Prometheus source; the SDK never sends one.
+    if instance.is_empty()
+        || namespace.is_empty()
+        || key.get("action").unwrap_or_default().is_empty()
+    {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_grouping_key",
-            "instance and namespace must not be empty",
+            "instance, namespace and action must not be empty",
         ));
     }
 
@@ -294,6 +299,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
         )
     })?
     .map_err(|_| too_large(state.max_body_bytes))?;
+    // With --stage-puts, sent now but for the body's last byte: the Pushgateway can parse while
+    // this validates (when it runs on another core or node: docs/benchmarks.md, "Gateway").
+    // Returning a refusal below drops `staged`, which resets that connection: the Pushgateway
+    // then holds a truncated body, and stores nothing. Without it, nothing is sent yet.
+    let staged = state.forwarder.stage_put(shard, &canonical, &body).await;
     let validated = validate(&body, state.max_series)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
     state
@@ -307,7 +317,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
             };
             Refusal::new(status, c.reason(), c.to_string())
         })?;
-    forward_result(state.forwarder.put(shard, &canonical, body).await)
+    forward_result(
+        state
+            .forwarder
+            .commit_put(staged, shard, &canonical, body)
+            .await,
+    )
 }
 
 fn forward_result(

@@ -19,8 +19,12 @@
 //! 4. **Types** ([`families`]): a family whose type differs from what any stored group has
 //!    under that name → 409 (`family `jobs` is a gauge in another group; this push has it as a
 //!    counter`).
-//! 5. **Forwarding** ([`forward`], [`shard`]): to one of the `--pushgateway-url`s, chosen by
-//!    rendezvous hashing of the instance id; the Pushgateway's status and body are passed back.
+//! 5. **Forwarding** ([`forward`], [`shard`], [`upstream`]): to one of the
+//!    `--pushgateway-url`s, chosen by rendezvous hashing of the instance id; the Pushgateway's
+//!    status and body are passed back. To a plain-`http` shard, a PUT's head and all of its
+//!    body but the last byte are sent *before* steps 3–4 (the Pushgateway parses while the
+//!    gateway validates); the last byte only once they passed. A refused push resets that
+//!    connection instead, so the Pushgateway reads a truncated body and stores nothing.
 //!
 //! Its own metrics (`whisk_gateway_*`, [`telemetry`]) are on `/metrics`; `/healthz` answers
 //! while the process runs, `/readyz` once the family table is seeded from every Pushgateway.
@@ -46,6 +50,7 @@ pub mod http;
 pub mod service;
 pub mod shard;
 pub mod telemetry;
+pub mod upstream;
 pub mod validate;
 
 pub use config::{AuthMode, Config};

@@ -49,6 +49,7 @@ pub async fn run(
         &config.pushgateway_urls,
         config.forward_timeout,
         config.resync_timeout,
+        config.stage_puts,
         telemetry.clone(),
     )?;
     let families = Arc::new(FamilyTable::new(config.max_families));
@@ -77,6 +78,13 @@ pub async fn run(
         telemetry,
         config.family_resync_interval,
     ));
+    // Answers go out as soon as they are written (hyper writes each in one `writev`; this
+    // keeps Nagle's algorithm from ever holding one back behind an unacknowledged segment).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
