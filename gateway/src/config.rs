@@ -91,8 +91,8 @@ pub struct Config {
 
     /// Stage PUTs to plain-`http` shards: send all but the body's last byte before validating
     /// it, so a Pushgateway on another node parses while the gateway validates. Off by default:
-    /// measured on one machine it saved ~20 µs a push and cost the Pushgateway ~25 % more CPU per
-    /// push (docs/benchmarks.md, "Gateway"), and the Pushgateway's CPU bounds a shard's pushes/s.
+    /// on one 2-core machine it made no difference beyond the bench's run-to-run spread
+    /// (docs/benchmarks.md, "Gateway"), and without it a refused push never reaches a shard.
     #[arg(long, env = "WHISK_GATEWAY_STAGE_PUTS", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
     pub stage_puts: bool,
 
