@@ -8,13 +8,27 @@
 //! the groups of the minority type (newest first). The type of the platform job's groups
 //! always wins (the collector's own families are the reference); a tie goes to the type that
 //! was there first. No other group is touched.
+//!
+//! [`type_clash_offenders`] picks the offenders from a listing; [`Janitor::guard`] deletes
+//! them and waits for `/metrics` to answer again. The listing round runs it over the listing
+//! it already read; the Prometheus round calls [`Janitor::check_directly`] for each shard
+//! whose scrape is not up.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use super::listing::ListedGroup;
+use whisk_grouping::GroupingKey;
+
+use super::listing::{LISTING_CAP, ListedGroup, ListingError, read_listing};
+use super::{GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup};
+use crate::sink::pushgateway::PushgatewayClient;
 
 /// The `reason` label of `whisk_collector_guard_deleted_groups_total` for a type clash.
 pub(crate) const TYPE_CLASH: &str = "type_clash";
+
+/// How long the guard waits for a Pushgateway's `/metrics` to answer 200 after its deletes
+/// (the Pushgateway applies DELETEs asynchronously).
+const GUARD_SETTLE: Duration = Duration::from_secs(10);
 
 /// A group to delete and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +121,110 @@ pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<
             .total_cmp(&a.push_time.unwrap_or(f64::INFINITY))
     });
     offenders
+}
+
+impl Janitor {
+    /// The listing round's guard for one shard: its `/metrics` status, and on a 5xx the listing
+    /// with every family's type and the guard's deletes.
+    pub(super) async fn check_directly(
+        &self,
+        client: &PushgatewayClient,
+        round: &mut JanitorRound,
+    ) -> Result<(), JanitorError> {
+        if !client.metrics_status().await?.is_server_error() {
+            return Ok(());
+        }
+        let url = format!("{}/api/v1/metrics", client.base());
+        let resp = client.list_groups(LISTING_CAP).await?;
+        let (groups, _) = read_listing(
+            resp,
+            self.limits,
+            true,
+            Vec::new(),
+            |groups: &mut Vec<ListedGroup>, g| groups.push(g),
+        )
+        .await
+        .map_err(|e: ListingError| JanitorError::Body {
+            url,
+            message: e.to_string(),
+        })?;
+        self.guard(client, &groups, round).await;
+        Ok(())
+    }
+
+    /// Deletes the groups whose family types clash, newest first, then waits (bounded) for
+    /// `/metrics` to answer again.
+    pub(super) async fn guard(
+        &self,
+        client: &PushgatewayClient,
+        groups: &[ListedGroup],
+        round: &mut JanitorRound,
+    ) {
+        let protected = self.platform.as_ref().map_or("", |(job, _)| job.as_str());
+        let offenders: Vec<Offender> = type_clash_offenders(groups, protected);
+        if offenders.is_empty() {
+            tracing::error!(
+                pushgateway = client.base(),
+                "the Pushgateway's /metrics answers 500 but no family has two types in its groups; \
+                 nothing deleted"
+            );
+            return;
+        }
+        for o in &offenders {
+            let job = o
+                .labels
+                .iter()
+                .find(|(k, _)| k == "job")
+                .map_or("", |(_, v)| v.as_str());
+            let key = o
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "job")
+                .fold(GroupingKey::new(job), |k, (n, v)| {
+                    k.with(n.as_str(), v.as_str())
+                });
+            let deleted = GuardDeleted {
+                path: key.path(),
+                why: o.why(),
+            };
+            if self.dry_run {
+                round.guard_deleted.push(deleted);
+                continue;
+            }
+            match client.delete_group(&key).await {
+                Ok(()) => round.guard_deleted.push(deleted),
+                Err(e) => round.failed.push((
+                    PrunedGroup {
+                        path: deleted.path,
+                        age_secs: 0.0,
+                    },
+                    e,
+                )),
+            }
+        }
+        if self.dry_run {
+            return;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let ok = client.metrics_status().await.is_ok_and(|s| s.is_success());
+            if ok {
+                tracing::info!(
+                    pushgateway = client.base(),
+                    "the Pushgateway's /metrics answers 200 again"
+                );
+                return;
+            }
+            if start.elapsed() >= GUARD_SETTLE {
+                tracing::error!(
+                    pushgateway = client.base(),
+                    "the Pushgateway's /metrics still fails after the guard's deletes"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! The grouping labels are taken from `push_time_seconds`' sample (which carries exactly the
 //! grouping key), falling back to the group's `labels` object: a pushed family named `labels`
 //! overwrites that key in the Pushgateway's JSON.
+//!
+//! The round that reads a listing and acts on its groups is [`super::listing_round`].
 
 use std::fmt;
 use std::io::Read;
@@ -38,6 +40,9 @@ impl ListedGroup {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// Upper bound of one listing request; [`ListingLimits`] usually ends a stalled one sooner.
+pub(super) const LISTING_CAP: Duration = Duration::from_secs(600);
 
 /// Bounds of one listing read.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +100,7 @@ pub enum ListingError {
 
 /// Reads `resp`'s body as a listing, calling `fold(&mut acc, group)` for each group on a
 /// blocking thread. Returns the accumulator and the number of groups.
-pub(crate) async fn read_listing<T, F>(
+pub(super) async fn read_listing<T, F>(
     mut resp: reqwest::Response,
     limits: ListingLimits,
     want_families: bool,

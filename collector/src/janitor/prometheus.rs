@@ -10,6 +10,8 @@
 //! is not a complete `success` vector (error, `warnings` = partial data, too large, timed out)
 //! is an error: the janitor then falls back to the listing for that round and deletes nothing
 //! on the strength of it.
+//!
+//! The round that asks these queries and acts on the answers is [`super::prometheus_round`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,13 +21,13 @@ use serde::Deserialize;
 /// At most this many stale groups per round (`bottomk`, oldest first); the rest go next round.
 /// Each is DELETEd on every shard: 5 000 groups over 3 shards is ~15 000 DELETEs, ~1.5 s on
 /// 2 cores (docs/benchmarks.md), and at one round a minute still 300 000 groups an hour.
-pub(crate) const MAX_GROUPS_PER_ROUND: usize = 5_000;
+pub(super) const MAX_GROUPS_PER_ROUND: usize = 5_000;
 
 /// An answer larger than this is refused (5 000 series of SDK groups are ~1.3 MB).
-pub(crate) const MAX_ANSWER_BYTES: u64 = 32 << 20;
+const MAX_ANSWER_BYTES: u64 = 32 << 20;
 
 /// Time allowed for one query, answer read included.
-pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Longest prefix of an error answer kept for the log.
 const ERROR_BODY_CHARS: usize = 300;
@@ -298,7 +300,7 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<VectorSample>, String> {
 }
 
 /// `s` as a PromQL double-quoted string literal.
-pub(crate) fn promql_string(s: &str) -> String {
+pub(super) fn promql_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -314,7 +316,7 @@ pub(crate) fn promql_string(s: &str) -> String {
 }
 
 /// `s` matched literally inside a PromQL (RE2) regular expression.
-pub(crate) fn regex_literal(s: &str) -> String {
+pub(super) fn regex_literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {
