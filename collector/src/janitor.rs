@@ -142,7 +142,7 @@ pub struct JanitorRound {
     /// Prometheus source: DELETE requests that failed.
     pub deletes_failed: u64,
     /// Prometheus source: the answer held
-    /// [`MAX_GROUPS_PER_ROUND`](prometheus::MAX_GROUPS_PER_ROUND) groups; more may be stale and
+    /// `MAX_GROUPS_PER_ROUND` (5 000) groups; more may be stale and
     /// go next round.
     pub capped: bool,
     /// Shards whose health Prometheus's `up` told (no direct `/metrics` check).
@@ -239,7 +239,7 @@ impl Janitor {
     ///
     /// With [`Janitor::with_prometheus`], the round is [`Janitor::run_prometheus`]; when that
     /// fails (nothing deleted), the listing serves the round and
-    /// [`JanitorRound::prometheus_failure`] says why. Every [`LISTING_EVERY_ROUNDS`]th round
+    /// [`JanitorRound::prometheus_failure`] says why. Every `LISTING_EVERY_ROUNDS` (60)th round
     /// is a listing round regardless.
     pub async fn run_once(&self) -> Result<JanitorRound, JanitorError> {
         let round = self

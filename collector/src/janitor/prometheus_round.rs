@@ -34,9 +34,9 @@ const DELETE_CONCURRENCY: usize = 16;
 
 impl Janitor {
     /// One round from Prometheus: two instant queries (the stale groups, oldest first and at
-    /// most [`MAX_GROUPS_PER_ROUND`]; the `up` of every shard's scrape), both complete before
+    /// most `MAX_GROUPS_PER_ROUND` (5 000); the `up` of every shard's scrape), both complete before
     /// anything is deleted. Each stale group is DELETEd on every shard (the series does not say
-    /// which holds it; a DELETE of an absent group is a no-op), [`DELETE_CONCURRENCY`] at a
+    /// which holds it; a DELETE of an absent group is a no-op), `DELETE_CONCURRENCY` (16) at a
     /// time. A shard whose `up` is not 1, or that no `up` series matches (its `instance` is not
     /// the shard's `host:port`), gets the listing round's direct `/metrics` check and guard.
     pub async fn run_prometheus(
