@@ -1,8 +1,11 @@
 //! The janitor against a real Pushgateway: exactly the stale groups of the SDK's job go.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::instances;
 use whisk_collector::{GroupingKey, Janitor, PushgatewayClient};
 use whisk_testkit::Pushgateway;
 
@@ -17,23 +20,6 @@ fn put(
         .fold(GroupingKey::new(job), |k, (n, v)| k.with(*n, *v));
     rt.block_on(client.put_group(&key, "some_counter_total 1\n", Duration::from_secs(5)))
         .unwrap_or_else(|e| panic!("PUT {}: {e}", key.path()));
-}
-
-fn instances(pgw: &Pushgateway, job: &str) -> Vec<String> {
-    let mut v: Vec<String> = pgw
-        .groups()
-        .unwrap()
-        .iter()
-        .filter(|g| g["labels"]["job"] == job)
-        .map(|g| {
-            g["labels"]["instance"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

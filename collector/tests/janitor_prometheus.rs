@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::instances;
 use whisk_collector::{GroupingKey, Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
 use whisk_testkit::{Prometheus, Pushgateway, wait_until};
 
@@ -39,23 +40,6 @@ fn put(rt: &tokio::runtime::Runtime, pgw: &Pushgateway, job: &str, instance: &st
         .with("action", "pkg/hello");
     rt.block_on(client(&pgw.url()).put_group(&key, body.to_string(), Duration::from_secs(5)))
         .unwrap_or_else(|e| panic!("PUT {}: {e}", key.path()));
-}
-
-fn instances(pgw: &Pushgateway, job: &str) -> Vec<String> {
-    let mut v: Vec<String> = pgw
-        .groups()
-        .unwrap()
-        .iter()
-        .filter(|g| g["labels"]["job"] == job)
-        .map(|g| {
-            g["labels"]["instance"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// A Prometheus scraping every shard every second, as dashboards/prometheus/prometheus.yml does.

@@ -33,13 +33,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use whisk_emulator::controller::{Controller, new_api_key};
-use whisk_grouping::GroupingKey;
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 mod common;
-use common::{RawClient, Target, gateway_bin, orders_body, pgw_pid};
+use common::{RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid};
 
 const PGW_FLAGS: [&str; 1] = ["--push.disable-consistency-check"];
 /// The gateway's default `--family-resync-interval`.
@@ -221,26 +219,7 @@ fn run_setup(
         Some((_, port)) => format!("http://127.0.0.1:{port}"),
         None => pgws[0].url(),
     });
-    let requests: Arc<Vec<(String, String)>> = Arc::new(
-        (0..containers)
-            .map(|i| {
-                let (ns, key) = &keys[i % keys.len()];
-                let path = GroupingKey::new("openwhisk_actions")
-                    .with(
-                        "instance",
-                        format!("{:032x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                    )
-                    .with("namespace", ns.as_str())
-                    .with("action", "orders")
-                    .path();
-                let auth = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(key)
-                );
-                (path, auth)
-            })
-            .collect(),
-    );
+    let requests = Arc::new(container_requests(containers, keys));
 
     let (_, warm_s) = round(&target, &requests, body, concurrency);
     eprintln!("   round 1 (creates the groups): {:.1} s", warm_s);

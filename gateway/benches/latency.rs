@@ -33,13 +33,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use whisk_emulator::controller::{Controller, new_api_key};
-use whisk_grouping::GroupingKey;
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 mod common;
-use common::{RawClient, Target, gateway_bin, orders_body, pgw_pid, resolve_bin};
+use common::{
+    RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid, resolve_bin,
+};
 
 /// Pushes per block of the 1-pusher phase before switching setups.
 const BLOCK: usize = 50;
@@ -98,26 +98,7 @@ fn main() {
             Some(gateway),
         ));
     }
-    let requests: Arc<Vec<(String, String)>> = Arc::new(
-        (0..containers)
-            .map(|i| {
-                let (ns, key) = &keys[i % keys.len()];
-                let path = GroupingKey::new("openwhisk_actions")
-                    .with(
-                        "instance",
-                        format!("{:032x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                    )
-                    .with("namespace", ns.as_str())
-                    .with("action", "orders")
-                    .path();
-                let auth = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(key)
-                );
-                (path, auth)
-            })
-            .collect(),
-    );
+    let requests = Arc::new(container_requests(containers, &keys));
 
     // Create every group through each gateway (warms its auth cache and connection pool).
     for (_, target, process) in &setups {

@@ -130,3 +130,21 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         })
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// The sorted `instance` labels of `job`'s groups in `pgw`.
+pub fn instances(pgw: &whisk_testkit::Pushgateway, job: &str) -> Vec<String> {
+    let mut v: Vec<String> = pgw
+        .groups()
+        .unwrap()
+        .iter()
+        .filter(|g| g["labels"]["job"] == job)
+        .map(|g| {
+            g["labels"]["instance"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -273,3 +273,28 @@ fn action_exec(name: &str) -> std::path::PathBuf {
             panic!("`{name}` is not built: run `cargo build -p whisk-actions --release` first")
         })
 }
+
+/// Per simulated container `i` of `containers`: its group path (job `openwhisk_actions`, a
+/// spread instance id, the namespace of `keys[i % keys.len()]`, action `orders`) and the basic
+/// auth header with that namespace's API key.
+pub fn container_requests(containers: usize, keys: &[(String, String)]) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    (0..containers)
+        .map(|i| {
+            let (ns, key) = &keys[i % keys.len()];
+            let path = whisk_grouping::GroupingKey::new("openwhisk_actions")
+                .with(
+                    "instance",
+                    format!("{:032x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                )
+                .with("namespace", ns.as_str())
+                .with("action", "orders")
+                .path();
+            let auth = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            );
+            (path, auth)
+        })
+        .collect()
+}
