@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use whisk_emulator::{ActionSpec, Invocation, Invoker, InvokerConfig, MemorySink};
+use whisk_testkit::action_exec;
 use whisk_testkit::wait_until;
 
 fn invoker(gateway: &Gateway, keys: &[(&str, &str)], actions: &[&str]) -> Invoker {

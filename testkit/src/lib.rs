@@ -11,9 +11,11 @@
 //! assert!(body.contains("pushgateway_build_info"));
 //! ```
 
+mod binaries;
 mod process;
 mod services;
 
+pub use binaries::{action_exec, target_dir};
 pub use process::{ServiceProcess, free_port, http_get, wait_until};
 pub use services::{Prometheus, Pushgateway, Tansu};
 

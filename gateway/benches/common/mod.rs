@@ -192,7 +192,7 @@ pub fn resolve_bin(bin: std::path::PathBuf) -> String {
 /// The body the real `orders` action pushes after three activations, captured by a one-shot
 /// HTTP listener standing in for the Pushgateway.
 pub fn orders_body() -> String {
-    let exec = action_exec("orders");
+    let exec = whisk_testkit::action_exec("orders");
     let listener = TcpListener::bind("127.0.0.1:0").expect("capture listener");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel::<String>();
@@ -251,27 +251,6 @@ pub fn orders_body() -> String {
     }
     invoker.shutdown();
     last.expect("a captured body")
-}
-
-fn action_exec(name: &str) -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("WHISK_ACTIONS_DIR") {
-        return std::path::PathBuf::from(dir).join(name);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let candidates = [
-        target.join("release").join(name),
-        target.join("debug").join(name),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not built: run `cargo build -p whisk-actions --release` first")
-        })
 }
 
 /// Per simulated container `i` of `containers`: its group path (job `openwhisk_actions`, a

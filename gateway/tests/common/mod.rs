@@ -196,36 +196,6 @@ pub fn body(family: &str, kind: &str, value: u64) -> String {
     )
 }
 
-/// The executable of an example action (`WHISK_ACTIONS_DIR`, else the newer of
-/// target/release and target/debug); panics with the build command when it is missing.
-pub fn action_exec(name: &str) -> std::path::PathBuf {
-    use std::path::PathBuf;
-    if let Some(dir) = std::env::var_os("WHISK_ACTIONS_DIR") {
-        let p = PathBuf::from(dir).join(name);
-        assert!(
-            p.is_file(),
-            "WHISK_ACTIONS_DIR has no {name}: {}",
-            p.display()
-        );
-        return p;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let candidates = [
-        target.join("release").join(name),
-        target.join("debug").join(name),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!("action `{name}` is not built: run `cargo build -p whisk-actions` first (looked in {candidates:?})")
-        })
-}
-
 /// The sum of every sample of `series` (a name and optional `{` label prefix) on the
 /// Pushgateways whose line contains all of `labels`.
 pub fn sum_on(pgws: &[&Pushgateway], series: &str, labels: &[&str]) -> f64 {

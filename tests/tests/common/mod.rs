@@ -21,41 +21,11 @@ use whisk_emulator::controller::{Controller, new_api_key};
 use whisk_testkit::{
     Prometheus, Pushgateway, ServiceProcess, Tansu, free_port, http_get, wait_until,
 };
+pub use whisk_testkit::{action_exec, target_dir};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// The executable of an example action; panics with the build command when it is missing.
-pub fn action_exec(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("WHISK_ACTIONS_DIR") {
-        let p = PathBuf::from(dir).join(name);
-        assert!(
-            p.is_file(),
-            "WHISK_ACTIONS_DIR has no {name}: {}",
-            p.display()
-        );
-        return p;
-    }
-    let candidates = [
-        target_dir().join("release").join(name),
-        target_dir().join("debug").join(name),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!("action `{name}` is not built: run `cargo build -p whisk-actions --release` first (looked in {candidates:?})")
-        })
 }
 
 /// target/debug/whisk-collector; panics with the build command when it is missing.
