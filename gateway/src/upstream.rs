@@ -473,6 +473,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_over_the_cap_is_cut_to_it_and_its_connection_not_kept() {
+        // A 1 MB answer body (Content-Length), then a second request on a new connection.
+        let big: &'static [u8] = Box::leak(
+            format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\n\r\n{}",
+                1 << 20,
+                "e".repeat(1 << 20)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let (url, _server) = serve(vec![big]).await;
+        let up = upstream(&url);
+        let reply = up.request("PUT", "/metrics/job/x", b"a 1\n").await.unwrap();
+        assert_eq!(reply.status, 500);
+        assert_eq!(reply.body.len(), MAX_ANSWER_BYTES);
+        assert!(
+            up.idle.lock().unwrap().is_empty(),
+            "the half-read connection is not pooled"
+        );
+    }
+
+    #[tokio::test]
     async fn a_staged_put_sends_its_last_byte_only_on_commit_and_reuses_the_connection() {
         let (url, server) = serve(vec![
             b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",

@@ -344,6 +344,63 @@ fn form_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A one-shot HTTP server on a free loopback port that answers `head` and then `body`
+    /// chunks of `chunk` bytes until `total` bytes went out (or the reader went away).
+    fn one_answer(head: String, total: usize, chunk: usize) -> reqwest::Url {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url =
+            reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let mut sent = 0;
+            while sent < total {
+                let n = chunk.min(total - sent);
+                let piece = if head.contains("chunked") {
+                    format!("{n:x}\r\n{}\r\n", "x".repeat(n))
+                } else {
+                    "x".repeat(n)
+                };
+                if s.write_all(piece.as_bytes()).is_err() {
+                    return;
+                }
+                sent += n;
+            }
+            let _ = s.write_all(b"0\r\n\r\n");
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_whether_announced_or_streamed() {
+        let cap = 10_000u64;
+        let announced = one_answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n".to_string(),
+            20_000,
+            4096,
+        );
+        let streamed = one_answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+            1 << 20,
+            4096,
+        );
+        for url in [announced, streamed] {
+            let client = PrometheusClient::with_limits(&url, Duration::from_secs(10), cap).unwrap();
+            let answer = client.query("up").await;
+            assert!(
+                matches!(answer, Err(PrometheusError::TooLarge { max_bytes, .. }) if max_bytes == cap),
+                "{url}: {answer:?}"
+            );
+        }
+    }
+
     #[test]
     fn reads_the_label_maps_and_values_of_a_vector_without_the_name() {
         let body = br#"{"status":"success","data":{"resultType":"vector","result":[
