@@ -37,7 +37,9 @@ use whisk_emulator::controller::{Controller, new_api_key};
 use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 mod common;
-use common::{RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid};
+use common::{
+    RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid, value_variants,
+};
 
 const PGW_FLAGS: [&str; 1] = ["--push.disable-consistency-check"];
 /// The gateway's default `--family-resync-interval`.
@@ -66,6 +68,8 @@ fn main() {
          {namespaces} namespaces; body: the `orders` action's real push, {} bytes, {series} series",
         body.len()
     );
+    // Successive pushes of a container differ in their values (its validation-cache hits).
+    let bodies = value_variants(&body, 16);
 
     let keys: Vec<(String, String)> = (0..namespaces)
         .map(|i| (format!("ns{i}"), new_api_key()))
@@ -92,7 +96,7 @@ fn main() {
                 *through,
                 &controller,
                 &keys,
-                &body,
+                &bodies,
                 containers,
                 concurrency,
             )
@@ -203,7 +207,7 @@ fn run_setup(
     through_gateway: bool,
     controller: &Controller,
     keys: &[(String, String)],
-    body: &str,
+    bodies: &[String],
     containers: usize,
     concurrency: usize,
 ) -> Row {
@@ -221,7 +225,7 @@ fn run_setup(
     });
     let requests = Arc::new(container_requests(containers, keys));
 
-    let (_, warm_s) = round(&target, &requests, body, concurrency);
+    let (_, warm_s) = round(&target, &requests, bodies, 0, concurrency);
     eprintln!("   round 1 (creates the groups): {:.1} s", warm_s);
     let gw_pid = gateway.as_mut().map(|(p, _)| p.pid());
     let pgw_pids: Vec<u32> = pgws.iter().map(pgw_pid).collect();
@@ -229,7 +233,7 @@ fn run_setup(
     let gw_before = gw_pid.map(cpu_ticks);
     let pgw_before = ticks(&pgw_pids);
     let own_before = cpu_ticks(std::process::id());
-    let (latencies, secs) = round(&target, &requests, body, concurrency);
+    let (latencies, secs) = round(&target, &requests, bodies, 1, concurrency);
     let own_after = cpu_ticks(std::process::id());
     let pgw_after = ticks(&pgw_pids);
     let gw_after = gw_pid.map(cpu_ticks);
@@ -250,7 +254,7 @@ fn run_setup(
         );
     }
     // Latency without queueing: one pusher, the first containers pushing once more.
-    let (mut single, _) = round_of(&target, &requests, containers.min(1000), body, 1);
+    let (mut single, _) = round_of(&target, &requests, containers.min(1000), bodies, 2, 1);
     single.sort_unstable();
 
     let mut lat = latencies;
@@ -312,19 +316,29 @@ fn start_gateway(pgws: &[Pushgateway], controller: &Controller) -> (ServiceProce
 fn round(
     target: &Target,
     requests: &Arc<Vec<(String, String)>>,
-    body: &str,
+    bodies: &[String],
+    round_no: usize,
     concurrency: usize,
 ) -> (Vec<Duration>, f64) {
-    round_of(target, requests, requests.len(), body, concurrency)
+    round_of(
+        target,
+        requests,
+        requests.len(),
+        bodies,
+        round_no,
+        concurrency,
+    )
 }
 
 /// The first `count` requests, pushed by `concurrency` threads over keep-alive connections of
-/// [`RawClient`].
+/// [`RawClient`]; container `i` pushes `bodies[(i + round_no) % bodies.len()]`, so its pushes
+/// in successive rounds differ in their values, as after successive activations.
 fn round_of(
     target: &Target,
     requests: &Arc<Vec<(String, String)>>,
     count: usize,
-    body: &str,
+    bodies: &[String],
+    round_no: usize,
     concurrency: usize,
 ) -> (Vec<Duration>, f64) {
     let next = Arc::new(AtomicUsize::new(0));
@@ -333,7 +347,7 @@ fn round_of(
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
             let (next, out, requests) = (Arc::clone(&next), Arc::clone(&out), Arc::clone(requests));
-            let (target, body) = (target.clone(), body.to_string());
+            let (target, bodies) = (target.clone(), bodies.to_vec());
             std::thread::spawn(move || {
                 let mut client = RawClient::new(target);
                 let mut mine = Vec::new();
@@ -342,6 +356,7 @@ fn round_of(
                     let Some((path, auth)) = requests.get(i).filter(|_| i < count) else {
                         break;
                     };
+                    let body = &bodies[(i + round_no) % bodies.len()];
                     let t = Instant::now();
                     let (status, answer) = client
                         .put(path, auth, body.as_bytes())

@@ -10,15 +10,19 @@
 //!    then (a push delayed by the previous one's slowness is charged for it). Segments of
 //!    `WHISK_BENCH_SEGMENT_S` (3 s) alternate direct / gateway, 2 each.
 //!
-//! A third setup is the floor of any proxy: a **relay** in this process that copies bytes
+//! A second gateway runs with `--validation-cache-bytes 0`: every body parsed, as for a
+//! container's first push (or a body whose shape changed).
+//!
+//! A further setup is the floor of any proxy: a **relay** in this process that copies bytes
 //! between the pusher and the same Pushgateway (one blocking thread per direction, no parsing):
 //! what one extra loopback hop each way costs by itself on this machine.
 //!
 //! `WHISK_GATEWAY_BASELINE_BIN` (optional) adds a second gateway build (e.g. an older commit's)
-//! as a fourth setup taking turns with the others: a before/after comparison in one run.
+//! as a further setup taking turns with the others: a before/after comparison in one run.
 //!
-//! Every push is the `orders` action's real SDK body under its own container's grouping key,
-//! into `WHISK_BENCH_CONTAINERS` (1000) groups created beforehand (the Pushgateway runs with
+//! Every push is the `orders` action's real SDK body (16 versions that differ in their values,
+//! as a container's pushes after successive activations do) under its own container's grouping
+//! key, into `WHISK_BENCH_CONTAINERS` (1000) groups created beforehand (the Pushgateway runs with
 //! `--push.disable-consistency-check`, whose push cost does not grow with the groups). The
 //! gateway's CPU per push is read from /proc's per-thread schedstat (nanoseconds) over its
 //! 1-pusher blocks. Prints a table and the ratios.
@@ -39,6 +43,7 @@ use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 mod common;
 use common::{
     RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid, resolve_bin,
+    value_variants,
 };
 
 /// Pushes per block of the 1-pusher phase before switching setups.
@@ -64,6 +69,9 @@ fn main() {
          paced {rate} pushes/s from {paced_threads} threads; body {} bytes",
         body.len()
     );
+    // Successive pushes differ in their values, as a container's after successive activations.
+    let bodies = Arc::new(value_variants(&body, 16));
+    let body_of = |i: usize| bodies[i % bodies.len()].as_str();
 
     let keys: Vec<(String, String)> = (0..10).map(|i| (format!("ns{i}"), new_api_key())).collect();
     let controller = Controller::start(
@@ -78,9 +86,20 @@ fn main() {
     // The setups, in the order they take turns: (name, target, the gateway process).
     let mut setups: Vec<(String, Target, Option<ServiceProcess>)> =
         vec![("direct, 1 Pushgateway".to_string(), direct.clone(), None)];
-    let (gateway, port) = start_gateway(&gateway_bin(), &pgw, &controller);
+    let (gateway, port) = start_gateway(&gateway_bin(), &pgw, &controller, &[]);
     setups.push((
         "gateway, 1 Pushgateway".to_string(),
+        Target::of(&format!("http://127.0.0.1:{port}")),
+        Some(gateway),
+    ));
+    let (gateway, port) = start_gateway(
+        &gateway_bin(),
+        &pgw,
+        &controller,
+        &["--validation-cache-bytes", "0"],
+    );
+    setups.push((
+        "gateway, validation cache off (every body parsed), 1 Pushgateway".to_string(),
         Target::of(&format!("http://127.0.0.1:{port}")),
         Some(gateway),
     ));
@@ -91,7 +110,7 @@ fn main() {
     ));
     if let Some(baseline) = std::env::var_os("WHISK_GATEWAY_BASELINE_BIN") {
         let bin = resolve_bin(std::path::PathBuf::from(baseline));
-        let (gateway, port) = start_gateway(&bin, &pgw, &controller);
+        let (gateway, port) = start_gateway(&bin, &pgw, &controller, &[]);
         setups.push((
             format!("gateway (baseline {}), 1 Pushgateway", short(&bin)),
             Target::of(&format!("http://127.0.0.1:{port}")),
@@ -104,8 +123,8 @@ fn main() {
     for (_, target, process) in &setups {
         if process.is_some() {
             let mut client = RawClient::new(target.clone());
-            for (path, auth) in requests.iter() {
-                push(&mut client, path, auth, &body);
+            for (j, (path, auth)) in requests.iter().enumerate() {
+                push(&mut client, path, auth, body_of(j));
             }
         }
     }
@@ -129,7 +148,7 @@ fn main() {
             for k in 0..BLOCK {
                 let (path, auth) = &requests[(i + k) % requests.len()];
                 let t = Instant::now();
-                push(client, path, auth, &body);
+                push(client, path, auth, body_of(i + k + 1));
                 single[setup].push(t.elapsed());
             }
             pgw_cpu_ns[setup] += cpu_ns(pgw_pid) - pgw_before;
@@ -146,7 +165,7 @@ fn main() {
             paced[setup].extend(paced_segment(
                 target,
                 &requests,
-                &body,
+                &bodies,
                 rate,
                 paced_threads,
                 segment,
@@ -219,7 +238,7 @@ fn push(client: &mut RawClient, path: &str, auth: &str, body: &str) {
 fn paced_segment(
     target: &Target,
     requests: &Arc<Vec<(String, String)>>,
-    body: &str,
+    bodies: &Arc<Vec<String>>,
     rate: usize,
     threads: usize,
     length: Duration,
@@ -230,7 +249,7 @@ fn paced_segment(
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (out, requests) = (Arc::clone(&out), Arc::clone(requests));
-            let (target, body) = (target.clone(), body.to_string());
+            let (target, bodies) = (target.clone(), Arc::clone(bodies));
             std::thread::spawn(move || {
                 let mut client = RawClient::new(target);
                 let offset = interval.mul_f64(t as f64 / threads as f64);
@@ -244,8 +263,9 @@ fn paced_segment(
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    let (path, auth) = &requests[(k as usize * threads + t) % requests.len()];
-                    push(&mut client, path, auth, &body);
+                    let n = k as usize * threads + t;
+                    let (path, auth) = &requests[n % requests.len()];
+                    push(&mut client, path, auth, &bodies[(n + 1) % bodies.len()]);
                     mine.push(due.elapsed());
                 }
                 out.lock().unwrap().extend(mine);
@@ -258,9 +278,14 @@ fn paced_segment(
     std::mem::take(&mut *out.lock().unwrap())
 }
 
-fn start_gateway(bin: &str, pgw: &Pushgateway, controller: &Controller) -> (ServiceProcess, u16) {
+fn start_gateway(
+    bin: &str,
+    pgw: &Pushgateway,
+    controller: &Controller,
+    extra: &[&str],
+) -> (ServiceProcess, u16) {
     let port = free_port();
-    let args = vec![
+    let mut args = vec![
         "--listen".to_string(),
         format!("127.0.0.1:{port}"),
         "--openwhisk-api-host".to_string(),
@@ -270,6 +295,7 @@ fn start_gateway(bin: &str, pgw: &Pushgateway, controller: &Controller) -> (Serv
         "--pushgateway-url".to_string(),
         pgw.url(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut process =
         ServiceProcess::spawn("whisk-gateway", bin, &args, "cargo build -p whisk-gateway")
             .expect("gateway starts");

@@ -66,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_MAX_BODY_BYTES", default_value_t = 256 * 1024, value_parser = parse_positive)]
     pub max_body_bytes: usize,
 
+    /// Bytes of body shapes (a push body without its sample values) whose verdict is kept, so
+    /// that a container's next push, differing only in values, is not parsed again
+    /// (docs/design.md, "Validation cache"); 0 parses every body.
+    #[arg(long, env = "WHISK_GATEWAY_VALIDATION_CACHE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub validation_cache_bytes: usize,
+
     /// Most series (sample lines, histogram buckets included) in one push (more: 400).
     #[arg(long, env = "WHISK_GATEWAY_MAX_SERIES_PER_GROUP", default_value_t = 500, value_parser = parse_positive)]
     pub max_series_per_group: usize,
@@ -212,6 +218,7 @@ mod tests {
         assert_eq!(c.controller_timeout, Duration::from_secs(2));
         assert_eq!(c.max_body_bytes, 262_144);
         assert_eq!(c.max_series_per_group, 500);
+        assert_eq!(c.validation_cache_bytes, 8 * 1024 * 1024);
         assert_eq!(c.job, "openwhisk_actions");
         assert_eq!(c.max_families, 50_000);
         assert_eq!(c.family_resync_interval, Duration::from_secs(60));

@@ -15,7 +15,8 @@ use crate::auth::{Authenticator, Decision};
 use crate::families::FamilyTable;
 use crate::forward::Forwarder;
 use crate::telemetry::Telemetry;
-use crate::validate::{Invalid, validate};
+use crate::validate::Invalid;
+use crate::verdicts::Verdicts;
 
 /// Longest time a client may take to send its body (a slow sender holds a connection).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -38,8 +39,9 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// `--max-body-bytes`.
     pub max_body_bytes: usize,
-    /// `--max-series-per-group`.
-    pub max_series: usize,
+    /// Validation with remembered verdicts (`--max-series-per-group`,
+    /// `--validation-cache-bytes`).
+    pub verdicts: Verdicts,
 }
 
 /// The routes.
@@ -304,7 +306,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     // Returning a refusal below drops `staged`, which resets that connection: the Pushgateway
     // then holds a truncated body, and stores nothing. Without it, nothing is sent yet.
     let staged = state.forwarder.stage_put(shard, &canonical, &body).await;
-    let validated = validate(&body, state.max_series)
+    let validated = state
+        .verdicts
+        .validate(&body)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
     state
         .families

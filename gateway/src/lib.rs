@@ -16,15 +16,18 @@
 //!    unreachable 503.
 //! 3. **Validation** ([`validate`]): size, the text format (parsed with
 //!    `prom_text_format_parser`), the series budget, reserved names, grouping-key labels → 400.
+//!    A body that differs from an accepted one only in its sample values takes that one's
+//!    verdict without a parse ([`verdicts`]): a container's pushes keep their shape.
 //! 4. **Types** ([`families`]): a family whose type differs from what any stored group has
 //!    under that name → 409 (`family `jobs` is a gauge in another group; this push has it as a
 //!    counter`).
 //! 5. **Forwarding** ([`forward`], [`shard`], [`upstream`]): to one of the
 //!    `--pushgateway-url`s, chosen by rendezvous hashing of the instance id; the Pushgateway's
-//!    status and body are passed back. To a plain-`http` shard, a PUT's head and all of its
-//!    body but the last byte are sent *before* steps 3–4 (the Pushgateway parses while the
-//!    gateway validates); the last byte only once they passed. A refused push resets that
-//!    connection instead, so the Pushgateway reads a truncated body and stores nothing.
+//!    status and body are passed back. With `--stage-puts true`, a PUT to a plain-`http`
+//!    shard has its head and all of its body but the last byte sent *before* steps 3–4 (the
+//!    Pushgateway parses while the gateway validates), the last byte only once they passed; a
+//!    refused push resets that connection instead, so the Pushgateway reads a truncated body
+//!    and stores nothing.
 //!
 //! Its own metrics (`whisk_gateway_*`, [`telemetry`]) are on `/metrics`; `/healthz` answers
 //! while the process runs, `/readyz` once the family table is seeded from every Pushgateway.
@@ -52,6 +55,7 @@ pub mod shard;
 pub mod telemetry;
 pub mod upstream;
 pub mod validate;
+pub mod verdicts;
 
 pub use config::{AuthMode, Config};
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ use crate::families::FamilyTable;
 use crate::forward::Forwarder;
 use crate::http::{AppState, router};
 use crate::telemetry::Telemetry;
+use crate::verdicts::Verdicts;
 
 /// Pause between seeding attempts until every Pushgateway has answered once.
 const SEED_RETRY: Duration = Duration::from_secs(2);
@@ -60,7 +61,11 @@ pub async fn run(
         forwarder: forwarder.clone(),
         telemetry: telemetry.clone(),
         max_body_bytes: config.max_body_bytes,
-        max_series: config.max_series_per_group,
+        verdicts: Verdicts::new(
+            config.max_series_per_group,
+            config.validation_cache_bytes,
+            telemetry.clone(),
+        ),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -21,6 +21,12 @@ pub struct Telemetry {
     pub auth_cache_misses: IntCounter,
     /// Keys in the auth cache.
     pub auth_cache_entries: IntGauge,
+    /// Push bodies validated from a remembered verdict (no parse).
+    pub validation_cache_hits: IntCounter,
+    /// Push bodies parsed in full.
+    pub validation_cache_misses: IntCounter,
+    /// Shapes held in the validation cache.
+    pub validation_cache_entries: IntGauge,
     controller_requests: IntCounterVec,
     /// 1 when `--auth none`.
     pub auth_disabled: IntGauge,
@@ -89,6 +95,18 @@ impl Telemetry {
             auth_cache_entries: gauge(
                 "whisk_gateway_auth_cache_entries",
                 "Keys held (hashed) in the auth cache",
+            ),
+            validation_cache_hits: counter(
+                "whisk_gateway_validation_cache_hits_total",
+                "Push bodies validated from the verdict of an earlier body of the same shape (no parse)",
+            ),
+            validation_cache_misses: counter(
+                "whisk_gateway_validation_cache_misses_total",
+                "Push bodies parsed in full (shape not held, or not cacheable)",
+            ),
+            validation_cache_entries: gauge(
+                "whisk_gateway_validation_cache_entries",
+                "Body shapes held in the validation cache",
             ),
             controller_requests: counter_vec(
                 "whisk_gateway_controller_requests_total",

@@ -264,6 +264,69 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
 }
 
 #[test]
+fn a_containers_next_push_is_judged_from_its_shape_stored_whole_and_still_type_checked() {
+    let pgws = pushgateways(1);
+    let refs = [&pgws[0]];
+    let (controller, keys) = controller(&["guest"]);
+    let gw = Gateway::with_controller(&refs, &controller, &["--family-resync-interval", "1s"]);
+    let auth = basic(&keys[0]);
+    let hits = || gw.own_value("whisk_gateway_validation_cache_hits_total");
+    let misses = || gw.own_value("whisk_gateway_validation_cache_misses_total");
+
+    // The first push is parsed; the next ones differ only in values: judged from the shape,
+    // and stored with their own values.
+    let a = group(JOB, "container-a", "guest", "counting");
+    for (value, expected_hits) in [(1, 0.0), (2, 1.0), (3, 2.0)] {
+        let (status, text) = send(
+            "PUT",
+            &gw.url(),
+            &a,
+            Some(&auth),
+            &body("jobs", "counter", value),
+        );
+        assert_eq!(status, 202, "{text}");
+        assert_eq!(hits(), expected_hits);
+        let stored = wait_until(Duration::from_secs(20), || {
+            sum_on(&refs, "jobs{", &["instance=\"container-a\""]) == value as f64
+        });
+        assert!(stored, "value {value} of container-a is stored");
+    }
+    assert_eq!(misses(), 1.0);
+    assert_eq!(gw.own_value("whisk_gateway_validation_cache_entries"), 1.0);
+
+    // `jobs` becomes a gauge in the store (pushed straight into the Pushgateway once the
+    // counter's group is gone); after a rebuild of the family table, the counter body's known
+    // shape still meets the type check.
+    let (status, _) = send("DELETE", &gw.url(), &a, Some(&auth), "");
+    assert_eq!(status, 202);
+    wait_for_groups(&pgws[0], "instance", "container-a", 0);
+    let direct = group(JOB, "container-b", "guest", "gauging");
+    let (status, text) = send(
+        "PUT",
+        &pgws[0].url(),
+        &direct,
+        None,
+        &body("jobs", "gauge", 9),
+    );
+    assert_eq!(status, 202, "{text}");
+    wait_for_groups(&pgws[0], "instance", "container-b", 1);
+    let resyncs = || gw.own_value("whisk_gateway_family_resyncs_total{result=\"ok\"}");
+    let after = resyncs() + 2.0;
+    assert!(wait_until(Duration::from_secs(20), || resyncs() >= after));
+    let c = group(JOB, "container-c", "guest", "counting");
+    let (status, text) = send(
+        "PUT",
+        &gw.url(),
+        &c,
+        Some(&auth),
+        &body("jobs", "counter", 4),
+    );
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(hits(), 3.0, "the refused body was judged from its shape");
+    assert!(groups_with(&pgws[0], "instance", "container-c").is_empty());
+}
+
+#[test]
 fn groups_spread_over_three_shards_and_an_instance_stays_on_its_shard() {
     let pgws = pushgateways(3);
     let refs: Vec<_> = pgws.iter().collect();
@@ -537,6 +600,7 @@ fn auth_none_is_loud_and_bad_configuration_exits_2() {
         "--auth-cache-ttl",
         "--max-body-bytes",
         "--max-series-per-group",
+        "--validation-cache-bytes",
         "--job",
         "WHISK_GATEWAY_PUSHGATEWAY_URL",
     ] {

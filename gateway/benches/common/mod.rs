@@ -277,3 +277,32 @@ pub fn container_requests(containers: usize, keys: &[(String, String)]) -> Vec<(
         })
         .collect()
 }
+
+/// `n` versions of `body` that differ only in their sample values, as a container's pushes after
+/// successive activations do (version 0 is `body`): each sample line's value is raised by the
+/// version number.
+pub fn value_variants(body: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|j| {
+            let mut out = String::with_capacity(body.len() + 64);
+            for line in body.split_inclusive('\n') {
+                let (text, end) = line.strip_suffix('\n').map_or((line, ""), |t| (t, "\n"));
+                match text.rsplit_once(' ') {
+                    Some((head, value)) if j > 0 && !text.starts_with('#') => {
+                        match value.parse::<f64>() {
+                            Ok(v) if v.is_finite() => {
+                                out.push_str(head);
+                                out.push(' ');
+                                out.push_str(&(v + j as f64).to_string());
+                            }
+                            _ => out.push_str(text),
+                        }
+                    }
+                    _ => out.push_str(text),
+                }
+                out.push_str(end);
+            }
+            out
+        })
+        .collect()
+}
