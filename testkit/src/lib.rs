@@ -1,5 +1,6 @@
-//! Real services for tests: a tansu Kafka broker, a Prometheus Pushgateway and a Prometheus
-//! server, each started as a child process on a free loopback port and killed when dropped.
+//! Real services for tests: a tansu Kafka broker, a Prometheus Pushgateway (also one with basic
+//! auth and TLS) and a Prometheus server, each started as a child process on a free loopback
+//! port and killed when dropped.
 //!
 //! No mocks: the binaries are the ones `scripts/setup.sh` installs (`tansu` from crates.io,
 //! `prometheus-pushgateway` and `prometheus` from Debian). A missing binary is an error that
@@ -13,10 +14,12 @@
 
 mod binaries;
 mod process;
+mod secure;
 mod services;
 
 pub use binaries::{action_exec, target_dir};
 pub use process::{ServiceProcess, free_port, http_get, wait_until};
+pub use secure::SecurePushgateway;
 pub use services::{Prometheus, Pushgateway, Tansu};
 
 /// Why a service could not be started or queried.
