@@ -16,14 +16,20 @@
 //!   [`MAX_VALUE_LEN`] bytes): a token the parser reads whole as the value, and one that holds no
 //!   whitespace, newline, quote or brace. Any other line is part of the shape as it is; a line
 //!   that starts any other way makes the body not cacheable at all.
-//! - In an accepted body no sample has a timestamp or trailing whitespace, so the token after a
-//!   sample line's last whitespace *is* its value. Two bodies of one shape are therefore the
+//! - Such a line must also end outside a quoted label value, or the body is not cacheable: the
+//!   parser lets a label value run over a raw newline, and a token cut there would be part of a
+//!   series' identity (two series told apart only by it would become duplicates unseen). So in
+//!   a cacheable body the parser's lines are the body's `\n`-separated lines.
+//! - In an accepted body no sample has a timestamp, and a cut line has no trailing whitespace
+//!   (the parser allows it, but then the last token is empty, not a value), so the token after
+//!   a sample line's last whitespace *is* its value. Two bodies of one shape are therefore the
 //!   same text but for their values, and the parser reads them into the same families, types,
 //!   labels and series; no check of [`crate::validate`] looks at a value.
 //! - Shapes are compared byte for byte; the hash (keyed per process) only finds the candidate.
 //!
 //! Only accepted bodies are kept, within `--validation-cache-bytes` of shapes and family names
-//! (arbitrary entries are evicted past it): a refusal is always the parser's. The type check against the other groups ([`crate::families`]) runs on every push.
+//! (arbitrary entries are evicted past it): a refusal is always the parser's. The type check
+//! against the other groups ([`crate::families`]) runs on every push.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -166,7 +172,7 @@ pub fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
                 let Some(cut) = line.iter().rposition(|&b| b == b' ' || b == b'\t') else {
                     return false;
                 };
-                if !is_plain_float(&line[cut + 1..]) {
+                if !is_plain_float(&line[cut + 1..]) || ends_in_label_value(line) {
                     return false;
                 }
                 out.extend_from_slice(&line[..=cut]);
@@ -179,6 +185,25 @@ pub fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
         rest = next;
     }
     true
+}
+
+/// Whether `line`, read from a sample's start, ends inside a quoted label value (`\` escapes
+/// the next byte there, as in the parser's label-value grammar). The parser lets a label value
+/// run over a raw newline, so such a line is not a whole sample, and its last token is not a
+/// sample value but part of a label value: a series' identity.
+fn ends_in_label_value(line: &[u8]) -> bool {
+    let mut quoted = false;
+    let mut bytes = line.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted => {
+                bytes.next();
+            }
+            _ => {}
+        }
+    }
+    quoted
 }
 
 /// `[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?`, `NaN`, `+Inf`, `-Inf` or `Inf`, at most
@@ -237,6 +262,11 @@ mod tests {
             Some("# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"x y\"} \n\nb ")
         );
         assert_eq!(shape("a\t-7\n").as_deref(), Some("a\t\n"));
+        // Escaped quotes and backslashes inside a label value do not end it.
+        assert_eq!(
+            shape("a{k=\"\\\"x\\\" 1\",j=\"y\\\\\"} 2\n").as_deref(),
+            Some("a{k=\"\\\"x\\\" 1\",j=\"y\\\\\"} \n")
+        );
     }
 
     #[test]
@@ -253,6 +283,9 @@ mod tests {
             "a inf\n",
             "a 1_000\n",
             "\ta 1\n",
+            // A label value running over a newline: "1" is part of it, not a value.
+            "a{k=\"x 1\nb\"} 3\n",
+            "a{k=\"\\\" 1\nb\"} 3\n",
         ] {
             assert_eq!(shape(body), None, "{body:?}");
         }

@@ -1,6 +1,7 @@
 //! The validation cache never gives a verdict the parser would not: every body below, the
-//! value-only variants that hit the cache and thousands of hostile edits of them, is judged by
-//! `Verdicts::validate` and by `validate` alone, and the two must agree.
+//! value-only variants that hit the cache, thousands of hostile edits of them and thousands of
+//! bodies generated from the text format's pieces, is judged by `Verdicts::validate` and by
+//! `validate` alone, and the two must agree.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +41,13 @@ const BODIES: [&str; 4] = [
     "up_total 1\n",
 ];
 
+/// An accepted body whose label values run over raw newlines (the parser allows it), one line
+/// ending in what looks like a value: the two series differ only in that token. Not cacheable;
+/// its value-only variants (below) would make the two series duplicates.
+const SPANNING: &str = "# TYPE notes gauge\n\
+     notes{text=\"line 1\nline\"} 1\n\
+     notes{text=\"line 2\nline\"} 1\n";
+
 /// A deterministic xorshift generator (no dependency, same cases every run).
 struct Rng(u64);
 
@@ -53,6 +61,10 @@ impl Rng {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, choices: &[&'a str]) -> &'a str {
+        choices[self.below(choices.len())]
     }
 }
 
@@ -142,8 +154,9 @@ fn hostile_edits_get_the_parsers_verdict_from_the_cache_too() {
     let verdicts = Verdicts::new(MAX_SERIES, 1 << 20, telemetry.clone());
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let (mut accepted, mut refused) = (0, 0);
+    let bases: Vec<&str> = BODIES.into_iter().chain([SPANNING]).collect();
     for round in 0..6000 {
-        let base = BODIES[round % BODIES.len()];
+        let base = bases[round % bases.len()];
         // Every other case edits a value-only variant, so edits meet shapes the cache holds
         // (the accepted edits are remembered too and met again by later edits).
         let base = if round % 2 == 0 {
@@ -211,4 +224,115 @@ fn the_cache_holds_at_most_its_bytes_of_shapes() {
     let off = Verdicts::new(MAX_SERIES, 0, Telemetry::new());
     assert!(off.validate(b"a 1\n").is_ok());
     assert!(off.is_empty());
+}
+
+#[test]
+fn a_label_value_spanning_lines_is_not_cut_into() {
+    // The parser lets a label value run over a raw newline, so a line may end inside a label
+    // value with what looks like a value token. Cutting it made the label values of the two
+    // series below part of the "values": an edit that makes them equal (a duplicate series,
+    // refused by the parser) took the accepted verdict from the cache.
+    let verdicts = Verdicts::new(MAX_SERIES, 1 << 20, Telemetry::new());
+    let accepted = "a{k=\"x 1\nb\"} 3\na{k=\"x 2\nb\"} 3\n";
+    assert!(check_agrees(&verdicts, accepted));
+    let duplicate = "a{k=\"x 1\nb\"} 3\na{k=\"x 1\nb\"} 3\n";
+    assert!(!check_agrees(&verdicts, duplicate));
+    assert!(verdicts.is_empty());
+}
+
+#[test]
+fn trailing_whitespace_is_accepted_by_the_parser_but_not_cached() {
+    // The parser allows spaces and tabs after the value; such a line's last token is empty.
+    let verdicts = Verdicts::new(MAX_SERIES, 1 << 20, Telemetry::new());
+    for body in ["a 1 \n", "a 1\t", "a{k=\"v\"} 2 \t\n"] {
+        assert!(validate(body.as_bytes(), MAX_SERIES).is_ok(), "{body:?}");
+        assert!(check_agrees(&verdicts, body));
+    }
+    assert!(verdicts.is_empty());
+}
+
+/// A body of one to five lines built from the text format's pieces rather than edited from a
+/// fixed body: TYPE and comment lines, samples of histogram/summary-like names with or without
+/// labels, separators of spaces, tabs or none, label values holding spaces, escapes, `#` and raw
+/// newlines, now and then a timestamp, a trailing space or a CR, and no final newline at times.
+fn generated(rng: &mut Rng) -> String {
+    let names = [
+        "a", "a", "a", "a_bucket", "h", "h_bucket", "h_sum", "h_count", "s_sum", "s",
+    ];
+    let label_values = [
+        "x", "x 1", "x 1\nb", "x 2\nb", "x 2\n# c", "x 1\n# c", "\n", "1\nb 2", "\\\" 1", "\\\\",
+        "", " 2", "+Inf",
+    ];
+    let values = ["0", "1", "-1", "1e5", "NaN", "+Inf", "-Inf", "Inf", "1.5"];
+    // Half the bodies keep one name and one label name, so that their series differ only in
+    // label values (or are duplicates).
+    let same = rng.below(2) == 0;
+    let (name, key) = (rng.pick(&names), rng.pick(&["k", "le", "quantile"]));
+    let mut out = String::new();
+    for _ in 0..1 + rng.below(5) {
+        match rng.below(10) {
+            0 => {
+                let name = rng.pick(&["a", "h", "s", "b"]);
+                let kind = rng.pick(&["counter", "gauge", "histogram", "summary", "untyped"]);
+                out.push_str(&format!("# TYPE {name} {kind}"));
+            }
+            1 => out.push_str(rng.pick(&["# c 1", "# HELP a x 1", "", "# HELP h 2"])),
+            _ => {
+                out.push_str(if same { name } else { rng.pick(&names) });
+                out.push_str(rng.pick(&[" ", "\t", " \t", ""]));
+                if rng.below(3) > 0 {
+                    out.push('{');
+                    for i in 0..1 + rng.below(2) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(if same && i == 0 {
+                            key
+                        } else {
+                            rng.pick(&["k", "le", "quantile"])
+                        });
+                        out.push_str("=\"");
+                        out.push_str(rng.pick(&label_values));
+                        out.push('"');
+                    }
+                    out.push('}');
+                    out.push_str(rng.pick(&[" ", "\t", ""]));
+                } else if rng.below(2) == 0 {
+                    out.push(' ');
+                }
+                out.push_str(rng.pick(&values));
+                if rng.below(20) == 0 {
+                    out.push_str(rng.pick(&[" 5", " ", "\r"]));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    if rng.below(4) == 0 {
+        out.pop();
+    }
+    out
+}
+
+#[test]
+fn generated_bodies_and_their_value_only_variants_get_the_parsers_verdict() {
+    let telemetry = Telemetry::new();
+    let verdicts = Verdicts::new(MAX_SERIES, 1 << 22, telemetry.clone());
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut accepted = 0;
+    for _ in 0..20_000 {
+        let body = generated(&mut rng);
+        if check_agrees(&verdicts, &body) {
+            accepted += 1;
+            for _ in 0..3 {
+                check_agrees(&verdicts, &with_new_values(&body, &mut rng));
+            }
+        }
+    }
+    assert!(accepted > 4000, "{accepted} accepted");
+    assert!(
+        telemetry.validation_cache_hits.get() > 4000,
+        "{} hits",
+        telemetry.validation_cache_hits.get()
+    );
 }
