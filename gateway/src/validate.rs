@@ -278,6 +278,14 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
                         label: label.key.clone(),
                     });
                 }
+                // The parser lets a quoted label value run over a raw newline; the
+                // Pushgateway refuses it (400), and the body's lines would not be its samples.
+                if label.value.contains(['\n', '\r']) {
+                    return Err(Invalid::Malformed(format!(
+                        "label `{}` of family `{}` holds a raw line break; write it as \\n",
+                        label.key, metric.name
+                    )));
+                }
                 if !valid_label_name(name) || sample.labels[..i].iter().any(|l| l.key == name) {
                     return Err(Invalid::BadLabelName {
                         family: metric.name.clone(),
@@ -422,6 +430,14 @@ mod tests {
                 ("orders_placed_total", FamilyType::Counter)
             ]
         );
+    }
+
+    #[test]
+    fn a_raw_line_break_in_a_label_value_is_malformed_and_an_escaped_one_is_not() {
+        let err = validate(b"notes{text=\"line 1\nline\"} 1\n", 10).unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        assert!(err.to_string().contains("raw line break"), "{err}");
+        assert!(validate(b"notes{text=\"line 1\\nline\"} 1\n", 10).is_ok());
     }
 
     #[test]

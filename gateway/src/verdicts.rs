@@ -41,6 +41,10 @@ use crate::validate::{Family, Invalid, Validated, validate};
 /// Longest value token cut out of a line; a longer one leaves the body to the parser.
 pub const MAX_VALUE_LEN: usize = 40;
 
+/// Bytes an entry holds besides its shape and family names (the map slot, the two `Arc`s, the
+/// `Validated` and the allocator's rounding), counted against `--validation-cache-bytes`.
+pub const ENTRY_OVERHEAD: usize = 256;
+
 /// Remembered verdicts of accepted bodies, by shape.
 #[derive(Debug)]
 pub struct Verdicts {
@@ -83,6 +87,7 @@ impl Verdicts {
     /// known, else by parsing it (and remembering the verdict if it is accepted).
     pub fn validate(&self, body: &[u8]) -> Result<Arc<Validated>, Invalid> {
         if self.max_bytes == 0 {
+            self.telemetry.validation_cache_misses.inc();
             return validate(body, self.max_series).map(Arc::new);
         }
         let mut buf = Vec::new();
@@ -114,7 +119,8 @@ impl Verdicts {
     }
 
     fn remember(&self, hash: u64, shape: Vec<u8>, validated: Arc<Validated>) {
-        let cost = shape.len()
+        let cost = ENTRY_OVERHEAD
+            + shape.len()
             + validated
                 .families
                 .iter()
