@@ -448,6 +448,51 @@ fn gateway_forwards_to_every_pushgateway_shard_of_the_statefulset() {
     }
 }
 
+/// Bytes of a Kubernetes quantity (`512Mi`, `1Gi`) or a Go `GOMEMLIMIT` (`900MiB`).
+fn bytes_of(quantity: &str) -> u64 {
+    let units = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+    ];
+    units
+        .iter()
+        .find_map(|(suffix, unit)| {
+            let n = quantity.strip_suffix(suffix)?.parse::<u64>().ok()?;
+            Some(n * unit)
+        })
+        .unwrap_or_else(|| panic!("unexpected quantity {quantity:?}"))
+}
+
+#[test]
+fn pushgateway_go_runtime_limits_follow_the_container_limits() {
+    for r in renders() {
+        let sts = r.get("StatefulSet", "pushgateway");
+        let c = &sts["spec"]["template"]["spec"]["containers"][0];
+        let limits = &c["resources"]["limits"];
+        let memory = bytes_of(limits["memory"].as_str().expect("a memory limit"));
+        let gomemlimit = bytes_of(
+            env_value(c, "GOMEMLIMIT")["value"]
+                .as_str()
+                .expect("a literal GOMEMLIMIT"),
+        );
+        // The Go heap's soft limit leaves room below the container's hard one for the rest of
+        // the process (stacks, the runtime, a persistence write).
+        assert!(
+            gomemlimit < memory && gomemlimit >= memory * 3 / 4,
+            "{}: GOMEMLIMIT {gomemlimit} against a memory limit of {memory}",
+            r.name()
+        );
+        assert_eq!(
+            env_value(c, "GOMAXPROCS")["value"],
+            limits["cpu"],
+            "{}: GOMAXPROCS is the CPU limit",
+            r.name()
+        );
+    }
+}
+
 #[test]
 fn gateway_deployment_runs_two_ready_checked_non_root_replicas_behind_its_service() {
     for r in renders() {
@@ -835,7 +880,7 @@ fn env_value<'a>(container: &'a Value, name: &str) -> &'a Value {
     container["env"]
         .as_array()
         .and_then(|env| env.iter().find(|e| e["name"] == name))
-        .unwrap_or_else(|| panic!("collector env {name} missing"))
+        .unwrap_or_else(|| panic!("env {name} missing"))
 }
 
 #[test]
