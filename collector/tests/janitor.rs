@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::instances;
+use common::{instances, pushgateway_client};
 use whisk_collector::{GroupingKey, Janitor, PushgatewayClient};
 use whisk_testkit::Pushgateway;
 
@@ -29,8 +29,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
         .enable_all()
         .build()
         .unwrap();
-    let url = reqwest::Url::parse(&pgw.url()).unwrap();
-    let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
+    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
     // A job name of this test only: on a shared machine, other tests' SDK processes may push to
     // a reused port, so the real default `openwhisk_actions` could hold foreign groups.
     let sdk = &format!("openwhisk_actions_jt{}", std::process::id());
@@ -110,15 +109,7 @@ fn one_round_serves_every_shard_and_a_dead_one_does_not_stop_the_others() {
         .enable_all()
         .build()
         .unwrap();
-    let client = |base: &str| {
-        PushgatewayClient::new(
-            &reqwest::Url::parse(base).unwrap(),
-            None,
-            None,
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    };
+    let client = |base: &str| pushgateway_client(base, Duration::from_secs(5));
     let mut clients: Vec<PushgatewayClient> = shards.iter().map(|p| client(&p.url())).collect();
     let dead = format!("http://127.0.0.1:{}", whisk_testkit::free_port());
     clients.insert(1, client(&dead));
@@ -151,8 +142,7 @@ fn janitor_run_fails_cleanly_without_a_pushgateway() {
         .build()
         .unwrap();
     let port = whisk_testkit::free_port();
-    let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-    let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(2)).unwrap();
+    let client = pushgateway_client(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2));
     let err = rt.block_on(
         Janitor::new(client, "openwhisk_actions", Duration::from_secs(1), false).run_once(),
     );
@@ -197,8 +187,7 @@ fn guard_deletes_the_clashing_minority_groups_and_restores_metrics_in_one_round(
         .enable_all()
         .build()
         .unwrap();
-    let url = reqwest::Url::parse(&pgw.url()).unwrap();
-    let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
+    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
     let sdk = &format!("openwhisk_actions_guard{}", std::process::id());
     let counter = "# TYPE jobs counter\njobs 1\n# TYPE ok_total counter\nok_total 1\n";
     for i in ["a", "b", "c"] {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::instances;
+use common::{instances, pushgateway_client};
 use whisk_collector::{GroupingKey, Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
 use whisk_testkit::{Prometheus, Pushgateway, wait_until};
 
@@ -24,13 +24,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn client(base: &str) -> PushgatewayClient {
-    PushgatewayClient::new(
-        &reqwest::Url::parse(base).unwrap(),
-        None,
-        None,
-        Duration::from_secs(5),
-    )
-    .unwrap()
+    pushgateway_client(base, Duration::from_secs(5))
 }
 
 fn put(rt: &tokio::runtime::Runtime, pgw: &Pushgateway, job: &str, instance: &str, body: &str) {

@@ -27,8 +27,8 @@
 //!   labels and series; no check of [`crate::validate`] looks at a value.
 //! - Shapes are compared byte for byte; the hash (keyed per process) only finds the candidate.
 //!
-//! Only accepted bodies are kept, within `--validation-cache-bytes` of shapes and family names
-//! (arbitrary entries are evicted past it): a refusal is always the parser's. The type check
+//! Only accepted bodies are kept, within `--validation-cache-bytes` of shapes, family names and
+//! a fixed overhead per entry (arbitrary entries are evicted past it): a refusal is always the parser's. The type check
 //! against the other groups ([`crate::families`]) runs on every push.
 
 use std::collections::HashMap;
@@ -65,7 +65,7 @@ struct Inner {
 struct Entry {
     shape: Box<[u8]>,
     validated: Arc<Validated>,
-    /// Bytes it holds: the shape and the verdict's family names.
+    /// Bytes it holds: the shape, the verdict's family names and [`ENTRY_OVERHEAD`].
     cost: usize,
 }
 
@@ -166,12 +166,10 @@ impl Verdicts {
 pub fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     out.reserve(body.len());
-    let mut rest = body;
-    while !rest.is_empty() {
-        let (line, newline, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], true, &rest[i + 1..]),
-            None => (rest, false, &rest[rest.len()..]),
-        };
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
         match line.first() {
             None | Some(b'#') => out.extend_from_slice(line),
             Some(&c) if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
@@ -185,10 +183,6 @@ pub fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
             }
             Some(_) => return false,
         }
-        if newline {
-            out.push(b'\n');
-        }
-        rest = next;
     }
     true
 }

@@ -148,3 +148,9 @@ pub fn instances(pgw: &whisk_testkit::Pushgateway, job: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A Pushgateway client for `base` (no auth, no CA) with `timeout` per request.
+pub fn pushgateway_client(base: &str, timeout: Duration) -> whisk_collector::PushgatewayClient {
+    let url = reqwest::Url::parse(base).expect("a test Pushgateway URL");
+    whisk_collector::PushgatewayClient::new(&url, None, None, timeout).expect("client")
+}
