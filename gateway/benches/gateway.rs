@@ -5,9 +5,14 @@
 //!
 //! ```text
 //! cargo build --release -p whisk-gateway && cargo build -p whisk-actions
+//! GOMAXPROCS=1 WHISK_GATEWAY_WORKER_THREADS=1 \
 //! WHISK_GATEWAY_BIN=target/release/whisk-gateway WHISK_BENCH_CONTAINERS=10000 \
 //!     cargo bench -p whisk-gateway --profile dev --bench gateway
 //! ```
+//!
+//! The processes inherit the environment: `GOMAXPROCS=1 WHISK_GATEWAY_WORKER_THREADS=1` give
+//! each Pushgateway and the gateway one CPU's worth of threads, as the manifests' CPU limits do
+//! (without them every process may use both cores of this machine); the header says which.
 //!
 //! Knobs: `WHISK_BENCH_CONTAINERS` (10000), `WHISK_BENCH_CONCURRENCY` (16 pushing threads),
 //! `WHISK_BENCH_NAMESPACES` (100 namespaces, one API key each), `WHISK_GATEWAY_BIN` (the
@@ -16,7 +21,8 @@
 //! every group (and warms the auth cache), the second — the measured one — is every container
 //! pushing again into the full store. Then up to 1 000 containers push once more from a single
 //! thread (the latency without queueing behind other pushes), and each Pushgateway is scraped
-//! once (`/metrics`: time and size) and its RSS read from /proc. The gateway's peak RSS (VmHWM)
+//! once (`/metrics`: time and size, and its Go heap's size at the last collection) and its RSS
+//! read from /proc. The gateway's peak RSS (VmHWM)
 //! is read after it has rebuilt its family table (every shard's whole `/api/v1/metrics`, every
 //! 60 s by default) at least once over the full store, so it includes that read. CPU per push (gateway, all
 //! Pushgateways together, and this process's pushing threads) is utime+stime over the measured
@@ -68,6 +74,7 @@ fn main() {
          {namespaces} namespaces; body: the `orders` action's real push, {} bytes, {series} series",
         body.len()
     );
+    println!("{}", common::cpu_settings());
     // Successive pushes of a container differ in their values (its validation-cache hits).
     let bodies = value_variants(&body, 16);
 
@@ -105,7 +112,7 @@ fn main() {
 
     println!();
     println!(
-        "| setup | pushes/s | push p50 | push p99 | push mean | p50, 1 pusher | per Pushgateway: groups, scrape time, scrape size, RSS | gateway CPU/push | gateway peak RSS | Pushgateways' CPU/push | bench client CPU/push |"
+        "| setup | pushes/s | push p50 | push p99 | push mean | p50, 1 pusher | per Pushgateway: groups, scrape time, scrape size, RSS, live heap | gateway CPU/push | gateway peak RSS | Pushgateways' CPU/push | bench client CPU/push |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
@@ -131,15 +138,19 @@ fn main() {
     );
     let third_rss = one.pgws[0].rss_mb / 3.0;
     let third_size = one.pgws[0].scrape_mb / 3.0;
+    let third_heap = one.pgws[0].live_heap_mb / 3.0;
     for (i, p) in three.pgws.iter().enumerate() {
         println!(
-            "3 shards, shard {i}: RSS {:.0} MB = {:.2}x a third of one ({:.0} MB); scrape {:.1} MB = {:.2}x a third ({:.1} MB) (target <= 1.2x)",
+            "3 shards, shard {i}: RSS {:.0} MB = {:.2}x a third of one ({:.0} MB); scrape {:.1} MB = {:.2}x a third ({:.1} MB) (target <= 1.2x); live heap {:.0} MB = {:.2}x a third ({:.0} MB)",
             p.rss_mb,
             p.rss_mb / third_rss,
             third_rss,
             p.scrape_mb,
             p.scrape_mb / third_size,
-            third_size
+            third_size,
+            p.live_heap_mb,
+            p.live_heap_mb / third_heap,
+            third_heap
         );
     }
     println!(
@@ -153,6 +164,10 @@ struct PgwFigures {
     scrape_s: f64,
     scrape_mb: f64,
     rss_mb: f64,
+    /// The Go heap live at the last collection: `go_memstats_next_gc_bytes` (the heap goal) ÷ 2
+    /// with the default `GOGC=100`. RSS also holds the garbage of however long ago the collector
+    /// last ran, so it swings between runs; this does not.
+    live_heap_mb: f64,
 }
 
 struct Row {
@@ -181,8 +196,8 @@ impl Row {
             .iter()
             .map(|p| {
                 format!(
-                    "{} groups, {:.2} s, {:.1} MB, {:.0} MB",
-                    p.groups, p.scrape_s, p.scrape_mb, p.rss_mb
+                    "{} groups, {:.2} s, {:.1} MB, {:.0} MB, {:.0} MB",
+                    p.groups, p.scrape_s, p.scrape_mb, p.rss_mb, p.live_heap_mb
                 )
             })
             .collect();
@@ -420,6 +435,11 @@ fn pgw_figures(pgw: &Pushgateway) -> PgwFigures {
                 scrape_s,
                 scrape_mb: text.len() as f64 / 1e6,
                 rss_mb: rss_mb(pgw_pid(pgw)),
+                live_heap_mb: text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("go_memstats_next_gc_bytes "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map_or(0.0, |goal| goal / 2.0 / 1e6),
             };
         }
         last_groups = groups;

@@ -27,6 +27,11 @@
 //! gateway's CPU per push is read from /proc's per-thread schedstat (nanoseconds) over its
 //! 1-pusher blocks. Prints a table and the ratios.
 //!
+//! The processes inherit the environment; the header prints `GOMAXPROCS` and
+//! `WHISK_GATEWAY_WORKER_THREADS`. With `GOMAXPROCS=1` a lone Pushgateway's own latency turns
+//! erratic here (direct pushes slower than through the relay), so the ratios are taken with
+//! Go's default (docs/benchmarks.md, "Gateway").
+//!
 //! ```text
 //! cargo build --release -p whisk-gateway && cargo build -p whisk-actions
 //! WHISK_GATEWAY_BIN=target/release/whisk-gateway cargo bench -p whisk-gateway --profile dev --bench latency
@@ -69,6 +74,7 @@ fn main() {
          paced {rate} pushes/s from {paced_threads} threads; body {} bytes",
         body.len()
     );
+    println!("{}", common::cpu_settings());
     // Successive pushes differ in their values, as a container's after successive activations.
     let bodies = Arc::new(value_variants(&body, 16));
     let body_of = |i: usize| bodies[i % bodies.len()].as_str();

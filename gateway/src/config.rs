@@ -106,6 +106,12 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_RESYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration_nonzero)]
     pub resync_timeout: Duration,
 
+    /// Threads serving requests [default: the CPUs this process may use, its cgroup's CPU quota
+    /// included]. One per CPU of the container's limit: more threads on the same CPUs only take
+    /// turns and wake each other (docs/benchmarks.md, "Gateway").
+    #[arg(long, env = "WHISK_GATEWAY_WORKER_THREADS", value_name = "N", value_parser = parse_positive)]
+    pub worker_threads: Option<usize>,
+
     /// Log filter: error, warn, info, debug, trace or a tracing directive.
     #[arg(long, env = "WHISK_GATEWAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
@@ -137,6 +143,13 @@ impl Config {
             Ok(c) => c,
             Err(e) => e.exit(),
         }
+    }
+
+    /// `--worker-threads`, or one per CPU this process may use (its CPU quota included).
+    pub fn runtime_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     fn checked(self) -> Result<Self, clap::Error> {
@@ -224,6 +237,11 @@ mod tests {
         assert_eq!(c.family_resync_interval, Duration::from_secs(60));
         assert_eq!(c.forward_timeout, Duration::from_secs(5));
         assert!(!c.stage_puts);
+        assert_eq!(c.worker_threads, None);
+        assert_eq!(
+            c.runtime_threads(),
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        );
         assert_eq!(c.pushgateway_urls.len(), 1);
     }
 
@@ -276,6 +294,10 @@ mod tests {
             (
                 [&PGW[..], &["--auth", "none", "--listen", "nowhere"]].concat(),
                 "--listen",
+            ),
+            (
+                [&PGW[..], &["--auth", "none", "--worker-threads", "0"]].concat(),
+                "--worker-threads",
             ),
         ] {
             let err = Config::try_parse_args(args.clone()).unwrap_err();

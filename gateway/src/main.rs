@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.runtime_threads())
         .enable_all()
         .thread_name("whisk-gateway")
         .build()

@@ -215,6 +215,12 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
     if text.trim().is_empty() {
         return Ok(Validated::default());
     }
+    // The Pushgateway's parser (Go's expfmt) wants every line ended, the last one too.
+    if !text.trim_end_matches([' ', '\t']).ends_with('\n') {
+        return Err(Invalid::Malformed(
+            "the last line does not end with a line break".to_string(),
+        ));
+    }
     // Cheap bound before parsing: every series is a line. The parser reads a `# TYPE` line
     // with an unknown type as a plain comment (the family becomes untyped); the Pushgateway
     // refuses it, so it is refused here.
@@ -224,13 +230,16 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
         if t.is_empty() {
             continue;
         }
+        // expfmt reads a TYPE line's type, and a sample's timestamp, up to the line break:
+        // white space after the last word is an error there, not padding.
+        let padded = t.ends_with([' ', '\t']);
         if let Some(comment) = t.strip_prefix('#') {
             let mut words = comment.split_whitespace();
             if words.next() == Some("TYPE") {
                 let (name, kind) = (words.next(), words.next());
-                if kind.and_then(FamilyType::parse).is_none() || words.next().is_some() {
+                if kind.and_then(FamilyType::parse).is_none() || words.next().is_some() || padded {
                     return Err(Invalid::Malformed(format!(
-                        "TYPE line of `{}` does not name counter, gauge, histogram, summary or untyped",
+                        "TYPE line of `{}` must end with counter, gauge, histogram, summary or untyped",
                         name.unwrap_or_default()
                             .chars()
                             .take(100)
@@ -239,6 +248,12 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
                 }
             }
             continue;
+        }
+        if padded {
+            return Err(Invalid::Malformed(format!(
+                "sample line `{}` ends in white space",
+                t.trim_end().chars().take(100).collect::<String>()
+            )));
         }
         lines += 1;
     }
@@ -270,6 +285,13 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
             if sample.value.timestamp.is_some() {
                 return Err(Invalid::Timestamp(metric.name.clone()));
             }
+            if !within_float64(&sample.value.value) {
+                return Err(Invalid::Malformed(format!(
+                    "family `{}` has the value `{}`, beyond the range of a 64-bit float",
+                    metric.name,
+                    sample.value.value.chars().take(50).collect::<String>()
+                )));
+            }
             for (i, label) in sample.labels.iter().enumerate() {
                 let name = label.key.as_str();
                 if GROUPING_LABELS.contains(&name) {
@@ -292,6 +314,23 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
                         label: label.key.clone(),
                     });
                 }
+            }
+            let bound = match kind {
+                FamilyType::Histogram => Some("le"),
+                FamilyType::Summary => Some("quantile"),
+                _ => None,
+            };
+            if let Some(l) = sample
+                .labels
+                .iter()
+                .find(|l| Some(l.key.as_str()) == bound && !within_float64(&l.value))
+            {
+                return Err(Invalid::Malformed(format!(
+                    "{kind} `{}` has {}=\"{}\", which is not a number",
+                    metric.name,
+                    l.key,
+                    l.value.chars().take(50).collect::<String>()
+                )));
             }
             let needs = match (kind, sample.value.value_type) {
                 (FamilyType::Histogram, ValueType::Sample) => Some("le"),
@@ -354,6 +393,22 @@ fn series_hash(sample: &Sample) -> u64 {
             key ^ crate::shard::fnv1a64(l.value.as_bytes()),
         ))
     })
+}
+
+/// Whether `token` is a float the Pushgateway reads (Go's `strconv.ParseFloat`): Rust reads the
+/// same spellings (`1.`, `.5`, `1e5`, `NaN`, `+Inf`, `inf`, `Infinity`, no hex, no `_`), but
+/// reads `1e400` as infinity where Go reports it out of range, so only a spelled-out infinity
+/// may be infinite.
+pub fn within_float64(token: &str) -> bool {
+    let spells_infinity = || {
+        token
+            .trim_start_matches(['+', '-'])
+            .get(..3)
+            .is_some_and(|head| head.eq_ignore_ascii_case("inf"))
+    };
+    token
+        .parse::<f64>()
+        .is_ok_and(|v| !v.is_infinite() || spells_infinity())
 }
 
 /// Whether two samples of one family are the same series (same value type, same label set).
@@ -438,6 +493,48 @@ mod tests {
         assert_eq!(err.reason(), "malformed");
         assert!(err.to_string().contains("raw line break"), "{err}");
         assert!(validate(b"notes{text=\"line 1\\nline\"} 1\n", 10).is_ok());
+    }
+
+    #[test]
+    fn what_the_pushgateways_parser_refuses_is_malformed_here_too() {
+        for (body, says) in [
+            ("x 1 \n", "ends in white space"),
+            ("x 1\t\n", "ends in white space"),
+            ("x 1", "line break"),
+            ("x 1\n# done", "line break"),
+            ("# TYPE x counter \nx 1\n", "TYPE line"),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1e400\"} 1\nh_sum 1\nh_count 1\n",
+                "not a number",
+            ),
+            (
+                "# TYPE s summary\ns{quantile=\"median\"} 1\ns_sum 1\ns_count 1\n",
+                "not a number",
+            ),
+        ] {
+            let err = validate(body.as_bytes(), 10).unwrap_err();
+            assert_eq!(err.reason(), "malformed", "{body:?}");
+            assert!(err.to_string().contains(says), "{body:?}: {err}");
+        }
+        for ok in [
+            "x 1\n\n",
+            "# HELP x padded help \nx 1\n",
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+        ] {
+            assert!(validate(ok.as_bytes(), 10).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_beyond_a_float64_is_malformed_and_infinity_spelled_out_is_not() {
+        for bad in ["1e400", "-1e309", "1.7976931348623159e308"] {
+            let err = validate(format!("x {bad}\n").as_bytes(), 10).unwrap_err();
+            assert_eq!(err.reason(), "malformed", "{bad}");
+            assert!(err.to_string().contains("64-bit float"), "{bad}: {err}");
+        }
+        for ok in ["+Inf", "-Inf", "Inf", "1.7976931348623157e308", "1e-400"] {
+            assert!(validate(format!("x {ok}\n").as_bytes(), 10).is_ok(), "{ok}");
+        }
     }
 
     #[test]

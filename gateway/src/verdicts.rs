@@ -206,8 +206,8 @@ fn ends_in_label_value(line: &[u8]) -> bool {
     quoted
 }
 
-/// `[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?`, `NaN`, `+Inf`, `-Inf` or `Inf`, at most
-/// [`MAX_VALUE_LEN`] bytes.
+/// `[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?` within a 64-bit float's range, `NaN`, `+Inf`,
+/// `-Inf` or `Inf`, at most [`MAX_VALUE_LEN`] bytes.
 pub fn is_plain_float(token: &[u8]) -> bool {
     if token.len() > MAX_VALUE_LEN {
         return false;
@@ -233,6 +233,7 @@ pub fn is_plain_float(token: &[u8]) -> bool {
             return false;
         }
     }
+    let mut exponent = false;
     if let [b'e' | b'E', tail @ ..] = s {
         s = tail;
         if let [b'+' | b'-', tail @ ..] = s {
@@ -241,8 +242,11 @@ pub fn is_plain_float(token: &[u8]) -> bool {
         if digits(&mut s) == 0 {
             return false;
         }
+        exponent = true;
     }
+    // Within MAX_VALUE_LEN only an exponent can take a literal past a 64-bit float's range.
     s.is_empty()
+        && (!exponent || std::str::from_utf8(token).is_ok_and(crate::validate::within_float64))
 }
 
 #[cfg(test)]
@@ -296,13 +300,14 @@ mod tests {
     #[test]
     fn plain_floats_are_what_both_parsers_read_whole() {
         for ok in [
-            "0", "-0", "+12", "3.25", "1e9", "1E-9", "-2.5e+3", "NaN", "+Inf", "-Inf",
+            "0", "-0", "+12", "3.25", "1e9", "1E-9", "-2.5e+3", "NaN", "+Inf", "-Inf", "1e308",
+            "1e-400",
         ] {
             assert!(is_plain_float(ok.as_bytes()), "{ok}");
             assert!(ok.parse::<f64>().is_ok(), "{ok}");
         }
         for bad in [
-            "", "+", "1.", ".5", "1e", "e5", "nan", "infinity", "1-2", "٣",
+            "", "+", "1.", ".5", "1e", "e5", "nan", "infinity", "1-2", "٣", "1e400", "-1e309",
         ] {
             assert!(!is_plain_float(bad.as_bytes()), "{bad}");
         }

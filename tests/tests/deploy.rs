@@ -494,6 +494,19 @@ fn pushgateway_go_runtime_limits_follow_the_container_limits() {
 }
 
 #[test]
+fn gateway_worker_threads_follow_its_cpu_limit() {
+    for r in renders() {
+        let c = r.gateway_container();
+        assert_eq!(
+            env_value(c, "WHISK_GATEWAY_WORKER_THREADS")["value"],
+            c["resources"]["limits"]["cpu"],
+            "{}: one request-serving thread per CPU of the limit",
+            r.name()
+        );
+    }
+}
+
+#[test]
 fn gateway_deployment_runs_two_ready_checked_non_root_replicas_behind_its_service() {
     for r in renders() {
         let d = r.get("Deployment", "whisk-gateway");

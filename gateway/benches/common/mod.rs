@@ -163,6 +163,22 @@ pub fn pgw_pid(pgw: &Pushgateway) -> u32 {
     panic!("no process for {}", pgw.url());
 }
 
+/// The CPU settings the bench's processes inherit from its environment, for its header: the
+/// manifests give each Pushgateway shard and each gateway replica one CPU, which
+/// `GOMAXPROCS=1 WHISK_GATEWAY_WORKER_THREADS=1` reproduce here.
+pub fn cpu_settings() -> String {
+    let var = |name: &str, unset: &str| {
+        std::env::var(name)
+            .map(|v| format!("{name}={v}"))
+            .unwrap_or_else(|_| format!("{name} unset ({unset})"))
+    };
+    format!(
+        "Pushgateways: {}; gateway: {}",
+        var("GOMAXPROCS", "Go uses every CPU"),
+        var("WHISK_GATEWAY_WORKER_THREADS", "one worker per CPU")
+    )
+}
+
 /// `WHISK_GATEWAY_BIN`, a relative path read against the workspace root (where the documented
 /// command runs; `cargo bench` itself runs in `gateway/`), else the binary cargo built.
 pub fn gateway_bin() -> String {

@@ -1,0 +1,293 @@
+//! The gateway never passes a body its Pushgateway refuses: a corpus of edge cases of the text
+//! format (values, escapes, names, white space, comments, histogram and summary labels) is
+//! judged by `validate` and pushed to a real Pushgateway (Debian's, run with
+//! `--push.disable-consistency-check`, as deployed). A body the gateway accepts but the
+//! Pushgateway refuses would have its families recorded in the family table for nothing and
+//! answer the SDK with the Pushgateway's error instead of the gateway's reason. Where the gateway
+//! is stricter than the Pushgateway, the case says why.
+//! Needs `prometheus-pushgateway` on PATH (scripts/setup.sh).
+
+mod common;
+
+use common::*;
+use whisk_gateway::validate::validate;
+
+/// Who accepts a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Both accept it.
+    Both,
+    /// Both refuse it.
+    Neither,
+    /// Only the Pushgateway accepts it: the gateway is stricter, for the reason given.
+    OnlyPushgateway(&'static str),
+}
+
+use Verdict::*;
+
+/// Spellings an SDK never writes and the gateway's parser does not read; refusing them costs an
+/// action author nothing and keeps one grammar.
+const UNUSUAL_SPELLING: &str = "a spelling the SDK never writes";
+
+/// The SDK writes no family without samples, and the parser refuses one.
+const NO_SAMPLES: &str = "a family without samples, which the SDK never writes";
+
+fn corpus() -> Vec<(&'static str, String, Verdict)> {
+    let value = |v: &str| format!("# TYPE x gauge\nx {v}\n");
+    let mut cases: Vec<(&'static str, String, Verdict)> = vec![
+        // Values.
+        ("value 1e400 overflows a float64", value("1e400"), Neither),
+        ("value -1e400 overflows a float64", value("-1e400"), Neither),
+        (
+            "value just past the largest float64",
+            value("1.7976931348623159e308"),
+            Neither,
+        ),
+        (
+            "value at the largest float64",
+            value("1.7976931348623157e308"),
+            Both,
+        ),
+        ("value 1e-400 underflows to 0", value("1e-400"), Both),
+        ("value 1.", value("1."), Both),
+        ("value .5", value(".5"), Both),
+        ("value 00012", value("00012"), Both),
+        ("value 1E5", value("1E5"), Both),
+        ("value +1", value("+1"), Both),
+        ("value -0", value("-0"), Both),
+        ("value NaN", value("NaN"), Both),
+        ("value +Inf", value("+Inf"), Both),
+        ("value -Inf", value("-Inf"), Both),
+        ("value Inf", value("Inf"), Both),
+        ("value inf", value("inf"), Both),
+        ("value nan", value("nan"), Both),
+        (
+            "value Infinity",
+            value("Infinity"),
+            OnlyPushgateway(UNUSUAL_SPELLING),
+        ),
+        ("value 0x10", value("0x10"), Neither),
+        ("value 0x1p3", value("0x1p3"), Neither),
+        ("value 1_000", value("1_000"), Neither),
+        ("value 1e", value("1e"), Neither),
+        ("value --1", value("--1"), Neither),
+        ("no value", "# TYPE x gauge\nx\n".into(), Neither),
+        ("timestamp (the Pushgateway answers 202, then fails the push)", value("1 1700000000000"), Neither),
+        // Label values and their escapes.
+        ("label escape \\\\", "x{a=\"\\\\\"} 1\n".into(), Both),
+        ("label escape \\\"", "x{a=\"\\\"\"} 1\n".into(), Both),
+        ("label escape \\n", "x{a=\"a\\nb\"} 1\n".into(), Both),
+        ("label escape \\t", "x{a=\"\\t\"} 1\n".into(), Neither),
+        ("raw tab in a label value", "x{a=\"\t\"} 1\n".into(), Both),
+        ("non-ASCII label value", "x{a=\"é\"} 1\n".into(), Both),
+        ("empty label value", "x{a=\"\"} 1\n".into(), Both),
+        (
+            "trailing comma in labels",
+            "x{a=\"1\",} 1\n".into(),
+            OnlyPushgateway(UNUSUAL_SPELLING),
+        ),
+        ("empty label braces", "x{} 1\n".into(), OnlyPushgateway(UNUSUAL_SPELLING)),
+        ("no space before the value", "x{a=\"1\"}1\n".into(), Both),
+        ("spaces around =", "x{a = \"1\"} 1\n".into(), Both),
+        ("unquoted label value", "x{a=1} 1\n".into(), Neither),
+        ("label name starting with a digit", "x{1a=\"1\"} 1\n".into(), Neither),
+        ("label name with a colon", "x{a:b=\"1\"} 1\n".into(), Neither),
+        // Names.
+        ("metric name with a colon", "a:b 1\n".into(), Both),
+        ("metric name starting with a colon", ":a 1\n".into(), Both),
+        ("metric name starting with a digit", "1a 1\n".into(), Neither),
+        ("metric name with a dash", "a-b 1\n".into(), Neither),
+        ("non-ASCII metric name", "é 1\n".into(), Neither),
+        // White space and line ends.
+        ("tab between name and value", "x\t1\n".into(), Both),
+        ("two spaces between name and value", "x  1\n".into(), Both),
+        ("trailing space", "x 1 \n".into(), Neither),
+        ("leading spaces", "  x 1\n".into(), OnlyPushgateway(UNUSUAL_SPELLING)),
+        ("trailing tab", "x 1\t\n".into(), Neither),
+        ("space between name and labels", "x {a=\"1\"} 1\n".into(), Both),
+        ("CRLF line end", "x 1\r\n".into(), Neither),
+        ("no final newline", "x 1".into(), Neither),
+        ("no final newline after a comment", "x 1\n# c".into(), Neither),
+        ("only a line break", "\n".into(), Both),
+        ("only spaces", "   \n".into(), Both),
+        (
+            "spaces after the last line break",
+            "x 1\n  ".into(),
+            OnlyPushgateway(UNUSUAL_SPELLING),
+        ),
+        ("blank lines", "\n\nx 1\n\n".into(), Both),
+        // Comments, HELP and TYPE.
+        ("HELP with escapes", "# HELP x a\\nb \\\\ c\nx 1\n".into(), Both),
+        ("HELP without text", "# HELP x\nx 1\n".into(), Both),
+        ("bare #", "#\nx 1\n".into(), OnlyPushgateway(UNUSUAL_SPELLING)),
+        ("free comment", "# anything at all\nx 1\n".into(), Both),
+        ("comment with a trailing space", "# c \nx 1\n".into(), Both),
+        ("TYPE with a trailing space", "# TYPE x counter \nx 1\n".into(), Neither),
+        ("HELP with a trailing space", "# HELP x text \nx 1\n".into(), Both),
+        (
+            "TYPE with a word too many",
+            "# TYPE x counter extra\nx 1\n".into(),
+            Neither,
+        ),
+        (
+            "TYPE of a family without samples",
+            "# TYPE y counter\nx 1\n".into(),
+            OnlyPushgateway(NO_SAMPLES),
+        ),
+        (
+            "HELP of a family without samples",
+            "# HELP y text\nx 1\n".into(),
+            OnlyPushgateway(NO_SAMPLES),
+        ),
+        (
+            "TYPE twice",
+            "# TYPE x counter\n# TYPE x counter\nx 1\n".into(),
+            Neither,
+        ),
+        ("HELP twice", "# HELP x a\n# HELP x b\nx 1\n".into(), Neither),
+        ("TYPE after the sample", "x 1\n# TYPE x counter\n".into(), Neither),
+        ("TYPE in capitals", "# TYPE x Counter\nx 1\n".into(), Both),
+        ("unknown TYPE", "# TYPE x meter\nx 1\n".into(), Neither),
+        (
+            "family split by another",
+            "# TYPE x counter\nx{a=\"1\"} 1\ny 1\nx{a=\"2\"} 1\n".into(),
+            OnlyPushgateway("the text format keeps a family's samples together; the SDK does"),
+        ),
+        (
+            "same series twice",
+            "x{a=\"1\"} 1\nx{a=\"1\"} 2\n".into(),
+            OnlyPushgateway(
+                "stored, it makes the Pushgateway's /metrics answer 500 to every scrape (tried)",
+            ),
+        ),
+        ("same label twice", "x{a=\"1\",a=\"2\"} 1\n".into(), Neither),
+        // Histograms and summaries.
+        (
+            "histogram",
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n"
+                .into(),
+            Both,
+        ),
+        (
+            "histogram bucket whose le is not a number",
+            "# TYPE h histogram\nh_bucket{le=\"abc\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Neither,
+        ),
+        (
+            "histogram bucket without le",
+            "# TYPE h histogram\nh_bucket 1\nh_sum 1\nh_count 1\n".into(),
+            OnlyPushgateway("a bucket names its bound; the Pushgateway would read it as +Inf"),
+        ),
+        (
+            "histogram bucket le=\"inf\"",
+            "# TYPE h histogram\nh_bucket{le=\"inf\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Both,
+        ),
+        (
+            "histogram bucket le=\"1e400\"",
+            "# TYPE h histogram\nh_bucket{le=\"1e400\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Neither,
+        ),
+        (
+            "histogram bucket le=\"0x1p3\"",
+            "# TYPE h histogram\nh_bucket{le=\"0x1p3\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Neither,
+        ),
+        (
+            "histogram bucket le=\" 1\"",
+            "# TYPE h histogram\nh_bucket{le=\" 1\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Neither,
+        ),
+        (
+            "histogram without its +Inf bucket",
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Both,
+        ),
+        (
+            "summary",
+            "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 3\ns_count 2\n".into(),
+            Both,
+        ),
+        (
+            "summary quantile that is not a number",
+            "# TYPE s summary\ns{quantile=\"x\"} 1\ns_sum 1\ns_count 1\n".into(),
+            Neither,
+        ),
+        (
+            "summary quantile NaN",
+            "# TYPE s summary\ns{quantile=\"NaN\"} 1\ns_sum 1\ns_count 1\n".into(),
+            Both,
+        ),
+        (
+            "counter with a negative value",
+            "# TYPE c counter\nc -1\n".into(),
+            Both,
+        ),
+    ];
+    cases.push(("empty body", String::new(), Both));
+    cases
+}
+
+#[test]
+fn the_gateway_accepts_no_body_its_pushgateway_refuses() {
+    let pgws = pushgateways(1);
+    let pgw = &pgws[0];
+    let cases = corpus();
+    // The Pushgateway answers a PUT before it applies it: a push it fails then (a timestamp, a
+    // series twice) answers 202 and leaves its group with `last_push_successful: false`. So a
+    // body counts as accepted once its group is stored with a successful push.
+    let mut answers = Vec::new();
+    for (i, (_, body, _)) in cases.iter().enumerate() {
+        let path = format!("/metrics/job/parity/instance/case{i}");
+        answers.push(send("PUT", &pgw.url(), &path, None, body));
+    }
+    let answered = answers
+        .iter()
+        .filter(|(s, _)| (200..300).contains(s))
+        .count();
+    let mut stored = Vec::new();
+    let listed = whisk_testkit::wait_until(std::time::Duration::from_secs(10), || {
+        stored = groups_with(pgw, "job", "parity");
+        stored.len() == answered
+    });
+    assert!(
+        listed,
+        "{answered} pushes answered 2xx, {} groups listed",
+        stored.len()
+    );
+    let succeeded = |i: usize| {
+        stored.iter().any(|g| {
+            g["labels"]["instance"] == format!("case{i}") && g["last_push_successful"] == true
+        })
+    };
+    let mut wrong = Vec::new();
+    for (i, ((case, body, expected), (status, text))) in cases.into_iter().zip(answers).enumerate()
+    {
+        let ours = validate(body.as_bytes(), 500);
+        let theirs = (200..300).contains(&status) && succeeded(i);
+        let actual = match (ours.is_ok(), theirs) {
+            (true, true) => Both,
+            (false, false) => Neither,
+            (false, true) => OnlyPushgateway(""),
+            (true, false) => {
+                wrong.push(format!(
+                    "{case}: the gateway accepts it, the Pushgateway does not ({status} {})",
+                    text.trim()
+                ));
+                continue;
+            }
+        };
+        let same = match (actual, expected) {
+            (OnlyPushgateway(_), OnlyPushgateway(_)) => true,
+            (a, e) => a == e,
+        };
+        if !same {
+            wrong.push(format!(
+                "{case}: expected {expected:?}, got {actual:?} (gateway: {:?}; Pushgateway: {status} {})",
+                ours.err().map(|e| e.to_string()),
+                text.trim()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
