@@ -442,6 +442,17 @@ mod tests {
             fam("h_sum", FamilyType::Gauge),
         ];
         assert!(t.check_and_record(&push).is_err());
+        // The other order too: the Pushgateway's parser keeps an untyped `q_count` given before
+        // `# TYPE q summary` as its own family, and its `/metrics` then answers 500 (tried).
+        let t = seeded(100);
+        let push = [
+            fam("q_count", FamilyType::Untyped),
+            fam("q", FamilyType::Summary),
+        ];
+        assert_eq!(
+            t.check_and_record(&push).unwrap_err().reason(),
+            "suffix_conflict"
+        );
     }
 
     #[test]

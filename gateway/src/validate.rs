@@ -13,7 +13,9 @@
 //! On top of the grammar the checks are the ones that keep a Pushgateway run with
 //! `--push.disable-consistency-check` scrapeable: reserved family names, labels that belong to
 //! the grouping key, label names Prometheus refuses, timestamps, a family given twice, a series
-//! given twice, and the per-group series budget.
+//! given twice, and the per-group series budget. Comment lines are checked as the Pushgateway's
+//! parser (Go's expfmt) reads them, where this parser reads them otherwise (HELP escapes, HELP
+//! and TYPE names, a TYPE line's end, a second HELP or TYPE line, `# TYPEx counter`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -221,35 +223,32 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
             "the last line does not end with a line break".to_string(),
         ));
     }
-    // Cheap bound before parsing: every series is a line. The parser reads a `# TYPE` line
-    // with an unknown type as a plain comment (the family becomes untyped); the Pushgateway
-    // refuses it, so it is refused here.
+    // Cheap bound before parsing: every series is a line. Comment lines are read here as
+    // expfmt (the Pushgateway's parser) reads them, because the gateway's parser reads some of
+    // them otherwise: it takes a `# TYPE` line it cannot read (an unknown type, `counter\r`)
+    // as a plain comment, `# TYPEx counter` as a TYPE line, and accepts HELP escapes and names
+    // that expfmt refuses, and a second HELP or TYPE line for a name once a TYPE or HELP line
+    // comes between them.
     let mut lines = 0usize;
-    for line in text.lines() {
-        let t = line.trim_start();
+    let mut described: HashSet<(bool, &str)> = HashSet::new();
+    for line in text.split('\n') {
+        let t = line.trim_start_matches([' ', '\t']);
         if t.is_empty() {
             continue;
         }
-        // expfmt reads a TYPE line's type, and a sample's timestamp, up to the line break:
-        // white space after the last word is an error there, not padding.
-        let padded = t.ends_with([' ', '\t']);
         if let Some(comment) = t.strip_prefix('#') {
-            let mut words = comment.split_whitespace();
-            if words.next() == Some("TYPE") {
-                let (name, kind) = (words.next(), words.next());
-                if kind.and_then(FamilyType::parse).is_none() || words.next().is_some() || padded {
-                    return Err(Invalid::Malformed(format!(
-                        "TYPE line of `{}` must end with counter, gauge, histogram, summary or untyped",
-                        name.unwrap_or_default()
-                            .chars()
-                            .take(100)
-                            .collect::<String>()
-                    )));
+            if let Some((is_type, name)) = check_comment(comment)? {
+                // A second HELP or TYPE line for a name: expfmt refuses it even where the
+                // gateway's parser does not (HELP, TYPE, HELP).
+                if !described.insert((is_type, name)) {
+                    return Err(Invalid::DuplicateFamily(name.to_string()));
                 }
             }
             continue;
         }
-        if padded {
+        // expfmt reads a sample's value, and a timestamp, up to the line break: white space
+        // after the last word is an error there, not padding.
+        if t.ends_with([' ', '\t']) {
             return Err(Invalid::Malformed(format!(
                 "sample line `{}` ends in white space",
                 t.trim_end().chars().take(100).collect::<String>()
@@ -376,6 +375,61 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
         });
     }
     Ok(out)
+}
+
+/// Checks a comment line (the text after its `#`) as expfmt reads it: a first word of exactly
+/// `HELP` or `TYPE` makes a HELP or TYPE line, any other word a free comment. Returns the
+/// keyword (true: TYPE) and name of a HELP line with text or of a TYPE line.
+fn check_comment(comment: &str) -> Result<Option<(bool, &str)>, Invalid> {
+    let malformed = |what: &str, name: &str| {
+        Err(Invalid::Malformed(format!(
+            "{what} (`{}`)",
+            name.chars().take(100).collect::<String>()
+        )))
+    };
+    let comment = comment.trim_start_matches([' ', '\t']);
+    let keyword_end = comment.find([' ', '\t']).unwrap_or(comment.len());
+    let (keyword, rest) = comment.split_at(keyword_end);
+    let is_type = match keyword {
+        "TYPE" => true,
+        "HELP" => false,
+        // The gateway's parser reads `# TYPEx counter` as the TYPE of `x`, expfmt as a comment.
+        k if k.starts_with("TYPE") || k.starts_with("HELP") => {
+            return malformed("a comment whose first word starts with TYPE or HELP", k);
+        }
+        _ => return Ok(None),
+    };
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let name_len = match rest.as_bytes().first() {
+        Some(c) if c.is_ascii_alphabetic() || *c == b'_' || *c == b':' => rest
+            .bytes()
+            .position(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b':'))
+            .unwrap_or(rest.len()),
+        _ => 0,
+    };
+    let (name, after) = rest.split_at(name_len);
+    let text = after.trim_start_matches([' ', '\t']);
+    if !after.is_empty() && !after.starts_with([' ', '\t']) {
+        return malformed(&format!("{keyword} line with an invalid metric name"), rest);
+    }
+    if is_type {
+        if name.is_empty() || FamilyType::parse(text).is_none() {
+            return malformed(
+                "TYPE line must name a family and end with counter, gauge, histogram, summary \
+                 or untyped",
+                rest,
+            );
+        }
+        return Ok(Some((true, name)));
+    }
+    // expfmt knows two escapes in HELP text, `\\` and `\n`.
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'\\' && !matches!(bytes.next(), Some(b'\\' | b'n')) {
+            return malformed("HELP text with an escape other than \\\\ and \\n", name);
+        }
+    }
+    Ok((!text.is_empty()).then_some((false, name)))
 }
 
 /// A hash of a sample's identity: its value type and its label set, independent of the labels'
@@ -523,6 +577,87 @@ mod tests {
         ] {
             assert!(validate(ok.as_bytes(), 10).is_ok(), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn comment_lines_are_read_as_the_pushgateways_parser_reads_them() {
+        for (body, reason) in [
+            ("# HELP x a\\tb\nx 1\n", "malformed"),
+            ("# HELP x a\\\nx 1\n", "malformed"),
+            ("# HELP x a\\\"b\nx 1\n", "malformed"),
+            ("# HELP x-y text\nx 1\n", "malformed"),
+            ("# HELP é text\nx 1\n", "malformed"),
+            ("# HELP x\u{a0}text\nx 1\n", "malformed"),
+            ("# TYPE x counter\r\nx 1\n", "malformed"),
+            ("# TYPE x counter\u{a0}\nx 1\n", "malformed"),
+            ("# TYPE x\u{a0}counter\nx 1\n", "malformed"),
+            ("# TYPE x-y counter\nx 1\n", "malformed"),
+            ("# TYPEx counter\nx 1\n", "malformed"),
+            ("# HELPx text\nx 1\n", "malformed"),
+            (
+                "# HELP x a\n# TYPE x counter\n# HELP x b\nx 1\n",
+                "duplicate",
+            ),
+            (
+                "# TYPE x counter\n# HELP x a\n# TYPE x gauge\nx 1\n",
+                "duplicate",
+            ),
+        ] {
+            match validate(body.as_bytes(), 10) {
+                Ok(v) => panic!("{body:?} was accepted: {v:?}"),
+                Err(e) => assert_eq!(e.reason(), reason, "{body:?}: {e}"),
+            }
+        }
+        // Why a glued keyword is refused: the gateway's parser reads a counter here, the
+        // Pushgateway's parser a comment (it stores an untyped `x`).
+        let glued = Scrape::parse("# TYPEx counter\nx 1\n").unwrap();
+        assert_eq!(
+            (glued.metrics[0].name.as_str(), glued.metrics[0].kind),
+            ("x", Type::Counter)
+        );
+        for ok in [
+            "# HELP x a\\\\tb \\n c\nx 1\n",
+            "# HELP x text\r\nx 1\n",
+            "# HELP x \u{a0}text\nx 1\n",
+            "#\tTYPE\tx\tcounter\nx 1\n",
+            "# type x counter\nx 1\n",
+            "# HELP x   \nx 1\n",
+        ] {
+            assert!(validate(ok.as_bytes(), 10).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn what_the_prometheus_text_encoder_writes_for_the_sdk_is_valid() {
+        use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+        let r = Registry::new();
+        for (i, help) in [
+            "trailing spaces   ",
+            " leading space",
+            "back\\slash, new\nline, \"quotes\", tab\t, cr\r",
+            "ends in a backslash\\",
+            "\u{a0}no-break space",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let c = IntCounterVec::new(Opts::new(format!("c{i}_total"), help), &["l"]).unwrap();
+            for value in ["", "a\nb", "back\\", "\"q\"", "tab\t", "é 🚀", " "] {
+                c.with_label_values(&[value]).inc();
+            }
+            r.register(Box::new(c)).unwrap();
+        }
+        let h = HistogramVec::new(HistogramOpts::new("h_seconds", "h\\"), &["l"]).unwrap();
+        h.with_label_values(&["x\ny"]).observe(0.3);
+        r.register(Box::new(h)).unwrap();
+        let mut body = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&r.gather(), &mut body)
+            .unwrap();
+        let v = validate(&body, 1000).unwrap_or_else(|e| {
+            panic!("{e}\n{}", String::from_utf8_lossy(&body));
+        });
+        assert_eq!(v.families.len(), 6);
     }
 
     #[test]

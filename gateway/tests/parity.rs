@@ -148,6 +148,57 @@ fn corpus() -> Vec<(&'static str, String, Verdict)> {
         ("TYPE after the sample", "x 1\n# TYPE x counter\n".into(), Neither),
         ("TYPE in capitals", "# TYPE x Counter\nx 1\n".into(), Both),
         ("unknown TYPE", "# TYPE x meter\nx 1\n".into(), Neither),
+        ("HELP escape \\t", "# HELP x a\\tb\nx 1\n".into(), Neither),
+        ("HELP escape \\\"", "# HELP x a\\\"b\nx 1\n".into(), Neither),
+        ("HELP ending in a lone \\", "# HELP x a\\\nx 1\n".into(), Neither),
+        ("HELP escape \\\\ before a t", "# HELP x a\\\\tb\nx 1\n".into(), Both),
+        ("HELP ending in CR", "# HELP x text\r\nx 1\n".into(), Both),
+        ("HELP of a name with a dash", "# HELP x-y text\nx 1\n".into(), Neither),
+        ("HELP of a non-ASCII name", "# HELP é text\nx 1\n".into(), Neither),
+        ("HELP of a name starting with a digit", "# HELP 1x text\nx 1\n".into(), Neither),
+        ("HELP name then a no-break space", "# HELP x\u{a0}text\nx 1\n".into(), Neither),
+        ("TYPE ending in CR", "# TYPE x counter\r\nx 1\n".into(), Neither),
+        ("TYPE ending in a no-break space", "# TYPE x counter\u{a0}\nx 1\n".into(), Neither),
+        ("TYPE ending in a form feed", "# TYPE x counter\x0c\nx 1\n".into(), Neither),
+        ("TYPE name then a no-break space", "# TYPE x\u{a0}counter\nx 1\n".into(), Neither),
+        ("TYPE of a name with a dash", "# TYPE x-y counter\nx 1\n".into(), Neither),
+        (
+            "TYPE glued to the name",
+            "# TYPEx counter\nx 1\n".into(),
+            OnlyPushgateway(
+                "the Pushgateway stores an untyped x, the gateway's parser reads a counter: the family \
+                 table would let another group push a counter x, and /metrics answers 500 (tried)",
+            ),
+        ),
+        (
+            "HELP glued to the name",
+            "# HELPx text\nx 1\n".into(),
+            OnlyPushgateway("a comment the gateway's parser reads as a HELP line"),
+        ),
+        (
+            "TYPE gauge_histogram",
+            "# TYPE x gauge_histogram\nx 1\n".into(),
+            OnlyPushgateway(UNUSUAL_SPELLING),
+        ),
+        (
+            "HELP, TYPE, HELP",
+            "# HELP x a\n# TYPE x counter\n# HELP x b\nx 1\n".into(),
+            Neither,
+        ),
+        (
+            "TYPE, HELP, TYPE",
+            "# TYPE x counter\n# HELP x a\n# TYPE x gauge\nx 1\n".into(),
+            Neither,
+        ),
+        ("tabs in a TYPE line", "#\tTYPE\tx\tcounter\nx 1\n".into(), Both),
+        ("tab after #", "#\tfree comment\nx 1\n".into(), Both),
+        ("lower-case type keyword (a comment)", "# type x counter\nx 1\n".into(), Both),
+        ("HELP after the samples", "x 1\n# HELP x t\n".into(), OnlyPushgateway(NO_SAMPLES)),
+        ("label __name__", "x{__name__=\"y\"} 1\n".into(), Neither),
+        ("empty label name", "x{=\"v\"} 1\n".into(), Neither),
+        ("untyped _bucket", "x_bucket{le=\"1\"} 1\n".into(), Both),
+        ("untyped _sum and _count", "x_sum 1\nx_count 1\n".into(), Both),
+        ("label value 20 000 bytes", format!("x{{a=\"{}\"}} 1\n", "a".repeat(20_000)), Both),
         (
             "family split by another",
             "# TYPE x counter\nx{a=\"1\"} 1\ny 1\nx{a=\"2\"} 1\n".into(),
@@ -216,6 +267,34 @@ fn corpus() -> Vec<(&'static str, String, Verdict)> {
         (
             "summary quantile NaN",
             "# TYPE s summary\ns{quantile=\"NaN\"} 1\ns_sum 1\ns_count 1\n".into(),
+            Both,
+        ),
+        (
+            "histogram buckets out of order, negative counts",
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} -2\nh_bucket{le=\"1\"} 5\nh_sum 1\nh_count -2\n"
+                .into(),
+            Both,
+        ),
+        (
+            "histogram bucket le=\"NaN\"",
+            "# TYPE h histogram\nh_bucket{le=\"NaN\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Both,
+        ),
+        (
+            "histogram buckets le=\"1\" and le=\"1.0\"",
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1.0\"} 1\nh_sum 1\nh_count 1\n"
+                .into(),
+            Both,
+        ),
+        (
+            "histogram with a quantile label",
+            "# TYPE h histogram\nh_bucket{le=\"1\",quantile=\"0.5\"} 1\nh_sum{quantile=\"0.5\"} 1\nh_count{quantile=\"0.5\"} 1\n"
+                .into(),
+            Both,
+        ),
+        (
+            "summary with an le label",
+            "# TYPE s summary\ns{quantile=\"0.5\",le=\"1\"} 1\ns_sum 1\ns_count 1\n".into(),
             Both,
         ),
         (
