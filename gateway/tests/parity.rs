@@ -79,6 +79,7 @@ fn corpus() -> Vec<(&'static str, String, Verdict)> {
         ("label escape \\n", "x{a=\"a\\nb\"} 1\n".into(), Both),
         ("label escape \\t", "x{a=\"\\t\"} 1\n".into(), Neither),
         ("raw tab in a label value", "x{a=\"\t\"} 1\n".into(), Both),
+        ("raw CR in a label value", "x{a=\"a\rb\"} 1\n".into(), Both),
         ("non-ASCII label value", "x{a=\"é\"} 1\n".into(), Both),
         ("empty label value", "x{a=\"\"} 1\n".into(), Both),
         (
