@@ -82,6 +82,13 @@ fn corpus() -> Vec<(&'static str, String, Verdict)> {
             value("Infinity"),
             OnlyPushgateway(UNUSUAL_SPELLING),
         ),
+        ("value 5.e3", value("5.e3"), Both),
+        ("value +NaN", value("+NaN"), Neither),
+        (
+            "value infinity",
+            value("infinity"),
+            OnlyPushgateway(UNUSUAL_SPELLING),
+        ),
         ("value 0x10", value("0x10"), Neither),
         ("value 0x1p3", value("0x1p3"), Neither),
         ("value 1_000", value("1_000"), Neither),
@@ -237,6 +244,9 @@ fn corpus() -> Vec<(&'static str, String, Verdict)> {
         ("lower-case type keyword (a comment)", "# type x counter\nx 1\n".into(), Both),
         ("HELP after the samples", "x 1\n# HELP x t\n".into(), OnlyPushgateway(NO_SAMPLES)),
         ("label __name__", "x{__name__=\"y\"} 1\n".into(), Neither),
+        ("NUL in a label value", "x{a=\"\0\"} 1\n".into(), Both),
+        ("byte order mark first", "\u{feff}x 1\n".into(), Neither),
+        ("# and a space only", "# \nx 1\n".into(), OnlyPushgateway(UNUSUAL_SPELLING)),
         ("empty label name", "x{=\"v\"} 1\n".into(), Neither),
         ("untyped _bucket", "x_bucket{le=\"1\"} 1\n".into(), Both),
         ("untyped _sum and _count", "x_sum 1\nx_count 1\n".into(), Both),
@@ -330,6 +340,27 @@ fn corpus() -> Vec<(&'static str, String, Verdict)> {
             "histogram with a quantile label",
             "# TYPE h histogram\nh_bucket{le=\"1\",quantile=\"0.5\"} 1\nh_sum{quantile=\"0.5\"} 1\nh_count{quantile=\"0.5\"} 1\n"
                 .into(),
+            Both,
+        ),
+        (
+            "histogram bucket le=\"Infinity\", le=\"+infinity\", le=\".5\"",
+            "# TYPE h histogram\nh_bucket{le=\".5\"} 1\nh_bucket{le=\"+infinity\"} 1\nh_bucket{le=\"Infinity\",a=\"1\"} 1\nh_sum 1\nh_count 1\n"
+                .into(),
+            Both,
+        ),
+        (
+            "histogram bucket le=\"\"",
+            "# TYPE h histogram\nh_bucket{le=\"\"} 1\nh_sum 1\nh_count 1\n".into(),
+            Neither,
+        ),
+        (
+            "histogram _count with le=\"x\"",
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count{le=\"x\"} 1\n".into(),
+            Neither,
+        ),
+        (
+            "summary quantile +Inf",
+            "# TYPE s summary\ns{quantile=\"+Inf\"} 1\ns_sum 1\ns_count 1\n".into(),
             Both,
         ),
         (
