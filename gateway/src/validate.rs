@@ -280,6 +280,12 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
             return Err(Invalid::DuplicateFamily(metric.name.clone()));
         }
         identities.clear();
+        // The label holding a bucket's or quantile's bound: a number, as expfmt reads it.
+        let bound = match kind {
+            FamilyType::Histogram => Some("le"),
+            FamilyType::Summary => Some("quantile"),
+            _ => None,
+        };
         for (index, sample) in metric.samples.iter().enumerate() {
             if sample.value.timestamp.is_some() {
                 return Err(Invalid::Timestamp(metric.name.clone()));
@@ -316,11 +322,6 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
                     });
                 }
             }
-            let bound = match kind {
-                FamilyType::Histogram => Some("le"),
-                FamilyType::Summary => Some("quantile"),
-                _ => None,
-            };
             if let Some(l) = sample
                 .labels
                 .iter()
@@ -333,11 +334,8 @@ pub fn validate(body: &[u8], max_series: usize) -> Result<Validated, Invalid> {
                     l.value.chars().take(50).collect::<String>()
                 )));
             }
-            let needs = match (kind, sample.value.value_type) {
-                (FamilyType::Histogram, ValueType::Sample) => Some("le"),
-                (FamilyType::Summary, ValueType::Sample) => Some("quantile"),
-                _ => None,
-            };
+            // A bucket or quantile sample (not `_sum`/`_count`) must carry its bound.
+            let needs = bound.filter(|_| sample.value.value_type == ValueType::Sample);
             if let Some(label) = needs.filter(|l| !sample.labels.iter().any(|k| k.key == *l)) {
                 return Err(Invalid::MissingBucketLabel {
                     family: metric.name.clone(),
