@@ -726,7 +726,7 @@ fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
             let clients = clients.clone();
             tasks.push(tokio::spawn(async move {
                 for i in (w..groups).step_by(16) {
-                    let key = whisk_collector::GroupingKey::new("openwhisk_actions")
+                    let key = whisk_grouping::GroupingKey::new("openwhisk_actions")
                         .with("instance", format!("{i:032x}").as_str())
                         .with("namespace", format!("ns{}", i % 50).as_str())
                         .with("action", format!("pkg/orders{}", i % 400).as_str());

@@ -70,106 +70,65 @@ impl Default for Telemetry {
     }
 }
 
-impl Telemetry {
-    /// Registers every metric in a fresh registry.
-    // The names and labels below are constants; registering them cannot fail.
-    #[allow(clippy::expect_used, clippy::too_many_lines)]
-    pub(crate) fn new() -> Self {
-        let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            registry
-                .register(c)
-                .expect("constant metric definitions are valid and unique");
-        };
-        let counter_vec = |name: &str, help: &str, label: &str| {
-            let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            reg(Box::new(v.clone()));
-            v
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            reg(Box::new(c.clone()));
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            reg(Box::new(g.clone()));
-            g
-        };
+/// Registers metric definitions in one registry.
+struct Registrar<'a>(&'a Registry);
 
-        let events = counter_vec(
-            "whisk_collector_events_total",
-            "Valid events applied, by event type",
-            "type",
-        );
-        let invalid_vec = counter_vec(
-            "whisk_collector_invalid_events_total",
-            "Messages skipped because they are not valid events, by reason",
-            "reason",
-        );
-        let invalid = InvalidReason::ALL.map(|r| invalid_vec.with_label_values(&[r.as_str()]));
-        let last_event_timestamp = Gauge::new(
-            "whisk_collector_last_event_timestamp_seconds",
-            "Envelope timestamp of the newest applied event",
-        )
-        .expect("valid metric");
-        reg(Box::new(last_event_timestamp.clone()));
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "whisk_collector_consumer_lag_messages",
-                "Messages between the high watermark and the next offset to apply",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("valid metric");
-        reg(Box::new(consumer_lag.clone()));
-        let pushes = counter_vec(
-            "whisk_collector_pushes_total",
-            "Pushes to the Pushgateway, by result",
-            "result",
-        );
-        let push_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "whisk_collector_push_duration_seconds",
-                "Duration of pushes to the Pushgateway",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-        reg(Box::new(push_duration.clone()));
-        let live_series = gauge(
-            "whisk_collector_live_series",
-            "Series currently held for platform metrics",
-        );
-        let overflow_events = counter(
-            "whisk_collector_overflow_events_total",
-            "Activations counted under action=\"__overflow__\" because of --max-actions",
-        );
-        let capped = counter_vec(
-            "whisk_collector_capped_events_total",
-            "Events counted under status_code/kind/caused_by=\"other\" or action=\"__overflow__\", or dropped (gauges), because a limit was reached, by limit",
-            "limit",
-        );
-        let evicted_keys = counter(
-            "whisk_collector_evicted_keys_total",
-            "Actions, namespaces and controllers forgotten after --evict-after without events",
-        );
-        let janitor_pruned = counter(
-            "whisk_collector_janitor_pruned_groups_total",
-            "Stale Pushgateway groups deleted (or, in dry-run, found) by the janitor",
-        );
-        let janitor_runs = counter_vec(
-            "whisk_collector_janitor_runs_total",
-            "Janitor runs, by result",
-            "result",
-        );
-        let assigned_partitions = gauge(
-            "whisk_collector_assigned_partitions",
-            "Partitions of the events topic assigned to this replica",
-        );
-        let kafka_errors = counter_vec(
+// The names and labels are constants; registering them cannot fail.
+#[allow(clippy::expect_used)]
+impl Registrar<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("constant metric definitions are valid and unique");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, label: &str) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.register(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.register(Histogram::with_opts(opts).expect("valid metric"))
+    }
+}
+
+/// The families of the event path: consuming, applying, pushing, the broker.
+struct PathFamilies {
+    events: IntCounterVec,
+    invalid: IntCounterVec,
+    last_event_timestamp: Gauge,
+    consumer_lag: IntGaugeVec,
+    pushes: IntCounterVec,
+    push_duration: Histogram,
+    live_series: IntGauge,
+    overflow_events: IntCounter,
+    capped: IntCounterVec,
+    evicted_keys: IntCounter,
+    assigned_partitions: IntGauge,
+    kafka_errors: IntCounterVec,
+    revocations: IntCounterVec,
+}
+
+impl PathFamilies {
+    fn register(r: &Registrar<'_>) -> Self {
+        let kafka_errors = r.counter_vec(
             "whisk_collector_kafka_errors_total",
             "Errors reported by librdkafka (broker unreachable, transport, authentication, ...), by kind; logged only when the state changes and once a minute while it lasts",
             "kind",
@@ -177,74 +136,168 @@ impl Telemetry {
         for kind in crate::source::broker_health::ErrorKind::ALL {
             let _ = kafka_errors.with_label_values(&[kind.as_str()]);
         }
-        let revocations = counter_vec(
-            "whisk_collector_revocations_total",
-            "Partition revocations, by result: committed (pushed and committed before release) or failed (the next owner re-reads since the last commit)",
-            "result",
-        );
-        let guard_deleted = counter_vec(
-            "whisk_collector_guard_deleted_groups_total",
-            "Pushgateway groups deleted by the guard so the Pushgateway's /metrics answers again, by reason",
-            "reason",
-        );
-        let janitor_rounds = counter_vec(
-            "whisk_collector_janitor_rounds_total",
-            "Janitor rounds that completed, by where the stale groups came from: prometheus (--prometheus-url) or listing (each Pushgateway's /api/v1/metrics)",
-            "source",
-        );
-        let janitor_prometheus_failures = counter_vec(
-            "whisk_collector_janitor_prometheus_failures_total",
-            "Janitor rounds where Prometheus (--prometheus-url) gave no usable answer, so the round fell back to the listing, by reason",
-            "reason",
-        );
-        for reason in crate::janitor::prometheus::PrometheusError::REASONS {
-            let _ = janitor_prometheus_failures.with_label_values(&[reason]);
+        Self {
+            events: r.counter_vec(
+                "whisk_collector_events_total",
+                "Valid events applied, by event type",
+                "type",
+            ),
+            invalid: r.counter_vec(
+                "whisk_collector_invalid_events_total",
+                "Messages skipped because they are not valid events, by reason",
+                "reason",
+            ),
+            last_event_timestamp: r.float_gauge(
+                "whisk_collector_last_event_timestamp_seconds",
+                "Envelope timestamp of the newest applied event",
+            ),
+            consumer_lag: r.gauge_vec(
+                "whisk_collector_consumer_lag_messages",
+                "Messages between the high watermark and the next offset to apply",
+                &["topic", "partition"],
+            ),
+            pushes: r.counter_vec(
+                "whisk_collector_pushes_total",
+                "Pushes to the Pushgateway, by result",
+                "result",
+            ),
+            push_duration: r.histogram(
+                "whisk_collector_push_duration_seconds",
+                "Duration of pushes to the Pushgateway",
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            live_series: r.gauge(
+                "whisk_collector_live_series",
+                "Series currently held for platform metrics",
+            ),
+            overflow_events: r.counter(
+                "whisk_collector_overflow_events_total",
+                "Activations counted under action=\"__overflow__\" because of --max-actions",
+            ),
+            capped: r.counter_vec(
+                "whisk_collector_capped_events_total",
+                "Events counted under status_code/kind/caused_by=\"other\" or action=\"__overflow__\", or dropped (gauges), because a limit was reached, by limit",
+                "limit",
+            ),
+            evicted_keys: r.counter(
+                "whisk_collector_evicted_keys_total",
+                "Actions, namespaces and controllers forgotten after --evict-after without events",
+            ),
+            assigned_partitions: r.gauge(
+                "whisk_collector_assigned_partitions",
+                "Partitions of the events topic assigned to this replica",
+            ),
+            kafka_errors,
+            revocations: r.counter_vec(
+                "whisk_collector_revocations_total",
+                "Partition revocations, by result: committed (pushed and committed before release) or failed (the next owner re-reads since the last commit)",
+                "result",
+            ),
         }
-        let janitor_deletes = counter_vec(
-            "whisk_collector_janitor_deletes_total",
-            "DELETE requests the janitor's Prometheus source sent (each stale group on every shard), by result",
-            "result",
-        );
-        let janitor_shard_checks = counter_vec(
-            "whisk_collector_janitor_shard_checks_total",
-            "Per shard and round, how the guard learnt the shard's health: prometheus (up of its scrape is 1) or direct (its /metrics status checked)",
-            "via",
-        );
+    }
+}
+
+/// The families of the janitor and the guard.
+struct JanitorFamilies {
+    pruned: IntCounter,
+    runs: IntCounterVec,
+    guard_deleted: IntCounterVec,
+    rounds: IntCounterVec,
+    prometheus_failures: IntCounterVec,
+    deletes: IntCounterVec,
+    shard_checks: IntCounterVec,
+}
+
+impl JanitorFamilies {
+    fn register(r: &Registrar<'_>) -> Self {
+        let f = Self {
+            pruned: r.counter(
+                "whisk_collector_janitor_pruned_groups_total",
+                "Stale Pushgateway groups deleted (or, in dry-run, found) by the janitor",
+            ),
+            runs: r.counter_vec(
+                "whisk_collector_janitor_runs_total",
+                "Janitor runs, by result",
+                "result",
+            ),
+            guard_deleted: r.counter_vec(
+                "whisk_collector_guard_deleted_groups_total",
+                "Pushgateway groups deleted by the guard so the Pushgateway's /metrics answers again, by reason",
+                "reason",
+            ),
+            rounds: r.counter_vec(
+                "whisk_collector_janitor_rounds_total",
+                "Janitor rounds that completed, by where the stale groups came from: prometheus (--prometheus-url) or listing (each Pushgateway's /api/v1/metrics)",
+                "source",
+            ),
+            prometheus_failures: r.counter_vec(
+                "whisk_collector_janitor_prometheus_failures_total",
+                "Janitor rounds where Prometheus (--prometheus-url) gave no usable answer, so the round fell back to the listing, by reason",
+                "reason",
+            ),
+            deletes: r.counter_vec(
+                "whisk_collector_janitor_deletes_total",
+                "DELETE requests the janitor's Prometheus source sent (each stale group on every shard), by result",
+                "result",
+            ),
+            shard_checks: r.counter_vec(
+                "whisk_collector_janitor_shard_checks_total",
+                "Per shard and round, how the guard learnt the shard's health: prometheus (up of its scrape is 1) or direct (its /metrics status checked)",
+                "via",
+            ),
+        };
+        for reason in crate::janitor::prometheus::PrometheusError::REASONS {
+            let _ = f.prometheus_failures.with_label_values(&[reason]);
+        }
         for source in ["listing", "prometheus"] {
-            let _ = janitor_rounds.with_label_values(&[source]);
-            let _ = janitor_shard_checks.with_label_values(&[if source == "listing" {
+            let _ = f.rounds.with_label_values(&[source]);
+            let _ = f.shard_checks.with_label_values(&[if source == "listing" {
                 "direct"
             } else {
                 source
             }]);
         }
+        f
+    }
+}
+
+impl Telemetry {
+    /// Registers every metric in a fresh registry.
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let r = Registrar(&registry);
+        let p = PathFamilies::register(&r);
+        let j = JanitorFamilies::register(&r);
+        let invalid = InvalidReason::ALL.map(|r| p.invalid.with_label_values(&[r.as_str()]));
         Self {
-            janitor_rounds,
-            janitor_prometheus_failures,
-            janitor_deletes_ok: janitor_deletes.with_label_values(&["ok"]),
-            janitor_deletes_failed: janitor_deletes.with_label_values(&["failed"]),
-            janitor_shard_checks,
-            kafka_errors,
-            guard_type_clash: guard_deleted.with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
-            revocations_committed: revocations.with_label_values(&["committed"]),
-            revocations_failed: revocations.with_label_values(&["failed"]),
-            events_activation: events.with_label_values(&["activation"]),
-            events_metric: events.with_label_values(&["metric"]),
+            janitor_rounds: j.rounds,
+            janitor_prometheus_failures: j.prometheus_failures,
+            janitor_deletes_ok: j.deletes.with_label_values(&["ok"]),
+            janitor_deletes_failed: j.deletes.with_label_values(&["failed"]),
+            janitor_shard_checks: j.shard_checks,
+            kafka_errors: p.kafka_errors,
+            guard_type_clash: j
+                .guard_deleted
+                .with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
+            revocations_committed: p.revocations.with_label_values(&["committed"]),
+            revocations_failed: p.revocations.with_label_values(&["failed"]),
+            events_activation: p.events.with_label_values(&["activation"]),
+            events_metric: p.events.with_label_values(&["metric"]),
             invalid,
-            last_event_timestamp,
-            consumer_lag,
-            pushes_ok: pushes.with_label_values(&["ok"]),
-            pushes_failed: pushes.with_label_values(&["failed"]),
-            push_duration,
-            live_series,
-            overflow_events,
-            capped_status_codes: capped.with_label_values(&["max_status_codes_per_action"]),
-            capped_series: capped.with_label_values(&["max_series"]),
-            evicted_keys,
-            janitor_pruned,
-            janitor_ok: janitor_runs.with_label_values(&["ok"]),
-            janitor_failed: janitor_runs.with_label_values(&["failed"]),
-            assigned_partitions,
+            last_event_timestamp: p.last_event_timestamp,
+            consumer_lag: p.consumer_lag,
+            pushes_ok: p.pushes.with_label_values(&["ok"]),
+            pushes_failed: p.pushes.with_label_values(&["failed"]),
+            push_duration: p.push_duration,
+            live_series: p.live_series,
+            overflow_events: p.overflow_events,
+            capped_status_codes: p.capped.with_label_values(&["max_status_codes_per_action"]),
+            capped_series: p.capped.with_label_values(&["max_series"]),
+            evicted_keys: p.evicted_keys,
+            janitor_pruned: j.pruned,
+            janitor_ok: j.runs.with_label_values(&["ok"]),
+            janitor_failed: j.runs.with_label_values(&["failed"]),
+            assigned_partitions: p.assigned_partitions,
             assigned_logged: AtomicI64::new(-1),
             registry,
             invalid_log: Mutex::new(LogBudget::new(10, Duration::from_secs(10))),

@@ -64,4 +64,3 @@ pub use janitor::{
 };
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};
-pub use whisk_grouping::{GroupingKey, TIME_BUCKETS, parse_duration};

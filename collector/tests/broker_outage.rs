@@ -36,7 +36,19 @@ fn keeps_running_through_a_broker_outage_and_resumes_counting() {
     .unwrap_or_else(|| panic!("first batch not counted:\n{}", collector.log()));
 
     cluster.broker_down(1).unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    // Wait until the collector has seen the outage (counted a broker error), then check it
+    // lived through it.
+    let kafka_errors = |c: &Collector| -> f64 {
+        c.metrics()
+            .lines()
+            .filter(|l| l.starts_with("whisk_collector_kafka_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    wait_for(Duration::from_secs(60), || {
+        (kafka_errors(&collector) > 0.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the outage was never noticed:\n{}", collector.log()));
     assert!(
         collector.child.try_wait().unwrap().is_none(),
         "exited during the outage:\n{}",

@@ -5,9 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{instances, pushgateway_client};
-use whisk_collector::{GroupingKey, Janitor, PushgatewayClient};
+use common::{all_pushed_at_least, instances, pushgateway_client};
+use whisk_collector::{Janitor, PushgatewayClient};
+use whisk_grouping::GroupingKey;
 use whisk_testkit::Pushgateway;
+
+/// The janitor's prune-after in the staleness tests: groups last pushed longer ago are stale.
+const PRUNE_AFTER: Duration = Duration::from_secs(2);
 
 fn put(
     rt: &tokio::runtime::Runtime,
@@ -61,7 +65,14 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
         "openwhisk_platform",
         &[("instance", "collector")],
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    // The old groups become stale (prune-after 2 s) by the Pushgateway's own push times.
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(10), || {
+            all_pushed_at_least(&pgw, sdk, PRUNE_AFTER)
+        }),
+        "the old groups never aged past {PRUNE_AFTER:?}: {:?}",
+        pgw.groups()
+    );
     put(
         &rt,
         &client,
@@ -74,7 +85,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
     );
     assert_eq!(instances(&pgw, sdk), vec!["fresh", "old-1", "old-2"]);
 
-    let dry = Janitor::new(client.clone(), sdk, Duration::from_secs(2), true);
+    let dry = Janitor::new(client.clone(), sdk, PRUNE_AFTER, true);
     assert_eq!(rt.block_on(dry.run_once()).unwrap().pruned(), 2);
     assert_eq!(
         instances(&pgw, sdk),
@@ -82,7 +93,7 @@ fn deletes_exactly_the_stale_groups_of_the_sdk_job() {
         "dry run deletes nothing"
     );
 
-    let janitor = Janitor::new(client, sdk, Duration::from_secs(2), false);
+    let janitor = Janitor::new(client, sdk, PRUNE_AFTER, false);
     assert_eq!(rt.block_on(janitor.run_once()).unwrap().pruned(), 2);
     // DELETE is queued by the Pushgateway; wait (bounded) for it to apply.
     assert!(whisk_testkit::wait_until(
@@ -117,11 +128,18 @@ fn one_round_serves_every_shard_and_a_dead_one_does_not_stop_the_others() {
     for c in [&clients[0], &clients[2]] {
         put(&rt, c, sdk, &[("instance", "old")]);
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    for pgw in &shards {
+        assert!(
+            whisk_testkit::wait_until(Duration::from_secs(10), || {
+                all_pushed_at_least(pgw, sdk, PRUNE_AFTER)
+            }),
+            "the old groups never aged past {PRUNE_AFTER:?}"
+        );
+    }
     for c in [&clients[0], &clients[2]] {
         put(&rt, c, sdk, &[("instance", "fresh")]);
     }
-    let janitor = Janitor::for_pushgateways(clients, sdk, Duration::from_secs(2), false);
+    let janitor = Janitor::for_pushgateways(clients, sdk, PRUNE_AFTER, false);
     let round = rt.block_on(janitor.run_once()).unwrap();
     assert_eq!(round.groups, 4);
     assert_eq!(round.pruned(), 2);

@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{instances, pushgateway_client};
-use whisk_collector::{GroupingKey, Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
+use whisk_collector::{Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
+use whisk_grouping::GroupingKey;
 use whisk_testkit::{Prometheus, Pushgateway, wait_until};
 
 /// Long enough for a loaded machine.

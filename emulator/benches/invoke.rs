@@ -12,9 +12,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use whisk_emulator::load::LoadSpec;
 use whisk_emulator::{
-    ActionSpec, Invocation, Invoker, InvokerConfig, LoadPlan, MemorySink, run_plan,
+    ActionSpec, Invocation, Invoker, InvokerConfig, LoadPlan, LoadSpec, MemorySink, run_plan,
 };
 
 fn hello() -> PathBuf {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which cgroup hierarchy holds the memory controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     /// The v1 `memory` controller (`memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`).
     V1,
     /// The unified hierarchy (`memory.max`, `memory.swap.max`).
@@ -23,22 +23,21 @@ pub enum Version {
 
 /// The emulator's own memory cgroup: where container cgroups are created.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Root {
+pub(crate) struct Root {
     version: Version,
     dir: PathBuf,
 }
 
 /// A container's cgroup, removed when dropped (after its process is gone).
 #[derive(Debug)]
-pub struct Cgroup {
+pub(crate) struct Cgroup {
     dir: PathBuf,
-    version: Version,
 }
 
 impl Root {
     /// The emulator's memory cgroup, if it can create children with a memory limit there
     /// (checked once per process by creating and removing a probe child). `Err` says why not.
-    pub fn detect() -> Result<&'static Root, &'static str> {
+    pub(crate) fn detect() -> Result<&'static Root, &'static str> {
         static ROOT: OnceLock<Result<Root, String>> = OnceLock::new();
         ROOT.get_or_init(|| {
             let root = find(Path::new("/sys/fs/cgroup"))?;
@@ -56,23 +55,15 @@ impl Root {
     }
 
     /// The directory container cgroups go in.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The hierarchy.
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
     /// Creates `<root>/<name>` with `memory_bytes` as its memory and memory+swap limit.
-    pub fn create(&self, name: &str, memory_bytes: u64) -> io::Result<Cgroup> {
+    pub(crate) fn create(&self, name: &str, memory_bytes: u64) -> io::Result<Cgroup> {
         let dir = self.dir.join(name);
         fs::create_dir(&dir)?;
-        let cg = Cgroup {
-            dir,
-            version: self.version,
-        };
+        let cg = Cgroup { dir };
         let limit = memory_bytes.to_string();
         match self.version {
             Version::V1 => {
@@ -94,7 +85,7 @@ impl Root {
 }
 
 /// A cgroup name unique in this process: `whisk-emulator-<pid>-<n>-<action>`.
-pub fn unique_name(action: &str) -> String {
+pub(crate) fn unique_name(action: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let action: String = action
@@ -107,26 +98,13 @@ pub fn unique_name(action: &str) -> String {
 
 impl Cgroup {
     /// Moves process `pid` into this cgroup.
-    pub fn add(&self, pid: u32) -> io::Result<()> {
+    pub(crate) fn add(&self, pid: u32) -> io::Result<()> {
         self.write("cgroup.procs", &pid.to_string())
     }
 
     /// The cgroup's directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The memory limit as the kernel reports it.
-    pub fn memory_limit(&self) -> Option<u64> {
-        let file = match self.version {
-            Version::V1 => "memory.limit_in_bytes",
-            Version::V2 => "memory.max",
-        };
-        fs::read_to_string(self.dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
     }
 
     fn write(&self, file: &str, value: &str) -> io::Result<()> {
@@ -136,7 +114,7 @@ impl Cgroup {
 
 impl Cgroup {
     /// The processes in the cgroup now.
-    pub fn pids(&self) -> Vec<i32> {
+    pub(crate) fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.dir.join("cgroup.procs"))
             .unwrap_or_default()
             .split_whitespace()

@@ -139,14 +139,14 @@ impl EventMessage {
 }
 
 /// Epoch milliseconds of `t` (0 before the epoch).
-pub fn epoch_ms(t: SystemTime) -> u64 {
+pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
 /// A stable UUID (8-4-4-4-12 hex, version 4 layout) derived from the namespace name.
-pub fn namespace_uuid(namespace: &str) -> String {
+pub(crate) fn namespace_uuid(namespace: &str) -> String {
     let hi = fnv1a(namespace.as_bytes(), 0xcbf2_9ce4_8422_2325);
     let lo = fnv1a(namespace.as_bytes(), 0x6c62_272e_07bb_0142);
     let b = (u128::from(hi) << 64 | u128::from(lo)) & !(0xf000u128 << 64) | (0x4000u128 << 64);
@@ -169,7 +169,7 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 
 /// `result.error.statusCode`, else `result.statusCode` (an int or a numeric string; other values
 /// become 400), as OpenWhisk's `Activation.userDefinedStatusCode` does.
-pub fn user_defined_status_code(result: &serde_json::Value) -> Option<i64> {
+pub(crate) fn user_defined_status_code(result: &serde_json::Value) -> Option<i64> {
     let code = result
         .pointer("/error/statusCode")
         .or_else(|| result.get("statusCode"))?;
@@ -210,7 +210,7 @@ impl EventSink for MemorySink {
 
 /// Counts delivery reports.
 #[derive(Debug, Default)]
-pub struct DeliveryCounter {
+pub(crate) struct DeliveryCounter {
     delivered: AtomicU64,
     failed: AtomicU64,
 }

@@ -4,13 +4,18 @@
 //! proxy of the Rust runtime does ([`proxy`]), derives each activation's status and result from
 //! the proxy's answer as the invoker does ([`verdict`]), keeps a container pool per action that
 //! cold-starts, reuses, freezes (`SIGSTOP`), thaws (`SIGCONT`) and removes (`SIGKILL`) processes
-//! as the invoker does ([`pool`]), each in its own memory cgroup where it can ([`cgroup`]), runs
-//! sequences as the controller does ([`sequence`]), and publishes one `Activation` event per
+//! as the invoker does ([`Invoker`]), each in its own memory cgroup where it can, runs sequences
+//! as the controller does ([`SequenceSpec`]), and publishes one `Activation` event per
 //! activation (and `ConcurrentRateLimit` events on throttling) to the broker's `events` topic in
-//! OpenWhisk's exact format ([`events`]). [`spec`] holds the settings and their defaults,
-//! [`stats`] the per-action counters. [`load`] drives it with a rate, an action mix and bursts;
-//! [`table`] renders the live per-action table. (Packaging the example actions as OpenWhisk zips
-//! is `cargo xtask package`.)
+//! OpenWhisk's exact format ([`EventMessage`], through an [`EventSink`]: [`KafkaSink`] or
+//! [`MemorySink`]). [`ActionSpec`] and [`InvokerConfig`] hold the settings and their defaults,
+//! [`ActionStats`] the per-action counters. [`LoadSpec`] and [`run_plan`] drive it with a rate,
+//! an action mix and bursts; [`table`] renders the live per-action table; [`controller`] serves
+//! the controller's namespaces endpoint. (Packaging the example actions as OpenWhisk zips is
+//! `cargo xtask package`.)
+//!
+//! Each item has one path: the invoker's types at the crate root, the proxy driver, the verdicts,
+//! the table and the controller in their modules.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -60,17 +65,17 @@
 //! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
 //! overrides). A missing one fails the test with the command to run.
 
-pub mod cgroup;
+mod cgroup;
 mod container;
 pub mod controller;
-pub mod error;
-pub mod events;
-pub mod load;
-pub mod pool;
+mod error;
+mod events;
+mod load;
+mod pool;
 pub mod proxy;
-pub mod sequence;
-pub mod spec;
-pub mod stats;
+mod sequence;
+mod spec;
+mod stats;
 pub mod table;
 pub mod verdict;
 
@@ -79,11 +84,10 @@ pub use events::{
     ActivationBody, DeliveryStats, EventBody, EventMessage, EventSink, KafkaSink, MemorySink,
     MetricBody,
 };
-pub use load::{LoadPlan, LoadSpec, LoadSummary, PlannedRequest, run_plan};
-pub use load::{example_params, parse_duration};
+pub use load::{
+    LoadPlan, LoadSpec, LoadSummary, PlannedRequest, Progress, example_params, run_plan,
+};
 pub use pool::{ActivationRecord, Invocation, Invoker};
-pub use proxy::{ActionProcess, ProxyAnswer, RunInput, RunOutcome, SENTINEL, StartCheck};
 pub use sequence::SequenceSpec;
 pub use spec::{ActionSpec, InvokerConfig};
 pub use stats::ActionStats;
-pub use verdict::Verdict;

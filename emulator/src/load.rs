@@ -329,12 +329,11 @@ pub fn run_plan(
     sum
 }
 
-/// Durations are spelled as everywhere in the project (docs/design.md): one parser.
-pub use whisk_grouping::parse_duration;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Durations are spelled as everywhere in the project (docs/design.md): one parser.
+    use whisk_grouping::parse_duration;
 
     fn spec() -> LoadSpec {
         let mut s = LoadSpec::new(&["guest/hello".into(), "guest/orders".into()]);

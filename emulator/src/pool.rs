@@ -17,15 +17,18 @@
 //! One activation goes through four steps, one function each: [`Inner::admit`] (the namespace
 //! limit), [`Inner::acquire`] then [`Inner::obtain`] (a warm container or a cold start),
 //! [`Inner::run`] (the run through the proxy and the verdict), [`Inner::report`] (release the
-//! container, count, publish the event).
+//! container, count, publish the event). The pool of one action's containers (reuse, cold-start
+//! reservations, freezing, removal) is [`slot`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+
+mod slot;
 
 use crate::cgroup::Root;
 use crate::container::{self, Container};
@@ -34,10 +37,12 @@ use crate::events::{ActivationBody, EventMessage, EventSink, epoch_ms, user_defi
 use crate::proxy::{self, RunInput, StartCheck};
 use crate::sequence::SequenceSpec;
 use crate::spec::{ActionSpec, InvokerConfig};
-use crate::stats::{ActionStats, Counters};
+use crate::stats::ActionStats;
 use crate::verdict::{self, Verdict};
+use slot::Acquired;
+pub(crate) use slot::ActionSlot;
 
-pub use crate::verdict::status;
+use crate::verdict::status;
 
 /// What happened to one activation.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,27 +89,6 @@ pub enum Invocation {
         /// The namespace that was throttled.
         namespace: String,
     },
-}
-
-#[derive(Debug)]
-struct Idle {
-    container: Container,
-    since: Instant,
-}
-
-#[derive(Debug, Default)]
-struct PoolState {
-    idle: Vec<Idle>,
-    busy: usize,
-    next_id: u64,
-}
-
-#[derive(Debug)]
-pub(crate) struct ActionSlot {
-    pub(crate) spec: ActionSpec,
-    pool: Mutex<PoolState>,
-    freed: Condvar,
-    counters: Mutex<Counters>,
 }
 
 pub(crate) struct Inner {
@@ -167,12 +151,7 @@ impl Invoker {
                 )));
             }
             order.push(spec.name.clone());
-            let slot = ActionSlot {
-                spec,
-                pool: Mutex::new(PoolState::default()),
-                freed: Condvar::new(),
-                counters: Mutex::new(Counters::default()),
-            };
+            let slot = ActionSlot::new(spec);
             map.insert(slot.spec.name.clone(), slot);
         }
         let mut seqs = HashMap::new();
@@ -250,10 +229,7 @@ impl Invoker {
             let _ = h.join();
         }
         for slot in self.inner.actions.values() {
-            let idle: Vec<Idle> = lock(&slot.pool).idle.drain(..).collect();
-            lock(&slot.counters).removed += idle.len() as u64;
-            drop(idle);
-            slot.freed.notify_all();
+            slot.remove_idle();
         }
     }
 }
@@ -261,22 +237,6 @@ impl Invoker {
 impl Drop for Invoker {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-impl ActionSlot {
-    fn stats(&self) -> ActionStats {
-        let (alive, frozen) = {
-            let pool = lock(&self.pool);
-            (
-                pool.busy + pool.idle.len(),
-                pool.idle
-                    .iter()
-                    .filter(|i| i.container.process.is_frozen())
-                    .count(),
-            )
-        };
-        lock(&self.counters).snapshot(&self.spec.name, alive, frozen)
     }
 }
 
@@ -300,12 +260,6 @@ impl Drop for Admitted<'_> {
             *n = n.saturating_sub(1);
         }
     }
-}
-
-enum Acquired {
-    Warm(Container),
-    Cold(u64),
-    TimedOut,
 }
 
 /// A container to run on, or the verdict of why there is none.
@@ -571,122 +525,6 @@ impl Inner {
             body,
         ));
         record
-    }
-
-    /// A warm container, a reservation for a cold one, or a timeout.
-    fn acquire(&self, slot: &ActionSlot, submitted: Instant) -> Acquired {
-        let deadline = submitted + self.config.queue_timeout;
-        let mut pool = lock(&slot.pool);
-        loop {
-            // Most recently used first, so the others age towards removal.
-            if let Some(idle) = pool.idle.pop() {
-                pool.busy += 1;
-                drop(pool);
-                let mut c = idle.container;
-                if c.process.is_frozen() {
-                    c.process.thaw();
-                    lock(&slot.counters).thaws += 1;
-                }
-                return Acquired::Warm(c);
-            }
-            if pool.busy + pool.idle.len() < slot.spec.max_containers {
-                pool.busy += 1;
-                pool.next_id += 1;
-                let id = pool.next_id;
-                drop(pool);
-                lock(&slot.counters).created += 1;
-                return Acquired::Cold(id);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stopping.load(Ordering::SeqCst) {
-                return Acquired::TimedOut;
-            }
-            pool = slot
-                .freed
-                .wait_timeout(pool, left.min(Duration::from_millis(100)))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-    }
-
-    /// Returns the container to the pool, or removes it after a developer/whisk error or during
-    /// shutdown. Returns whether a container was removed.
-    fn release(
-        &self,
-        slot: &ActionSlot,
-        container: Option<Container>,
-        status_code: u8,
-        cold: bool,
-    ) -> bool {
-        let mut pool = lock(&slot.pool);
-        pool.busy = pool.busy.saturating_sub(1);
-        let Some(c) = container else {
-            // The reservation of a failed cold start is given back.
-            drop(pool);
-            slot.freed.notify_one();
-            return cold;
-        };
-        let remove =
-            verdict::removes_container(status_code) || self.stopping.load(Ordering::SeqCst);
-        if !remove {
-            pool.idle.push(Idle {
-                container: c,
-                since: Instant::now(),
-            });
-            drop(pool);
-            slot.freed.notify_one();
-            return false;
-        }
-        drop(pool);
-        drop(c); // SIGKILL + reap, then the cgroup goes
-        slot.freed.notify_one();
-        true
-    }
-
-    /// Freezes containers idle for the pause grace, removes those idle for the idle timeout or
-    /// found dead. Runs until shutdown.
-    fn maintain(&self) {
-        let tick = (self.config.pause_grace / 5)
-            .clamp(Duration::from_millis(2), Duration::from_millis(50));
-        while !self.stopping.load(Ordering::SeqCst) {
-            std::thread::sleep(tick);
-            for slot in self.actions.values() {
-                self.maintain_slot(slot);
-            }
-        }
-    }
-
-    fn maintain_slot(&self, slot: &ActionSlot) {
-        let mut doomed = Vec::new();
-        let mut frozen = 0;
-        {
-            let mut pool = lock(&slot.pool);
-            let mut i = 0;
-            while i < pool.idle.len() {
-                let idle = &mut pool.idle[i];
-                let age = idle.since.elapsed();
-                if age >= self.config.idle_timeout || idle.container.process.has_exited() {
-                    doomed.push(pool.idle.remove(i));
-                    continue;
-                }
-                if age >= self.config.pause_grace
-                    && !idle.container.process.is_frozen()
-                    && idle.container.process.freeze()
-                {
-                    frozen += 1;
-                }
-                i += 1;
-            }
-        }
-        if frozen > 0 || !doomed.is_empty() {
-            let mut c = lock(&slot.counters);
-            c.freezes += frozen;
-            c.removed += doomed.len() as u64;
-        }
-        if !doomed.is_empty() {
-            drop(doomed); // SIGKILL + reap, outside the pool lock
-            slot.freed.notify_all();
-        }
     }
 }
 

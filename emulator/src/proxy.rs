@@ -18,21 +18,29 @@
 //! Freezing is `SIGSTOP` (what `docker pause` does to the cgroup), thawing `SIGCONT`, removal
 //! `SIGKILL` (what `docker rm -f` does): the action gets no signal it can handle.
 
+mod pipes;
+mod protocol;
+
+pub use protocol::{
+    COMMAND_EXITED, MAX_RESULT_BYTES, NOT_A_DICTIONARY, PROXY_VERSION, ProxyAnswer, RunInput,
+    RunOutcome, proxy_env,
+};
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+use pipes::{LogLine, Stream, pipe, read_logs, read_results, spawn_reader};
 
 /// Written to stdout and stderr after every activation, as the Go proxy does.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
@@ -40,13 +48,6 @@ pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
 /// How long the proxy waits after starting the child for it to exit (`DefaultTimeoutStart`).
 pub const START_GRACE: Duration = Duration::from_millis(5);
 
-/// The version of the Go proxy this driver imitates (its `__OW_PROXY_VERSION`).
-pub const PROXY_VERSION: &str = "1.17.1";
-
-/// What the Go proxy answers on a run whose child has exited, and on a non-object result.
-pub const COMMAND_EXITED: &str = "command exited";
-/// The Go proxy's 502 message for a result that is not a JSON object or array.
-pub const NOT_A_DICTIONARY: &str = "The action did not return a dictionary or array.";
 /// The Go proxy's reason when a child exits before acknowledging its start.
 pub const EXITED_AT_INIT: &str = "Command exited abruptly during initialization.";
 /// The reason when no acknowledgement came within the time limit (the proxy waits forever; the
@@ -74,12 +75,6 @@ impl Default for StartCheck {
     }
 }
 
-/// Longest result line accepted from fd 3: OpenWhisk's 1 MiB payload limit plus the JSON framing.
-pub const MAX_RESULT_BYTES: usize = 1024 * 1024 + 1024;
-
-/// Longest log line kept (longer lines are cut).
-const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
-
 /// Most log lines kept per activation (OpenWhisk truncates logs at 10 MB; we keep it small).
 pub const MAX_LOG_LINES: usize = 1000;
 
@@ -88,147 +83,6 @@ const LOG_COLLECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a wait for a line also checks whether the child has exited.
 const EXIT_POLL: Duration = Duration::from_millis(5);
-
-/// What the invoker sends for one activation (the `/run` body the proxy forwards).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunInput {
-    /// The parameters.
-    pub value: Value,
-    /// The invoking namespace.
-    pub namespace: String,
-    /// Fully qualified name with a leading slash, e.g. `/guest/hello`.
-    pub action_name: String,
-    /// e.g. `0.0.1`.
-    pub action_version: String,
-    /// 32 lowercase hex characters.
-    pub activation_id: String,
-    /// The controller's transaction id.
-    pub transaction_id: String,
-    /// Epoch milliseconds by which the activation must finish.
-    pub deadline_ms: u128,
-    /// `uuid:key`, when the action is given an API key.
-    pub api_key: Option<String>,
-}
-
-impl RunInput {
-    /// The JSON line written to the action's stdin (no newline inside, one at the end).
-    pub fn to_line(&self) -> String {
-        let mut v = json!({
-            "value": self.value,
-            "namespace": self.namespace,
-            "action_name": self.action_name,
-            "action_version": self.action_version,
-            "activation_id": self.activation_id,
-            "transaction_id": self.transaction_id,
-            "deadline": self.deadline_ms.to_string(),
-        });
-        if let (Some(key), Some(obj)) = (&self.api_key, v.as_object_mut()) {
-            obj.insert("api_key".into(), Value::String(key.clone()));
-        }
-        // serde_json escapes newlines inside strings, so the line is a single line; the proxy
-        // strips raw newlines anyway.
-        let mut line = v.to_string().replace('\n', "");
-        line.push('\n');
-        line
-    }
-
-    /// The `__OW_*` variables the invoker's `/init` passes in its `env` (taken from the
-    /// activation that caused the cold start). The proxy adds `__OW_PROXY_VERSION`, its own
-    /// `__OW_*` variables (e.g. `__OW_API_HOST`) and `__OW_WAIT_FOR_ACK` ([`proxy_env`]).
-    pub fn init_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("__OW_NAMESPACE".to_string(), self.namespace.clone()),
-            ("__OW_ACTION_NAME".into(), self.action_name.clone()),
-            ("__OW_ACTION_VERSION".into(), self.action_version.clone()),
-            ("__OW_ACTIVATION_ID".into(), self.activation_id.clone()),
-            ("__OW_TRANSACTION_ID".into(), self.transaction_id.clone()),
-            ("__OW_DEADLINE".into(), self.deadline_ms.to_string()),
-        ];
-        if let Some(key) = &self.api_key {
-            env.push(("__OW_API_KEY".into(), key.clone()));
-        }
-        env
-    }
-}
-
-/// The variables the Go proxy's `SetEnv` adds to the child's environment besides the init
-/// `env`: `__OW_PROXY_VERSION`, `__OW_WAIT_FOR_ACK` when the proxy runs with `OW_WAIT_FOR_ACK`,
-/// and the container's own `__OW_*` variables (the invoker sets `__OW_API_HOST` with
-/// `docker run -e`).
-pub fn proxy_env(wait_for_ack: bool, api_host: Option<&str>) -> Vec<(String, String)> {
-    let mut env = vec![("__OW_PROXY_VERSION".to_string(), PROXY_VERSION.to_string())];
-    if wait_for_ack {
-        env.push(("__OW_WAIT_FOR_ACK".into(), "1".into()));
-    }
-    if let Some(host) = api_host {
-        env.push(("__OW_API_HOST".into(), host.to_string()));
-    }
-    env
-}
-
-/// How one run ended, from the proxy's point of view.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunOutcome {
-    /// A line arrived on fd 3 (not yet interpreted).
-    Line(String),
-    /// The child exited during the run: the proxy answers 400 `{"error":"command exited"}`.
-    Exited,
-    /// The child had already exited before the run: the proxy answers 500
-    /// `{"error":"command exited"}`.
-    ExitedBefore,
-    /// No line within the timeout (the invoker stops waiting; the proxy never answers).
-    TimedOut,
-    /// The line was longer than [`MAX_RESULT_BYTES`]; its length in bytes.
-    TooLarge(usize),
-}
-
-/// The HTTP answer of the Go proxy to `/run`: its status code and its exact body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyAnswer {
-    /// 200, 400 (child exited during the run), 500 (exited before), 502 (not an object).
-    pub status: u16,
-    /// The body, with the proxy's trailing newline.
-    pub body: String,
-}
-
-impl ProxyAnswer {
-    fn error(status: u16, msg: &str) -> Self {
-        Self {
-            status,
-            body: format!("{}\n", json!({ "error": msg })),
-        }
-    }
-}
-
-impl RunOutcome {
-    /// What the Go proxy answers for this outcome (`runHandler.go`); `None` when it does not
-    /// answer in time (a timeout) or the line is too long for the emulator to keep.
-    pub fn proxy_answer(&self) -> Option<ProxyAnswer> {
-        match self {
-            // The proxy accepts what Go's json.Unmarshal reads into a map or a slice: an
-            // object, an array, or `null` (which unmarshals into a nil map).
-            Self::Line(line) => Some(match serde_json::from_str::<Value>(line) {
-                Ok(Value::Object(_) | Value::Array(_) | Value::Null) => ProxyAnswer {
-                    status: 200,
-                    body: format!("{line}\n"),
-                },
-                _ => ProxyAnswer::error(502, NOT_A_DICTIONARY),
-            }),
-            Self::Exited => Some(ProxyAnswer::error(400, COMMAND_EXITED)),
-            Self::ExitedBefore => Some(ProxyAnswer::error(500, COMMAND_EXITED)),
-            Self::TimedOut | Self::TooLarge(_) => None,
-        }
-    }
-}
-
-/// A line of the action's output.
-type LogLine = (Stream, String);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
 
 /// A running action process: one container.
 #[derive(Debug)]
@@ -498,128 +352,10 @@ impl Drop for ActionProcess {
     }
 }
 
-/// A close-on-exec pipe (read end, write end); the fd 3 mapping clears the flag in the child.
-fn pipe() -> std::io::Result<(File, File)> {
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-    Ok((File::from(r), File::from(w)))
-}
-
-fn spawn_reader(name: &str, f: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("action-{name}"))
-        .spawn(f);
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the {name} reader thread: {e}");
-    }
-}
-
-/// Reads result lines from fd 3 until EOF. An oversized line is reported as `Err(its length)`
-/// and skipped up to its newline.
-fn read_results(r: File, tx: mpsc::Sender<Result<String, usize>>) {
-    let mut r = BufReader::new(r);
-    loop {
-        match read_line_limited(&mut r, MAX_RESULT_BYTES) {
-            Ok(None) | Err(_) => return,
-            Ok(Some((line, len))) if len <= MAX_RESULT_BYTES => {
-                if tx.send(Ok(line)).is_err() {
-                    return;
-                }
-            }
-            Ok(Some((_, len))) => {
-                if tx.send(Err(len)).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn read_logs(r: File, stream: Stream, tx: SyncSender<LogLine>) {
-    let mut r = BufReader::new(r);
-    while let Ok(Some((line, _len))) = read_line_limited(&mut r, MAX_LOG_LINE_BYTES) {
-        if tx.send((stream, line)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads one line (without its newline) of at most `limit` bytes, with the line's full length;
-/// a longer line is cut and the rest skipped. `None` at EOF.
-fn read_line_limited(
-    r: &mut impl BufRead,
-    limit: usize,
-) -> std::io::Result<Option<(String, usize)>> {
-    let mut buf = Vec::new();
-    let n = r
-        .by_ref()
-        .take(limit as u64 + 1)
-        .read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    let mut len = buf.len();
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        len -= 1;
-    } else if buf.len() > limit {
-        buf.truncate(limit);
-        let mut rest = Vec::new();
-        r.read_until(b'\n', &mut rest)?;
-        len += rest.len() - usize::from(rest.last() == Some(&b'\n'));
-    }
-    Ok(Some((String::from_utf8_lossy(&buf).into_owned(), len)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn input() -> RunInput {
-        RunInput {
-            value: json!({"name": "a\nb"}),
-            namespace: "guest".into(),
-            action_name: "/guest/hello".into(),
-            action_version: "0.0.1".into(),
-            activation_id: "0123456789abcdef0123456789abcdef".into(),
-            transaction_id: "tid_1".into(),
-            deadline_ms: 1_700_000_000_000,
-            api_key: Some("uuid:key".into()),
-        }
-    }
-
-    #[test]
-    fn run_line_is_one_json_line_with_the_proxy_fields() {
-        let line = input().to_line();
-        assert_eq!(line.matches('\n').count(), 1);
-        assert!(line.ends_with('\n'));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["value"]["name"], "a\nb");
-        assert_eq!(v["action_name"], "/guest/hello");
-        assert_eq!(v["deadline"], "1700000000000");
-        assert_eq!(v["api_key"], "uuid:key");
-        assert_eq!(v["activation_id"].as_str().unwrap().len(), 32);
-    }
-
-    #[test]
-    fn init_env_holds_only_ow_variables() {
-        let env = input().init_env();
-        assert!(env.iter().all(|(k, _)| k.starts_with("__OW_")));
-        assert!(env.contains(&("__OW_ACTION_NAME".into(), "/guest/hello".into())));
-    }
-
-    #[test]
-    fn long_lines_are_cut_and_the_rest_skipped() {
-        let mut r = BufReader::new(&b"abcdefgh\nok\n"[..]);
-        assert_eq!(
-            read_line_limited(&mut r, 4).unwrap(),
-            Some(("abcd".into(), 8))
-        );
-        assert_eq!(
-            read_line_limited(&mut r, 4).unwrap(),
-            Some(("ok".into(), 2))
-        );
-        assert_eq!(read_line_limited(&mut r, 4).unwrap(), None);
-    }
+    use protocol::tests::input;
 
     fn script(body: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
@@ -741,27 +477,6 @@ mod tests {
         for d in [dir, dir2, dir3] {
             let _ = std::fs::remove_dir_all(d);
         }
-    }
-
-    #[test]
-    fn proxy_answers_follow_the_go_proxy() {
-        let answer = |line: &str| RunOutcome::Line(line.into()).proxy_answer().unwrap();
-        assert_eq!(answer("{\"a\":1}").status, 200);
-        assert_eq!(answer("{\"a\":1}").body, "{\"a\":1}\n");
-        assert_eq!(answer("[1,2]").status, 200);
-        // Go's json.Unmarshal reads `null` into a nil map without an error.
-        assert_eq!(answer("null").status, 200);
-        for bad in ["42", "\"text\"", "true", "not json", ""] {
-            assert_eq!(
-                answer(bad),
-                ProxyAnswer {
-                    status: 502,
-                    body: format!("{{\"error\":\"{NOT_A_DICTIONARY}\"}}\n")
-                },
-                "{bad:?}"
-            );
-        }
-        assert_eq!(RunOutcome::TimedOut.proxy_answer(), None);
     }
 
     #[test]

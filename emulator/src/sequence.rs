@@ -20,7 +20,7 @@ use crate::events::{ActivationBody, EventMessage, user_defined_status_code};
 use crate::pool::{ActionSlot, ActivationRecord, Inner, Invocation, ms, random_hex32};
 
 /// The `kind` of a sequence's own Activation event.
-pub const SEQUENCE_KIND: &str = "sequence";
+pub(crate) const SEQUENCE_KIND: &str = "sequence";
 
 /// A sequence of actions.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -541,9 +541,15 @@ fn a_sequence_runs_its_components_in_order_with_caused_by_and_its_own_event() {
 fn each_container_gets_a_memory_cgroup_with_the_action_limit_removed_with_it() {
     let fx = Fixture::new();
     let (inv, _) = invoker(&fx, InvokerConfig::new(), |s| s.with_memory_mb(192));
-    let Some(root) = inv.cgroup_dir().map(std::path::Path::to_path_buf) else {
-        // Said once by the emulator (a warning) and here: this machine gives no cgroup.
-        eprintln!("SKIPPED: no usable memory cgroup on this machine (see the emulator's warning)");
+    // Said once by the emulator (a warning) and here: this machine gives no cgroup.
+    let root = inv
+        .cgroup_dir()
+        .map(std::path::Path::to_path_buf)
+        .ok_or("no usable memory cgroup on this machine (see the emulator's warning)");
+    let Some(root) = whisk_testkit::require(
+        "each_container_gets_a_memory_cgroup_with_the_action_limit_removed_with_it",
+        root,
+    ) else {
         return;
     };
     let r = run(&inv, json!({}));

@@ -20,7 +20,13 @@
 //!    same run (alternating which goes first), and gather+encode alone
 //! 4. process start to ready (`{"ok":true}` on fd 3)
 //! 5. size of the example action executable
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// A bench is exempt from the product rules on unwraps and function length.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    unreachable_pub
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -8,78 +8,20 @@
 //! tokio (unlike `reqwest::blocking`). Its pool keeps the one connection alive between
 //! activations. TLS (rustls, ring provider) is added by the `tls` feature only.
 
+mod client;
+mod schedule;
+
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use whisk_grouping::GroupingKey;
 
-use crate::builtins::PushFailure;
 use crate::config::Config;
 use crate::error::Error;
 use crate::exposition::TextWriter;
 use crate::identity::{ActionIdentity, instance_id};
 use crate::registry::Metrics;
-use crate::resolve::{CachingResolver, ResolverCache};
-
-/// Pushes shorter than this are not attempted: there is no time left before the deadline.
-const MIN_BUDGET: Duration = Duration::from_millis(1);
-/// At most one stderr line about failing pushes per this period.
-const NOTICE_EVERY: Duration = Duration::from_secs(60);
-/// Keep the idle connection this long (the Pushgateway's Go server keeps it open).
-const MAX_IDLE_AGE: Duration = Duration::from_secs(600);
-/// Cap on the error body read from the Pushgateway.
-const ERROR_BODY_LIMIT: u64 = 1024;
-/// Longest reason quoted from an error body in the notice.
-const REASON_LIMIT: usize = 200;
-/// After a failed push, pushes are skipped for this long; the interval doubles with every
-/// further failure in a row, up to [`BACKOFF_MAX`]. The state is kept meanwhile, so the next
-/// push that succeeds carries everything.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-/// Longest interval between push attempts while they keep failing.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// Why a push did not succeed.
-#[derive(Debug)]
-pub(crate) enum PushError {
-    NoTimeLeft,
-    Status { status: u16, body: String },
-    Transport(ureq::Error),
-}
-
-impl std::fmt::Display for PushError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NoTimeLeft => write!(f, "no time left before the activation deadline"),
-            Self::Status { status, body } => {
-                // the gateway's reason is one line of text; quote the first, bounded
-                let line = body.lines().map(str::trim).find(|l| !l.is_empty());
-                match line {
-                    Some(l) if l.len() > REASON_LIMIT => {
-                        let mut end = REASON_LIMIT;
-                        while !l.is_char_boundary(end) {
-                            end -= 1;
-                        }
-                        write!(f, "the Pushgateway answered {status}: {}…", &l[..end])
-                    }
-                    Some(l) => write!(f, "the Pushgateway answered {status}: {l}"),
-                    None => write!(f, "the Pushgateway answered {status}"),
-                }
-            }
-            Self::Transport(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl PushError {
-    /// The `reason` label this failure is counted with.
-    pub(crate) fn reason(&self) -> PushFailure {
-        match self {
-            Self::NoTimeLeft | Self::Transport(_) => PushFailure::Transport,
-            Self::Status { status, .. } => PushFailure::of_status(*status),
-        }
-    }
-}
+use client::{Auth, Client, PushError, api_key_header};
+use schedule::Schedule;
 
 /// What [`Pusher::push`] did.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -89,61 +31,13 @@ pub(crate) enum PushOutcome {
     Failed,
 }
 
-/// The `Authorization` header of pushes.
-#[derive(Debug)]
-enum Auth {
-    None,
-    /// Fixed basic-auth credentials (`WHISK_METRICS_USERNAME` / `WHISK_METRICS_PASSWORD`).
-    Fixed(String),
-    /// The activation's API key as basic auth; the header follows the key of each activation.
-    ApiKey {
-        key: Option<String>,
-        header: Option<String>,
-    },
-}
-
-/// The `Authorization` value for an OpenWhisk API key `uuid:key` (user `uuid`, password `key`:
-/// split at the first `:`), or `None` for a key without `:`.
-fn api_key_header(key: &str) -> Option<String> {
-    let (user, pass) = key.split_once(':')?;
-    Some(format!(
-        "Basic {}",
-        STANDARD.encode(format!("{user}:{pass}"))
-    ))
-}
-
-/// Whether the URL's host is loopback (`127.0.0.0/8`, `::1`, `localhost`): there plain http
-/// does not expose credentials to the network.
-fn is_loopback_host(rest: &str) -> bool {
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or(v6)
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The Pushgateway client of one process.
 #[derive(Debug)]
 pub(crate) struct Pusher {
-    agent: ureq::Agent,
-    resolved: ResolverCache,
-    base: String,
+    client: Client,
     job: String,
-    auth: Auth,
     timeout: Duration,
-    min_interval: Duration,
-    last_success: Option<Instant>,
-    /// Failed pushes in a row, and when the next attempt may be made.
-    failures_in_a_row: u32,
-    retry_at: Option<Instant>,
-    last_notice: Option<Instant>,
-    failures_since_notice: u64,
+    schedule: Schedule,
     /// A failure notice not printed yet: it goes to stderr right before the next result line.
     pending_notice: Option<String>,
     body: Vec<u8>,
@@ -161,100 +55,15 @@ impl Pusher {
         if config.disabled {
             return Ok(None);
         }
-        let base = url.trim().trim_end_matches('/').to_string();
-        let invalid = |reason| Error::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let rest = if let Some(rest) = base.strip_prefix("http://") {
-            rest
-        } else if let Some(rest) = base.strip_prefix("https://") {
-            if !cfg!(feature = "tls") {
-                return Err(invalid(
-                    "https needs whisk-metrics built with the `tls` feature",
-                ));
-            }
-            rest
-        } else {
-            return Err(invalid("the URL must start with http:// or https://"));
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(invalid("the URL has no host"));
-        }
-        if config.job.is_empty() {
-            return Err(invalid("the job of the grouping key must not be empty"));
-        }
-        let agent_config = ureq::Agent::config_builder();
-        #[cfg(feature = "tls")]
-        let agent_config = match &config.ca_file {
-            Some(path) => agent_config.tls_config(tls_with_ca(path)?),
-            None => agent_config,
-        };
-        let agent_config = agent_config
-            .http_status_as_error(false)
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
-            .max_idle_age(MAX_IDLE_AGE)
-            .proxy(None)
-            .user_agent(concat!("whisk-metrics/", env!("CARGO_PKG_VERSION")))
-            .build();
-        // The host is looked up on the loop's thread, once, and again only after a transport
-        // failure (see `resolve`): no lookup thread can outlive a push.
-        let (resolver, resolved) = CachingResolver::new();
-        let agent = ureq::Agent::with_parts(
-            agent_config,
-            ureq::unversioned::transport::DefaultConnector::new(),
-            resolver,
-        );
-        let insecure = base.starts_with("http://") && !is_loopback_host(rest);
-        let auth = if config.api_key_auth {
-            if insecure && !config.allow_insecure_auth {
-                eprintln!(
-                    "whisk-metrics: WHISK_METRICS_AUTH=api-key: not sending the API key over plain \
-                     http to {base} (not a loopback host); use https, or set \
-                     WHISK_METRICS_ALLOW_INSECURE_AUTH=true. Pushing without credentials."
-                );
-                Auth::None
-            } else {
-                if insecure {
-                    eprintln!(
-                        "whisk-metrics: sending the API key over plain http to {base} \
-                         (WHISK_METRICS_ALLOW_INSECURE_AUTH=true)"
-                    );
-                }
-                Auth::ApiKey {
-                    key: None,
-                    header: None,
-                }
-            }
-        } else {
-            match config.username.as_ref() {
-                Some(user) => {
-                    let pass = config.password.as_deref().unwrap_or("");
-                    Auth::Fixed(format!(
-                        "Basic {}",
-                        STANDARD.encode(format!("{user}:{pass}"))
-                    ))
-                }
-                None => Auth::None,
-            }
-        };
+        let client = Client::new(url, config)?;
         // First lookup now, at start: on the main thread, before the loop reads a line or sets
         // a variable (an IP literal needs no query).
-        resolved.lookup_now(&base);
+        client.resolved.lookup_now(&client.base);
         Ok(Some(Self {
-            agent,
-            resolved,
-            base,
+            client,
             job: config.job.clone(),
-            auth,
             timeout: config.timeout,
-            min_interval: config.min_push_interval,
-            last_success: None,
-            failures_in_a_row: 0,
-            retry_at: None,
-            last_notice: None,
-            failures_since_notice: 0,
+            schedule: Schedule::new(config.min_push_interval),
             pending_notice: None,
             body: Vec::with_capacity(8 * 1024),
             text: TextWriter::default(),
@@ -270,7 +79,7 @@ impl Pusher {
                 .with("instance", instance_id())
                 .with("namespace", identity.namespace.as_str())
                 .with("action", identity.action.as_str());
-            self.url = format!("{}{}", self.base, key.path());
+            self.url = format!("{}{}", self.client.base, key.path());
             self.url_for = Some(identity.clone());
         }
         &self.url
@@ -279,7 +88,7 @@ impl Pusher {
     /// The activation's API key (`__OW_API_KEY`), for [`Config::with_api_key_auth`]; it arrives
     /// with every run line and may change. Cheap when it did not.
     pub(crate) fn set_api_key(&mut self, api_key: Option<&str>) {
-        if let Auth::ApiKey { key, header } = &mut self.auth {
+        if let Auth::ApiKey { key, header } = &mut self.client.auth {
             if key.as_deref() != api_key {
                 *header = api_key.and_then(api_key_header);
                 if api_key.is_some() && header.is_none() {
@@ -295,7 +104,7 @@ impl Pusher {
 
     /// Whether pushes authenticate with the activation's API key ([`Pusher::set_api_key`]).
     pub(crate) fn wants_api_key(&self) -> bool {
-        matches!(self.auth, Auth::ApiKey { .. })
+        matches!(self.client.auth, Auth::ApiKey { .. })
     }
 
     /// A failure notice to print now (before the result line), if one is due.
@@ -303,12 +112,7 @@ impl Pusher {
         self.pending_notice.take()
     }
 
-    /// Pushes the whole registry unless the minimum interval or the back-off after failures
-    /// says to wait. `deadline` bounds the timeout further (strict mode). Failures are counted,
-    /// noticed at most once a minute (see [`Pusher::take_notice`]), and never returned: the next
-    /// push sends the state again. `activation` is the id of the activation the push follows
-    /// (empty when none): a notice names it, because in the default mode the notice can only be
-    /// printed in the log of a later activation.
+    /// [`Pusher::push_at`] now.
     pub(crate) fn push(
         &mut self,
         metrics: &Metrics,
@@ -317,37 +121,52 @@ impl Pusher {
         deadline: Option<Instant>,
         force: bool,
     ) -> PushOutcome {
-        if !force {
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                return PushOutcome::Skipped;
-            }
-            if self.min_interval > Duration::ZERO
-                && self
-                    .last_success
-                    .is_some_and(|t| t.elapsed() < self.min_interval)
-            {
-                return PushOutcome::Skipped;
-            }
+        self.push_at(
+            Instant::now(),
+            metrics,
+            identity,
+            activation,
+            deadline,
+            force,
+        )
+    }
+
+    /// Pushes the whole registry unless, at `now`, the minimum interval or the back-off after
+    /// failures says to wait (`force` pushes anyway). `deadline` bounds the timeout further
+    /// (strict mode). Failures are counted, noticed at most once a minute (see
+    /// [`Pusher::take_notice`]), and never returned: the next push sends the state again.
+    /// `activation` is the id of the activation the push follows (empty when none): a notice
+    /// names it, because in the default mode the notice can only be printed in the log of a
+    /// later activation. `now` decides only when to push; the request's own timeout and the
+    /// push duration are on the real clock.
+    pub(crate) fn push_at(
+        &mut self,
+        now: Instant,
+        metrics: &Metrics,
+        identity: &ActionIdentity,
+        activation: &str,
+        deadline: Option<Instant>,
+        force: bool,
+    ) -> PushOutcome {
+        if !self.schedule.due(now, force) {
+            return PushOutcome::Skipped;
         }
         let started = Instant::now();
         // A push with a deadline (strict mode, before the result) never waits for a lookup.
-        self.resolved.allow_lookups(deadline.is_none());
+        self.client.resolved.allow_lookups(deadline.is_none());
         let result = self.put(metrics, identity, started, deadline);
-        self.resolved.allow_lookups(true);
+        self.client.resolved.allow_lookups(true);
+        let took = started.elapsed();
         match result {
             Ok(()) => {
-                metrics.builtins.push_done(started.elapsed());
-                self.last_success = Some(Instant::now());
-                self.failures_in_a_row = 0;
-                self.retry_at = None;
+                metrics.builtins.push_done(took);
+                self.schedule.succeeded(now + took);
                 PushOutcome::Pushed
             }
             Err(e) => {
-                metrics.builtins.push_failed(e.reason(), started.elapsed());
-                self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-                let backoff = backoff(self.failures_in_a_row);
-                self.retry_at = Some(Instant::now() + backoff);
-                self.notice(&e, backoff, activation);
+                metrics.builtins.push_failed(e.reason(), took);
+                let backoff = self.schedule.failed(now + took);
+                self.notice(now + took, &e, backoff, activation);
                 PushOutcome::Failed
             }
         }
@@ -369,11 +188,11 @@ impl Pusher {
         // retry once on a fresh connection (and a fresh lookup of the host, which may have
         // moved) if there is time left.
         if let Err(PushError::Transport(e)) = &result {
-            self.resolved.forget();
+            self.client.resolved.forget();
             if !matches!(e, ureq::Error::Timeout(_)) {
                 result = self.send("PUT", identity, &body, end);
                 if matches!(result, Err(PushError::Transport(_))) {
-                    self.resolved.forget();
+                    self.client.resolved.forget();
                 }
             }
         }
@@ -384,9 +203,9 @@ impl Pusher {
     /// After the result is written: looks the host up if nothing is cached (on this, the loop's,
     /// thread, before the next line is read and its `__OW_*` variables are set).
     pub(crate) fn after_result(&mut self, identity: &ActionIdentity) {
-        if !self.resolved.is_cached() {
+        if !self.client.resolved.is_cached() {
             let url = self.group_url(identity).to_string();
-            self.resolved.lookup_now(&url);
+            self.client.resolved.lookup_now(&url);
         }
     }
 
@@ -412,110 +231,29 @@ impl Pusher {
         body: &[u8],
         end: Instant,
     ) -> Result<(), PushError> {
-        let budget = end.saturating_duration_since(Instant::now());
-        if budget < MIN_BUDGET {
-            return Err(PushError::NoTimeLeft);
-        }
         let url = self.group_url(identity).to_string();
-        let auth = match &self.auth {
-            Auth::None => None,
-            Auth::Fixed(h) => Some(h.clone()),
-            Auth::ApiKey { header, .. } => header.clone(),
+        self.client.send(method, &url, body, end)
+    }
+
+    /// Prepares the failure notice when one is due at `now` (at most one a minute).
+    fn notice(&mut self, now: Instant, e: &PushError, backoff: Duration, activation: &str) {
+        let Some(failures) = self.schedule.notice_due(now) else {
+            return;
         };
-        let response = if method == "DELETE" {
-            let mut req = self
-                .agent
-                .delete(&url)
-                .config()
-                .timeout_global(Some(budget))
-                .build();
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            req.call()
+        let after = if activation.is_empty() {
+            String::new()
         } else {
-            let mut req = self
-                .agent
-                .put(&url)
-                .config()
-                .timeout_global(Some(budget))
-                .build()
-                .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            req.send(body)
+            format!(" after activation {activation}")
         };
-        let mut response = response.map_err(PushError::Transport)?;
-        let status = response.status().as_u16();
-        // Read the (tiny) body so the connection goes back to the pool.
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(ERROR_BODY_LIMIT)
-            .read_to_string()
-            .unwrap_or_default();
-        if status == 200 || status == 202 {
-            Ok(())
-        } else {
-            Err(PushError::Status { status, body: text })
-        }
+        self.pending_notice = Some(format!(
+            "whisk-metrics: push to {}{after} failed ({}): {e} ({failures} failure(s) since the \
+             last notice; the metrics are kept; next attempt in {} s or later; this notice \
+             repeats at most once a minute)",
+            self.url,
+            e.reason().label(),
+            backoff.as_secs(),
+        ));
     }
-
-    /// Counts toward the next notice and prepares it when one is due (at most one a minute).
-    fn notice(&mut self, e: &PushError, backoff: Duration, activation: &str) {
-        self.failures_since_notice += 1;
-        let due = self.last_notice.is_none_or(|t| t.elapsed() >= NOTICE_EVERY);
-        if due {
-            let after = if activation.is_empty() {
-                String::new()
-            } else {
-                format!(" after activation {activation}")
-            };
-            self.pending_notice = Some(format!(
-                "whisk-metrics: push to {}{after} failed ({}): {e} ({} failure(s) since the last \
-                 notice; the metrics are kept; next attempt in {} s or later; this notice repeats \
-                 at most once a minute)",
-                self.url,
-                e.reason().label(),
-                self.failures_since_notice,
-                backoff.as_secs(),
-            ));
-            self.last_notice = Some(Instant::now());
-            self.failures_since_notice = 0;
-        }
-    }
-}
-
-/// How long to skip pushes after `failures` failed pushes in a row: 1 s doubling to 60 s.
-fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    BACKOFF_FIRST
-        .saturating_mul(1 << doublings)
-        .min(BACKOFF_MAX)
-}
-
-/// TLS that trusts exactly the certificates of the PEM file at `path`.
-#[cfg(feature = "tls")]
-fn tls_with_ca(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, Error> {
-    use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
-    let invalid = |reason: String| Error::InvalidCaFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
-    let certs: Vec<_> = parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    if certs.is_empty() {
-        return Err(invalid("no PEM certificate in it".to_string()));
-    }
-    Ok(TlsConfig::builder()
-        .root_certs(RootCerts::new_with_certs(&certs))
-        .build())
 }
 
 /// `start + timeout`, saturating at a day (a configured timeout of `u64::MAX` ms must not
@@ -528,7 +266,11 @@ fn after(start: Instant, timeout: Duration) -> Instant {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
+    use crate::builtins::PushFailure;
 
     #[test]
     fn group_url_is_the_shared_grouping_key_path() {
@@ -596,13 +338,17 @@ mod tests {
         };
         let mut remote = pusher("http://192.0.2.1:9091", false);
         remote.set_api_key(Some("uuid:secret"));
-        assert!(matches!(remote.auth, Auth::None), "{:?}", remote.auth);
+        assert!(
+            matches!(remote.client.auth, Auth::None),
+            "{:?}",
+            remote.client.auth
+        );
         let mut allowed = pusher("http://192.0.2.1:9091", true);
         allowed.set_api_key(Some("uuid:secret"));
         assert!(
-            matches!(&allowed.auth, Auth::ApiKey { header: Some(h), .. } if h == "Basic dXVpZDpzZWNyZXQ="),
+            matches!(&allowed.client.auth, Auth::ApiKey { header: Some(h), .. } if h == "Basic dXVpZDpzZWNyZXQ="),
             "{:?}",
-            allowed.auth
+            allowed.client.auth
         );
         for url in [
             "http://127.0.0.1:9091",
@@ -613,23 +359,19 @@ mod tests {
             local.set_api_key(Some("a:b:c"));
             // split at the first `:`: user `a`, password `b:c`
             assert!(
-                matches!(&local.auth, Auth::ApiKey { header: Some(h), .. } if *h == format!("Basic {}", STANDARD.encode("a:b:c"))),
+                matches!(&local.client.auth, Auth::ApiKey { header: Some(h), .. } if *h == format!("Basic {}", STANDARD.encode("a:b:c"))),
                 "{url}: {:?}",
-                local.auth
+                local.client.auth
             );
         }
         // a key without `:` is not sent, and says so before the next result
         let mut local = pusher("http://127.0.0.1:9091", false);
         local.set_api_key(Some("nocolon"));
-        assert!(matches!(&local.auth, Auth::ApiKey { header: None, .. }));
+        assert!(matches!(
+            &local.client.auth,
+            Auth::ApiKey { header: None, .. }
+        ));
         assert!(local.take_notice().is_some_and(|n| n.contains("uuid:key")));
-    }
-
-    #[test]
-    fn back_off_doubles_from_one_second_to_a_minute() {
-        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 
     #[test]
@@ -638,37 +380,99 @@ mod tests {
         let config = Config::new().with_pushgateway_url("http://127.0.0.1:1");
         let mut p = Pusher::from_config(&config).unwrap().unwrap();
         let id = ActionIdentity::default();
-        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Failed);
-        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Skipped);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            p.push_at(at(0), &metrics, &id, "", None, false),
+            PushOutcome::Failed
+        );
+        assert_eq!(
+            p.push_at(at(0), &metrics, &id, "", None, false),
+            PushOutcome::Skipped
+        );
         assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 1);
         assert!(
             p.take_notice()
                 .is_some_and(|n| n.contains("next attempt in 1 s"))
         );
         assert_eq!(p.take_notice(), None);
-        // the back-off over: tried again (and failed again, now for 2 s)
-        p.retry_at = Some(Instant::now());
-        assert_eq!(p.push(&metrics, &id, "", None, false), PushOutcome::Failed);
-        assert_eq!(p.failures_in_a_row, 2);
+        // the back-off over (1 s after the failure, which took a moment): tried again (and
+        // failed again, now for 2 s)
+        assert_eq!(
+            p.push_at(at(2_000), &metrics, &id, "", None, false),
+            PushOutcome::Failed
+        );
+        assert_eq!(p.schedule.failures_in_a_row(), 2);
         assert_eq!(p.take_notice(), None, "at most one notice a minute");
+        assert_eq!(
+            p.push_at(at(3_000), &metrics, &id, "", None, false),
+            PushOutcome::Skipped
+        );
+        // a minute after the first notice, the next failure is noticed again, with the count
+        assert_eq!(
+            p.push_at(at(61_000), &metrics, &id, "", None, false),
+            PushOutcome::Failed
+        );
+        assert!(
+            p.take_notice()
+                .is_some_and(|n| n.contains("(2 failure(s) since the last notice"))
+        );
+        assert_eq!(metrics.builtins.push_failures(PushFailure::Transport), 3);
     }
 
     #[test]
-    fn status_reason_quotes_the_first_line_of_the_body_bounded() {
-        let e = PushError::Status {
-            status: 409,
-            body: "\nfamily `jobs` is a gauge elsewhere\nmore detail\n".into(),
-        };
+    fn with_a_minimum_interval_a_push_right_after_a_success_is_skipped() {
+        let pgw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", pgw.local_addr().unwrap());
+        // a one-request Pushgateway that answers 200
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = pgw.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // the head, then as many body bytes as its content-length says
+            let complete = |seen: &[u8]| {
+                let text = String::from_utf8_lossy(seen).to_ascii_lowercase();
+                let Some(head_end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                seen.len() >= head_end + 4 + length
+            };
+            while !complete(&seen) {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "the push ended early");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .unwrap();
+        });
+        let metrics = Metrics::new();
+        let config = Config::new()
+            .with_pushgateway_url(&url)
+            .with_min_push_interval(Duration::from_secs(1));
+        let mut p = Pusher::from_config(&config).unwrap().unwrap();
+        let id = ActionIdentity::default();
+        let t0 = Instant::now();
         assert_eq!(
-            e.to_string(),
-            "the Pushgateway answered 409: family `jobs` is a gauge elsewhere"
+            p.push_at(t0, &metrics, &id, "", None, false),
+            PushOutcome::Pushed
         );
-        assert_eq!(e.reason(), PushFailure::Rejected);
-        let long = PushError::Status {
-            status: 400,
-            body: "é".repeat(300),
-        };
-        assert!(long.to_string().chars().count() < 160, "{long}");
+        server.join().unwrap();
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(
+            p.push_at(soon, &metrics, &id, "", None, false),
+            PushOutcome::Skipped
+        );
+        // forced (the loop's end) or after the interval, it is tried (and fails: no server now)
+        assert_eq!(
+            p.push_at(soon, &metrics, &id, "", None, true),
+            PushOutcome::Failed
+        );
     }
 
     #[test]

@@ -137,8 +137,22 @@ fn group_holds_exactly_n_activations_after_n_invocations() {
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
     );
-    // Still exactly 10 a moment later: nothing is pushed twice or late.
-    std::thread::sleep(Duration::from_millis(200));
+    // Still exactly 10 after a later push: nothing is pushed twice or late. A malformed line
+    // runs no handler but is answered and followed by a push; once the Pushgateway shows that
+    // push (a newer push time), every push before it has landed too.
+    let pushed_at = || count(&pgw, "push_time_seconds", &key);
+    let before = pushed_at().expect("the group's push time");
+    action.send_raw("not an activation\n");
+    let answer = action
+        .read_result(LONG)
+        .expect("a malformed line gets a result line");
+    assert!(answer.contains("error"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(5), || pushed_at()
+            .is_some_and(|t| t > before)),
+        "the push after the malformed line never arrived:\n{}",
+        pgw.metrics_text().unwrap()
+    );
     assert_eq!(count(&pgw, "probe_calls_total", &key), Some(10.0));
 }
 
@@ -551,16 +565,15 @@ fn own_memory_cgroup() -> Option<std::path::PathBuf> {
 
 #[test]
 fn in_a_memory_cgroup_the_container_figures_are_the_cgroups() {
-    let Some(parent) = own_memory_cgroup() else {
-        eprintln!("skipped: no cgroup v1 memory controller for this process");
+    const TEST: &str = "in_a_memory_cgroup_the_container_figures_are_the_cgroups";
+    let parent = own_memory_cgroup().ok_or("no cgroup v1 memory controller for this process");
+    let Some(parent) = whisk_testkit::require(TEST, parent) else {
         return;
     };
     let child = parent.join(format!("whisk-sdk-test-{}", std::process::id()));
-    if std::fs::create_dir(&child).is_err() {
-        eprintln!(
-            "skipped: cannot create a child cgroup in {}",
-            parent.display()
-        );
+    let made = std::fs::create_dir(&child)
+        .map_err(|e| format!("cannot create a child cgroup in {}: {e}", parent.display()));
+    if whisk_testkit::require(TEST, made).is_none() {
         return;
     }
     let limit: u64 = 256 << 20;

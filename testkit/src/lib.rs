@@ -4,7 +4,9 @@
 //!
 //! No mocks: the binaries are the ones `scripts/setup.sh` installs (`tansu` from crates.io,
 //! `prometheus-pushgateway` and `prometheus` from Debian). A missing binary is an error that
-//! says how to install it, never a silently skipped test.
+//! says how to install it, never a silently skipped test. A test that needs something only
+//! some machines have (root, podman, a cgroup v1 controller) asks [`require`], which fails it
+//! under `CI=true` and otherwise skips it with one `SKIPPED` line that says why.
 //!
 //! ```no_run
 //! let pgw = whisk_testkit::Pushgateway::start(&[]).unwrap();
@@ -14,11 +16,13 @@
 
 mod binaries;
 mod process;
+mod require;
 mod secure;
 mod services;
 
 pub use binaries::{action_exec, target_dir};
 pub use process::{ServiceProcess, free_port, http_get, wait_until};
+pub use require::{in_ci, require};
 pub use secure::SecurePushgateway;
 pub use services::{Prometheus, Pushgateway, Tansu};
 

@@ -9,7 +9,8 @@
 //! the emulator's own driver and demands the same.
 //!
 //! Prerequisites: the proxy built by scripts/setup.sh into `.tools/actionloop-proxy` (else every
-//! test here prints one `SKIPPED …` line saying why and passes), root (network namespaces),
+//! test here fails under `CI=true` saying why, and elsewhere prints one `SKIPPED …` line saying
+//! why and passes: `whisk_testkit::require`), root (network namespaces),
 //! `prometheus-pushgateway`, and `cargo build -p whisk-actions` (the glibc debug or release build
 //! is used, whichever is newer: the musl static build of `cargo xtask package` is slower to make
 //! and behaves the same under the proxy).
@@ -29,9 +30,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actionloop::{Answer, Container};
 use common::{Sample, action_exec, parse_exposition};
 use serde_json::{Value, json};
-use whisk_emulator::proxy::{ActionProcess, PROXY_VERSION, RunOutcome, StartCheck, proxy_env};
+use whisk_emulator::proxy::{
+    ActionProcess, PROXY_VERSION, ProxyAnswer, RunInput, RunOutcome, StartCheck, proxy_env,
+};
 use whisk_emulator::verdict::{self, status_name};
-use whisk_emulator::{ProxyAnswer, RunInput};
 use whisk_testkit::Pushgateway;
 
 const API_HOST: &str = "https://openwhisk.test:443";
@@ -45,15 +47,9 @@ fn probe_exec() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_conformance-probe"))
 }
 
-/// The proxy, or `None` after printing why the test is skipped.
+/// The proxy, or `None` after printing why the test is skipped (a failure under `CI=true`).
 fn proxy_or_skip(test: &str) -> Option<PathBuf> {
-    match actionloop::available() {
-        Ok(bin) => Some(bin),
-        Err(why) => {
-            actionloop::skip(test, &why);
-            None
-        }
-    }
+    whisk_testkit::require(test, actionloop::available())
 }
 
 fn scratch(name: &str) -> PathBuf {

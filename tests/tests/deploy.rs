@@ -3,7 +3,8 @@
 //!
 //! Needs `kubectl` (kustomize), `kubernetes-validate` (PyPI), `promtool` and a built
 //! `target/debug/whisk-collector` (scripts/test.sh builds every binary first). A missing tool is
-//! a failure that says how to get it, never a skipped check.
+//! a failure that says how to get it, never a skipped check. The two image tests also need
+//! `podman`: without it they fail under `CI=true` and skip elsewhere (`whisk_testkit::require`).
 
 // Helpers outside #[test] fns panic on purpose: a failed expectation is the test's failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1493,14 +1494,17 @@ struct Podman {
 }
 
 impl Podman {
-    /// None when podman is not installed.
-    fn new() -> Option<Self> {
+    /// Podman, or why not: it is not installed.
+    fn new() -> Result<Self, &'static str> {
         let found = Command::new("podman")
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
-            return None;
+            return Err(
+                "podman is not installed (Debian: apt-get install podman; scripts/setup.sh \
+                        installs it)",
+            );
         }
         // One storage per instance: the image tests run in parallel and each removes its own
         // directory when done (a shared one vanished under the slower test).
@@ -1517,7 +1521,7 @@ impl Podman {
             ),
         )
         .expect("write storage.conf");
-        Some(Self { dir, conf })
+        Ok(Self { dir, conf })
     }
 
     /// A command whose podman uses this storage (`CONTAINERS_STORAGE_CONF`).
@@ -1609,11 +1613,8 @@ fn mode_of(path: &Path) -> u32 {
 /// build as its entrypoint, which answers `--version`, and carries a static busybox with wget and
 /// a readable CA bundle for its HEALTHCHECK.
 fn check_runtime_image(component: &str, container: fn(&Render) -> &Value) {
-    let Some(podman) = Podman::new() else {
-        eprintln!(
-            "SKIPPED {component}_runtime_image_builds_offline...: podman is not installed \
-             (Debian: apt-get install podman; scripts/setup.sh installs it)"
-        );
+    let test = format!("{component}_runtime_image_builds_offline");
+    let Some(podman) = whisk_testkit::require(&test, Podman::new()) else {
         return;
     };
     let name = format!("whisk-{component}");

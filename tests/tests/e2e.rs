@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::{SHARDS, Sample, Stack, action_exec, eventually, promql_by, sum, sum_by};
 use serde_json::{Value, json};
-use whisk_emulator::load::LoadSpec;
 use whisk_emulator::{
-    ActionSpec, Invocation, Invoker, KafkaSink, LoadPlan, LoadSummary, SequenceSpec, run_plan,
+    ActionSpec, Invocation, Invoker, KafkaSink, LoadPlan, LoadSpec, LoadSummary, SequenceSpec,
+    run_plan,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);

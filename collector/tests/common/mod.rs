@@ -149,6 +149,30 @@ pub fn instances(pgw: &whisk_testkit::Pushgateway, job: &str) -> Vec<String> {
     v
 }
 
+/// Whether every group of `job` on `pgw` was last pushed at least `age` ago, by the Pushgateway's
+/// own `push_time_seconds` (what the janitor judges staleness by). False while it has none.
+pub fn all_pushed_at_least(pgw: &whisk_testkit::Pushgateway, job: &str, age: Duration) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let groups = pgw.groups().unwrap();
+    let times: Vec<Option<f64>> = groups
+        .iter()
+        .filter(|g| g["labels"]["job"] == job)
+        .map(|g| {
+            g["push_time_seconds"]["metrics"][0]["value"]
+                .as_str()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    !times.is_empty()
+        && times
+            .iter()
+            .all(|t| t.is_some_and(|t| now - t >= age.as_secs_f64()))
+}
+
 /// A Pushgateway client for `base` (no auth, no CA) with `timeout` per request.
 pub fn pushgateway_client(base: &str, timeout: Duration) -> whisk_collector::PushgatewayClient {
     let url = reqwest::Url::parse(base).expect("a test Pushgateway URL");

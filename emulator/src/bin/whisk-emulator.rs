@@ -12,11 +12,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use whisk_emulator::controller::{Controller, new_api_key};
-use whisk_emulator::load::{LoadSpec, example_params, parse_duration};
 use whisk_emulator::{
-    ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, MemorySink, SequenceSpec,
-    run_plan, table,
+    ActionSpec, EventSink, Invoker, InvokerConfig, KafkaSink, LoadPlan, LoadSpec, MemorySink,
+    SequenceSpec, example_params, run_plan, table,
 };
+use whisk_grouping::parse_duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,137 +167,171 @@ fn split_kv<'a>(s: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
         .ok_or_else(|| format!("{what} {s:?} must be KEY=VALUE"))
 }
 
-fn run(args: RunArgs) -> Result<ExitCode, String> {
-    let qualify = |name: &str| {
+impl RunArgs {
+    /// `name` with the default namespace unless it names one (`ns/action`); no leading slash.
+    fn qualify(&self, name: &str) -> String {
         let name = name.trim_start_matches('/');
         if name.contains('/') {
             name.to_string()
         } else {
-            format!("{}/{name}", args.namespace)
+            format!("{}/{name}", self.namespace)
         }
-    };
-    let timeouts: BTreeMap<String, Duration> = args
-        .action_timeouts
-        .iter()
-        .map(|s| {
-            let (k, v) = split_kv(s, "--action-timeout")?;
-            Ok((qualify(k), parse_duration(v)?))
-        })
-        .collect::<Result<_, String>>()?;
-    let mut specs = Vec::new();
-    for a in &args.actions {
-        let (name, path) = split_kv(a, "--action")?;
-        let name = qualify(name);
-        let timeout = timeouts.get(&name).copied().unwrap_or(args.timeout);
-        specs.push(
-            ActionSpec::new(&name, path)
-                .with_timeout(timeout)
-                .with_max_containers(args.max_containers)
-                .with_memory_mb(args.memory),
-        );
     }
-    let sequences = args
-        .sequences
-        .iter()
-        .map(|s| SequenceSpec::parse(s, &args.namespace).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, String>>()?;
-    let mut names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    names.extend(sequences.iter().map(|s| s.name.clone()));
 
-    let mut spec = LoadSpec::new(&names);
-    spec.rate = args.rate;
-    spec.duration = args.duration;
-    spec.burst_every = args.burst_every;
-    spec.burst_size = args.burst_size;
-    spec.seed = args.seed;
-    if !args.mix.is_empty() {
-        spec.mix = args
-            .mix
+    /// The actions (`--action`, with `--action-timeout`) and the sequences (`--sequence`).
+    fn actions(&self) -> Result<(Vec<ActionSpec>, Vec<SequenceSpec>), String> {
+        let timeouts: BTreeMap<String, Duration> = self
+            .action_timeouts
             .iter()
-            .map(|m| {
-                let (k, v) = split_kv(m, "--mix")?;
-                let w = v
-                    .parse::<u32>()
-                    .map_err(|_| format!("--mix weight {v:?} must be a whole number"))?;
-                Ok((qualify(k), w))
+            .map(|s| {
+                let (k, v) = split_kv(s, "--action-timeout")?;
+                Ok((self.qualify(k), parse_duration(v)?))
             })
             .collect::<Result<_, String>>()?;
-    }
-    for n in &names {
-        spec.params.insert(n.clone(), example_params(n));
-    }
-    for p in &args.params {
-        let (k, v) = split_kv(p, "--params")?;
-        let json: Value =
-            serde_json::from_str(v).map_err(|e| format!("--params {k}: invalid JSON: {e}"))?;
-        let choices = match json {
-            Value::Array(items) => items,
-            other => vec![other],
-        };
-        spec.params.insert(qualify(k), choices);
-    }
-    for (m, _) in &spec.mix {
-        if !names.contains(m) {
-            return Err(format!(
-                "--mix names {m}, which is not an --action or a --sequence"
-            ));
-        }
-    }
-
-    let mut config = InvokerConfig::new()
-        .with_pause_grace(args.pause_grace)
-        .with_idle_timeout(args.idle_timeout)
-        .with_namespace_concurrency(args.namespace_limit)
-        .with_invoker_id(args.invoker_id)
-        .with_kind(&args.kind)
-        .with_concurrent_invocations_events(!args.no_concurrent_invocations)
-        .with_wait_for_ack(args.wait_for_ack)
-        .with_cgroups(!args.no_cgroups);
-    if let Some(url) = &args.pushgateway_url {
-        config = config.with_pushgateway_url(url);
-    }
-    for p in &args.init_params {
-        let (k, v) = split_kv(p, "--init-param")?;
-        config = config.with_init_param(k, v);
-    }
-    // Kept alive until the load ends: dropping it stops the endpoint.
-    let _controller = match args.controller_port {
-        Some(port) => {
-            let mut namespaces: Vec<&str> = specs.iter().map(ActionSpec::namespace).collect();
-            namespaces.sort_unstable();
-            namespaces.dedup();
-            let keys: Vec<(String, Vec<String>)> = namespaces
-                .iter()
-                .map(|ns| (new_api_key(), vec![(*ns).to_string()]))
-                .collect();
-            for (key, ns) in &keys {
-                config = config.with_api_key(&ns[0], key);
-            }
-            let controller = Controller::start_on(port, &keys)
-                .map_err(|e| format!("--controller-port {port}: cannot listen: {e}"))?;
-            println!(
-                "whisk-emulator: controller GET {}/api/v1/namespaces knows one API key for each of {}",
-                controller.url(),
-                namespaces.join(", ")
+        let mut specs = Vec::new();
+        for a in &self.actions {
+            let (name, path) = split_kv(a, "--action")?;
+            let name = self.qualify(name);
+            let timeout = timeouts.get(&name).copied().unwrap_or(self.timeout);
+            specs.push(
+                ActionSpec::new(&name, path)
+                    .with_timeout(timeout)
+                    .with_max_containers(self.max_containers)
+                    .with_memory_mb(self.memory),
             );
-            Some(controller)
         }
-        None => None,
-    };
+        let sequences = self
+            .sequences
+            .iter()
+            .map(|s| SequenceSpec::parse(s, &self.namespace).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((specs, sequences))
+    }
 
-    let topic = format!("{}events", args.topic_prefix);
-    let kafka = if args.no_kafka {
-        None
-    } else {
-        let props = args
+    /// The load over `names` (the actions and sequences): rate, bursts, `--mix`, `--params`.
+    fn load(&self, names: &[String]) -> Result<LoadSpec, String> {
+        let mut spec = LoadSpec::new(names);
+        spec.rate = self.rate;
+        spec.duration = self.duration;
+        spec.burst_every = self.burst_every;
+        spec.burst_size = self.burst_size;
+        spec.seed = self.seed;
+        if !self.mix.is_empty() {
+            spec.mix = self
+                .mix
+                .iter()
+                .map(|m| {
+                    let (k, v) = split_kv(m, "--mix")?;
+                    let w = v
+                        .parse::<u32>()
+                        .map_err(|_| format!("--mix weight {v:?} must be a whole number"))?;
+                    Ok((self.qualify(k), w))
+                })
+                .collect::<Result<_, String>>()?;
+        }
+        for n in names {
+            spec.params.insert(n.clone(), example_params(n));
+        }
+        for p in &self.params {
+            let (k, v) = split_kv(p, "--params")?;
+            let json: Value =
+                serde_json::from_str(v).map_err(|e| format!("--params {k}: invalid JSON: {e}"))?;
+            let choices = match json {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            spec.params.insert(self.qualify(k), choices);
+        }
+        for (m, _) in &spec.mix {
+            if !names.contains(m) {
+                return Err(format!(
+                    "--mix names {m}, which is not an --action or a --sequence"
+                ));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The invoker's settings (`--controller-port` adds the API keys, [`start_controller`]).
+    fn invoker_config(&self) -> Result<InvokerConfig, String> {
+        let mut config = InvokerConfig::new()
+            .with_pause_grace(self.pause_grace)
+            .with_idle_timeout(self.idle_timeout)
+            .with_namespace_concurrency(self.namespace_limit)
+            .with_invoker_id(self.invoker_id)
+            .with_kind(&self.kind)
+            .with_concurrent_invocations_events(!self.no_concurrent_invocations)
+            .with_wait_for_ack(self.wait_for_ack)
+            .with_cgroups(!self.no_cgroups);
+        if let Some(url) = &self.pushgateway_url {
+            config = config.with_pushgateway_url(url);
+        }
+        for p in &self.init_params {
+            let (k, v) = split_kv(p, "--init-param")?;
+            config = config.with_init_param(k, v);
+        }
+        Ok(config)
+    }
+
+    /// The Kafka sink of the events topic; `None` with `--no-kafka`.
+    fn kafka_sink(&self, topic: &str) -> Result<Option<Arc<KafkaSink>>, String> {
+        if self.no_kafka {
+            return Ok(None);
+        }
+        let props = self
             .kafka_properties
             .iter()
             .map(|p| split_kv(p, "-X").map(|(k, v)| (k.to_string(), v.to_string())))
             .collect::<Result<Vec<_>, String>>()?;
-        Some(Arc::new(
-            KafkaSink::new(&args.brokers, &topic, &props).map_err(|e| e.to_string())?,
-        ))
+        let kafka = KafkaSink::new(&self.brokers, topic, &props).map_err(|e| e.to_string())?;
+        Ok(Some(Arc::new(kafka)))
+    }
+}
+
+/// The controller's `GET /api/v1/namespaces` on `port`, with a fresh API key for each namespace
+/// of `specs`, which `config` hands to that namespace's activations. Dropping it stops it.
+fn start_controller(
+    port: u16,
+    specs: &[ActionSpec],
+    config: InvokerConfig,
+) -> Result<(Controller, InvokerConfig), String> {
+    let mut config = config;
+    let mut namespaces: Vec<&str> = specs.iter().map(ActionSpec::namespace).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let keys: Vec<(String, Vec<String>)> = namespaces
+        .iter()
+        .map(|ns| (new_api_key(), vec![(*ns).to_string()]))
+        .collect();
+    for (key, ns) in &keys {
+        config = config.with_api_key(&ns[0], key);
+    }
+    let controller = Controller::start_on(port, &keys)
+        .map_err(|e| format!("--controller-port {port}: cannot listen: {e}"))?;
+    println!(
+        "whisk-emulator: controller GET {}/api/v1/namespaces knows one API key for each of {}",
+        controller.url(),
+        namespaces.join(", ")
+    );
+    Ok((controller, config))
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let (specs, sequences) = args.actions()?;
+    let mut names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    names.extend(sequences.iter().map(|s| s.name.clone()));
+    let spec = args.load(&names)?;
+    let config = args.invoker_config()?;
+    // The controller is kept alive until the load ends: dropping it stops the endpoint.
+    let (_controller, config) = match args.controller_port {
+        Some(port) => {
+            let (controller, config) = start_controller(port, &specs, config)?;
+            (Some(controller), config)
+        }
+        None => (None, config),
     };
+    let topic = format!("{}events", args.topic_prefix);
+    let kafka = args.kafka_sink(&topic)?;
     let sink: Arc<dyn EventSink> = match &kafka {
         Some(k) => k.clone(),
         None => Arc::new(MemorySink::default()),
@@ -344,17 +378,24 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     invoker.shutdown();
     println!("{}", table::render(&invoker.stats()));
     print!("{}", summary.render());
-    if let Some(k) = kafka {
-        let d = k
-            .flush(Duration::from_secs(30))
-            .map_err(|e| e.to_string())?;
-        println!(
-            "events: {} published, {} delivered, {} failed",
-            d.published, d.delivered, d.failed
-        );
-        if d.failed > 0 || d.delivered < d.published {
-            return Ok(ExitCode::FAILURE);
-        }
+    match kafka {
+        Some(k) => delivered_all(&k),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Waits (bounded) for the events to be delivered and prints the counts; failure unless every
+/// published event was delivered.
+fn delivered_all(kafka: &KafkaSink) -> Result<ExitCode, String> {
+    let d = kafka
+        .flush(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "events: {} published, {} delivered, {} failed",
+        d.published, d.delivered, d.failed
+    );
+    if d.failed > 0 || d.delivered < d.published {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

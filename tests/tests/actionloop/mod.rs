@@ -11,7 +11,8 @@
 //!
 //! The binary is `.tools/actionloop-proxy`, built by scripts/setup.sh from the upstream source
 //! (`WHISK_ACTIONLOOP_PROXY` overrides); without it, or without permission to create a network
-//! namespace, [`available`] gives the one-line reason the tests print when they skip.
+//! namespace, [`available`] gives the one-line reason (`whisk_testkit::require` fails the test with
+//! it under `CI=true`, else prints it and skips).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -66,11 +67,6 @@ pub fn available() -> Result<PathBuf, String> {
         Ok(s) if s.success() => Ok(bin),
         _ => Err("cannot create a network namespace (`unshare --net` needs root)".into()),
     }
-}
-
-/// Prints the skip line where it is seen (outside the test harness's output capture).
-pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// The init body the invoker sends (`WhiskAction.containerInitializer`): a binary zip, `main`,
