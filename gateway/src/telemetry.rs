@@ -35,6 +35,7 @@ pub struct Telemetry {
     /// Names in the family → type table.
     pub known_families: IntGauge,
     resyncs: IntCounterVec,
+    first_sight: IntCounterVec,
     /// Configured shards.
     pub shards: IntGauge,
 }
@@ -132,6 +133,12 @@ impl Telemetry {
                 "Rebuilds of the family table from a Pushgateway by result (ok, failed)",
                 &["result"],
             ),
+            first_sight: counter_vec(
+                "whisk_gateway_first_sight_reads_total",
+                "Pushes with a family name new to this replica, by how the shard's listing was \
+                 learnt first (read, shared: served by a read already under way, failed, timeout)",
+                &["result"],
+            ),
             shards: gauge("whisk_gateway_shards", "Configured Pushgateway shards"),
             registry,
         }
@@ -166,6 +173,11 @@ impl Telemetry {
         self.resyncs
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+
+    /// Counts one first-sight check ([`crate::first_sight`]) by outcome.
+    pub fn first_sight(&self, outcome: &str) {
+        self.first_sight.with_label_values(&[outcome]).inc();
     }
 
     /// The text exposition of every own metric.
