@@ -88,7 +88,7 @@ fn main() {
             assert_eq!(status, 202);
         }
         let listing = format!("{}/api/v1/metrics", pgw.url());
-        let filled = whisk_testkit::wait_until(Duration::from_secs(60), || {
+        let filled = whisk_testkit::wait_until(Duration::from_secs(300), || {
             http_get(&listing)
                 .map(|t| t.matches("\"push_time_seconds\"").count() >= groups)
                 .unwrap_or(false)

@@ -13,9 +13,9 @@
 //! Bounds, so that a tenant pushing ever-new names cannot turn this against the others: at
 //! most one read per shard is in flight in a replica, and every push that arrived before that
 //! read started is served by it (a push that arrived meanwhile waits for the next one); a push
-//! waits at most [`FIRST_SIGHT_WAIT`] and then goes on with what the table knows (the guard
-//! still repairs). A failed or late read is logged and counted
-//! (`whisk_gateway_first_sight_reads_total{result}`).
+//! waits at most [`FIRST_SIGHT_WAIT`] and then goes on with what the table knows (the read
+//! finishes in the background and serves later pushes; the guard still repairs). Every outcome
+//! is counted (`whisk_gateway_first_sight_reads_total{result}`), a failed read logged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,8 +27,9 @@ use crate::telemetry::Telemetry;
 use crate::validate::Family;
 
 /// Longest a push waits for its shard's listing before it is checked against the table as it
-/// is.
-pub(crate) const FIRST_SIGHT_WAIT: Duration = Duration::from_secs(2);
+/// is: well inside the SDK's default push timeout (250 ms), so a slow listing never costs a
+/// container its push. The read itself goes on in the background and the table learns from it.
+pub(crate) const FIRST_SIGHT_WAIT: Duration = Duration::from_millis(150);
 
 /// Per shard: when the last successful read started. One lock per shard makes the reads
 /// single-flight.
@@ -58,10 +59,10 @@ pub(crate) async fn before_check(state: &crate::http::AppState, shard: usize, fa
 }
 
 /// Makes `table` learn shard `shard`'s stored names if any of `families` is new to it (see
-/// the module doc). Never fails the push: a read that fails or takes longer than
-/// [`FIRST_SIGHT_WAIT`] leaves the table as it is.
+/// the module doc). Never fails the push: the read runs in its own task, and a push whose read
+/// fails or takes longer than [`FIRST_SIGHT_WAIT`] is checked against the table as it is.
 pub(crate) async fn learn_new_names(
-    table: &FamilyTable,
+    table: &Arc<FamilyTable>,
     forwarder: &Forwarder,
     telemetry: &Telemetry,
     shard: usize,
@@ -71,43 +72,58 @@ pub(crate) async fn learn_new_names(
         return;
     }
     let arrived = Instant::now();
-    let result = tokio::time::timeout(FIRST_SIGHT_WAIT, async {
-        let slot = table.shard_reads().slot(shard);
-        let mut last = slot.lock().await;
-        if last.is_some_and(|started| started >= arrived) {
-            return Ok("shared");
+    let read = tokio::spawn(read_once(
+        Arc::clone(table),
+        forwarder.clone(),
+        telemetry.clone(),
+        shard,
+        arrived,
+    ));
+    if tokio::time::timeout(FIRST_SIGHT_WAIT, read).await.is_err() {
+        tracing::debug!(
+            shard,
+            "first sight: no listing within {FIRST_SIGHT_WAIT:?}; checked against the table as it is"
+        );
+        telemetry.first_sight("timeout");
+    }
+}
+
+/// Reads shard `shard`'s listing into `table` unless a read that started after `arrived`
+/// already did; counts the outcome.
+async fn read_once(
+    table: Arc<FamilyTable>,
+    forwarder: Forwarder,
+    telemetry: Telemetry,
+    shard: usize,
+    arrived: Instant,
+) {
+    let slot = table.shard_reads().slot(shard);
+    let mut last = slot.lock().await;
+    if last.is_some_and(|started| started >= arrived) {
+        telemetry.first_sight("shared");
+        return;
+    }
+    let started = Instant::now();
+    let mut names = HashMap::new();
+    match forwarder.snapshot(shard, &mut names).await {
+        Ok(()) => {
+            let dropped = table.learn(names);
+            if dropped > 0 {
+                tracing::warn!(
+                    shard,
+                    dropped,
+                    "first sight: the family table is full (--max-families)"
+                );
+            }
+            *last = Some(started);
+            telemetry.first_sight("read");
         }
-        let started = Instant::now();
-        let mut names = HashMap::new();
-        forwarder.snapshot(shard, &mut names).await?;
-        let dropped = table.learn(names);
-        if dropped > 0 {
-            tracing::warn!(
-                shard,
-                dropped,
-                "first sight: the family table is full (--max-families)"
-            );
-        }
-        *last = Some(started);
-        Ok::<_, crate::forward::ForwardError>("read")
-    })
-    .await;
-    let outcome = match result {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(
                 shard,
                 "first sight: reading the shard's listing failed: {e}"
             );
-            "failed"
+            telemetry.first_sight("failed");
         }
-        Err(_) => {
-            tracing::warn!(
-                shard,
-                "first sight: no listing within {FIRST_SIGHT_WAIT:?}; checked against the table as it is"
-            );
-            "timeout"
-        }
-    };
-    telemetry.first_sight(outcome);
+    }
 }

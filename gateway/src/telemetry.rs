@@ -135,8 +135,9 @@ impl Telemetry {
             ),
             first_sight: counter_vec(
                 "whisk_gateway_first_sight_reads_total",
-                "Pushes with a family name new to this replica, by how the shard's listing was \
-                 learnt first (read, shared: served by a read already under way, failed, timeout)",
+                "First-sight reads of a shard's listing for pushes with a family name new to this \
+                 replica, by result (read; shared: served by a read under way; failed), and pushes \
+                 that stopped waiting for theirs (timeout)",
                 &["result"],
             ),
             shards: gauge("whisk_gateway_shards", "Configured Pushgateway shards"),
