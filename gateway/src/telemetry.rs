@@ -176,7 +176,8 @@ impl Telemetry {
             .inc();
     }
 
-    /// Counts one first-sight check ([`crate::first_sight`]) by outcome.
+    /// Counts one first-sight outcome (a read of a shard's listing, or a push that stopped
+    /// waiting for one; docs/design.md, "First sight").
     pub fn first_sight(&self, outcome: &str) {
         self.first_sight.with_label_values(&[outcome]).inc();
     }
