@@ -391,20 +391,10 @@ impl Renderer<'_, '_> {
     }
 }
 
-/// Appends `v` escaped for a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
+/// Appends `v` escaped for a label value: `\` → `\\`, `"` → `\"`, newline → `\n` (the
+/// rule is `whisk_grouping`'s, shared with the SDK's exposition).
 pub(crate) fn escape_into(out: &mut String, v: &str) {
-    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(v);
-        return;
-    }
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+    out.push_str(&whisk_grouping::escape_label_value(v));
 }
 
 /// Appends a sample value in the text format (`+Inf`, `-Inf`, `NaN` spelled as Prometheus

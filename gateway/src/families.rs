@@ -11,16 +11,17 @@
 //!
 //! Besides equal names, the table refuses the suffix collisions the Pushgateway's registry
 //! refuses at scrape time: a histogram `x` beside a family named `x_bucket`, `x_sum` or
-//! `x_count` (a summary: `x_sum`, `x_count`).
+//! `x_count` (a summary: `x_sum`, `x_count`). The rule is `whisk_grouping`'s clash rule, the one
+//! the collector's guard repairs by.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use whisk_grouping::listing::{ListedGroup, parse_listing};
+use whisk_grouping::{Clash, find_clash};
 
+use crate::first_sight::ShardReads;
 use crate::validate::{Family, FamilyType};
 
 /// Why a push's families cannot be recorded.
@@ -57,6 +58,19 @@ pub enum Conflict {
     NotSeeded,
 }
 
+impl From<Clash> for Conflict {
+    fn from(clash: Clash) -> Self {
+        match clash {
+            Clash::Type { name, known, new } => Self::Type {
+                name,
+                stored: known,
+                pushed: new,
+            },
+            Clash::Suffix { name, stem, kind } => Self::Suffix { name, stem, kind },
+        }
+    }
+}
+
 impl Conflict {
     /// The `reason` label of `whisk_gateway_requests_total`.
     pub fn reason(&self) -> &'static str {
@@ -88,6 +102,8 @@ pub struct FamilyTable {
     inner: Mutex<Inner>,
     generation: AtomicU64,
     max: usize,
+    /// First-sight reads of each shard ([`crate::first_sight`]).
+    shard_reads: ShardReads,
 }
 
 impl FamilyTable {
@@ -97,7 +113,42 @@ impl FamilyTable {
             inner: Mutex::new(Inner::default()),
             generation: AtomicU64::new(1),
             max,
+            shard_reads: ShardReads::default(),
         }
+    }
+
+    /// Whether any of `families` is a name the table does not hold.
+    pub fn has_new_name(&self, families: &[Family]) -> bool {
+        let inner = self.lock();
+        families.iter().any(|f| !inner.map.contains_key(&f.name))
+    }
+
+    /// Adds the names of a shard's listing the table does not hold yet (as a snapshot's, so
+    /// the next rebuild forgets them if they are gone). Returns how many did not fit.
+    pub fn learn(&self, names: HashMap<String, FamilyType>) -> usize {
+        let mut inner = self.lock();
+        let mut dropped = 0;
+        for (name, kind) in names {
+            if inner.map.contains_key(&name) {
+                continue;
+            }
+            if inner.map.len() >= self.max {
+                dropped += 1;
+                continue;
+            }
+            inner.map.insert(
+                name,
+                Entry {
+                    kind,
+                    generation: 0,
+                },
+            );
+        }
+        dropped
+    }
+
+    pub(crate) fn shard_reads(&self) -> &ShardReads {
+        &self.shard_reads
     }
 
     /// Names currently known.
@@ -137,34 +188,8 @@ impl FamilyTable {
                     .copied()
                     .or_else(|| inner.map.get(name).map(|e| e.kind))
             };
-            if let Some(stored) = stored.filter(|s| *s != f.kind) {
-                return Err(Conflict::Type {
-                    name: f.name.clone(),
-                    stored,
-                    pushed: f.kind,
-                });
-            }
-            for suffix in f.kind.suffixes() {
-                let other = format!("{}{suffix}", f.name);
-                if lookup(&other).is_some() {
-                    return Err(Conflict::Suffix {
-                        name: other,
-                        stem: f.name.clone(),
-                        kind: f.kind,
-                    });
-                }
-            }
-            for suffix in ["_bucket", "_sum", "_count"] {
-                let Some(stem) = f.name.strip_suffix(suffix) else {
-                    continue;
-                };
-                if let Some(kind) = lookup(stem).filter(|k| k.suffixes().contains(&suffix)) {
-                    return Err(Conflict::Suffix {
-                        name: f.name.clone(),
-                        stem: stem.to_string(),
-                        kind,
-                    });
-                }
+            if let Some(clash) = find_clash(&f.name, f.kind, lookup) {
+                return Err(Conflict::from(clash));
             }
             if stored.is_none() && pending.insert(&f.name, f.kind).is_none() {
                 new_names += 1;
@@ -230,18 +255,16 @@ impl FamilyTable {
     }
 }
 
-/// Reads a Pushgateway `/api/v1/metrics` answer into `into` (family name → type), keeping
-/// nothing else: labels, samples and help texts are skipped unparsed, so memory does not grow
-/// with the number of series stored. A name seen with two types keeps the first (a clash the
-/// guard repairs). The Pushgateway's own `push_time_seconds` and `push_failure_time_seconds`
-/// are left out.
+/// Reads a Pushgateway `/api/v1/metrics` answer into `into` (family name → type) with the
+/// shared streamed reader ([`whisk_grouping::listing`]): labels, samples and help texts are
+/// skipped unparsed, so memory does not grow with the number of series stored. A name seen
+/// with two types keeps the first (a clash the guard repairs). The Pushgateway's own
+/// `push_time_seconds` and `push_failure_time_seconds` are left out.
 pub fn read_snapshot(
     json: &[u8],
     into: &mut HashMap<String, FamilyType>,
 ) -> Result<(), serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    Snapshot(into).deserialize(&mut de)?;
-    de.end()
+    read_snapshot_from(json, into)
 }
 
 /// [`read_snapshot`] from a reader, so the answer is parsed while it arrives and never held
@@ -250,123 +273,18 @@ pub fn read_snapshot_from(
     json: impl std::io::Read,
     into: &mut HashMap<String, FamilyType>,
 ) -> Result<(), serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(json));
-    Snapshot(into).deserialize(&mut de)?;
-    de.end()
+    parse_listing(json, true, |group| add_types(into, group)).map(|_| ())
 }
 
-struct Snapshot<'a>(&'a mut HashMap<String, FamilyType>);
-
-impl<'de> DeserializeSeed<'de> for Snapshot<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Snapshot<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the Pushgateway's /api/v1/metrics object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            if key.0 == "data" {
-                map.next_value_seed(Groups(&mut *self.0))?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+/// Adds a listed group's family types to `into` (a name already there keeps its type).
+pub(crate) fn add_types(into: &mut HashMap<String, FamilyType>, group: ListedGroup) {
+    for (name, kind) in group.families {
+        if matches!(&*name, "push_time_seconds" | "push_failure_time_seconds") {
+            continue;
         }
-        Ok(())
-    }
-}
-
-struct Groups<'a>(&'a mut HashMap<String, FamilyType>);
-
-impl<'de> DeserializeSeed<'de> for Groups<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Groups<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of groups")
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Group(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-}
-
-struct Group<'a>(&'a mut HashMap<String, FamilyType>);
-
-impl<'de> DeserializeSeed<'de> for Group<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Group<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a group object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match key.0.as_ref() {
-                "labels"
-                | "last_push_successful"
-                | "push_time_seconds"
-                | "push_failure_time_seconds" => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                name => {
-                    let family: FamilyJson = map.next_value()?;
-                    if let Some(kind) = family.kind.as_deref().and_then(FamilyType::parse) {
-                        if !self.0.contains_key(name) {
-                            self.0.insert(name.to_string(), kind);
-                        }
-                    }
-                }
-            }
+        if !into.contains_key(&*name) {
+            into.insert(name.into_string(), kind);
         }
-        Ok(())
-    }
-}
-
-/// One family of a group: only its type is read.
-#[derive(serde::Deserialize)]
-struct FamilyJson<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-}
-
-/// A map key, borrowed from the input when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 
@@ -486,6 +404,24 @@ mod tests {
         assert_eq!(t.get("old"), None);
         assert_eq!(t.get("during"), Some(FamilyType::Counter));
         assert_eq!(t.get("stored"), Some(FamilyType::Histogram));
+    }
+
+    #[test]
+    fn names_learnt_from_a_shard_refuse_clashing_pushes_and_keep_known_types() {
+        let t = seeded(3);
+        t.check_and_record(&[fam("jobs", FamilyType::Gauge)])
+            .unwrap();
+        assert!(t.has_new_name(&[fam("x_count", FamilyType::Gauge)]));
+        assert!(!t.has_new_name(&[fam("jobs", FamilyType::Gauge)]));
+        let listing = HashMap::from([
+            ("x".to_string(), FamilyType::Histogram),
+            ("jobs".to_string(), FamilyType::Counter),
+            ("y".to_string(), FamilyType::Gauge),
+            ("z".to_string(), FamilyType::Gauge),
+        ]);
+        assert_eq!(t.learn(listing), 1);
+        assert_eq!(t.get("jobs"), Some(FamilyType::Gauge));
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

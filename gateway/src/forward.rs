@@ -10,16 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::families::read_snapshot_from;
+use whisk_grouping::listing::{ListingLimits, read_listing};
+
+use crate::families::add_types;
 use crate::shard::Shards;
 use crate::telemetry::Telemetry;
 use crate::upstream::{MAX_ANSWER_BYTES, Reply, Staged, Upstream};
 use crate::validate::FamilyType;
 
 /// Largest `/api/v1/metrics` answer read for a snapshot (10 000 SDK groups are ~60 MB).
-const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
-/// Chunks of a snapshot read ahead of its parser.
-const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 16;
+const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
 
 /// What a Pushgateway answered.
 #[derive(Debug, Clone)]
@@ -270,7 +270,8 @@ impl Forwarder {
         }
     }
 
-    /// Reads shard `shard`'s `/api/v1/metrics` into `into` (family name → type).
+    /// Reads shard `shard`'s `/api/v1/metrics` into `into` (family name → type) with the
+    /// shared streamed reader: parsed on a blocking thread while it arrives, never held whole.
     pub async fn snapshot(
         &self,
         shard: usize,
@@ -281,7 +282,7 @@ impl Forwarder {
             url: self.urls[shard].clone(),
             message,
         };
-        let mut resp = self
+        let resp = self
             .client
             .get(&url)
             .timeout(self.snapshot_timeout)
@@ -294,43 +295,15 @@ impl Forwarder {
                 resp.status()
             )));
         }
-        // Parsing tens of megabytes is CPU work: a blocking thread parses the chunks as they
-        // arrive (a few chunks in flight), so the answer is never held whole in memory.
-        let (tx, rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(SNAPSHOT_CHUNKS_IN_FLIGHT);
-        let parser = tokio::task::spawn_blocking(move || {
-            let mut part = HashMap::new();
-            read_snapshot_from(ChunkReader::new(rx), &mut part).map(|()| part)
-        });
-        let mut total = 0usize;
-        let read = async {
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| err(format!("reading /api/v1/metrics: {e}")))?
-            {
-                total += chunk.len();
-                if total > MAX_SNAPSHOT_BYTES {
-                    return Err(err(format!(
-                        "/api/v1/metrics is larger than {MAX_SNAPSHOT_BYTES} bytes"
-                    )));
-                }
-                if tx.send(chunk).await.is_err() {
-                    // The parser stopped early (malformed JSON): its error is reported below.
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        // Dropping the sender ends the reader's input: a read error or the size cap leaves
-        // the parser with truncated JSON, which fails; the first error is the one reported.
-        drop(tx);
-        let parsed = parser
+        let limits = ListingLimits {
+            max_bytes: MAX_SNAPSHOT_BYTES,
+            base_timeout: self.snapshot_timeout,
+            // The request's own timeout bounds the whole read; no growth with the bytes.
+            bytes_per_second: u64::MAX,
+        };
+        let (parsed, _) = read_listing(resp, limits, true, HashMap::new(), add_types)
             .await
-            .map_err(|e| err(format!("parsing /api/v1/metrics panicked: {e}")))?;
-        read?;
-        let parsed =
-            parsed.map_err(|e| err(format!("/api/v1/metrics is not the expected JSON: {e}")))?;
+            .map_err(|e| err(format!("/api/v1/metrics: {e}")))?;
         for (name, kind) in parsed {
             into.entry(name).or_insert(kind);
         }
@@ -345,34 +318,4 @@ pub enum StagedPut<'a> {
     Staged(Staged<'a>, Duration),
     /// Nothing sent yet: the whole PUT is sent by [`Forwarder::commit_put`].
     Later,
-}
-
-/// A blocking [`std::io::Read`] over the chunks of an answer arriving on a channel (for the
-/// parser on a blocking thread); end of input when the sender is dropped.
-struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>,
-    current: axum::body::Bytes,
-}
-
-impl ChunkReader {
-    fn new(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> Self {
-        Self {
-            rx,
-            current: axum::body::Bytes::new(),
-        }
-    }
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
 }

@@ -310,6 +310,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
         .verdicts
         .validate(&body)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
+    crate::first_sight::before_check(state, shard, &validated.families).await;
     state
         .families
         .check_and_record(&validated.families)

@@ -19,8 +19,10 @@
 //!    A body that differs from an accepted one only in its sample values takes that one's
 //!    verdict without a parse ([`verdicts`]): a container's pushes keep their shape.
 //! 4. **Types** ([`families`]): a family whose type differs from what any stored group has
-//!    under that name → 409 (`family `jobs` is a gauge in another group; this push has it as a
-//!    counter`).
+//!    under that name, or that clashes with a histogram's or summary's series names → 409
+//!    (`family `jobs` is a gauge in another group; this push has it as a counter`). A name new
+//!    to this replica first makes it read the target shard's listing (`first_sight`), so a
+//!    family another replica accepted since the last resync is known.
 //! 5. **Forwarding** ([`forward`], [`shard`], [`upstream`]): to one of the
 //!    `--pushgateway-url`s, chosen by rendezvous hashing of the instance id; the Pushgateway's
 //!    status and body are passed back. With `--stage-puts true`, a PUT to a plain-`http`
@@ -48,6 +50,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod families;
+mod first_sight;
 pub mod forward;
 pub mod http;
 pub mod service;

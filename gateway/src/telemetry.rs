@@ -35,6 +35,7 @@ pub struct Telemetry {
     /// Names in the family → type table.
     pub known_families: IntGauge,
     resyncs: IntCounterVec,
+    first_sight: IntCounterVec,
     /// Configured shards.
     pub shards: IntGauge,
 }
@@ -132,6 +133,13 @@ impl Telemetry {
                 "Rebuilds of the family table from a Pushgateway by result (ok, failed)",
                 &["result"],
             ),
+            first_sight: counter_vec(
+                "whisk_gateway_first_sight_reads_total",
+                "First-sight reads of a shard's listing for pushes with a family name new to this \
+                 replica, by result (read; shared: served by a read under way; failed), and pushes \
+                 that stopped waiting for theirs (timeout)",
+                &["result"],
+            ),
             shards: gauge("whisk_gateway_shards", "Configured Pushgateway shards"),
             registry,
         }
@@ -166,6 +174,12 @@ impl Telemetry {
         self.resyncs
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+
+    /// Counts one first-sight outcome (a read of a shard's listing, or a push that stopped
+    /// waiting for one; docs/design.md, "First sight").
+    pub fn first_sight(&self, outcome: &str) {
+        self.first_sight.with_label_values(&[outcome]).inc();
     }
 
     /// The text exposition of every own metric.

@@ -172,7 +172,7 @@ pub fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
         }
         match line.first() {
             None | Some(b'#') => out.extend_from_slice(line),
-            Some(&c) if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
+            Some(&c) if whisk_grouping::is_metric_name_start(c) => {
                 let Some(cut) = line.iter().rposition(|&b| b == b' ' || b == b'\t') else {
                     return false;
                 };

@@ -18,12 +18,12 @@ const BODIES: [&str; 4] = [
      # TYPE whisk_activations_total counter\n\
      whisk_activations_total{status=\"success\"} 3\n\
      whisk_activations_total{status=\"application_error\"} 0\n\
-     # HELP whisk_push_duration_seconds Duration of pushes\n\
-     # TYPE whisk_push_duration_seconds histogram\n\
-     whisk_push_duration_seconds_bucket{le=\"0.001\"} 1\n\
-     whisk_push_duration_seconds_bucket{le=\"+Inf\"} 2\n\
-     whisk_push_duration_seconds_sum 0.003\n\
-     whisk_push_duration_seconds_count 2\n",
+     # HELP whisk_activation_duration_seconds Duration of pushes\n\
+     # TYPE whisk_activation_duration_seconds histogram\n\
+     whisk_activation_duration_seconds_bucket{le=\"0.001\"} 1\n\
+     whisk_activation_duration_seconds_bucket{le=\"+Inf\"} 2\n\
+     whisk_activation_duration_seconds_sum 0.003\n\
+     whisk_activation_duration_seconds_count 2\n",
     "# TYPE orders_placed_total counter\n\
      orders_placed_total{region=\"eu \\\"west\\\" 1\",shop=\"a} 2\"} 7\n\
      orders_placed_total{region=\"#us, 3\",shop=\"b=c\"} 1.5e3\n\

@@ -111,7 +111,10 @@ impl GroupingKey {
                 None if label == "job" => key = Some(Self::new(value)),
                 None => return Err(PathError::NotAGroupPath),
                 Some(k) => {
-                    if !valid_label_name(label) || label == "job" || k.get(label).is_some() {
+                    if !crate::names::is_label_name(label)
+                        || label == "job"
+                        || k.get(label).is_some()
+                    {
                         return Err(PathError::BadLabel(label.to_string()));
                     }
                     k.labels.push((label.to_string(), value));
@@ -145,14 +148,6 @@ fn decode_segment(raw: &str) -> Option<String> {
         STANDARD.decode(padded).ok()
     })?;
     String::from_utf8(bytes).ok()
-}
-
-/// Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`.
-fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("__")
 }
 
 #[cfg(test)]

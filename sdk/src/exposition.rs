@@ -187,22 +187,15 @@ fn integer(mut n: u64, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&digits[i..]);
 }
 
-/// Escapes `\` and newline (and `"` in label values) with a backslash, as `TextEncoder` does.
+/// Escapes `\` and newline (and `"` in label values) with a backslash, as `TextEncoder` does
+/// (the rule is `whisk_grouping`'s, shared with the collector's exposition).
 fn escape(text: &str, quote: bool, buf: &mut Vec<u8>) {
-    let mut rest = text.as_bytes();
-    while let Some(i) = rest
-        .iter()
-        .position(|&c| c == b'\\' || c == b'\n' || (quote && c == b'"'))
-    {
-        buf.extend_from_slice(&rest[..i]);
-        buf.extend_from_slice(match rest[i] {
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            _ => b"\\\"",
-        });
-        rest = &rest[i + 1..];
-    }
-    buf.extend_from_slice(rest);
+    let escaped = if quote {
+        whisk_grouping::escape_label_value(text)
+    } else {
+        whisk_grouping::escape_help(text)
+    };
+    buf.extend_from_slice(escaped.as_bytes());
 }
 
 #[cfg(test)]

@@ -10,66 +10,20 @@ use prometheus::{
     Registry,
 };
 
+use whisk_grouping::{
+    Clash, FamilyType, check_label_name, check_metric_name, find_clash, is_grouping_label, reserved,
+};
+
 use crate::builtins::{Builtins, Kind};
 use crate::error::{Error, Result};
 use crate::exposition::TextWriter;
 
-/// Label names the grouping key owns (the Pushgateway overwrites them) or the exposition format
-/// reserves.
-const RESERVED_LABELS: [&str; 4] = ["job", "instance", "namespace", "action"];
-
-/// Metric name prefixes owned by others, and who owns them. A family named like one of these
-/// would clash with theirs in the shared Pushgateway (a type clash there makes its `/metrics`
-/// answer 500 for everyone).
-const RESERVED_PREFIXES: [(&str, &str); 5] = [
-    (
-        "whisk_",
-        "the `whisk_` prefix belongs to the SDK's built-in metrics",
-    ),
-    (
-        "openwhisk_",
-        "the `openwhisk_` prefix belongs to the platform metrics",
-    ),
-    (
-        "pushgateway_",
-        "the Pushgateway exposes its own `pushgateway_*` metrics",
-    ),
-    (
-        "go_",
-        "the Pushgateway exposes its Go runtime's `go_*` metrics",
-    ),
-    (
-        "process_",
-        "the Pushgateway exposes its own `process_*` metrics",
-    ),
-];
-
-/// Whole names owned by others, and why.
-const RESERVED_NAMES: [(&str, &str); 4] = [
-    (
-        "push_time_seconds",
-        "the Pushgateway adds this metric to every group",
-    ),
-    (
-        "push_failure_time_seconds",
-        "the Pushgateway adds this metric to every group",
-    ),
-    (
-        "labels",
-        "a family named `labels` overwrites the group's labels in the Pushgateway's /api/v1/metrics (the janitor could no longer see the group)",
-    ),
-    (
-        "last_push_successful",
-        "a family named `last_push_successful` overwrites that key of the Pushgateway's /api/v1/metrics",
-    ),
-];
-
-/// A registry plus the table of every sample name it exposes, to refuse collisions up front.
+/// A registry plus the table of every family it holds, to refuse clashes up front.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
-    /// exposed sample name (`x`, `x_bucket`, `x_sum`, `x_count`) → family that owns it
-    names: Mutex<HashMap<String, String>>,
+    /// family name → its type, for the shared clash rule ([`whisk_grouping::find_clash`])
+    names: Mutex<HashMap<String, FamilyType>>,
     pub(crate) builtins: Builtins,
 }
 
@@ -169,39 +123,39 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Registers `collector` after checking that none of the sample names it exposes is taken.
+    /// Registers `collector` after checking that its name is free and clashes with no
+    /// registered family (the rule the Pushgateway's `/metrics` applies: `x_count` beside a
+    /// histogram `x` fails it).
     fn register(&self, name: &str, kind: Kind, collector: Box<dyn Collector>) -> Result<()> {
-        let exposed: Vec<String> = match kind {
-            Kind::Plain => vec![name.to_string()],
-            Kind::Histogram => ["", "_bucket", "_sum", "_count"]
-                .iter()
-                .map(|suffix| format!("{name}{suffix}"))
-                .collect(),
+        let family_type = match kind {
+            Kind::Plain => FamilyType::Untyped,
+            Kind::Histogram => FamilyType::Histogram,
         };
         let mut names = self
             .names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(existing) = exposed.iter().find_map(|n| names.get(n)) {
-            return Err(Error::Duplicate {
-                name: name.to_string(),
-                existing: existing.clone(),
-            });
-        }
-        // A plain metric named like another histogram's sample (`h_count`) collides too.
-        if let Kind::Plain = kind {
-            for suffix in ["_bucket", "_sum", "_count"] {
-                if let Some(base) = name.strip_suffix(suffix) {
-                    if let Some(existing) = names.get(base).filter(|f| f.as_str() == base) {
-                        if names.contains_key(&format!("{base}_bucket")) {
-                            return Err(Error::Duplicate {
-                                name: name.to_string(),
-                                existing: existing.clone(),
-                            });
-                        }
+        let existing = if names.contains_key(name) {
+            Some(name.to_string())
+        } else {
+            // A plain family's own type does not matter here: its name is new, so only the
+            // series names of histograms can clash with it.
+            find_clash(name, family_type, |n| names.get(n).copied()).map(|clash| match clash {
+                Clash::Type { name, .. } => name,
+                Clash::Suffix { name: n, stem, .. } => {
+                    if n == name {
+                        stem
+                    } else {
+                        n
                     }
                 }
-            }
+            })
+        };
+        if let Some(existing) = existing {
+            return Err(Error::Duplicate {
+                name: name.to_string(),
+                existing,
+            });
         }
         self.registry.register(collector).map_err(|e| match e {
             prometheus::Error::AlreadyReg => Error::Duplicate {
@@ -210,9 +164,7 @@ impl Metrics {
             },
             other => prom(name, other),
         })?;
-        for n in exposed {
-            names.insert(n, name.to_string());
-        }
+        names.insert(name.to_string(), family_type);
         Ok(())
     }
 }
@@ -244,14 +196,14 @@ fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> Result<HistogramOp
     Ok(opts.buckets(buckets.to_vec()))
 }
 
-/// Checks a user metric's name, help and label names.
+/// Checks a user metric's name, help and label names (the rules are `whisk_grouping`'s, the
+/// ones the gateway applies to a push).
 fn check_user(name: &str, help: &str, labels: &[&str], kind: Kind) -> Result<()> {
-    validate_metric_name(name)?;
-    let reserved = RESERVED_PREFIXES
-        .iter()
-        .find(|(prefix, _)| name.starts_with(prefix))
-        .or_else(|| RESERVED_NAMES.iter().find(|(n, _)| *n == name));
-    if let Some((_, reason)) = reserved {
+    check_metric_name(name).map_err(|e| Error::InvalidName {
+        name: name.to_string(),
+        reason: e.reason(),
+    })?;
+    if let Some(reason) = reserved(name) {
         return Err(Error::ReservedName {
             name: name.to_string(),
             reason,
@@ -268,8 +220,8 @@ fn check_user(name: &str, help: &str, labels: &[&str], kind: Kind) -> Result<()>
             label: label.to_string(),
             reason,
         };
-        validate_label_name(label).map_err(bad)?;
-        if RESERVED_LABELS.contains(label) {
+        check_label_name(label).map_err(|e| bad(e.reason()))?;
+        if is_grouping_label(label) {
             return Err(bad(
                 "job, instance, namespace and action form the grouping key and are set by the SDK",
             ));
@@ -280,45 +232,6 @@ fn check_user(name: &str, help: &str, labels: &[&str], kind: Kind) -> Result<()>
         if labels[..i].contains(label) {
             return Err(bad("the label is listed twice"));
         }
-    }
-    Ok(())
-}
-
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
-pub(crate) fn validate_metric_name(name: &str) -> Result<()> {
-    let bad = |reason| Error::InvalidName {
-        name: name.to_string(),
-        reason,
-    };
-    let mut chars = name.chars();
-    match chars.next() {
-        None => return Err(bad("the name is empty")),
-        Some(c) if !(c.is_ascii_alphabetic() || c == '_' || c == ':') => {
-            return Err(bad("the first character must be a letter, `_` or `:`"));
-        }
-        Some(_) => {}
-    }
-    if chars.any(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
-        return Err(bad("only ASCII letters, digits, `_` and `:` are allowed"));
-    }
-    Ok(())
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`.
-fn validate_label_name(label: &str) -> std::result::Result<(), &'static str> {
-    let mut chars = label.chars();
-    match chars.next() {
-        None => return Err("the label name is empty"),
-        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
-            return Err("the first character must be a letter or `_`");
-        }
-        Some(_) => {}
-    }
-    if chars.any(|c| !(c.is_ascii_alphanumeric() || c == '_')) {
-        return Err("only ASCII letters, digits and `_` are allowed");
-    }
-    if label.starts_with("__") {
-        return Err("names starting with `__` are reserved for Prometheus");
     }
     Ok(())
 }
@@ -464,6 +377,28 @@ mod tests {
             "injected a sample:\n{t}"
         );
         assert!(!t.contains('\r'));
+    }
+
+    #[test]
+    fn the_builtins_are_the_families_the_gateway_lets_through() {
+        let m = Metrics::new();
+        let mut registered: Vec<String> = m.names.lock().unwrap().keys().cloned().collect();
+        let mut listed: Vec<String> = whisk_grouping::SDK_BUILTINS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        registered.sort();
+        listed.sort();
+        assert_eq!(registered, listed);
+        let text = text(&m);
+        for (name, kind) in whisk_grouping::SDK_BUILTINS {
+            let line = format!("# TYPE {name} {kind}\n");
+            let typed = text.contains(&format!("# TYPE {name} "));
+            assert!(
+                !typed || text.contains(&line),
+                "{name} is not a {kind}:\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -1,23 +1,32 @@
 //! The guard: finds the groups that make a Pushgateway's `/metrics` answer 500.
 //!
-//! With `--push.disable-consistency-check` the Pushgateway accepts a family under two types
-//! from two groups (action A pushes `jobs` as a counter, action B as a gauge) and from then on
-//! every scrape of it fails: every series it holds disappears from Prometheus. When a
-//! Pushgateway's `/metrics` answers 500, the janitor lists its groups with their families'
-//! types and deletes the offending groups: for each family stored under more than one type,
-//! the groups of the minority type (newest first). The type of the platform job's groups
-//! always wins (the collector's own families are the reference); a tie goes to the type that
-//! was there first. No other group is touched.
+//! With `--push.disable-consistency-check` the Pushgateway accepts families that clash from
+//! two groups (action A pushes `jobs` as a counter, action B as a gauge; or A a histogram `x`,
+//! B a gauge `x_count`) and from then on every scrape of it fails: every series it holds
+//! disappears from Prometheus. The gateway refuses such a push when its family table knows the
+//! first family; two gateway replicas can still both accept one inside their resync window.
+//! When a Pushgateway's `/metrics` answers 500, the janitor lists its groups with their
+//! families' types and deletes the offending groups, by the clash rule the gateway refuses by
+//! ([`whisk_grouping::find_clash`]: one name under two types, and the `_bucket`, `_sum` and
+//! `_count` series of histograms and summaries):
 //!
-//! [`type_clash_offenders`] picks the offenders from a listing; [`Janitor::guard`] deletes
-//! them and waits for `/metrics` to answer again. The listing round runs it over the listing
-//! it already read; the Prometheus round calls [`Janitor::check_directly`] for each shard
-//! whose scrape is not up.
+//! - each family name and type held by some groups is a *side*; the platform job's sides come
+//!   first (the collector's own families are the reference), then the others by their first
+//!   push: the earliest `push_time_seconds` among the groups holding them;
+//! - in that order a side is kept unless it clashes with a side already kept: then every group
+//!   holding it (but the platform's) is deleted, newest first, however many there are. The
+//!   later-pushed family loses, so a tenant cannot get an earlier tenant's group deleted by
+//!   pushing more groups; a tie keeps the side with more groups.
+//!
+//! No other group is touched. [`type_clash_offenders`] picks the offenders from a listing;
+//! [`Janitor::guard`] deletes them and waits for `/metrics` to answer again. The listing round
+//! runs it over the listing it already read; the Prometheus round calls
+//! [`Janitor::check_directly`] for each shard whose scrape is not up.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use whisk_grouping::GroupingKey;
+use whisk_grouping::{Clash, FamilyType, GroupingKey, find_clash};
 
 use super::listing::{LISTING_CAP, ListedGroup, ListingError, read_listing};
 use super::{GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup};
@@ -30,6 +39,9 @@ pub(crate) const TYPE_CLASH: &str = "type_clash";
 /// (the Pushgateway applies DELETEs asynchronously).
 const GUARD_SETTLE: Duration = Duration::from_secs(10);
 
+/// Families every group holds, written by the Pushgateway itself: never a side.
+const PUSHGATEWAY_FAMILIES: [&str; 2] = ["push_time_seconds", "push_failure_time_seconds"];
+
 /// A group to delete and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offender {
@@ -40,79 +52,82 @@ pub struct Offender {
     /// The clashing family.
     pub family: String,
     /// The type this group has it under.
-    pub kind: String,
-    /// The type the other groups have it under (kept).
-    pub kept_kind: String,
-    /// How many groups hold the family under the kept type.
+    pub kind: FamilyType,
+    /// The family it clashes with (kept): the same name, or a histogram's or summary's stem or
+    /// series name.
+    pub kept_family: String,
+    /// The type of the kept family.
+    pub kept_kind: FamilyType,
+    /// How many groups hold the kept family.
     pub kept_groups: usize,
 }
 
 impl Offender {
     /// One line for the log.
     pub fn why(&self) -> String {
-        format!(
-            "family `{}` is a {} in this group but a {} in {} other group(s)",
-            self.family,
-            self.kind.to_lowercase(),
-            self.kept_kind.to_lowercase(),
-            self.kept_groups
-        )
+        if self.family == self.kept_family {
+            format!(
+                "family `{}` is a {} in this group but a {} in {} other group(s)",
+                self.family, self.kind, self.kept_kind, self.kept_groups
+            )
+        } else {
+            format!(
+                "{} `{}` in this group collides with {} `{}` of {} other group(s), pushed first",
+                self.kind, self.family, self.kept_kind, self.kept_family, self.kept_groups
+            )
+        }
     }
 }
 
-/// The groups to delete so that no family is stored under two types, newest first. Groups of
-/// `protected_job` are never offenders, and their types win.
+/// One family name under one type, and the groups holding it so.
+struct Side<'a> {
+    name: &'a str,
+    kind: FamilyType,
+    holders: Vec<usize>,
+    protected: bool,
+    /// The earliest last push among its holders (infinity if none is known).
+    first_push: f64,
+}
+
+/// The groups to delete so that no two stored families clash, newest first: the later-pushed
+/// side of every clash (see the module doc). Groups of `protected_job` are never offenders,
+/// and their families win.
 pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
-    // family → type → indexes of the groups holding it so.
-    let mut by_family: HashMap<&str, Vec<(&str, Vec<usize>)>> = HashMap::new();
-    for (i, g) in groups.iter().enumerate() {
-        for (family, kind) in &g.families {
-            let kinds = by_family.entry(&**family).or_default();
-            match kinds.iter_mut().find(|(k, _)| *k == &**kind) {
-                Some((_, holders)) => holders.push(i),
-                None => kinds.push((&**kind, vec![i])),
-            }
-        }
-    }
-    let protected = |i: &usize| groups[*i].label("job") == Some(protected_job);
-    let first_push = |holders: &[usize]| {
-        holders
-            .iter()
-            .filter_map(|i| groups[*i].push_time)
-            .fold(f64::INFINITY, f64::min)
-    };
+    let sides = sides(groups, protected_job);
+    // name → (type, side) of the sides kept so far; never two types for one name.
+    let mut kept: HashMap<&str, (FamilyType, usize)> = HashMap::new();
     let mut offenders: Vec<Offender> = Vec::new();
-    let mut families: Vec<_> = by_family.into_iter().filter(|(_, k)| k.len() > 1).collect();
-    families.sort_by(|a, b| a.0.cmp(b.0));
-    for (family, kinds) in families {
-        let Some((kept_kind, kept)) = kinds.iter().max_by(|a, b| {
-            let pa = a.1.iter().any(protected);
-            let pb = b.1.iter().any(protected);
-            pa.cmp(&pb)
-                .then(a.1.len().cmp(&b.1.len()))
-                // Older first push wins a tie: compare reversed.
-                .then(first_push(&b.1).total_cmp(&first_push(&a.1)))
-        }) else {
+    for (i, side) in sides.iter().enumerate() {
+        let clash = find_clash(side.name, side.kind, |n| kept.get(n).map(|(k, _)| *k));
+        let Some(clash) = clash else {
+            kept.insert(side.name, (side.kind, i));
             continue;
         };
-        for (kind, holders) in &kinds {
-            if kind == kept_kind {
+        let other = match &clash {
+            Clash::Type { name, .. } => name.as_str(),
+            Clash::Suffix { name, stem, .. } if name == side.name => stem.as_str(),
+            Clash::Suffix { name, .. } => name.as_str(),
+        };
+        let Some(&(_, winner)) = kept.get(other) else {
+            continue;
+        };
+        let winner = &sides[winner];
+        for &g in &side.holders {
+            let group = &groups[g];
+            if is_protected(group, protected_job)
+                || offenders.iter().any(|o| o.labels == group.labels)
+            {
                 continue;
             }
-            for i in holders.iter().filter(|i| !protected(i)) {
-                let g = &groups[*i];
-                if offenders.iter().any(|o| o.labels == g.labels) {
-                    continue;
-                }
-                offenders.push(Offender {
-                    labels: g.labels.clone(),
-                    push_time: g.push_time,
-                    family: family.to_string(),
-                    kind: kind.to_string(),
-                    kept_kind: kept_kind.to_string(),
-                    kept_groups: kept.len(),
-                });
-            }
+            offenders.push(Offender {
+                labels: group.labels.clone(),
+                push_time: group.push_time,
+                family: side.name.to_string(),
+                kind: side.kind,
+                kept_family: winner.name.to_string(),
+                kept_kind: winner.kind,
+                kept_groups: winner.holders.len(),
+            });
         }
     }
     offenders.sort_by(|a, b| {
@@ -121,6 +136,47 @@ pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<
             .total_cmp(&a.push_time.unwrap_or(f64::INFINITY))
     });
     offenders
+}
+
+/// Every (family, type) of the listing with its holders, in the order sides are kept: the
+/// platform's first, then by first push, then by more holders, then by name.
+fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str) -> Vec<Side<'a>> {
+    let mut by_key: HashMap<(&str, FamilyType), Vec<usize>> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        for (family, kind) in &g.families {
+            if !PUSHGATEWAY_FAMILIES.contains(&&**family) {
+                by_key.entry((&**family, *kind)).or_default().push(i);
+            }
+        }
+    }
+    let mut sides: Vec<Side<'a>> = by_key
+        .into_iter()
+        .map(|((name, kind), holders)| Side {
+            name,
+            kind,
+            protected: holders
+                .iter()
+                .any(|&i| is_protected(&groups[i], protected_job)),
+            first_push: holders
+                .iter()
+                .filter_map(|&i| groups[i].push_time)
+                .fold(f64::INFINITY, f64::min),
+            holders,
+        })
+        .collect();
+    sides.sort_by(|a, b| {
+        b.protected
+            .cmp(&a.protected)
+            .then(a.first_push.total_cmp(&b.first_push))
+            .then(b.holders.len().cmp(&a.holders.len()))
+            .then(a.name.cmp(b.name))
+            .then(a.kind.cmp(&b.kind))
+    });
+    sides
+}
+
+fn is_protected(group: &ListedGroup, protected_job: &str) -> bool {
+    group.label("job") == Some(protected_job)
 }
 
 impl Janitor {
@@ -240,7 +296,7 @@ mod tests {
             push_time: Some(push),
             families: families
                 .iter()
-                .map(|(f, k)| ((*f).into(), (*k).into()))
+                .map(|(f, k)| ((*f).into(), FamilyType::parse(k).unwrap()))
                 .collect(),
         }
     }
@@ -262,8 +318,8 @@ mod tests {
         let o = type_clash_offenders(&groups, "platform");
         assert_eq!(instances(&o), ["d", "c"]);
         assert_eq!(o[0].family, "jobs");
-        assert_eq!(o[0].kind, "GAUGE");
-        assert_eq!(o[0].kept_kind, "COUNTER");
+        assert_eq!(o[0].kind, FamilyType::Gauge);
+        assert_eq!(o[0].kept_kind, FamilyType::Counter);
         assert_eq!(
             o[0].why(),
             "family `jobs` is a gauge in this group but a counter in 3 other group(s)"
@@ -296,6 +352,51 @@ mod tests {
         ];
         let o = type_clash_offenders(&groups, "platform");
         assert_eq!(instances(&o), ["y", "x"]);
+    }
+
+    #[test]
+    fn the_later_pushed_type_loses_however_many_groups_hold_it() {
+        let groups = vec![
+            group("sdk", "first", 10.0, &[("jobs_total", "COUNTER")]),
+            group("sdk", "late-1", 20.0, &[("jobs_total", "GAUGE")]),
+            group("sdk", "late-2", 21.0, &[("jobs_total", "GAUGE")]),
+            group("sdk", "late-3", 22.0, &[("jobs_total", "GAUGE")]),
+        ];
+        let o = type_clash_offenders(&groups, "platform");
+        assert_eq!(instances(&o), ["late-3", "late-2", "late-1"]);
+        assert_eq!(o[0].kept_groups, 1);
+    }
+
+    #[test]
+    fn a_family_named_like_a_histograms_series_clashes_and_the_later_side_loses() {
+        let groups = vec![
+            group("sdk", "hist", 10.0, &[("x", "HISTOGRAM")]),
+            group("sdk", "gauge-1", 20.0, &[("x_count", "GAUGE")]),
+            group(
+                "sdk",
+                "gauge-2",
+                30.0,
+                &[("x_count", "GAUGE"), ("y", "GAUGE")],
+            ),
+            group("sdk", "bystander", 40.0, &[("x_total", "GAUGE")]),
+        ];
+        let o = type_clash_offenders(&groups, "platform");
+        assert_eq!(instances(&o), ["gauge-2", "gauge-1"]);
+        assert_eq!(
+            o[0].why(),
+            "gauge `x_count` in this group collides with histogram `x` of 1 other group(s), \
+             pushed first"
+        );
+        // The other way round: the histogram came later, it is the one deleted, even against
+        // more groups of it.
+        let groups = vec![
+            group("sdk", "summary-sum", 5.0, &[("q_sum", "GAUGE")]),
+            group("sdk", "summary-1", 50.0, &[("q", "SUMMARY")]),
+            group("sdk", "summary-2", 51.0, &[("q", "SUMMARY")]),
+            group("sdk", "bucket-ok", 52.0, &[("q_bucket", "GAUGE")]),
+        ];
+        let o = type_clash_offenders(&groups, "platform");
+        assert_eq!(instances(&o), ["summary-2", "summary-1"]);
     }
 
     #[test]

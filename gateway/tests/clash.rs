@@ -1,0 +1,195 @@
+//! Clashes between families pushed through two gateway replicas, on real services: two
+//! `whisk-gateway` processes (each with its own family table, no resync during the test) in
+//! front of one real Pushgateway run with `--push.disable-consistency-check`, and the
+//! collector's janitor (its guard) against that Pushgateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, basic, controller, group, groups_with, pushgateways, send};
+use whisk_collector::{Janitor, PushgatewayClient};
+use whisk_testkit::{Pushgateway, wait_until};
+
+const JOB: &str = "openwhisk_actions";
+
+/// No resync while a test runs: each replica knows only what it pushed or read itself.
+const NO_RESYNC: [&str; 2] = ["--family-resync-interval", "1h"];
+
+const HISTOGRAM_X: &str = "# TYPE x histogram\n\
+    x_bucket{le=\"1\"} 1\nx_bucket{le=\"+Inf\"} 2\nx_sum 3\nx_count 2\n";
+const GAUGE_X_COUNT: &str = "# TYPE x_count gauge\nx_count 7\n";
+const COUNTER_JOBS: &str = "# TYPE jobs_total counter\njobs_total 5\n";
+const GAUGE_JOBS: &str = "# TYPE jobs_total gauge\njobs_total 9\n";
+
+/// `/metrics` of the Pushgateway: its status (0 when it does not answer).
+fn metrics_status(pgw: &Pushgateway) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .get(&format!("{}/metrics", pgw.url()))
+        .call()
+        .map_or(0, |r| r.status().as_u16())
+}
+
+fn instances(pgw: &Pushgateway) -> Vec<String> {
+    let mut v: Vec<String> = groups_with(pgw, "job", JOB)
+        .iter()
+        .filter_map(|g| g["labels"]["instance"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the Pushgateway holds exactly `expected` instances of the SDK's job.
+fn wait_instances(pgw: &Pushgateway, expected: &[&str]) {
+    let ok = wait_until(Duration::from_secs(20), || instances(pgw) == expected);
+    assert!(ok, "expected {expected:?}, have {:?}", instances(pgw));
+}
+
+struct Setup {
+    pgw: Pushgateway,
+    a: Gateway,
+    b: Gateway,
+    key: String,
+    _controller: whisk_emulator::controller::Controller,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let pgw = pushgateways(1).pop().unwrap();
+        let (controller, keys) = controller(&["guest"]);
+        let a = Gateway::with_controller(&[&pgw], &controller, &NO_RESYNC);
+        let b = Gateway::with_controller(&[&pgw], &controller, &NO_RESYNC);
+        Setup {
+            pgw,
+            a,
+            b,
+            key: keys[0].clone(),
+            _controller: controller,
+        }
+    }
+
+    fn put(&self, via: &Gateway, instance: &str, body: &str) -> (u16, String) {
+        let path = group(JOB, instance, "guest", "clash");
+        send("PUT", &via.url(), &path, Some(&basic(&self.key)), body)
+    }
+
+    fn delete(&self, via: &Gateway, instance: &str) -> u16 {
+        let path = group(JOB, instance, "guest", "clash");
+        send("DELETE", &via.url(), &path, Some(&basic(&self.key)), "").0
+    }
+
+    /// Replica B learns `body`'s family from a push of its own, whose group is then deleted:
+    /// B still knows the name (until its next resync), the Pushgateway holds it no more. This
+    /// is the window that first sight leaves open.
+    fn teach_b_then_forget(&self, body: &str) {
+        assert_eq!(self.put(&self.b, "b-teacher", body).0, 202);
+        wait_instances(&self.pgw, &["b-teacher"]);
+        assert_eq!(self.delete(&self.b, "b-teacher"), 202);
+        wait_instances(&self.pgw, &[]);
+    }
+
+    /// One round of the collector's janitor over the Pushgateway (nothing is stale: only the
+    /// guard can act); returns the paths it deleted.
+    fn guard_round(&self) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = reqwest::Url::parse(&self.pgw.url()).unwrap();
+        let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
+        let janitor = Janitor::new(client, JOB, Duration::from_secs(3600), false);
+        let round = rt.block_on(janitor.run_once()).expect("a janitor round");
+        round.guard_deleted.into_iter().map(|d| d.path).collect()
+    }
+
+    /// The clash is stored: `/metrics` answers 500; one guard round later it answers 200 again,
+    /// holding exactly `kept`, and the guard deleted exactly `deleted`.
+    fn one_guard_round_repairs(&self, kept: &[&str], deleted: &[&str]) {
+        assert!(
+            wait_until(Duration::from_secs(20), || metrics_status(&self.pgw) == 500),
+            "the stored clash must break /metrics (status {})",
+            metrics_status(&self.pgw)
+        );
+        let paths = self.guard_round();
+        let mut expected: Vec<String> = deleted
+            .iter()
+            .map(|i| {
+                whisk_grouping::GroupingKey::new(JOB)
+                    .with("action", "clash")
+                    .with("instance", *i)
+                    .with("namespace", "guest")
+                    .path()
+            })
+            .collect();
+        let mut paths_sorted = paths.clone();
+        paths_sorted.sort();
+        expected.sort();
+        assert_eq!(paths_sorted, expected, "the guard deleted {paths:?}");
+        assert_eq!(metrics_status(&self.pgw), 200, "200 right after one round");
+        wait_instances(&self.pgw, kept);
+    }
+}
+
+#[test]
+fn a_name_new_to_a_replica_is_checked_against_the_shard_so_a_clash_is_refused() {
+    let s = Setup::start();
+    assert_eq!(s.put(&s.a, "tenant-a", HISTOGRAM_X).0, 202);
+    wait_instances(&s.pgw, &["tenant-a"]);
+    // B has never seen `x_count`: it reads the shard first and learns A's histogram.
+    let (status, text) = s.put(&s.b, "tenant-b", GAUGE_X_COUNT);
+    assert_eq!(status, 409, "{text}");
+    assert!(
+        text.contains("x_count") && text.contains("histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        s.b.own_value("whisk_gateway_first_sight_reads_total{result=\"read\"}"),
+        1.0
+    );
+    // The same for an exact clash, and a known name costs no read.
+    assert_eq!(s.put(&s.a, "tenant-c", COUNTER_JOBS).0, 202);
+    wait_instances(&s.pgw, &["tenant-a", "tenant-c"]);
+    assert_eq!(s.put(&s.b, "tenant-d", GAUGE_JOBS).0, 409);
+    assert_eq!(s.put(&s.a, "tenant-c", COUNTER_JOBS).0, 202);
+    assert_eq!(
+        s.a.own_value("whisk_gateway_first_sight_reads_total{result=\"read\"}"),
+        2.0,
+        "A read once per new name, not for the repeated push"
+    );
+    assert_eq!(metrics_status(&s.pgw), 200);
+    assert_eq!(instances(&s.pgw), ["tenant-a", "tenant-c"]);
+}
+
+#[test]
+fn a_suffix_clash_through_two_replicas_is_repaired_in_one_guard_round_and_the_later_push_loses() {
+    let s = Setup::start();
+    s.teach_b_then_forget(GAUGE_X_COUNT);
+    // Tenant A's histogram through A first, then three gauge groups `x_count` through B, which
+    // knows the name and not A's histogram: all accepted, the shard's /metrics breaks.
+    assert_eq!(s.put(&s.a, "tenant-a", HISTOGRAM_X).0, 202);
+    wait_instances(&s.pgw, &["tenant-a"]);
+    for i in ["late-1", "late-2", "late-3"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_X_COUNT).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["late-1", "late-2", "late-3", "tenant-a"]);
+    s.one_guard_round_repairs(&["tenant-a"], &["late-1", "late-2", "late-3"]);
+}
+
+#[test]
+fn an_exact_clash_through_two_replicas_deletes_the_later_groups_even_when_they_are_more() {
+    let s = Setup::start();
+    s.teach_b_then_forget(GAUGE_JOBS);
+    assert_eq!(s.put(&s.a, "first", COUNTER_JOBS).0, 202);
+    wait_instances(&s.pgw, &["first"]);
+    for i in ["more-1", "more-2", "more-3"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_JOBS).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
+    s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
+}
