@@ -27,14 +27,15 @@ impl Default for Limits {
     /// The defaults (docs/design.md, "Listeners"). An SDK container sends its head at once and
     /// holds one kept-alive connection; the containers of one invoker may share one address
     /// after NAT (an invoker with 64 GiB for actions of 128 MiB runs 512), so a peer's limit is
-    /// twice that; the idle timeout is shorter than the SDK's 600 s pool age, whose retry on a
-    /// fresh connection covers a connection closed meanwhile.
+    /// twice that; the global limit keeps a replica within its 128 MiB pod (a connection waiting
+    /// for a head costs ~23 KiB: 4 096 are ~90 MiB); the idle timeout is shorter than the SDK's
+    /// 600 s pool age, whose retry on a fresh connection covers a connection closed meanwhile.
     fn default() -> Self {
         Self {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             body_timeout: Duration::from_secs(10),
-            max_connections: 8192,
+            max_connections: 4096,
             max_connections_per_peer: 1024,
         }
     }
