@@ -48,7 +48,7 @@ fn group(job: &str) -> String {
         .path()
 }
 
-/// The answer's status, its `reason` (from the body's text) and a header of interest.
+/// The answer's status and its one-line text.
 async fn send(app: Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
     let request = Request::builder()
         .method(method)
