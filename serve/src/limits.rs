@@ -88,10 +88,13 @@ impl<P: EnvPrefix> clap::Args for ListenerFlags<P> {
         let d = Limits::default();
         let duration = |name: &'static str, default: Duration, help: &'static str| {
             flag::<P>(name, format!("{}s", default.as_secs()), help)
+                .value_name("DURATION")
                 .value_parser(parse_duration_nonzero)
         };
         let count = |name: &'static str, default: usize, help: &'static str| {
-            flag::<P>(name, default.to_string(), help).value_parser(parse_positive)
+            flag::<P>(name, default.to_string(), help)
+                .value_name("N")
+                .value_parser(parse_positive)
         };
         cmd.arg(duration(
             HEAD,
