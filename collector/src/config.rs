@@ -7,7 +7,17 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use whisk_grouping::{parse_duration, parse_duration_nonzero};
 
+use whisk_serve::{EnvPrefix, ListenerFlags};
+
 use crate::aggregate::Limits;
+
+/// The collector's environment prefix, for the listener's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+impl EnvPrefix for Env {
+    const PREFIX: &'static str = "WHISK_COLLECTOR_";
+}
 
 /// whisk-collector: OpenWhisk `events` (Kafka) → user-events compatible platform metrics on
 /// /metrics and, optionally, pushed to a Prometheus Pushgateway; prunes stale SDK groups.
@@ -54,6 +64,10 @@ pub struct Config {
     /// Address of the HTTP server (/metrics, /healthz, /readyz).
     #[arg(long, env = "WHISK_COLLECTOR_LISTEN", default_value = "0.0.0.0:9095")]
     pub listen: SocketAddr,
+
+    /// The listener's timeouts and connection limits (docs/design.md, "Listeners").
+    #[command(flatten)]
+    pub listener: ListenerFlags<Env>,
 
     /// Base URL of a Pushgateway (http or https), e.g. `http://pushgateway:9091`; repeat it
     /// (or comma-separate it in the environment variable) for every shard of a sharded store:

@@ -29,6 +29,9 @@ pub enum Error {
         /// OS error.
         source: std::io::Error,
     },
+    /// The listener's metrics cannot be registered (a name taken twice).
+    #[error("cannot register the listener's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),

@@ -70,6 +70,13 @@ impl Default for Telemetry {
     }
 }
 
+impl Telemetry {
+    /// The registry behind `/metrics`, for metrics registered elsewhere (the listener's).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
 /// Registers metric definitions in one registry.
 struct Registrar<'a>(&'a Registry);
 

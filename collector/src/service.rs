@@ -21,25 +21,87 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// commits and returns (within about 10 s).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let shared = Arc::new(Shared::new(config.limits()));
+    let http = Http::start(&config, &shared).await?;
+    let clients = pushgateway_clients(&config)?;
+    let instance = config.instance();
+    // The platform group goes to the first Pushgateway; the janitor serves every one.
+    let push = clients
+        .first()
+        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
+    let consumer = Consumer::start(&config, &shared, push.as_ref())?;
+    let tasks = start_loops(
+        &config,
+        &shared,
+        &clients,
+        push.as_ref(),
+        &consumer,
+        &instance,
+    )?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let local = listener.local_addr().unwrap_or(config.listen);
-    tracing::info!(%local, "HTTP server listening (/metrics, /healthz, /readyz)");
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = crate::http::router(Arc::clone(&shared));
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
+    shutdown.await;
+    let started = Instant::now();
+    tracing::info!("shutting down: stop consuming, final push, commit");
+    for t in &tasks {
+        t.abort();
+    }
+    let pushed = consumer.finish(&shared, push.as_ref(), started).await;
+    // A rollout must not leave this replica's group frozen in the Pushgateway (its gauges would
+    // be summed with the new replicas'). Only once the final push and commit are done.
+    if let (Some(p), true) = (&push, config.delete_on_shutdown) {
+        match p.delete().await {
+            Ok(()) => {
+                tracing::info!(url = %p.url(), pushed, "deleted this replica's platform group")
+            }
+            Err(e) => tracing::warn!("could not delete this replica's platform group: {e}"),
+        }
+    }
+    http.stop().await?;
+    tracing::info!(took = ?started.elapsed(), "stopped");
+    Ok(())
+}
+
+/// The HTTP server (`/metrics`, `/healthz`, `/readyz`) on the listener of `whisk-serve`.
+struct Http {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Http {
+    async fn start(config: &Config, shared: &Arc<Shared>) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local = listener.local_addr().unwrap_or(config.listen);
+        tracing::info!(%local, "HTTP server listening (/metrics, /healthz, /readyz)");
+        let connections = whisk_serve::ConnectionMetrics::new("whisk_collector")?;
+        connections.register(shared.telemetry.registry())?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = crate::http::router(Arc::clone(shared));
+        let limits = config.listener.limits;
+        let task = tokio::spawn(async move {
+            whisk_serve::serve(listener, router, limits, connections, async move {
+                let _ = stopped.await;
             })
             .await
-    });
+        });
+        Ok(Self { stop, task })
+    }
 
+    /// Stops serving; waits a second at most for requests in flight.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), self.task).await {
+            return Err(Error::Serve(e));
+        }
+        Ok(())
+    }
+}
+
+/// One client per `--pushgateway-url`, with the credentials and CA of the flags.
+fn pushgateway_clients(config: &Config) -> Result<Vec<PushgatewayClient>> {
     let password = match &config.pushgateway_password_file {
         Some(path) => Some(read_secret(path, "--pushgateway-password-file")?),
         None => config.pushgateway_password.clone(),
@@ -48,7 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(path) => Some(read_ca(path)?),
         None => None,
     };
-    let clients = config
+    config
         .pushgateway_url
         .iter()
         .map(|url| {
@@ -60,122 +122,135 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 HTTP_TIMEOUT,
             )
         })
-        .collect::<Result<Vec<_>>>()?;
-    // The platform group goes to the first Pushgateway; the janitor serves every one.
-    let pusher = clients.first().cloned();
-    let instance = config.instance();
-    let push = pusher
-        .as_ref()
-        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
-    // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
-    // this runtime) so it can commit it and the next owner starts right after.
-    let flush = push.as_ref().map(|p| {
-        let (p, shared, handle) = (
-            p.clone(),
-            Arc::clone(&shared),
-            tokio::runtime::Handle::current(),
-        );
-        Box::new(move || handle.block_on(p.push_snapshot(&shared))) as crate::source::kafka::Flush
-    });
-    let (commands, commands_rx) = std::sync::mpsc::channel();
-    let source = KafkaSource::new(&config, Arc::clone(&shared), commands_rx, flush)?;
-    let generation = source.generation();
-    let stop = Arc::new(AtomicBool::new(false));
-    let consumer = {
-        let stop = Arc::clone(&stop);
-        std::thread::Builder::new()
-            .name("kafka-consumer".into())
-            .spawn(move || source.run(&stop, Duration::from_secs(7)))
-            .map_err(|source| Error::Spawn {
-                what: "the consumer thread",
-                source,
-            })?
-    };
+        .collect()
+}
 
+/// The Kafka consumer thread and what talks to it.
+struct Consumer {
+    thread: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    commands: std::sync::mpsc::Sender<Command>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Consumer {
+    fn start(config: &Config, shared: &Arc<Shared>, push: Option<&PlatformPush>) -> Result<Self> {
+        // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
+        // this runtime) so it can commit it and the next owner starts right after.
+        let flush = push.map(|p| {
+            let (p, shared, handle) = (
+                p.clone(),
+                Arc::clone(shared),
+                tokio::runtime::Handle::current(),
+            );
+            Box::new(move || handle.block_on(p.push_snapshot(&shared)))
+                as crate::source::kafka::Flush
+        });
+        let (commands, commands_rx) = std::sync::mpsc::channel();
+        let source = KafkaSource::new(config, Arc::clone(shared), commands_rx, flush)?;
+        let generation = source.generation();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("kafka-consumer".into())
+                .spawn(move || source.run(&stop, Duration::from_secs(7)))
+                .map_err(|source| Error::Spawn {
+                    what: "the consumer thread",
+                    source,
+                })?
+        };
+        Ok(Self {
+            thread,
+            stop,
+            commands,
+            generation,
+        })
+    }
+
+    /// Stops consuming, pushes a last time and has the thread commit that; whether the final
+    /// push was made. Gives the thread until 8 s after `started`.
+    async fn finish(
+        self,
+        shared: &Arc<Shared>,
+        push: Option<&PlatformPush>,
+        started: Instant,
+    ) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        // Let the consumer finish the message at hand so the final push includes it.
+        while shared.is_consuming() && started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let finish = match push {
+            Some(p) => p.push_snapshot(shared).await,
+            None => None,
+        };
+        let pushed = finish.is_some();
+        let _ = self.commands.send(Command::Finish(finish));
+        let thread = self.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(
+            Duration::from_secs(8).saturating_sub(started.elapsed()),
+            joined,
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("consumer did not close in time; exiting anyway");
+        }
+        pushed
+    }
+}
+
+/// The push loop, the janitor and the eviction loop, as the flags ask.
+fn start_loops(
+    config: &Config,
+    shared: &Arc<Shared>,
+    clients: &[PushgatewayClient],
+    push: Option<&PlatformPush>,
+    consumer: &Consumer,
+    instance: &str,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    if let Some(p) = &push {
+    if let Some(p) = push {
         tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
         tasks.push(tokio::spawn(push_loop(
             p.clone(),
-            Arc::clone(&shared),
-            commands.clone(),
-            generation,
+            Arc::clone(shared),
+            consumer.commands.clone(),
+            Arc::clone(&consumer.generation),
             config.push_interval,
         )));
     }
-    match (&pusher, config.prune_after.is_zero()) {
-        (Some(_), false) => {
+    match (clients.is_empty(), config.prune_after.is_zero()) {
+        (false, false) => {
             let mut janitor = Janitor::for_pushgateways(
-                clients.clone(),
+                clients.to_vec(),
                 &config.prune_job,
                 config.prune_after,
                 config.prune_dry_run,
             )
-            .with_platform(&config.push_job, &instance);
+            .with_platform(&config.push_job, instance);
             if let Some(url) = &config.prometheus_url {
                 tracing::info!(%url, "janitor: stale groups and shard health from Prometheus");
                 janitor = janitor.with_prometheus(PrometheusClient::new(url)?);
             }
             tasks.push(tokio::spawn(janitor_loop(
                 janitor,
-                Arc::clone(&shared),
+                Arc::clone(shared),
                 config.prune_interval,
             )));
         }
-        (Some(_), true) => tracing::info!("janitor disabled (--prune-after 0)"),
-        (None, _) => {}
+        (false, true) => tracing::info!("janitor disabled (--prune-after 0)"),
+        (true, _) => {}
     }
-
     if !config.evict_after.is_zero() {
         tasks.push(tokio::spawn(eviction_loop(
-            Arc::clone(&shared),
+            Arc::clone(shared),
             (config.evict_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
         )));
     }
-
-    shutdown.await;
-    let started = Instant::now();
-    tracing::info!("shutting down: stop consuming, final push, commit");
-    stop.store(true, Ordering::Relaxed);
-    for t in &tasks {
-        t.abort();
-    }
-    // Let the consumer finish the message at hand so the final push includes it.
-    while shared.is_consuming() && started.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let finish = match &push {
-        Some(p) => p.push_snapshot(&shared).await,
-        None => None,
-    };
-    let pushed = finish.is_some();
-    let _ = commands.send(Command::Finish(finish));
-    let joined = tokio::task::spawn_blocking(move || consumer.join());
-    if tokio::time::timeout(
-        Duration::from_secs(8).saturating_sub(started.elapsed()),
-        joined,
-    )
-    .await
-    .is_err()
-    {
-        tracing::warn!("consumer did not close in time; exiting anyway");
-    }
-    // A rollout must not leave this replica's group frozen in the Pushgateway (its gauges would
-    // be summed with the new replicas'). Only once the final push and commit are done.
-    if let (Some(p), true) = (&push, config.delete_on_shutdown) {
-        match p.delete().await {
-            Ok(()) => {
-                tracing::info!(url = %p.url(), pushed, "deleted this replica's platform group")
-            }
-            Err(e) => tracing::warn!("could not delete this replica's platform group: {e}"),
-        }
-    }
-    let _ = http_stop.send(());
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), http).await {
-        return Err(Error::Serve(e));
-    }
-    tracing::info!(took = ?started.elapsed(), "stopped");
-    Ok(())
+    Ok(tasks)
 }
 
 async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {

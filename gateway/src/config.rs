@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use whisk_grouping::{parse_duration, parse_duration_nonzero};
+use whisk_serve::{EnvPrefix, ListenerFlags};
 
 /// Negative results of the controller (a key it refused) are cached this long.
 pub const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
@@ -95,13 +96,6 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_duration_nonzero)]
     pub forward_timeout: Duration,
 
-    /// Stage PUTs to plain-`http` shards: send all but the body's last byte before validating
-    /// it, so a Pushgateway on another node parses while the gateway validates. Off by default:
-    /// on one 2-core machine it made no difference beyond the bench's run-to-run spread
-    /// (docs/benchmarks.md, "Gateway"), and without it a refused push never reaches a shard.
-    #[arg(long, env = "WHISK_GATEWAY_STAGE_PUTS", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
-    pub stage_puts: bool,
-
     /// Timeout of reading one Pushgateway's `/api/v1/metrics` for the family table.
     #[arg(long, env = "WHISK_GATEWAY_RESYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration_nonzero)]
     pub resync_timeout: Duration,
@@ -112,9 +106,21 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_WORKER_THREADS", value_name = "N", value_parser = parse_positive)]
     pub worker_threads: Option<usize>,
 
+    /// The listener's timeouts and connection limits (docs/design.md, "Listeners").
+    #[command(flatten)]
+    pub listener: ListenerFlags<Env>,
+
     /// Log filter: error, warn, info, debug, trace or a tracing directive.
     #[arg(long, env = "WHISK_GATEWAY_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+}
+
+/// The gateway's environment prefix, for the listener's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+impl EnvPrefix for Env {
+    const PREFIX: &'static str = "WHISK_GATEWAY_";
 }
 
 /// How pushes are authenticated.
@@ -236,7 +242,7 @@ mod tests {
         assert_eq!(c.max_families, 50_000);
         assert_eq!(c.family_resync_interval, Duration::from_secs(60));
         assert_eq!(c.forward_timeout, Duration::from_secs(5));
-        assert!(!c.stage_puts);
+        assert_eq!(c.listener.limits, whisk_serve::Limits::default());
         assert_eq!(c.worker_threads, None);
         assert_eq!(
             c.runtime_threads(),
@@ -298,6 +304,18 @@ mod tests {
             (
                 [&PGW[..], &["--auth", "none", "--worker-threads", "0"]].concat(),
                 "--worker-threads",
+            ),
+            (
+                [&PGW[..], &["--auth", "none", "--head-timeout", "0"]].concat(),
+                "--head-timeout",
+            ),
+            (
+                [
+                    &PGW[..],
+                    &["--auth", "none", "--max-connections-per-peer", "x"],
+                ]
+                .concat(),
+                "--max-connections-per-peer",
             ),
         ] {
             let err = Config::try_parse_args(args.clone()).unwrap_err();

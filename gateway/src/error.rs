@@ -16,6 +16,9 @@ pub enum Error {
     /// The HTTP client cannot be built (TLS backend).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The listener's metrics cannot be registered (a name taken twice).
+    #[error("cannot register the listener's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The server failed.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),

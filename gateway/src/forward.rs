@@ -3,8 +3,7 @@
 //! read from each shard's `/api/v1/metrics`.
 //!
 //! Pushes to a plain-`http` shard go through [`crate::upstream`] (lean, in the request's own
-//! task, and a PUT staged while its body is validated); `https` shards, and the snapshots, use
-//! the general-purpose `reqwest` client.
+//! task); `https` shards, and the snapshots, use the general-purpose `reqwest` client.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use whisk_grouping::listing::{ListingLimits, read_listing};
 use crate::families::add_types;
 use crate::shard::Shards;
 use crate::telemetry::Telemetry;
-use crate::upstream::{MAX_ANSWER_BYTES, Reply, Staged, Upstream};
+use crate::upstream::{MAX_ANSWER_BYTES, Reply, Upstream};
 use crate::validate::FamilyType;
 
 /// Largest `/api/v1/metrics` answer read for a snapshot (10 000 SDK groups are ~60 MB).
@@ -51,17 +50,14 @@ pub struct Forwarder {
     shards: Shards,
     snapshot_timeout: Duration,
     telemetry: Telemetry,
-    /// `--stage-puts`: [`Forwarder::stage_put`] stages at all.
-    stage_puts: bool,
 }
 
 impl Forwarder {
-    /// A forwarder to `urls` (shard i is `urls[i]`); PUTs are staged only with `stage_puts`.
+    /// A forwarder to `urls` (shard i is `urls[i]`).
     pub fn new(
         urls: &[reqwest::Url],
         timeout: Duration,
         snapshot_timeout: Duration,
-        stage_puts: bool,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -84,7 +80,6 @@ impl Forwarder {
             urls,
             snapshot_timeout,
             telemetry,
-            stage_puts,
         })
     }
 
@@ -121,53 +116,6 @@ impl Forwarder {
         self.send(shard, req).await
     }
 
-    /// Starts a PUT of `body` to `path` on shard `shard` before the body is validated: on a
-    /// plain-`http` shard everything but the body's last byte is written now (the Pushgateway
-    /// parses it meanwhile), and [`Forwarder::commit_put`] sends the rest; dropping the
-    /// returned value instead guarantees nothing is stored (see [`crate::upstream`]). Nothing
-    /// fails here: any error (or `--stage-puts` off, an `https` shard, an empty body) leaves the
-    /// whole PUT to `commit_put`.
-    pub async fn stage_put(&self, shard: usize, path: &str, body: &[u8]) -> StagedPut<'_> {
-        let Some(up) = self
-            .upstream(shard)
-            .filter(|_| self.stage_puts && !body.is_empty())
-        else {
-            return StagedPut::Later;
-        };
-        let started = Instant::now();
-        match tokio::time::timeout(self.timeout, up.stage_put(path, body)).await {
-            Ok(Ok(staged)) => StagedPut::Staged(staged, started.elapsed()),
-            Ok(Err(e)) => {
-                tracing::debug!(
-                    shard,
-                    "staging a PUT failed ({e}); it is sent whole after validation"
-                );
-                StagedPut::Later
-            }
-            Err(_) => StagedPut::Later,
-        }
-    }
-
-    /// Completes a PUT begun with [`Forwarder::stage_put`] (`body` and `path` are the same).
-    pub async fn commit_put(
-        &self,
-        staged: StagedPut<'_>,
-        shard: usize,
-        path: &str,
-        body: axum::body::Bytes,
-    ) -> Result<Answer, ForwardError> {
-        match staged {
-            StagedPut::Staged(staged, staging) => {
-                let started = Instant::now();
-                // One --forward-timeout for the staging and the rest together.
-                let left = self.timeout.saturating_sub(staging);
-                let result = self.timed_within(left, staged.commit(path, &body)).await;
-                self.finish(shard, staging + started.elapsed(), result)
-            }
-            StagedPut::Later => self.put(shard, path, body).await,
-        }
-    }
-
     /// DELETEs the group at `path` on shard `shard`.
     pub async fn delete(&self, shard: usize, path: &str) -> Result<Answer, ForwardError> {
         if let Some(up) = self.upstream(shard) {
@@ -188,16 +136,7 @@ impl Forwarder {
         &self,
         exchange: impl std::future::Future<Output = std::io::Result<Reply>>,
     ) -> Result<Reply, String> {
-        self.timed_within(self.timeout, exchange).await
-    }
-
-    /// `exchange` within `limit`.
-    async fn timed_within(
-        &self,
-        limit: Duration,
-        exchange: impl std::future::Future<Output = std::io::Result<Reply>>,
-    ) -> Result<Reply, String> {
-        match tokio::time::timeout(limit, exchange).await {
+        match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_string()),
@@ -309,13 +248,4 @@ impl Forwarder {
         }
         Ok(())
     }
-}
-
-/// A PUT begun by [`Forwarder::stage_put`].
-#[derive(Debug)]
-pub enum StagedPut<'a> {
-    /// All but the body's last byte sent, and how long that took.
-    Staged(Staged<'a>, Duration),
-    /// Nothing sent yet: the whole PUT is sent by [`Forwarder::commit_put`].
-    Later,
 }

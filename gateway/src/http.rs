@@ -12,14 +12,11 @@ use axum::routing::get;
 use whisk_grouping::GroupingKey;
 
 use crate::auth::{Authenticator, Decision};
-use crate::families::FamilyTable;
+use crate::families::{Conflict, FamilyTable};
 use crate::forward::Forwarder;
 use crate::telemetry::Telemetry;
-use crate::validate::Invalid;
+use crate::validate::{Family, Invalid, Validated};
 use crate::verdicts::Verdicts;
-
-/// Longest time a client may take to send its body (a slow sender holds a connection).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The labels of an SDK group besides `job`, in the SDK's order.
 pub const GROUP_LABELS: [&str; 3] = ["instance", "namespace", "action"];
@@ -171,9 +168,27 @@ impl IntoResponse for Passed {
     }
 }
 
+/// The push path, step by step (the crate's docs list them): the first step that fails answers.
 async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
-    let path = request.uri().path().to_string();
-    let key = GroupingKey::from_path(&path).map_err(|e| {
+    let key = push_path(state, request.uri().path(), request.method())?;
+    authenticate(state, request.headers().get(header::AUTHORIZATION), &key).await?;
+    let shard = state
+        .forwarder
+        .shard_of(key.get("instance").unwrap_or_default());
+    let path = key.path();
+    if request.method() == Method::DELETE {
+        return forward_result(state.forwarder.delete(shard, &path).await);
+    }
+    let body = read_body(state, request).await?;
+    let validated = validate(state, &body)?;
+    check_types(state, shard, &validated.families).await?;
+    forward_result(state.forwarder.put(shard, &path, body).await)
+}
+
+/// Step 1: an SDK group's path (404), `PUT` or `DELETE` (405), the accepted job (403), no
+/// empty label value (400).
+fn push_path(state: &AppState, path: &str, method: &Method) -> Result<GroupingKey, Refusal> {
+    let key = GroupingKey::from_path(path).map_err(|e| {
         Refusal::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -188,7 +203,6 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
             "not an SDK group: the path must be /metrics/job/<job>/instance/<id>/namespace/<ns>/action/<action>",
         ));
     }
-    let method = request.method().clone();
     if method != Method::PUT && method != Method::DELETE {
         return Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -207,13 +221,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
             ),
         ));
     }
-    let instance = key.get("instance").unwrap_or_default();
-    let namespace = key.get("namespace").unwrap_or_default();
     // An empty label value cannot be told from an absent one in Prometheus, so such a group
     // could never be named by the janitor's Prometheus source; the SDK never sends one.
-    if instance.is_empty()
-        || namespace.is_empty()
-        || key.get("action").unwrap_or_default().is_empty()
+    if GROUP_LABELS
+        .iter()
+        .any(|l| key.get(l).unwrap_or_default().is_empty())
     {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -221,115 +233,109 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
             "instance, namespace and action must not be empty",
         ));
     }
+    Ok(key)
+}
 
-    if let Some(auth) = &state.auth {
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        match auth.check(header, namespace).await {
-            Decision::Allowed => {}
-            Decision::Forbidden => {
-                return Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden_namespace",
-                    format!("this API key may not push metrics of namespace `{namespace}`"),
-                ));
-            }
-            Decision::Unauthorized(text) => {
-                return Err(Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", text));
-            }
-            Decision::Unavailable(text) => {
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "controller_unavailable",
-                    text,
-                ));
-            }
+/// Step 2: the activation's API key may act in the path's namespace (401, 403; 503 when the
+/// controller cannot say). Nothing to check with `--auth none`.
+async fn authenticate(
+    state: &AppState,
+    authorization: Option<&HeaderValue>,
+    key: &GroupingKey,
+) -> Result<(), Refusal> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    let namespace = key.get("namespace").unwrap_or_default();
+    match auth
+        .check(authorization.map(HeaderValue::as_bytes), namespace)
+        .await
+    {
+        Decision::Allowed => Ok(()),
+        Decision::Forbidden => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_namespace",
+            format!("this API key may not push metrics of namespace `{namespace}`"),
+        )),
+        Decision::Unauthorized(text) => {
+            Err(Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", text))
         }
+        Decision::Unavailable(text) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller_unavailable",
+            text,
+        )),
     }
+}
 
-    let shard = state.forwarder.shard_of(instance);
-    let canonical = key.path();
-    if method == Method::DELETE {
-        return forward_result(state.forwarder.delete(shard, &canonical).await);
+/// Step 3, first half: a PUT's body, uncompressed text (415), within `--max-body-bytes` (400),
+/// arrived within the listener's `--body-timeout` (408).
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, Refusal> {
+    let headers = request.headers();
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|enc| enc.as_bytes() != b"identity")
+    {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "compressed bodies are not accepted; send the text format uncompressed",
+        ));
     }
-
-    if let Some(enc) = request.headers().get(header::CONTENT_ENCODING) {
-        if enc.as_bytes() != b"identity" {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                "compressed bodies are not accepted; send the text format uncompressed",
-            ));
-        }
-    }
-    if let Some(ct) = request.headers().get(header::CONTENT_TYPE) {
-        if ct
-            .as_bytes()
+    if headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.as_bytes()
             .starts_with(b"application/vnd.google.protobuf")
-        {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_format",
-                "the protobuf format is not accepted; send the text format",
-            ));
-        }
+    }) {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_format",
+            "the protobuf format is not accepted; send the text format",
+        ));
     }
-    let too_large = |max: usize| {
-        let e = Invalid::TooLarge { max };
+    let too_large = || {
+        let e = Invalid::TooLarge {
+            max: state.max_body_bytes,
+        };
         Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string())
     };
-    let declared = request
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes) {
-        return Err(too_large(state.max_body_bytes));
+        return Err(too_large());
     }
-    let body: Bytes = tokio::time::timeout(
-        BODY_TIMEOUT,
-        axum::body::to_bytes(request.into_body(), state.max_body_bytes),
-    )
-    .await
-    .map_err(|_| {
-        Refusal::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the body did not arrive within 10 s",
-        )
-    })?
-    .map_err(|_| too_large(state.max_body_bytes))?;
-    // With --stage-puts, sent now but for the body's last byte: the Pushgateway can parse while
-    // this validates (when it runs on another core or node: docs/benchmarks.md, "Gateway").
-    // Returning a refusal below drops `staged`, which resets that connection: the Pushgateway
-    // then holds a truncated body, and stores nothing. Without it, nothing is sent yet.
-    let staged = state.forwarder.stage_put(shard, &canonical, &body).await;
-    let validated = state
-        .verdicts
-        .validate(&body)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
-    crate::first_sight::before_check(state, shard, &validated.families).await;
-    state
-        .families
-        .check_and_record(&validated.families)
-        .map_err(|c| {
-            let status = match c {
-                crate::families::Conflict::Type { .. }
-                | crate::families::Conflict::Suffix { .. } => StatusCode::CONFLICT,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            Refusal::new(status, c.reason(), c.to_string())
-        })?;
-    forward_result(
-        state
-            .forwarder
-            .commit_put(staged, shard, &canonical, body)
-            .await,
-    )
+    axum::body::to_bytes(request.into_body(), state.max_body_bytes)
+        .await
+        .map_err(|e| match whisk_serve::body_timeout_in(&e) {
+            Some(t) => Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string()),
+            None => too_large(),
+        })
 }
 
+/// Step 3: the body is valid text format within the limits (400), by its remembered verdict
+/// when its shape was accepted before.
+fn validate(state: &AppState, body: &[u8]) -> Result<Arc<Validated>, Refusal> {
+    state
+        .verdicts
+        .validate(body)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))
+}
+
+/// Step 4: no family clashes with a type stored under its name or suffix (409); recorded. A
+/// name new to this replica is first looked up on its shard ([`crate::first_sight`]).
+async fn check_types(state: &AppState, shard: usize, families: &[Family]) -> Result<(), Refusal> {
+    crate::first_sight::before_check(state, shard, families).await;
+    state.families.check_and_record(families).map_err(|c| {
+        let status = match c {
+            Conflict::Type { .. } | Conflict::Suffix { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Refusal::new(status, c.reason(), c.to_string())
+    })
+}
+
+/// Step 5's answer: the Pushgateway's, passed back, or 502 when it gave none.
 fn forward_result(
     result: Result<crate::forward::Answer, crate::forward::ForwardError>,
 ) -> Result<Passed, Refusal> {
@@ -341,3 +347,6 @@ fn forward_result(
         )
     })
 }
+
+#[cfg(test)]
+mod tests;

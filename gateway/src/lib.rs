@@ -25,11 +25,10 @@
 //!    family another replica accepted since the last resync is known.
 //! 5. **Forwarding** ([`forward`], [`shard`], [`upstream`]): to one of the
 //!    `--pushgateway-url`s, chosen by rendezvous hashing of the instance id; the Pushgateway's
-//!    status and body are passed back. With `--stage-puts true`, a PUT to a plain-`http`
-//!    shard has its head and all of its body but the last byte sent *before* steps 3–4 (the
-//!    Pushgateway parses while the gateway validates), the last byte only once they passed; a
-//!    refused push resets that connection instead, so the Pushgateway reads a truncated body
-//!    and stores nothing.
+//!    status and body are passed back. Only a push that passed steps 1–4 reaches a shard.
+//!
+//! Each step is one function of [`http`]. The listener ([`whisk_serve`]) bounds every
+//! connection first: head, idle and body timeouts, connections per peer address and in all.
 //!
 //! Its own metrics (`whisk_gateway_*`, [`telemetry`]) are on `/metrics`; `/healthz` answers
 //! while the process runs, `/readyz` once the family table is seeded from every Pushgateway.

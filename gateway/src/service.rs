@@ -23,34 +23,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let telemetry = Telemetry::new();
+    let connections = whisk_serve::ConnectionMetrics::new("whisk_gateway")?;
+    connections.register(telemetry.registry())?;
     telemetry
         .shards
         .set(i64::try_from(config.pushgateway_urls.len()).unwrap_or(i64::MAX));
-    let auth = match (config.auth, &config.openwhisk_api_host) {
-        (AuthMode::ApiKey, Some(host)) => {
-            tracing::info!(api_host = %host, ttl = ?config.auth_cache_ttl, "pushes are authenticated with the activation's API key");
-            Some(Authenticator::new(
-                host,
-                config.controller_timeout,
-                config.auth_cache_ttl,
-                config.auth_cache_size,
-                telemetry.clone(),
-            )?)
-        }
-        _ => {
-            telemetry.auth_disabled.set(1);
-            tracing::warn!(
-                "AUTHENTICATION IS OFF (--auth none): anyone who reaches this gateway can push \
-                 or delete the metrics of any namespace; use this only for local runs"
-            );
-            None
-        }
-    };
+    let auth = authenticator(&config, &telemetry)?;
     let forwarder = Forwarder::new(
         &config.pushgateway_urls,
         config.forward_timeout,
         config.resync_timeout,
-        config.stage_puts,
         telemetry.clone(),
     )?;
     let families = Arc::new(FamilyTable::new(config.max_families));
@@ -83,21 +65,45 @@ pub async fn run(
         telemetry,
         config.family_resync_interval,
     ));
-    // Answers go out as soon as they are written (hyper writes each in one `writev`; this
-    // keeps Nagle's algorithm from ever holding one back behind an unacknowledged segment).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
-        }
-    });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
+    // Answers go out as soon as they are written: whisk-serve sets TCP_NODELAY on every
+    // accepted connection (hyper writes each answer in one `writev`).
+    let served = whisk_serve::serve(
+        listener,
+        router(state),
+        config.listener.limits,
+        connections,
+        async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
-        })
-        .await;
+        },
+    )
+    .await;
     resync.abort();
     served.map_err(Error::Serve)
+}
+
+/// The controller-backed authenticator, or `None` (logged loudly) with `--auth none`.
+fn authenticator(config: &Config, telemetry: &Telemetry) -> Result<Option<Authenticator>> {
+    Ok(match (config.auth, &config.openwhisk_api_host) {
+        (AuthMode::ApiKey, Some(host)) => {
+            tracing::info!(api_host = %host, ttl = ?config.auth_cache_ttl, "pushes are authenticated with the activation's API key");
+            Some(Authenticator::new(
+                host,
+                config.controller_timeout,
+                config.auth_cache_ttl,
+                config.auth_cache_size,
+                telemetry.clone(),
+            )?)
+        }
+        _ => {
+            telemetry.auth_disabled.set(1);
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--auth none): anyone who reaches this gateway can push \
+                 or delete the metrics of any namespace; use this only for local runs"
+            );
+            None
+        }
+    })
 }
 
 /// Seeds the family table (retrying until every shard answered once), then rebuilds it every

@@ -47,6 +47,11 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// The registry behind `/metrics`, for metrics registered elsewhere (the listener's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers every metric in a fresh registry.
     // The names and labels below are constants; registering them cannot fail.
     #[allow(clippy::expect_used)]

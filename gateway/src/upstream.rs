@@ -3,18 +3,6 @@
 //! no wake-up of another thread between the request and its forward), one vectored write per
 //! request, and the answer read with `httparse` (the head parser hyper uses).
 //!
-//! With `--stage-puts`, a PUT is **staged** ([`Upstream::stage_put`]): the request head and every byte of the body
-//! but the last are written to the Pushgateway *before* the body is validated, so the
-//! Pushgateway can read and parse them while the gateway validates: where the two run on
-//! different cores or nodes the parses overlap instead of adding up (on a small shared machine the
-//! kernel often queues the Pushgateway on the gateway's core; docs/benchmarks.md, "Gateway").
-//! Only [`Staged::commit`], called once validation and the
-//! family check passed, sends the last byte. A refused push drops the [`Staged`], which resets
-//! the connection: the Pushgateway's body reader then fails (fewer bytes than
-//! `Content-Length`), its push handler answers an error to nobody and **stores nothing** — the
-//! same guarantee as not sending at all (tested in `tests/gateway.rs` against the real
-//! Pushgateway).
-//!
 //! `https` shards keep the general-purpose client of [`crate::forward`].
 
 use std::io::{self, ErrorKind, IoSlice};
@@ -47,16 +35,6 @@ pub struct Upstream {
     host: String,
     prefix: String,
     idle: Mutex<Vec<TcpStream>>,
-}
-
-/// A PUT written but for its body's last byte; see the module docs. Dropping it without
-/// [`Staged::commit`] resets the connection, and the Pushgateway stores nothing.
-#[derive(Debug)]
-pub struct Staged<'a> {
-    upstream: &'a Upstream,
-    stream: Option<TcpStream>,
-    reused: bool,
-    last: u8,
 }
 
 impl Upstream {
@@ -107,22 +85,6 @@ impl Upstream {
         }
     }
 
-    /// Writes a PUT of `body` (not empty) to `path` except its last byte; see the module docs.
-    pub async fn stage_put(&self, path: &str, body: &[u8]) -> io::Result<Staged<'_>> {
-        let Some((&last, first)) = body.split_last() else {
-            return Err(io::Error::new(ErrorKind::InvalidInput, "empty body"));
-        };
-        let head = self.head("PUT", path, body.len());
-        let (mut stream, reused) = self.checkout().await?;
-        write_all_vectored(&mut stream, &head, first).await?;
-        Ok(Staged {
-            upstream: self,
-            stream: Some(stream),
-            reused,
-            last,
-        })
-    }
-
     fn head(&self, method: &str, path: &str, length: usize) -> Vec<u8> {
         format!(
             "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n\
@@ -154,45 +116,6 @@ impl Upstream {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(stream);
-        }
-    }
-}
-
-impl Staged<'_> {
-    /// Sends the last byte and reads the answer. If a kept-alive connection turns out closed
-    /// (no answer byte), the whole PUT is sent again on a new connection.
-    pub async fn commit(mut self, path: &str, body: &[u8]) -> io::Result<Reply> {
-        let Some(mut stream) = self.stream.take() else {
-            return Err(io::Error::other("already committed"));
-        };
-        let result = async {
-            stream
-                .write_all(&[self.last])
-                .await
-                .map_err(Failure::BeforeAnswer)?;
-            read_reply(&mut stream).await
-        }
-        .await;
-        match result {
-            Ok((reply, keep)) => {
-                self.upstream.checkin(stream, keep);
-                Ok(reply)
-            }
-            Err(Failure::BeforeAnswer(_)) if self.reused => {
-                drop(stream);
-                self.upstream.request("PUT", path, body).await
-            }
-            Err(e) => Err(e.into_io()),
-        }
-    }
-}
-
-impl Drop for Staged<'_> {
-    fn drop(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            // A reset, not a FIN: the Pushgateway's read of the body fails at once. Either
-            // way it never sees the last byte, so its parse fails and nothing is stored.
-            let _ = stream.set_zero_linger();
         }
     }
 }
@@ -496,15 +419,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_staged_put_sends_its_last_byte_only_on_commit_and_reuses_the_connection() {
+    async fn a_connection_is_reused_and_the_url_prefix_kept() {
         let (url, server) = serve(vec![
             b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 400 Bad Request\r\nContent-Length: 4\r\n\r\nbad\n",
         ])
         .await;
         let up = upstream(&format!("{url}/prefix/"));
-        let staged = up.stage_put("/metrics/job/x", b"a 1\n").await.unwrap();
-        let reply = staged.commit("/metrics/job/x", b"a 1\n").await.unwrap();
+        let reply = up.request("PUT", "/metrics/job/x", b"a 1\n").await.unwrap();
         assert_eq!(reply.status, 202);
         let reply = up.request("DELETE", "/metrics/job/y", b"").await.unwrap();
         assert_eq!((reply.status, reply.body.as_slice()), (400, &b"bad\n"[..]));
@@ -517,27 +439,6 @@ mod tests {
         assert!(
             seen.contains("content-length: 4\r\n\r\na 1\nDELETE /prefix/metrics/job/y"),
             "{seen}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_dropped_staged_put_never_sends_its_last_byte() {
-        let (url, server) =
-            serve(vec![b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"]).await;
-        let up = upstream(&url);
-        let staged = up.stage_put("/metrics/job/x", b"a 1\n").await.unwrap();
-        drop(staged);
-        // The server never completed the request (it would have answered and read on).
-        let seen = server.await.unwrap();
-        assert!(
-            !seen.ends_with(b"a 1\n"),
-            "{}",
-            String::from_utf8_lossy(&seen)
-        );
-        assert!(
-            seen.starts_with(b"PUT /metrics/job/x "),
-            "{}",
-            String::from_utf8_lossy(&seen)
         );
     }
 
@@ -599,13 +500,7 @@ mod tests {
         assert_eq!(up.request("PUT", "/a", b"x").await.unwrap().status, 202);
         // The pooled connection is closed by now (or soon): the request goes to a new one.
         assert_eq!(up.request("PUT", "/b", b"x").await.unwrap().status, 202);
-        // Staged on a closed pooled connection: the commit sends the whole PUT again.
-        let staged = up.stage_put("/c", b"x").await;
-        let reply = match staged {
-            Ok(staged) => staged.commit("/c", b"x").await.unwrap(),
-            Err(_) => up.request("PUT", "/c", b"x").await.unwrap(),
-        };
-        assert_eq!(reply.status, 202);
+        assert_eq!(up.request("PUT", "/c", b"x").await.unwrap().status, 202);
         assert_eq!(server.await.unwrap(), 3);
     }
 

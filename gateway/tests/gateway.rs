@@ -175,8 +175,7 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
     let pgws = pushgateways(2);
     let refs: Vec<_> = pgws.iter().collect();
     let (controller, keys) = controller(&["guest", "shop"]);
-    // Staged PUTs: the refused push below reaches a shard but for its last byte.
-    let gw = Gateway::with_controller(&refs, &controller, &["--stage-puts", "true"]);
+    let gw = Gateway::with_controller(&refs, &controller, &[]);
 
     let a = group(JOB, "container-a", "guest", "counter-action");
     let (status, text) = send(
@@ -207,7 +206,7 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
             .any(|p| !groups_with(p, "instance", "container-a").is_empty())
     });
     assert!(a_stored);
-    let replica = Gateway::with_controller(&refs, &controller, &["--stage-puts", "true"]);
+    let replica = Gateway::with_controller(&refs, &controller, &[]);
     let (status, text) = send(
         "PUT",
         &replica.url(),
@@ -217,9 +216,8 @@ fn a_type_clash_is_refused_with_409_and_every_pushgateway_stays_scrapeable() {
     );
     assert_eq!(status, 409, "{text}");
     assert!(replica.own_value("whisk_gateway_known_families") >= 2.0);
-    // Both refused pushes were sent to a Pushgateway but for their last byte (a Pushgateway
-    // without consistency check would have stored the clash whole); reset, nothing is stored
-    // and every shard still renders.
+    // Neither refused push reached a Pushgateway (one without the consistency check would
+    // have stored the clash): nothing is stored and every shard still renders.
     for p in &pgws {
         assert!(groups_with(p, "instance", "container-b").is_empty());
         assert!(p.metrics_text().is_ok(), "{} /metrics answers 200", p.url());
@@ -433,14 +431,7 @@ fn invalid_bodies_are_400_with_a_one_line_reason_and_nothing_is_stored() {
     let gw = Gateway::with_controller(
         &[&pgws[0]],
         &controller,
-        &[
-            "--max-body-bytes",
-            "2000",
-            "--max-series-per-group",
-            "10",
-            "--stage-puts",
-            "true",
-        ],
+        &["--max-body-bytes", "2000", "--max-series-per-group", "10"],
     );
     let auth = basic(&keys[0]);
     let many: String = (0..11).map(|i| format!("s{{i=\"{i}\"}} 1\n")).collect();

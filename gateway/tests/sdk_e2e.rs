@@ -170,3 +170,49 @@ fn with_the_controller_down_answers_are_unchanged_and_the_counts_arrive_after_re
     );
     inv.shutdown();
 }
+
+#[test]
+fn a_paused_container_whose_idle_connection_the_gateway_closed_pushes_on_its_next_activation() {
+    let pgws = pushgateways(1);
+    let (controller, keys) = controller(&["guest"]);
+    let gw = Gateway::with_controller(&[&pgws[0]], &controller, &["--idle-timeout", "1s"]);
+    // A push timeout far above the SDK's 250 ms: on a loaded machine a slow push would fail
+    // for its time, not for the closed connection this is about.
+    let config = InvokerConfig::new()
+        .with_pushgateway_url(&gw.url())
+        .with_init_param("WHISK_METRICS_AUTH", "api-key")
+        .with_init_param("WHISK_METRICS_TIMEOUT_MS", "5000")
+        .with_api_key("guest", &keys[0]);
+    let spec = ActionSpec::new("/guest/hello", action_exec("hello"));
+    let mut inv =
+        Invoker::new(config, Arc::new(MemorySink::default()), vec![spec]).expect("invoker starts");
+    let counted = || {
+        sum_on(
+            &[&pgws[0]],
+            "whisk_activations_total{",
+            &["namespace=\"guest\"", "status=\"success\""],
+        )
+    };
+    greet(&inv, "guest/hello", "first");
+    assert!(wait_until(Duration::from_secs(30), || counted() == 1.0));
+    // The container is frozen after its activation (pause grace 50 ms) and its kept-alive
+    // connection idles; the gateway closes it after 1 s (only the SDK keeps one alive here).
+    let closed = wait_until(Duration::from_secs(30), || {
+        gw.own_value("whisk_gateway_connections_closed_total{reason=\"idle_timeout\"}") >= 1.0
+    });
+    assert!(closed, "the gateway closed the idle connection");
+    // The next activation's push lands at once: had it failed, the SDK would back off and
+    // send the second count only with a later activation.
+    greet(&inv, "guest/hello", "second");
+    let arrived = wait_until(Duration::from_secs(30), || counted() == 2.0);
+    assert!(arrived, "the push after the pause arrived: {}", counted());
+    assert_eq!(
+        sum_on(
+            &[&pgws[0]],
+            "whisk_push_failures_total",
+            &["namespace=\"guest\""]
+        ),
+        0.0
+    );
+    inv.shutdown();
+}
