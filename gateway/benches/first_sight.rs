@@ -106,6 +106,9 @@ fn main() {
             "none",
             "--family-resync-interval",
             "1h",
+            // The worst case: every new name reads (the deployed default spaces reads out).
+            "--first-sight-min-interval",
+            "0s",
             "--log-level",
             "warn",
         ]

@@ -92,6 +92,12 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_FAMILY_RESYNC_INTERVAL", default_value = "60s", value_parser = parse_duration_nonzero)]
     pub family_resync_interval: Duration,
 
+    /// Reads of one Pushgateway's `/api/v1/metrics` at first sight of a family name new to this
+    /// replica start at most once per this interval, or ten times the last read's duration when
+    /// longer (docs/design.md, "First sight"); `0s`: only the tenfold rule.
+    #[arg(long, env = "WHISK_GATEWAY_FIRST_SIGHT_MIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub first_sight_min_interval: Duration,
+
     /// Timeout of one forwarded PUT/DELETE to a Pushgateway.
     #[arg(long, env = "WHISK_GATEWAY_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_duration_nonzero)]
     pub forward_timeout: Duration,

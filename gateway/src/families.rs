@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use whisk_grouping::listing::{ListedGroup, parse_listing};
 use whisk_grouping::{Clash, find_clash};
@@ -145,6 +146,14 @@ impl FamilyTable {
             );
         }
         dropped
+    }
+
+    /// First-sight reads of one shard start at most once per `min_interval`
+    /// (`--first-sight-min-interval`; [`crate::first_sight`]).
+    #[must_use]
+    pub fn with_first_sight_interval(mut self, min_interval: Duration) -> Self {
+        self.shard_reads = ShardReads::new(min_interval);
+        self
     }
 
     pub(crate) fn shard_reads(&self) -> &ShardReads {

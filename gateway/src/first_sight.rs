@@ -12,10 +12,14 @@
 //!
 //! Bounds, so that a tenant pushing ever-new names cannot turn this against the others: at
 //! most one read per shard is in flight in a replica, and every push that arrived before that
-//! read started is served by it (a push that arrived meanwhile waits for the next one); a push
-//! waits at most [`FIRST_SIGHT_WAIT`] and then goes on with what the table knows (the read
-//! finishes in the background and serves later pushes; the guard still repairs). Every outcome
-//! is counted (`whisk_gateway_first_sight_reads_total{result}`), a failed read logged.
+//! read started is served by it (a push that arrived meanwhile waits for the next one); reads
+//! of one shard start at most once per [`spacing`] — `--first-sight-min-interval`, or ten times
+//! the previous read's duration when that is longer — so a replica's first-sight listings take
+//! at most a tenth of a shard's time whatever is pushed (a push that finds its shard's read
+//! spaced out goes on at once with what the table knows; the guard repairs what gets through);
+//! a push waits at most [`FIRST_SIGHT_WAIT`] and then goes on with what the table knows (the
+//! read finishes in the background and serves later pushes; the guard still repairs). Every
+//! outcome is counted (`whisk_gateway_first_sight_reads_total{result}`), a failed read logged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,15 +35,37 @@ use crate::validate::Family;
 /// container its push. The read itself goes on in the background and the table learns from it.
 pub(crate) const FIRST_SIGHT_WAIT: Duration = Duration::from_millis(150);
 
-/// Per shard: when the last successful read started. One lock per shard makes the reads
-/// single-flight.
+/// A shard's last read: when it started and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct LastRead {
+    started: Instant,
+    took: Duration,
+}
+
+/// How long after a read of a shard started the next one may start: `min_interval`, or ten
+/// times that read's duration when longer (a shard spends at most a tenth of its time serving
+/// one replica's first-sight listings).
+pub(crate) fn spacing(min_interval: Duration, took: Duration) -> Duration {
+    min_interval.max(took.saturating_mul(10))
+}
+
+/// Per shard: its last read. One lock per shard makes the reads single-flight.
 #[derive(Debug, Default)]
 pub(crate) struct ShardReads {
-    shards: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    shards: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<Option<LastRead>>>>>,
+    min_interval: Duration,
 }
 
 impl ShardReads {
-    fn slot(&self, shard: usize) -> Arc<tokio::sync::Mutex<Option<Instant>>> {
+    /// Reads of one shard at most once per `min_interval` (see [`spacing`]).
+    pub(crate) fn new(min_interval: Duration) -> Self {
+        Self {
+            shards: Mutex::default(),
+            min_interval,
+        }
+    }
+
+    fn slot(&self, shard: usize) -> Arc<tokio::sync::Mutex<Option<LastRead>>> {
         // Keyed by the shard index (at most the configured shards), never by tenant input.
         let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(shards.entry(shard).or_default())
@@ -89,7 +115,7 @@ pub(crate) async fn learn_new_names(
 }
 
 /// Reads shard `shard`'s listing into `table` unless a read that started after `arrived`
-/// already did; counts the outcome.
+/// already did, or the shard's last read is too recent ([`spacing`]); counts the outcome.
 async fn read_once(
     table: Arc<FamilyTable>,
     forwarder: Forwarder,
@@ -97,15 +123,28 @@ async fn read_once(
     shard: usize,
     arrived: Instant,
 ) {
-    let slot = table.shard_reads().slot(shard);
+    let reads = table.shard_reads();
+    let slot = reads.slot(shard);
     let mut last = slot.lock().await;
-    if last.is_some_and(|started| started >= arrived) {
-        telemetry.first_sight("shared");
-        return;
+    if let Some(prev) = *last {
+        if prev.started >= arrived {
+            telemetry.first_sight("shared");
+            return;
+        }
+        if prev.started.elapsed() < spacing(reads.min_interval, prev.took) {
+            telemetry.first_sight("spaced");
+            return;
+        }
     }
     let started = Instant::now();
     let mut names = HashMap::new();
-    match forwarder.snapshot(shard, &mut names).await {
+    let result = forwarder.snapshot(shard, &mut names).await;
+    // A failed read is spaced like a successful one: an unreachable shard is not hammered.
+    *last = Some(LastRead {
+        started,
+        took: started.elapsed(),
+    });
+    match result {
         Ok(()) => {
             let dropped = table.learn(names);
             if dropped > 0 {
@@ -115,7 +154,6 @@ async fn read_once(
                     "first sight: the family table is full (--max-families)"
                 );
             }
-            *last = Some(started);
             telemetry.first_sight("read");
         }
         Err(e) => {
@@ -125,5 +163,21 @@ async fn read_once(
             );
             telemetry.first_sight("failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_spaced_by_the_floor_or_ten_times_the_last_read() {
+        let floor = Duration::from_secs(1);
+        assert_eq!(spacing(floor, Duration::from_millis(20)), floor);
+        assert_eq!(
+            spacing(floor, Duration::from_millis(700)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(spacing(Duration::ZERO, Duration::ZERO), Duration::ZERO);
     }
 }

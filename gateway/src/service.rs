@@ -35,7 +35,10 @@ pub async fn run(
         config.resync_timeout,
         telemetry.clone(),
     )?;
-    let families = Arc::new(FamilyTable::new(config.max_families));
+    let families = Arc::new(
+        FamilyTable::new(config.max_families)
+            .with_first_sight_interval(config.first_sight_min_interval),
+    );
     let state = Arc::new(AppState {
         job: config.job.clone(),
         auth,

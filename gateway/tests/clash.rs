@@ -14,8 +14,14 @@ use whisk_testkit::{Pushgateway, wait_until};
 
 const JOB: &str = "openwhisk_actions";
 
-/// No resync while a test runs: each replica knows only what it pushed or read itself.
-const NO_RESYNC: [&str; 2] = ["--family-resync-interval", "1h"];
+/// No resync while a test runs: each replica knows only what it pushed or read itself; every
+/// first sight reads (no spacing between reads).
+const NO_RESYNC: [&str; 4] = [
+    "--family-resync-interval",
+    "1h",
+    "--first-sight-min-interval",
+    "0s",
+];
 
 const HISTOGRAM_X: &str = "# TYPE x histogram\n\
     x_bucket{le=\"1\"} 1\nx_bucket{le=\"+Inf\"} 2\nx_sum 3\nx_count 2\n";
@@ -192,4 +198,37 @@ fn an_exact_clash_through_two_replicas_deletes_the_later_groups_even_when_they_a
     }
     wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
     s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
+}
+
+#[test]
+fn a_tenant_pushing_ever_new_names_gets_one_first_sight_read_per_interval() {
+    let pgw = pushgateways(1).pop().unwrap();
+    let (controller, keys) = controller(&["guest"]);
+    let spaced = [
+        "--family-resync-interval",
+        "1h",
+        "--first-sight-min-interval",
+        "1h",
+    ];
+    let gw = Gateway::with_controller(&[&pgw], &controller, &spaced);
+    let path = group(JOB, "hostile", "guest", "clash");
+    for i in 0..20 {
+        let body = format!("# TYPE new_{i} gauge\nnew_{i} 1\n");
+        let (status, text) = send("PUT", &gw.url(), &path, Some(&basic(&keys[0])), &body);
+        assert_eq!(status, 202, "{text}");
+    }
+    let reads = |result: &str| {
+        gw.own_value(&format!(
+            "whisk_gateway_first_sight_reads_total{{result=\"{result}\"}}"
+        ))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || reads("read") + reads("spaced")
+            >= 20.0),
+        "every new name is counted: read {}, spaced {}",
+        reads("read"),
+        reads("spaced")
+    );
+    assert_eq!(reads("read"), 1.0, "one listing of the shard, not twenty");
+    assert_eq!(reads("spaced"), 19.0);
 }
