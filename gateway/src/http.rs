@@ -42,6 +42,8 @@ pub struct AppState {
     /// Validation with remembered verdicts (`--max-series-per-group`,
     /// `--validation-cache-bytes`).
     pub verdicts: Verdicts,
+    /// `--remote-write-url`: the store instead of the shards (no family table then).
+    pub remote_write: Option<crate::remote_write::RemoteWrite>,
 }
 
 /// The routes.
@@ -252,6 +254,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     let shard = state.forwarder.shard_of(instance);
     let canonical = key.path();
     if method == Method::DELETE {
+        if let Some(rw) = &state.remote_write {
+            return Ok(Passed(rw.delete(&key, &canonical).await));
+        }
         return forward_result(state.forwarder.delete(shard, &canonical).await);
     }
 
@@ -310,6 +315,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
         .verdicts
         .validate(&body)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
+    if let Some(rw) = &state.remote_write {
+        // No cross-group type table: a database keeps each series apart (docs/design.md).
+        return Ok(Passed(rw.put(&key, &canonical, &body).await));
+    }
     state
         .families
         .check_and_record(&validated.families)

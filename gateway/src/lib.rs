@@ -29,6 +29,10 @@
 //!    refused push resets that connection instead, so the Pushgateway reads a truncated body
 //!    and stores nothing.
 //!
+//! With `--remote-write-url` instead of `--pushgateway-url`, step 4 is skipped (a database
+//! keeps every series apart) and step 5 writes the push as remote-write samples into a
+//! Prometheus remote-write receiver ([`remote_write`]), answering only once it acknowledged.
+//!
 //! Its own metrics (`whisk_gateway_*`, [`telemetry`]) are on `/metrics`; `/healthz` answers
 //! while the process runs, `/readyz` once the family table is seeded from every Pushgateway.
 //! Names, flags and environment variables are the contracts of docs/design.md.
@@ -50,6 +54,7 @@ pub mod error;
 pub mod families;
 pub mod forward;
 pub mod http;
+pub mod remote_write;
 pub mod service;
 pub mod shard;
 pub mod telemetry;

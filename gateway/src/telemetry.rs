@@ -168,6 +168,11 @@ impl Telemetry {
             .inc();
     }
 
+    /// The registry, for metrics a backend registers itself (`remote_write`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every own metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
