@@ -12,6 +12,7 @@ use crate::janitor::prometheus::PrometheusClient;
 use crate::push_loop::{PlatformPush, push_loop};
 use crate::shared::Shared;
 use crate::sink::pushgateway::PushgatewayClient;
+use crate::sink::remote_write::{PlatformSink, RemoteWritePush};
 use crate::source::kafka::{Command, KafkaSource};
 
 /// Upper bound of each HTTP request to the Pushgateway.
@@ -64,9 +65,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // The platform group goes to the first Pushgateway; the janitor serves every one.
     let pusher = clients.first().cloned();
     let instance = config.instance();
-    let push = pusher
-        .as_ref()
-        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
+    let push = match (&pusher, remote_write_push(&config, &instance)?) {
+        (_, Some(rw)) => {
+            shared.serve_platform_metrics(false);
+            Some(PlatformSink::RemoteWrite(rw))
+        }
+        (Some(client), None) => Some(PlatformSink::Pushgateway(PlatformPush::new(
+            client.clone(),
+            &config.push_job,
+            &instance,
+        ))),
+        (None, None) => None,
+    };
     // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
     // this runtime) so it can commit it and the next owner starts right after.
     let flush = push.as_ref().map(|p| {
@@ -94,7 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut tasks = Vec::new();
     if let Some(p) = &push {
-        tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
+        tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing the platform group");
         tasks.push(tokio::spawn(push_loop(
             p.clone(),
             Arc::clone(&shared),
@@ -176,6 +186,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!(took = ?started.elapsed(), "stopped");
     Ok(())
+}
+
+/// The remote-write sink when `--remote-write-url` is given (then no janitor runs: there are
+/// no Pushgateway clients).
+fn remote_write_push(config: &Config, instance: &str) -> Result<Option<RemoteWritePush>> {
+    let Some(url) = &config.remote_write_url else {
+        return Ok(None);
+    };
+    let client = whisk_remote_write::Client::new(whisk_remote_write::ClientConfig {
+        url: url.clone(),
+        headers: config.remote_write_headers.clone(),
+        total_bound: config.remote_write_timeout,
+        user_agent: format!("whisk-collector/{}", env!("CARGO_PKG_VERSION")),
+    })
+    .map_err(Error::HttpClient)?;
+    Ok(Some(RemoteWritePush::new(
+        client,
+        &config.push_job,
+        instance,
+    )))
 }
 
 async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {

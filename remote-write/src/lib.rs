@@ -101,6 +101,38 @@ pub fn decode_within(body: &[u8], max: usize) -> Result<WriteRequest, DecodeErro
     Ok(WriteRequest::decode(raw.as_slice())?)
 }
 
+/// Headers the protocol sets itself; a configured extra header may not be one of them.
+pub const PROTOCOL_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "host",
+    "x-prometheus-remote-write-version",
+];
+
+/// Reads a header name for an extra header (`--remote-write-tenant-header`).
+pub fn parse_header_name(s: &str) -> Result<reqwest::header::HeaderName, String> {
+    let name = reqwest::header::HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not a header name"))?;
+    if PROTOCOL_HEADERS.contains(&name.as_str()) {
+        return Err(format!("{s:?} is set by the remote-write protocol itself"));
+    }
+    Ok(name)
+}
+
+/// Reads an extra header given as `NAME=VALUE` (`--remote-write-header`).
+pub fn parse_header(
+    s: &str,
+) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=VALUE (e.g. X-Scope-OrgID=platform)".to_string())?;
+    let name = parse_header_name(name)?;
+    let value = reqwest::header::HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("the value of header {name} is not a valid header value"))?;
+    Ok((name, value))
+}
+
 /// Sorts a series' labels by name and drops those with an empty value (a scrape stores no
 /// empty label). Where a name is repeated, the first one wins: put the overriding labels first.
 pub fn normalize_labels(labels: &mut Vec<Label>) {

@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 
-use prom_text_format_parser::{Metric, Sample, Scrape, Type, ValueType};
+use prom_text_format_parser::{Metric, Sample, ScrapeParseError, Type, ValueType, parse_scrape};
 
 use crate::{Label, normalize_labels};
 
@@ -83,8 +83,8 @@ pub fn translate(body: &[u8]) -> Result<Translated, Untranslatable> {
     if text.trim().is_empty() {
         return Ok(out);
     }
-    let scrape = Scrape::parse(text).map_err(|e| Untranslatable(format!("{e:?}")))?;
-    for metric in &scrape.metrics {
+    let metrics = parse(text)?;
+    for metric in &metrics {
         match metric.kind {
             Type::Histogram => expand(&mut out, metric, "le")?,
             Type::Summary => expand(&mut out, metric, "quantile")?,
@@ -97,6 +97,25 @@ pub fn translate(body: &[u8]) -> Result<Translated, Untranslatable> {
     }
     out.dedup();
     Ok(out)
+}
+
+/// The families of `text`. A family with a HELP or TYPE line and no sample (the collector
+/// renders those) has nothing to store, as on the Pushgateway's page; any other error fails.
+fn parse(text: &str) -> Result<Vec<Metric>, Untranslatable> {
+    let (metrics, error) = parse_scrape(text);
+    match error {
+        None => Ok(metrics),
+        Some(ScrapeParseError::Collect(errors))
+            if errors.iter().all(|e| {
+                e.error.ends_with("has only HELP")
+                    || e.error.ends_with("has only TYPE")
+                    || e.error.ends_with("has no samples")
+            }) =>
+        {
+            Ok(metrics)
+        }
+        Some(e) => Err(Untranslatable(format!("{e:?}"))),
+    }
 }
 
 /// A histogram (`bound` = `le`) or summary (`quantile`) expanded as a scrape stores it.
@@ -328,6 +347,15 @@ mod tests {
             "{r:?}"
         );
         assert!(r.contains(&"__name__=up NaN".to_string()), "{r:?}");
+    }
+
+    #[test]
+    fn families_without_samples_are_skipped_and_bad_text_is_refused() {
+        let body =
+            b"# HELP a_total x\n# TYPE a_total counter\n# TYPE b gauge\nb 1\n# TYPE c gauge\n";
+        let t = translate(body).unwrap();
+        assert_eq!(rendered(&t), ["__name__=b 1"]);
+        assert!(translate(b"b{ 1\n").is_err());
     }
 
     #[test]
