@@ -14,7 +14,8 @@ pub const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
 /// whisk-gateway: the front door for whisk-metrics SDK pushes. Authenticates every push with the
 /// activation's OpenWhisk API key (asking the controller which namespaces the key may act in),
 /// validates the body, refuses a family whose type clashes with what is already stored, and
-/// forwards the group to one of N Pushgateways (rendezvous hashing of the instance id).
+/// forwards the group to one of N Pushgateways (rendezvous hashing of the instance id), or,
+/// with --remote-write-url, writes it into a Prometheus remote-write receiver.
 ///
 /// Every flag can also be set through the environment variable shown. Durations accept
 /// `250ms`, `15s`, `5m`, `1h` or a bare number of seconds.
@@ -46,12 +47,12 @@ pub struct Config {
     /// A header sent with every remote write, `NAME=VALUE` (e.g. `Authorization=Bearer …`, a
     /// static tenant id); repeat the flag for several (the environment variable takes one per
     /// line).
-    #[arg(long = "remote-write-header", env = "WHISK_GATEWAY_REMOTE_WRITE_HEADER", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_header)]
+    #[arg(long = "remote-write-header", env = "WHISK_GATEWAY_REMOTE_WRITE_HEADER", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = whisk_remote_write::parse_header)]
     pub remote_write_headers: Vec<(HeaderName, HeaderValue)>,
 
     /// A header that carries the push's authenticated OpenWhisk namespace as the tenant id
     /// (e.g. `X-Scope-OrgID` for Mimir and Cortex), so each namespace's series stay apart.
-    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_TENANT_HEADER", value_name = "NAME", value_parser = parse_header_name)]
+    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_TENANT_HEADER", value_name = "NAME", value_parser = whisk_remote_write::parse_header_name)]
     pub remote_write_tenant_header: Option<HeaderName>,
 
     /// Every attempt and retry of one remote write (5xx and 429 are retried with jittered
@@ -248,35 +249,6 @@ fn parse_api_host(s: &str) -> Result<reqwest::Url, String> {
     } else {
         parse_url(&format!("https://{t}"))
     }
-}
-
-/// Headers the remote-write protocol sets itself.
-const PROTOCOL_HEADERS: [&str; 5] = [
-    "content-type",
-    "content-encoding",
-    "content-length",
-    "host",
-    "x-prometheus-remote-write-version",
-];
-
-fn parse_header_name(s: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(s.trim().as_bytes())
-        .map_err(|_| format!("{s:?} is not a header name"))?;
-    if PROTOCOL_HEADERS.contains(&name.as_str()) {
-        return Err(format!("{s:?} is set by the remote-write protocol itself"));
-    }
-    Ok(name)
-}
-
-/// `NAME=VALUE`.
-fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = s
-        .split_once('=')
-        .ok_or_else(|| "expected NAME=VALUE (e.g. X-Scope-OrgID=platform)".to_string())?;
-    let name = parse_header_name(name)?;
-    let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| format!("the value of header {name} is not a valid header value"))?;
-    Ok((name, value))
 }
 
 fn parse_nonempty(s: &str) -> Result<String, String> {
