@@ -76,6 +76,24 @@ pub struct Config {
     #[arg(long, env = "WHISK_COLLECTOR_PUSHGATEWAY_URL", value_name = "URL", value_delimiter = ',', value_parser = parse_url)]
     pub pushgateway_url: Vec<reqwest::Url>,
 
+    /// Instead of a Pushgateway: a Prometheus remote-write receiver's write URL (e.g.
+    /// `http://prometheus:9090/api/v1/write`); the platform snapshot is written there as
+    /// samples every --push-interval, no janitor runs, and `/metrics` carries only the
+    /// collector's own `whisk_collector_*` metrics. Not together with --pushgateway-url.
+    #[arg(long, env = "WHISK_COLLECTOR_REMOTE_WRITE_URL", value_name = "URL", value_parser = parse_url, conflicts_with = "pushgateway_url")]
+    pub remote_write_url: Option<reqwest::Url>,
+
+    /// A header sent with every remote write, `NAME=VALUE` (`Authorization`, a static tenant
+    /// id such as `X-Scope-OrgID=platform`: platform series span every namespace); repeat the
+    /// flag for several (the environment variable takes one per line).
+    #[arg(long = "remote-write-header", env = "WHISK_COLLECTOR_REMOTE_WRITE_HEADER", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = whisk_remote_write::parse_header)]
+    pub remote_write_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+
+    /// Every attempt and retry of one snapshot's write ends within this (then it is retried
+    /// on the next interval, its offsets not committed).
+    #[arg(long, env = "WHISK_COLLECTOR_REMOTE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration_nonzero)]
+    pub remote_write_timeout: Duration,
+
     /// Delete this replica's platform group from the Pushgateway on graceful shutdown (after the
     /// final push and commit), so a rollout leaves no frozen group behind.
     #[arg(long, env = "WHISK_COLLECTOR_DELETE_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]

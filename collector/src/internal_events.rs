@@ -15,7 +15,6 @@ use prometheus::{
 use crate::aggregate::{Applied, Capped};
 use crate::event::{Body, EventMessage, InvalidReason, ParseError};
 use crate::janitor::JanitorRound;
-use crate::sink::pushgateway::PushgatewayError;
 
 /// What the aggregate looks like at a render, for the gauges that describe it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -403,7 +402,7 @@ impl Telemetry {
     }
 
     /// A push of the platform group failed (retried next interval: the state is cumulative).
-    pub(crate) fn push_failed(&self, err: &PushgatewayError, took: Duration) {
+    pub(crate) fn push_failed(&self, err: &dyn std::fmt::Display, took: Duration) {
         self.pushes_failed.inc();
         self.push_duration.observe(took.as_secs_f64());
         tracing::warn!(?took, "push failed, retrying next interval: {err}");

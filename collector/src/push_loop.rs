@@ -130,7 +130,7 @@ pub(crate) const MIN_PUSH_BYTES_PER_SEC: u64 = 1_000_000;
 /// Pushes every `every` until the consumer thread is gone, handing the offsets of each pushed
 /// snapshot to it.
 pub(crate) async fn push_loop(
-    push: PlatformPush,
+    push: crate::sink::remote_write::PlatformSink,
     shared: Arc<Shared>,
     commands: Sender<Command>,
     generation: Arc<AtomicU64>,

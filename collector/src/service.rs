@@ -12,6 +12,7 @@ use crate::janitor::prometheus::PrometheusClient;
 use crate::push_loop::{PlatformPush, push_loop};
 use crate::shared::Shared;
 use crate::sink::pushgateway::PushgatewayClient;
+use crate::sink::remote_write::{PlatformSink, RemoteWritePush};
 use crate::source::kafka::{Command, KafkaSource};
 
 /// Upper bound of each HTTP request to the Pushgateway.
@@ -24,10 +25,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http = Http::start(&config, &shared).await?;
     let clients = pushgateway_clients(&config)?;
     let instance = config.instance();
-    // The platform group goes to the first Pushgateway; the janitor serves every one.
-    let push = clients
-        .first()
-        .map(|client| PlatformPush::new(client.clone(), &config.push_job, &instance));
+    let push = platform_sink(&config, &clients, &shared, &instance)?;
     let consumer = Consumer::start(&config, &shared, push.as_ref())?;
     let tasks = start_loops(
         &config,
@@ -134,7 +132,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn start(config: &Config, shared: &Arc<Shared>, push: Option<&PlatformPush>) -> Result<Self> {
+    fn start(config: &Config, shared: &Arc<Shared>, push: Option<&PlatformSink>) -> Result<Self> {
         // Before partitions are revoked, the consumer thread pushes what it applied (blocking on
         // this runtime) so it can commit it and the next owner starts right after.
         let flush = push.map(|p| {
@@ -173,7 +171,7 @@ impl Consumer {
     async fn finish(
         self,
         shared: &Arc<Shared>,
-        push: Option<&PlatformPush>,
+        push: Option<&PlatformSink>,
         started: Instant,
     ) -> bool {
         self.stop.store(true, Ordering::Relaxed);
@@ -207,13 +205,13 @@ fn start_loops(
     config: &Config,
     shared: &Arc<Shared>,
     clients: &[PushgatewayClient],
-    push: Option<&PlatformPush>,
+    push: Option<&PlatformSink>,
     consumer: &Consumer,
     instance: &str,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     if let Some(p) = push {
-        tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing to the Pushgateway");
+        tracing::info!(url = %p.url(), interval = ?config.push_interval, "pushing the platform group");
         tasks.push(tokio::spawn(push_loop(
             p.clone(),
             Arc::clone(shared),
@@ -251,6 +249,47 @@ fn start_loops(
         )));
     }
     Ok(tasks)
+}
+
+/// Where the platform group goes: with `--remote-write-url`, the receiver (the scraped
+/// `/metrics` then carries only the collector's own health, and no janitor runs: there are no
+/// Pushgateway clients); else the first Pushgateway (the janitor serves every one); else nowhere.
+fn platform_sink(
+    config: &Config,
+    clients: &[PushgatewayClient],
+    shared: &Shared,
+    instance: &str,
+) -> Result<Option<PlatformSink>> {
+    if let Some(rw) = remote_write_push(config, instance)? {
+        shared.serve_platform_metrics(false);
+        return Ok(Some(PlatformSink::RemoteWrite(rw)));
+    }
+    Ok(clients.first().map(|client| {
+        PlatformSink::Pushgateway(PlatformPush::new(
+            client.clone(),
+            &config.push_job,
+            instance,
+        ))
+    }))
+}
+
+/// The remote-write sink when `--remote-write-url` is given.
+fn remote_write_push(config: &Config, instance: &str) -> Result<Option<RemoteWritePush>> {
+    let Some(url) = &config.remote_write_url else {
+        return Ok(None);
+    };
+    let client = whisk_remote_write::Client::new(whisk_remote_write::ClientConfig {
+        url: url.clone(),
+        headers: config.remote_write_headers.clone(),
+        total_bound: config.remote_write_timeout,
+        user_agent: format!("whisk-collector/{}", env!("CARGO_PKG_VERSION")),
+    })
+    .map_err(Error::HttpClient)?;
+    Ok(Some(RemoteWritePush::new(
+        client,
+        &config.push_job,
+        instance,
+    )))
 }
 
 async fn janitor_loop(janitor: Janitor, shared: Arc<Shared>, every: Duration) {

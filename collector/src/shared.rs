@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     /// One `/metrics` render at a time (concurrent scrapes wait; each streams, so a scrape
     /// and a push overlapping cost a few chunks each, plus the push's copy of the numbers).
     render_gate: Mutex<()>,
+    /// Whether `/metrics` carries the platform metrics (not in remote-write mode, where the
+    /// receiver holds them and the page carries only `whisk_collector_*`).
+    platform_on_metrics: AtomicBool,
     /// The collector's own events (log and count).
     pub(crate) telemetry: Telemetry,
     ready: AtomicBool,
@@ -60,6 +63,7 @@ impl Shared {
                 applied: Vec::new(),
             }),
             render_gate: Mutex::new(()),
+            platform_on_metrics: AtomicBool::new(true),
             telemetry: Telemetry::new(),
             ready: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
@@ -100,18 +104,25 @@ impl Shared {
                 capped: agg.capped(),
             }
         };
-        if !render_chunked(
-            || self.lock(),
-            |state| &state.aggregator,
-            &mut emit,
-            CHUNK_BYTES,
-            ACTIONS_PER_LOCK,
-        ) {
+        if self.platform_on_metrics.load(Ordering::Relaxed)
+            && !render_chunked(
+                || self.lock(),
+                |state| &state.aggregator,
+                &mut emit,
+                CHUNK_BYTES,
+                ACTIONS_PER_LOCK,
+            )
+        {
             return false;
         }
         let mut own = String::new();
         self.telemetry.render(&mut own, stats);
         emit(own)
+    }
+
+    /// Leaves the platform metrics off `/metrics` (remote-write mode).
+    pub(crate) fn serve_platform_metrics(&self, on: bool) {
+        self.platform_on_metrics.store(on, Ordering::Relaxed);
     }
 
     fn render_gate(&self) -> MutexGuard<'_, ()> {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::http::{HeaderName, HeaderValue};
 use clap::{Parser, ValueEnum};
 use whisk_grouping::{parse_duration, parse_duration_nonzero};
 use whisk_serve::{EnvPrefix, ListenerFlags};
@@ -14,7 +15,8 @@ pub const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
 /// whisk-gateway: the front door for whisk-metrics SDK pushes. Authenticates every push with the
 /// activation's OpenWhisk API key (asking the controller which namespaces the key may act in),
 /// validates the body, refuses a family whose type clashes with what is already stored, and
-/// forwards the group to one of N Pushgateways (rendezvous hashing of the instance id).
+/// forwards the group to one of N Pushgateways (rendezvous hashing of the instance id), or,
+/// with --remote-write-url, writes it into a Prometheus remote-write receiver.
 ///
 /// Every flag can also be set through the environment variable shown. Durations accept
 /// `250ms`, `15s`, `5m`, `1h` or a bare number of seconds.
@@ -33,10 +35,41 @@ pub struct Config {
         env = "WHISK_GATEWAY_PUSHGATEWAY_URL",
         value_name = "URL",
         value_delimiter = ',',
-        required = true,
         value_parser = parse_url
     )]
     pub pushgateway_urls: Vec<reqwest::Url>,
+
+    /// Instead of Pushgateways: the write URL of a Prometheus remote-write receiver (Prometheus
+    /// with `--web.enable-remote-write-receiver`, Mimir, Cortex, Thanos Receive, VictoriaMetrics),
+    /// e.g. `http://prometheus:9090/api/v1/write`. Exactly one of this and --pushgateway-url.
+    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_URL", value_name = "URL", value_parser = parse_url)]
+    pub remote_write_url: Option<reqwest::Url>,
+
+    /// A header sent with every remote write, `NAME=VALUE` (e.g. `Authorization=Bearer …`, a
+    /// static tenant id); repeat the flag for several (the environment variable takes one per
+    /// line).
+    #[arg(long = "remote-write-header", env = "WHISK_GATEWAY_REMOTE_WRITE_HEADER", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = whisk_remote_write::parse_header)]
+    pub remote_write_headers: Vec<(HeaderName, HeaderValue)>,
+
+    /// A header that carries the push's authenticated OpenWhisk namespace as the tenant id
+    /// (e.g. `X-Scope-OrgID` for Mimir and Cortex), so each namespace's series stay apart.
+    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_TENANT_HEADER", value_name = "NAME", value_parser = whisk_remote_write::parse_header_name)]
+    pub remote_write_tenant_header: Option<HeaderName>,
+
+    /// Every attempt and retry of one remote write (5xx and 429 are retried with jittered
+    /// backoff, `Retry-After` honoured) ends within this; then the push is answered 503. Keep
+    /// it below the SDK's WHISK_METRICS_TIMEOUT_MS (250 ms by default).
+    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_RETRY_BOUND", default_value = "200ms", value_parser = parse_duration_nonzero)]
+    pub remote_write_retry_bound: Duration,
+
+    /// Most groups whose write order and last series (for a DELETE's stale markers) a replica
+    /// remembers in remote-write mode; idle groups are forgotten after 10 minutes.
+    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_MAX_GROUPS", default_value_t = 100_000, value_parser = parse_positive)]
+    pub remote_write_max_groups: usize,
+
+    /// Most bytes of remembered groups and their (shared) series shapes in remote-write mode.
+    #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_MEMORY_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = parse_positive)]
+    pub remote_write_memory_bytes: usize,
 
     /// OpenWhisk API host whose controller answers `GET /api/v1/namespaces`, e.g.
     /// `https://openwhisk.example.com` (a bare host means https). Required with `--auth api-key`.
@@ -166,6 +199,23 @@ impl Config {
 
     fn checked(self) -> Result<Self, clap::Error> {
         use clap::CommandFactory as _;
+        match (self.pushgateway_urls.is_empty(), &self.remote_write_url) {
+            (true, None) => {
+                return Err(Self::command().error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "a store is needed: --pushgateway-url (WHISK_GATEWAY_PUSHGATEWAY_URL) or \
+                     --remote-write-url (WHISK_GATEWAY_REMOTE_WRITE_URL)",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Self::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--pushgateway-url and --remote-write-url are alternatives: give one of them, \
+                     not both",
+                ));
+            }
+            _ => {}
+        }
         if self.auth == AuthMode::ApiKey && self.openwhisk_api_host.is_none() {
             return Err(Self::command().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
@@ -327,6 +377,78 @@ mod tests {
             let err = Config::try_parse_args(args.clone()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn remote_write_is_an_alternative_to_pushgateways_never_both() {
+        let rw = [
+            "x",
+            "--auth",
+            "none",
+            "--remote-write-url",
+            "http://prom:9090/api/v1/write",
+        ];
+        let c = Config::try_parse_args(rw).unwrap();
+        assert!(c.pushgateway_urls.is_empty());
+        assert_eq!(c.remote_write_retry_bound, Duration::from_millis(200));
+        assert_eq!(c.remote_write_max_groups, 100_000);
+        assert_eq!(c.remote_write_memory_bytes, 32 * 1024 * 1024);
+        let both = [&rw[..], &["--pushgateway-url", "http://pgw:9091"]].concat();
+        let err = Config::try_parse_args(both).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not both"), "{err}");
+        let err = Config::try_parse_args(["x", "--auth", "none"]).unwrap_err();
+        assert!(err.to_string().contains("--remote-write-url"), "{err}");
+    }
+
+    #[test]
+    fn remote_write_headers_are_name_value_pairs_and_protocol_headers_are_refused() {
+        let c = Config::try_parse_args([
+            "x",
+            "--auth",
+            "none",
+            "--remote-write-url",
+            "http://mimir/api/v1/push",
+            "--remote-write-header",
+            "Authorization=Bearer abc=",
+            "--remote-write-header",
+            "X-Scope-OrgID=platform",
+            "--remote-write-tenant-header",
+            "X-Scope-OrgID",
+        ])
+        .unwrap();
+        let pairs: Vec<(String, String)> = c
+            .remote_write_headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("authorization".to_string(), "Bearer abc=".to_string()),
+                ("x-scope-orgid".to_string(), "platform".to_string())
+            ]
+        );
+        assert_eq!(
+            c.remote_write_tenant_header.unwrap().as_str(),
+            "x-scope-orgid"
+        );
+        for bad in ["Content-Encoding=gzip", "novalue", "bad name=x"] {
+            let err = Config::try_parse_args([
+                "x",
+                "--auth",
+                "none",
+                "--remote-write-url",
+                "http://mimir/api/v1/push",
+                "--remote-write-header",
+                bad,
+            ])
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("--remote-write-header"),
+                "{bad}: {err}"
+            );
         }
     }
 }

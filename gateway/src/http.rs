@@ -39,6 +39,8 @@ pub struct AppState {
     /// Validation with remembered verdicts (`--max-series-per-group`,
     /// `--validation-cache-bytes`).
     pub verdicts: Verdicts,
+    /// `--remote-write-url`: the store instead of the shards (no family table then).
+    pub remote_write: Option<crate::remote_write::RemoteWrite>,
 }
 
 /// The routes.
@@ -177,10 +179,17 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
         .shard_of(key.get("instance").unwrap_or_default());
     let path = key.path();
     if request.method() == Method::DELETE {
+        if let Some(rw) = &state.remote_write {
+            return Ok(Passed(rw.delete(&key, &path).await));
+        }
         return forward_result(state.forwarder.delete(shard, &path).await);
     }
     let body = read_body(state, request).await?;
     let validated = validate(state, &body)?;
+    if let Some(rw) = &state.remote_write {
+        // No cross-group type table: a database keeps each series apart (docs/design.md).
+        return Ok(Passed(rw.put(&key, &path, &body).await));
+    }
     check_types(state, shard, &validated.families).await?;
     forward_result(state.forwarder.put(shard, &path, body).await)
 }

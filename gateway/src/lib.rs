@@ -30,6 +30,10 @@
 //! Each step is one function of [`http`]. The listener ([`whisk_serve`]) bounds every
 //! connection first: head, idle and body timeouts, connections per peer address and in all.
 //!
+//! With `--remote-write-url` instead of `--pushgateway-url`, step 4 is skipped (a database
+//! keeps every series apart) and step 5 writes the push as remote-write samples into a
+//! Prometheus remote-write receiver ([`remote_write`]), answering only once it acknowledged.
+//!
 //! Its own metrics (`whisk_gateway_*`, [`telemetry`]) are on `/metrics`; `/healthz` answers
 //! while the process runs, `/readyz` once the family table is seeded from every Pushgateway.
 //! Names, flags and environment variables are the contracts of docs/design.md.
@@ -52,6 +56,7 @@ pub mod families;
 mod first_sight;
 pub mod forward;
 pub mod http;
+pub mod remote_write;
 pub mod service;
 pub mod shard;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::families::FamilyTable;
 use crate::forward::Forwarder;
 use crate::http::{AppState, router};
+use crate::remote_write::{RemoteWrite, SWEEP_INTERVAL, Settings};
 use crate::telemetry::Telemetry;
 use crate::verdicts::Verdicts;
 
@@ -39,6 +40,7 @@ pub async fn run(
         FamilyTable::new(config.max_families)
             .with_first_sight_interval(config.first_sight_min_interval),
     );
+    let remote_write = remote_write_backend(&config, &telemetry)?;
     let state = Arc::new(AppState {
         job: config.job.clone(),
         auth,
@@ -51,6 +53,7 @@ pub async fn run(
             config.validation_cache_bytes,
             telemetry.clone(),
         ),
+        remote_write,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -62,12 +65,7 @@ pub async fn run(
     let local = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(%local, shards = ?forwarder.urls(), job = %config.job, "whisk-gateway listening");
 
-    let resync = tokio::spawn(resync_loop(
-        forwarder,
-        families,
-        telemetry,
-        config.family_resync_interval,
-    ));
+    let resync = background(&state, forwarder, families, telemetry, &config);
     // Answers go out as soon as they are written: whisk-serve sets TCP_NODELAY on every
     // accepted connection (hyper writes each answer in one `writev`).
     let served = whisk_serve::serve(
@@ -107,6 +105,55 @@ fn authenticator(config: &Config, telemetry: &Telemetry) -> Result<Option<Authen
             None
         }
     })
+}
+
+/// The remote-write backend when `--remote-write-url` is given.
+fn remote_write_backend(config: &Config, telemetry: &Telemetry) -> Result<Option<RemoteWrite>> {
+    let Some(url) = &config.remote_write_url else {
+        return Ok(None);
+    };
+    let settings = Settings {
+        url: url.clone(),
+        headers: config.remote_write_headers.clone(),
+        tenant_header: config.remote_write_tenant_header.clone(),
+        retry_bound: config.remote_write_retry_bound,
+        max_groups: config.remote_write_max_groups,
+        memory_bytes: config.remote_write_memory_bytes,
+    };
+    tracing::info!(%url, tenant_header = ?config.remote_write_tenant_header, "pushes are written to a remote-write receiver (no Pushgateway)");
+    Ok(Some(RemoteWrite::new(settings, telemetry.registry())?))
+}
+
+/// Forgets idle remote-write groups every [`SWEEP_INTERVAL`].
+async fn sweep_loop(state: Arc<AppState>) {
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        if let Some(rw) = &state.remote_write {
+            rw.sweep();
+        }
+    }
+}
+
+/// The replica's background loop: the family table's resync with Pushgateways; in remote-write
+/// mode (no family table: ready at once) the sweep of idle groups.
+fn background(
+    state: &Arc<AppState>,
+    forwarder: Forwarder,
+    families: Arc<FamilyTable>,
+    telemetry: Telemetry,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
+    if state.remote_write.is_some() {
+        families.replace(HashMap::new(), families.begin_resync());
+        tokio::spawn(sweep_loop(Arc::clone(state)))
+    } else {
+        tokio::spawn(resync_loop(
+            forwarder,
+            families,
+            telemetry,
+            config.family_resync_interval,
+        ))
+    }
 }
 
 /// Seeds the family table (retrying until every shard answered once), then rebuilds it every

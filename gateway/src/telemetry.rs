@@ -47,7 +47,8 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
-    /// The registry behind `/metrics`, for metrics registered elsewhere (the listener's).
+    /// The registry behind `/metrics`, for metrics registered elsewhere (the listener's, the
+    /// remote-write backend's).
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

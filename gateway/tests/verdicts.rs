@@ -13,7 +13,7 @@ const MAX_SERIES: usize = 50;
 
 /// Accepted bodies of several shapes: SDK-like, label values holding spaces, quotes, braces,
 /// commas and `#`, tabs as separators, untyped and summary families.
-const BODIES: [&str; 4] = [
+pub(crate) const BODIES: [&str; 4] = [
     "# HELP whisk_activations_total Activations\n\
      # TYPE whisk_activations_total counter\n\
      whisk_activations_total{status=\"success\"} 3\n\
@@ -49,10 +49,10 @@ const SPANNING: &str = "# TYPE notes gauge\n\
      notes{text=\"line 2\nline\"} 1\n";
 
 /// A deterministic xorshift generator (no dependency, same cases every run).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -101,7 +101,7 @@ fn with_new_values(body: &str, rng: &mut Rng) -> String {
 
 /// `body` with one to three edits (insert, delete or replace one character), from characters
 /// that matter to the text format's grammar.
-fn mutated(body: &str, rng: &mut Rng) -> String {
+pub(crate) fn mutated(body: &str, rng: &mut Rng) -> String {
     const ALPHABET: &[u8] = b" \t\n\r#{}=,\"\\.+-eE019xaIn_:TYPEHLNf";
     let mut bytes = body.as_bytes().to_vec();
     for _ in 0..1 + rng.below(3) {
@@ -266,7 +266,7 @@ fn trailing_whitespace_is_refused_as_the_pushgateway_refuses_it_and_never_cached
 /// labels, separators of spaces, tabs or none, label values holding spaces, escapes, `#` and raw
 /// newlines, now and then a timestamp, a trailing space or a CR, and once in a while no final
 /// newline.
-fn generated(rng: &mut Rng) -> String {
+pub(crate) fn generated(rng: &mut Rng) -> String {
     let names = [
         "a", "a", "a", "a_bucket", "h", "h_bucket", "h_sum", "h_count", "s_sum", "s",
     ];

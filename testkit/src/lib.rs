@@ -1,6 +1,7 @@
 //! Real services for tests: a tansu Kafka broker, a Prometheus Pushgateway (also one with basic
-//! auth and TLS) and a Prometheus server, each started as a child process on a free loopback
-//! port and killed when dropped.
+//! auth and TLS), a Prometheus server (also as a remote-write receiver) and VictoriaMetrics,
+//! each started as a child process on a free loopback port and killed when dropped; and a
+//! recording, fault-injecting remote-write proxy ([`WriteProxy`]).
 //!
 //! No mocks: the binaries are the ones `scripts/setup.sh` installs (`tansu` from crates.io,
 //! `prometheus-pushgateway` and `prometheus` from Debian). A missing binary is an error that
@@ -16,12 +17,14 @@
 
 mod binaries;
 mod process;
+mod receivers;
 mod require;
 mod secure;
 mod services;
 
 pub use binaries::{action_exec, target_dir};
 pub use process::{ServiceProcess, free_port, http_get, wait_until};
+pub use receivers::{QueryApi, Recorded, VictoriaMetrics, WriteProxy, sum_of};
 pub use require::{in_ci, require};
 pub use secure::SecurePushgateway;
 pub use services::{Prometheus, Pushgateway, Tansu};

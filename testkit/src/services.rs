@@ -4,7 +4,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{ServiceProcess, agent, free_port, http_err, http_get, which};
+use crate::process::{ServiceProcess, free_port, http_err, http_get, which};
 use crate::{Error, Result};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -251,9 +251,28 @@ impl Drop for Prometheus {
     }
 }
 
+impl crate::receivers::QueryApi for Prometheus {
+    fn base_url(&self) -> String {
+        self.url()
+    }
+}
+
 impl Prometheus {
     /// Writes `config_yaml` to its working directory and starts Prometheus on a free port.
     pub fn start(config_yaml: &str) -> Result<Self> {
+        Self::start_with(config_yaml, &[])
+    }
+
+    /// A Prometheus that scrapes nothing and takes remote writes on `/api/v1/write`
+    /// (`--web.enable-remote-write-receiver`), with `extra` flags.
+    pub fn start_receiver(extra: &[&str]) -> Result<Self> {
+        let mut flags = vec!["--web.enable-remote-write-receiver"];
+        flags.extend_from_slice(extra);
+        Self::start_with("global:\n  scrape_interval: 15s\n", &flags)
+    }
+
+    /// Like [`Prometheus::start`], with `extra` flags.
+    pub fn start_with(config_yaml: &str, extra: &[&str]) -> Result<Self> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("whisk-prom-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -270,6 +289,10 @@ impl Prometheus {
             format!("--storage.tsdb.path={}", dir.join("data").display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
         ];
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(extra.iter().map(|s| (*s).to_string()))
+            .collect();
         let mut process = ServiceProcess::spawn(
             "prometheus",
             "prometheus",
@@ -288,32 +311,12 @@ impl Prometheus {
 
     /// Runs an instant PromQL query and returns `data.result`.
     pub fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>> {
-        let url = format!("{}/api/v1/query", self.url());
-        let mut resp = agent()
-            .get(&url)
-            .query("query", promql)
-            .call()
-            .map_err(|e| http_err("GET", &url, format!("{promql}: {e}")))?;
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| http_err("GET", &url, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| http_err("GET", &url, e))?;
-        Ok(v.pointer("/data/result")
-            .and_then(|r| r.as_array())
-            .cloned()
-            .unwrap_or_default())
+        crate::receivers::query_at(&self.url(), promql, None)
     }
 
     /// Sum of the values an instant query returns (0 when empty).
     pub fn query_sum(&self, promql: &str) -> Result<f64> {
-        Ok(self
-            .query(promql)?
-            .iter()
-            .filter_map(|s| s.pointer("/value/1").and_then(|v| v.as_str()))
-            .filter_map(|v| v.parse::<f64>().ok())
-            .sum())
+        Ok(crate::receivers::sum_of(&self.query(promql)?))
     }
 
     /// The underlying process.

@@ -124,6 +124,16 @@ fn renders() -> &'static [Render] {
     })
 }
 
+/// The overlay without Pushgateways (docs/design.md "Remote-write backend").
+const REMOTE_WRITE_OVERLAY: &str = "deploy/kubernetes/overlays/remote-write";
+
+/// Every render that runs Pushgateways (all but the remote-write overlay).
+fn pushgateway_renders() -> impl Iterator<Item = &'static Render> {
+    renders()
+        .iter()
+        .filter(|r| r.name() != REMOTE_WRITE_OVERLAY)
+}
+
 fn overlay(name: &str) -> &'static Render {
     renders()
         .iter()
@@ -194,7 +204,11 @@ fn every_overlay_and_the_base_render_with_kustomize() {
         }
         r.get("Deployment", "whisk-collector");
         r.get("Deployment", "whisk-gateway");
-        r.get("StatefulSet", "pushgateway");
+        if r.name() == REMOTE_WRITE_OVERLAY {
+            assert!(r.of_kind("StatefulSet").next().is_none(), "no Pushgateway");
+        } else {
+            r.get("StatefulSet", "pushgateway");
+        }
     }
 }
 
@@ -431,7 +445,7 @@ fn shard_urls(r: &Render) -> Vec<String> {
 
 #[test]
 fn gateway_forwards_to_every_pushgateway_shard_of_the_statefulset() {
-    for r in renders() {
+    for r in pushgateway_renders() {
         let shards = shard_urls(r);
         assert!(shards.len() >= 2, "{}: {shards:?}", r.name());
         let c = r.gateway_container();
@@ -468,7 +482,7 @@ fn bytes_of(quantity: &str) -> u64 {
 
 #[test]
 fn pushgateway_go_runtime_limits_follow_the_container_limits() {
-    for r in renders() {
+    for r in pushgateway_renders() {
         let sts = r.get("StatefulSet", "pushgateway");
         let c = &sts["spec"]["template"]["spec"]["containers"][0];
         let limits = &c["resources"]["limits"];
@@ -899,7 +913,7 @@ fn env_value<'a>(container: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn collector_deployment_runs_two_replicas_in_one_group_with_pod_name_instances() {
-    for r in renders() {
+    for r in pushgateway_renders() {
         let d = r.get("Deployment", "whisk-collector");
         assert_eq!(d["spec"]["replicas"], 2, "{}", r.name());
         let pod = &d["spec"]["template"]["spec"];
@@ -2006,4 +2020,54 @@ fn gateway_dockerfile_builds_like_its_static_script_and_ends_with_its_runtime_st
 #[test]
 fn gateway_runtime_image_builds_offline_runs_as_non_root_and_ships_a_static_binary() {
     check_runtime_image("gateway", Render::gateway_container);
+}
+
+#[test]
+fn remote_write_overlay_points_gateway_and_collector_at_the_receiver_with_affinity_and_egress() {
+    let r = overlay("remote-write");
+    assert!(r.of_kind("StatefulSet").next().is_none());
+    let g = r.gateway_container();
+    let env_names = |c: &Value| -> Vec<String> {
+        c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(!env_names(g).contains(&"WHISK_GATEWAY_PUSHGATEWAY_URL".to_owned()));
+    let url = env_value(g, "WHISK_GATEWAY_REMOTE_WRITE_URL")["value"]
+        .as_str()
+        .expect("a URL");
+    assert_eq!(
+        env_value(g, "WHISK_GATEWAY_REMOTE_WRITE_TENANT_HEADER")["value"],
+        "X-Scope-OrgID"
+    );
+    let c = r.collector_container();
+    assert!(!env_names(c).contains(&"WHISK_COLLECTOR_PUSHGATEWAY_URL".to_owned()));
+    assert_eq!(
+        env_value(c, "WHISK_COLLECTOR_REMOTE_WRITE_URL")["value"],
+        url
+    );
+    assert_eq!(
+        env_value(c, "WHISK_COLLECTOR_REMOTE_WRITE_HEADER")["value"],
+        "X-Scope-OrgID=platform"
+    );
+    assert_eq!(
+        r.get("Service", "whisk-gateway")["spec"]["sessionAffinity"],
+        "ClientIP"
+    );
+    let egress = r.get("NetworkPolicy", "whisk-remote-write-egress");
+    assert_eq!(egress["spec"]["policyTypes"][0], "Egress");
+    let selected: Vec<&str> = egress["spec"]["podSelector"]["matchExpressions"][0]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(selected, ["whisk-gateway", "whisk-collector"]);
+    assert!(
+        r.of_kind("NetworkPolicy")
+            .all(|p| p["metadata"]["name"] != "whisk-pushgateway")
+    );
 }

@@ -37,6 +37,7 @@ fn app(auth: bool) -> Router {
         telemetry: telemetry.clone(),
         max_body_bytes: 1024,
         verdicts: Verdicts::new(500, 0, telemetry),
+        remote_write: None,
     }))
 }
 
