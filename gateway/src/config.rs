@@ -127,7 +127,7 @@ pub struct Config {
 
     /// Reads of one Pushgateway's `/api/v1/metrics` at first sight of a family name new to this
     /// replica start at most once per this interval, or ten times the last read's duration when
-    /// longer (docs/design.md, "First sight"); `0s`: only the tenfold rule.
+    /// longer (docs/design.md, "First sight"); `0s` turns spacing off (every first sight reads).
     #[arg(long, env = "WHISK_GATEWAY_FIRST_SIGHT_MIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub first_sight_min_interval: Duration,
 

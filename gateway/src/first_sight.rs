@@ -44,8 +44,11 @@ struct LastRead {
 
 /// How long after a read of a shard started the next one may start: `min_interval`, or ten
 /// times that read's duration when longer (a shard spends at most a tenth of its time serving
-/// one replica's first-sight listings).
+/// one replica's first-sight listings); a zero `min_interval` turns spacing off.
 pub(crate) fn spacing(min_interval: Duration, took: Duration) -> Duration {
+    if min_interval.is_zero() {
+        return Duration::ZERO;
+    }
     min_interval.max(took.saturating_mul(10))
 }
 
@@ -171,13 +174,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_are_spaced_by_the_floor_or_ten_times_the_last_read() {
+    fn reads_are_spaced_by_the_floor_or_ten_times_the_last_read_unless_turned_off() {
         let floor = Duration::from_secs(1);
         assert_eq!(spacing(floor, Duration::from_millis(20)), floor);
         assert_eq!(
             spacing(floor, Duration::from_millis(700)),
             Duration::from_secs(7)
         );
-        assert_eq!(spacing(Duration::ZERO, Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            spacing(Duration::ZERO, Duration::from_secs(3)),
+            Duration::ZERO
+        );
     }
 }

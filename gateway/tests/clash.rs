@@ -162,6 +162,11 @@ fn a_name_new_to_a_replica_is_checked_against_the_shard_so_a_clash_is_refused() 
     assert_eq!(s.put(&s.a, "tenant-c", COUNTER_JOBS).0, 202);
     wait_instances(&s.pgw, &["tenant-a", "tenant-c"]);
     assert_eq!(s.put(&s.b, "tenant-d", GAUGE_JOBS).0, 409);
+    // A's read for `jobs_total` may outlast its push's wait (it is counted when it ends).
+    let a_reads = || {
+        s.a.own_value("whisk_gateway_first_sight_reads_total{result=\"read\"}")
+    };
+    assert!(wait_until(Duration::from_secs(10), || a_reads() >= 2.0));
     assert_eq!(s.put(&s.a, "tenant-c", COUNTER_JOBS).0, 202);
     assert_eq!(
         s.a.own_value("whisk_gateway_first_sight_reads_total{result=\"read\"}"),
