@@ -25,13 +25,13 @@ fn sdk_body(activations: u64) -> String {
          # TYPE whisk_activations_total counter\n\
          whisk_activations_total{{status=\"success\"}} {activations}\n\
          whisk_activations_total{{status=\"application_error\"}} 0\n\
-         # TYPE whisk_memory_bytes gauge\n\
-         whisk_memory_bytes 1.2e+07\n\
-         # TYPE whisk_duration_seconds histogram\n\
-         whisk_duration_seconds_bucket{{le=\"0.005\"}} 1\n\
-         whisk_duration_seconds_bucket{{le=\"1.0\"}} {activations}\n\
-         whisk_duration_seconds_sum 0.5\n\
-         whisk_duration_seconds_count {activations}\n\
+         # TYPE whisk_container_memory_bytes gauge\n\
+         whisk_container_memory_bytes 1.2e+07\n\
+         # TYPE whisk_activation_duration_seconds histogram\n\
+         whisk_activation_duration_seconds_bucket{{le=\"0.005\"}} 1\n\
+         whisk_activation_duration_seconds_bucket{{le=\"1.0\"}} {activations}\n\
+         whisk_activation_duration_seconds_sum 0.5\n\
+         whisk_activation_duration_seconds_count {activations}\n\
          # TYPE orders_seconds summary\n\
          orders_seconds{{quantile=\"0.50\",shop=\"\"}} 0.25\n\
          orders_seconds_sum{{shop=\"\"}} 1\n\
