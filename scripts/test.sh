@@ -27,8 +27,12 @@ static_pid=$!
 trap 'kill "$static_pid" 2>/dev/null || true' EXIT
 stamp "static musl builds started in the background (pid $static_pid)"
 
-cargo build --locked --workspace --bins
-stamp "debug binaries built"
+# Binaries and tests in one invocation: its features are the test build's (dev-dependencies
+# included), so `cargo test` reuses every unit; `--bins` alone resolved nix, rustix, getrandom and
+# regex-syntax with other features and cargo test rebuilt 30 units (tracing-subscriber, every
+# workspace library and binary) a second time.
+cargo build --locked --workspace --bins --tests
+stamp "debug binaries and tests built"
 cargo test --locked --workspace
 stamp "tests passed"
 if ! wait "$static_pid"; then
