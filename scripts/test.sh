@@ -18,13 +18,15 @@ stamp() { printf '[test] %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
-(
+# Its own process group (setsid), so that an early exit stops the whole build, not only bash.
+setsid bash -c '
   start=$SECONDS
   nice -n 10 scripts/build-collector-static.sh && nice -n 10 scripts/build-gateway-static.sh
-  echo "static builds took $((SECONDS - start)) s"
-) >"$target/static-builds.log" 2>&1 &
+  rc=$?
+  echo "static builds took $((SECONDS - start)) s (exit $rc)"
+  exit $rc' >"$target/static-builds.log" 2>&1 &
 static_pid=$!
-trap 'kill "$static_pid" 2>/dev/null || true' EXIT
+trap 'kill -- "-$static_pid" 2>/dev/null || true' EXIT
 stamp "static musl builds started in the background (pid $static_pid)"
 
 # Binaries and tests in one invocation: its features are the test build's (dev-dependencies
