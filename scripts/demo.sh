@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     --broker=*) broker=${1#*=}; shift ;;
     --brokers) brokers=${2:?--brokers needs HOST:PORT}; broker=external; shift 2 ;;
     --brokers=*) brokers=${1#*=}; broker=external; shift ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
