@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Installs everything whisk-metrics needs on a fresh Debian machine, and nothing that is
-# already there: Prometheus, promtool and the Pushgateway (Debian packages), musl for static
-# action binaries, the tansu Kafka broker with its libsql engine (crates.io, ~20 min to build once
-# per machine, rebuilt only when an installed one lacks the engine), kubernetes-validate (PyPI)
-# for the offline manifest checks, and OpenWhisk's Go actionloop proxy (golang-go, built into
-# .tools/) for the conformance tests. Safe to run again.
+# Installs what whisk-metrics needs on a fresh Debian machine, and nothing that is already
+# there. Safe to run again.
+#
+#   scripts/setup.sh            everything the test suite needs (scripts/test.sh, .ci/run)
+#   scripts/setup.sh demo       only what scripts/demo.sh needs on its embedded broker:
+#                               Prometheus and the Pushgateway (Debian packages), python3
+#   scripts/setup.sh demo tansu the demo plus the tansu broker (scripts/demo.sh --broker tansu)
+#
+# Everything (the default): the demo's packages, promtool, musl for static action and image
+# binaries, podman and a static busybox for the offline image builds, the tansu Kafka broker
+# with its libsql engine (crates.io: ~15-20 min to build once per machine on 2 cores, rebuilt
+# only when an installed one lacks the engine), kubernetes-validate (PyPI) for the offline
+# manifest checks, and OpenWhisk's Go actionloop proxy (golang-go, built into .tools/) for the
+# conformance tests.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -12,25 +20,42 @@ export PATH="$HOME/.cargo/bin:$PATH"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+want_tansu=0 want_tests=0
+[ $# -gt 0 ] || set -- all
+for part in "$@"; do
+  case "$part" in
+    demo) ;;
+    tansu) want_tansu=1 ;;
+    all) want_tansu=1 want_tests=1 ;;
+    *) echo "setup.sh: unknown part '$part' (demo, tansu or all)" >&2; exit 2 ;;
+  esac
+done
+if [ "$want_tests" = 1 ]; then
+  log "test path: everything the suite needs (Debian packages, musl target, tansu, kubernetes-validate, actionloop proxy); building tansu when missing takes ~15-20 min on 2 cores, the rest ~1 min"
+fi
+
 need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
-command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
-command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
-command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-command -v go >/dev/null || need_apt+=(golang-go)
-# The offline image build (scripts/build-image.sh, tests/tests/deploy.rs): podman, and a static
-# busybox for the image's HEALTHCHECK.
-command -v podman >/dev/null || need_apt+=(podman)
-[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ "$want_tests" = 1 ]; then
+  command -v promtool >/dev/null || need_apt+=(prometheus)
+  command -v victoria-metrics >/dev/null || need_apt+=(victoria-metrics)
+  command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
+  command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+  command -v go >/dev/null || need_apt+=(golang-go)
+  # The offline image build (scripts/build-image.sh, tests/tests/deploy.rs): podman, and a
+  # static busybox for the image's HEALTHCHECK.
+  command -v podman >/dev/null || need_apt+=(podman)
+  [ -x /bin/busybox ] || need_apt+=(busybox-static)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+if [ "$want_tests" = 1 ] && ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
   log "rustup target add x86_64-unknown-linux-musl"
   rustup target add x86_64-unknown-linux-musl
 fi
@@ -50,12 +75,12 @@ ok = any(k.startswith("tansu ") and "libsql" in v.get("features", []) for k, v i
 sys.exit(0 if ok else 1)
 PY
 }
-if ! tansu_has_libsql; then
-  log "cargo install tansu 0.6.0 --features dynostore,libsql (memory and SQLite storage; ~20 min on 2 cores, once per machine)"
+if [ "$want_tansu" = 1 ] && ! tansu_has_libsql; then
+  log "cargo install tansu 0.6.0 --features dynostore,libsql (memory and SQLite storage; ~15-20 min on 2 cores, once per machine)"
   cargo install tansu --version 0.6.0 --locked --force --features dynostore,libsql
 fi
 
-if ! command -v kubernetes-validate >/dev/null; then
+if [ "$want_tests" = 1 ] && ! command -v kubernetes-validate >/dev/null; then
   log "pip install kubernetes-validate"
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
   command -v pyenv >/dev/null && pyenv rehash || true
@@ -68,7 +93,7 @@ fi
 # skip, printing the reason written to .tools/actionloop-proxy.unavailable.
 root="$(cd "$(dirname "$0")/.." && pwd)"
 proxy_bin="$root/.tools/actionloop-proxy"
-if [ ! -x "$proxy_bin" ]; then
+if [ "$want_tests" = 1 ] && [ ! -x "$proxy_bin" ]; then
   mkdir -p "$root/.tools"
   rm -f "$proxy_bin.unavailable"
   src="${OW_RUNTIME_GO_SRC:-$root/../shared/third_party/openwhisk-runtime-go}"
@@ -95,4 +120,7 @@ if [ ! -x "$proxy_bin" ]; then
   fi
 fi
 
-log "ready: $(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), pushgateway $(prometheus-pushgateway --version 2>&1 | head -n1 | cut -d' ' -f3), $(tansu --version 2>/dev/null || echo tansu), kubectl $(kubectl version --client 2>/dev/null | head -n1 | awk '{print $3}')"
+ready="$(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), pushgateway $(prometheus-pushgateway --version 2>&1 | head -n1 | cut -d' ' -f3)"
+[ "$want_tansu" = 1 ] && ready="$ready, $(tansu --version 2>/dev/null || echo tansu)"
+[ "$want_tests" = 1 ] && ready="$ready, kubectl $(kubectl version --client 2>/dev/null | head -n1 | awk '{print $3}')"
+log "ready: $ready"

@@ -17,8 +17,9 @@ if [ "$#" -gt 0 ]; then selection=("$@"); fi
 logs=target/stress-test
 mkdir -p "$logs"
 
-# The binaries the end-to-end tests drive, built before the burners start (as scripts/test.sh).
-cargo build --locked --workspace --bins || exit 1
+# The binaries the end-to-end tests drive and the tests, built before the burners start, in one
+# invocation as scripts/test.sh does (so cargo test rebuilds nothing under the burners).
+cargo build --locked --workspace --bins --tests || exit 1
 
 burners=()
 stop_burners() {
