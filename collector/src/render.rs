@@ -59,8 +59,8 @@ pub(crate) fn render_chunked<G>(
     keys.sort_unstable();
     let fresh = || String::with_capacity(chunk_bytes + chunk_bytes / 2);
     let mut buf = fresh();
-    for f in 0..FAMILIES {
-        let groups: Vec<&[ActionKey]> = if keys.is_empty() || f + 1 == FAMILIES {
+    for f in Family::ALL {
+        let groups: Vec<&[ActionKey]> = if keys.is_empty() || !f.per_action() {
             vec![&[]]
         } else {
             keys.chunks(actions_per_lock.max(1)).collect()
@@ -89,8 +89,46 @@ pub(crate) fn render_chunked<G>(
     buf.is_empty() || emit(buf)
 }
 
-/// Families rendered by [`Renderer::family`] (per-action ones, then the namespace-level ones).
-pub(crate) const FAMILIES: usize = 12;
+/// The families in the order they are rendered: the per-action ones, then the
+/// namespace-level ones (rendered whole, never split across lock holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    Activations,
+    ColdStarts,
+    Status,
+    StatusCode,
+    WaitTime,
+    InitTime,
+    Duration,
+    ResponseSize,
+    Memory,
+    GbSeconds,
+    Caused,
+    /// `openwhisk_action_limit_*_total` and `openwhisk_namespace_concurrent_invocations`.
+    Namespace,
+}
+
+impl Family {
+    pub(crate) const ALL: [Family; 12] = [
+        Family::Activations,
+        Family::ColdStarts,
+        Family::Status,
+        Family::StatusCode,
+        Family::WaitTime,
+        Family::InitTime,
+        Family::Duration,
+        Family::ResponseSize,
+        Family::Memory,
+        Family::GbSeconds,
+        Family::Caused,
+        Family::Namespace,
+    ];
+
+    /// Whether the family is keyed by action (rendered a group of actions per lock hold).
+    fn per_action(self) -> bool {
+        self != Family::Namespace
+    }
+}
 
 struct Renderer<'a, 'k> {
     out: &'a mut String,
@@ -133,201 +171,196 @@ impl Renderer<'_, '_> {
 
     /// Renders every family.
     fn render_all(mut self, agg: &Aggregator) {
-        for f in 0..FAMILIES {
+        for f in Family::ALL {
             self.family(f, agg);
         }
     }
 
-    /// Renders family `f` (0..[`FAMILIES`]) for `self.keys`; the last one is the
-    /// namespace-level families, rendered whole.
-    #[allow(clippy::too_many_lines)]
-    fn family(&mut self, f: usize, agg: &Aggregator) {
-        let keys = self.keys;
+    /// Renders family `f` for `self.keys` (the namespace-level families from `agg`).
+    fn family(&mut self, f: Family, agg: &Aggregator) {
         match f {
-            0 => {
-                self.header(
-                    "openwhisk_action_activations_total",
-                    "counter",
-                    "Activation Count",
-                );
-                for (key, s) in keys {
-                    for k in &s.activations {
-                        self.open("openwhisk_action_activations_total", key);
-                        self.out.push_str(",kind=\"");
-                        escape_into(self.out, &k.kind);
-                        let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
-                        self.value_u64(k.count);
-                    }
-                    if s.activations_other > 0 {
-                        self.open("openwhisk_action_activations_total", key);
-                        let _ =
-                            write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
-                        self.value_u64(s.activations_other);
-                    }
-                }
-            }
-            1 => {
-                self.header(
-                    "openwhisk_action_coldStarts_total",
-                    "counter",
-                    "Cold start counts",
-                );
-                for (key, s) in keys.iter().filter(|(_, s)| s.cold_starts > 0) {
-                    self.open("openwhisk_action_coldStarts_total", key);
-                    self.value_u64(s.cold_starts);
-                }
-            }
-            2 => {
-                self.header(
-                    "openwhisk_action_status",
-                    "counter",
-                    "Activation failure status type",
-                );
-                for (key, s) in keys {
-                    for (i, label) in STATUS_LABELS
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| s.status[*i] > 0)
-                    {
-                        self.open("openwhisk_action_status", key);
-                        let _ = write!(self.out, ",status=\"{label}\"");
-                        self.value_u64(s.status[i]);
-                    }
-                }
-            }
-            3 => {
-                self.header(
-                    "openwhisk_action_status_code",
-                    "counter",
-                    "status code returned in action result response set by developer",
-                );
-                for (key, s) in keys {
-                    for (code, n) in &s.status_codes {
-                        self.open("openwhisk_action_status_code", key);
-                        let _ = write!(self.out, ",status_code=\"{code}\"");
-                        self.value_u64(*n);
-                    }
-                    if s.status_code_other > 0 {
-                        self.open("openwhisk_action_status_code", key);
-                        let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
-                        self.value_u64(s.status_code_other);
-                    }
-                }
-            }
-            4 => {
-                self.histograms(
-                    "openwhisk_action_waitTime_seconds",
-                    "Internal system hold time",
-                    |s| Some(&s.wait),
-                );
-            }
-            5 => {
-                self.histograms(
-                    "openwhisk_action_initTime_seconds",
-                    "Time it took to initialize an action, e.g. docker init",
-                    |s| (s.init.count() > 0).then_some(&s.init),
-                );
-            }
-            6 => {
-                self.histograms(
-                    "openwhisk_action_duration_seconds",
-                    "Actual time the action code was running",
-                    |s| Some(&s.duration),
-                );
-            }
-            7 => {
-                self.header(
-                    "openwhisk_action_response_size_bytes",
-                    "histogram",
-                    "Activation Response size",
-                );
-                for (key, s) in keys {
-                    if let Some(h) = &s.size {
-                        self.histogram(
-                            "openwhisk_action_response_size_bytes",
-                            key,
-                            &SIZE_BUCKETS,
-                            h,
-                        );
-                    }
-                }
-            }
-            8 => {
-                self.header(
-                    "openwhisk_action_memory",
-                    "gauge",
-                    "Memory limit (MB) of the action containers, from the latest event",
-                );
-                for (key, s) in keys
-                    .iter()
-                    .filter(|(_, s)| s.memory_partition != crate::aggregate::DROPPED)
-                {
-                    self.open("openwhisk_action_memory", key);
-                    self.value_u64(s.memory);
-                }
-            }
-            9 => {
-                self.header(
-                    "openwhisk_action_gb_seconds_total",
-                    "counter",
-                    "Duration (s) times memory limit (MB) / 1024, summed over activations",
-                );
-                for (key, s) in keys {
-                    self.open("openwhisk_action_gb_seconds_total", key);
-                    self.out.push_str("} ");
-                    push_f64(self.out, s.gb_seconds);
-                    self.out.push('\n');
-                }
-            }
-            10 => {
-                self.header(
-                    "openwhisk_action_caused_activations_total",
-                    "counter",
-                    "Activations caused by a sequence or a conductor composition",
-                );
-                for (key, s) in keys {
-                    for (cause, n) in &s.caused {
-                        self.open("openwhisk_action_caused_activations_total", key);
-                        self.out.push_str(",caused_by=\"");
-                        escape_into(self.out, cause);
-                        self.out.push('"');
-                        self.value_u64(*n);
-                    }
-                }
-            }
-            11 => {
-                self.namespace_counters(
-                    "openwhisk_action_limit_concurrent_total",
-                    "a user has exceeded its limit for concurrent invocations",
-                    &agg.limit_concurrent,
-                );
-                self.namespace_counters(
-                    "openwhisk_action_limit_timed_total",
-                    "the user has reached its per minute limit for the number of invocations",
-                    &agg.limit_timed,
-                );
+            Family::Activations => self.activations(),
+            Family::ColdStarts => self.cold_starts(),
+            Family::Status => self.status(),
+            Family::StatusCode => self.status_codes(),
+            Family::WaitTime => self.histograms(
+                "openwhisk_action_waitTime_seconds",
+                "Internal system hold time",
+                |s| Some(&s.wait),
+            ),
+            Family::InitTime => self.histograms(
+                "openwhisk_action_initTime_seconds",
+                "Time it took to initialize an action, e.g. docker init",
+                |s| (s.init.count() > 0).then_some(&s.init),
+            ),
+            Family::Duration => self.histograms(
+                "openwhisk_action_duration_seconds",
+                "Actual time the action code was running",
+                |s| Some(&s.duration),
+            ),
+            Family::ResponseSize => self.response_sizes(),
+            Family::Memory => self.memory(),
+            Family::GbSeconds => self.gb_seconds(),
+            Family::Caused => self.caused(),
+            Family::Namespace => self.namespace_families(agg),
+        }
+    }
 
-                self.header(
-                    "openwhisk_namespace_concurrent_invocations",
-                    "gauge",
-                    "In-flight invocations of a namespace as last reported by each controller",
-                );
-                let mut ci: Vec<(&str, &str, i64)> = agg
-                    .concurrent_invocations
-                    .iter()
-                    .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
-                    .collect();
-                ci.sort_unstable();
-                for (ns, controller, v) in ci {
-                    self.out
-                        .push_str("openwhisk_namespace_concurrent_invocations{namespace=\"");
-                    escape_into(self.out, ns);
-                    self.out.push_str("\",controller=\"");
-                    escape_into(self.out, controller);
-                    let _ = writeln!(self.out, "\"}} {v}");
-                }
+    fn activations(&mut self) {
+        const NAME: &str = "openwhisk_action_activations_total";
+        self.header(NAME, "counter", "Activation Count");
+        for (key, s) in self.keys {
+            for k in &s.activations {
+                self.open(NAME, key);
+                self.out.push_str(",kind=\"");
+                escape_into(self.out, &k.kind);
+                let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
+                self.value_u64(k.count);
             }
-            _ => {}
+            if s.activations_other > 0 {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
+                self.value_u64(s.activations_other);
+            }
+        }
+    }
+
+    fn cold_starts(&mut self) {
+        const NAME: &str = "openwhisk_action_coldStarts_total";
+        self.header(NAME, "counter", "Cold start counts");
+        for (key, s) in self.keys.iter().filter(|(_, s)| s.cold_starts > 0) {
+            self.open(NAME, key);
+            self.value_u64(s.cold_starts);
+        }
+    }
+
+    fn status(&mut self) {
+        const NAME: &str = "openwhisk_action_status";
+        self.header(NAME, "counter", "Activation failure status type");
+        for (key, s) in self.keys {
+            for (i, label) in STATUS_LABELS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| s.status[*i] > 0)
+            {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",status=\"{label}\"");
+                self.value_u64(s.status[i]);
+            }
+        }
+    }
+
+    fn status_codes(&mut self) {
+        const NAME: &str = "openwhisk_action_status_code";
+        self.header(
+            NAME,
+            "counter",
+            "status code returned in action result response set by developer",
+        );
+        for (key, s) in self.keys {
+            for (code, n) in &s.status_codes {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",status_code=\"{code}\"");
+                self.value_u64(*n);
+            }
+            if s.status_code_other > 0 {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
+                self.value_u64(s.status_code_other);
+            }
+        }
+    }
+
+    fn response_sizes(&mut self) {
+        const NAME: &str = "openwhisk_action_response_size_bytes";
+        self.header(NAME, "histogram", "Activation Response size");
+        for (key, s) in self.keys {
+            if let Some(h) = &s.size {
+                self.histogram(NAME, key, &SIZE_BUCKETS, h);
+            }
+        }
+    }
+
+    fn memory(&mut self) {
+        const NAME: &str = "openwhisk_action_memory";
+        self.header(
+            NAME,
+            "gauge",
+            "Memory limit (MB) of the action containers, from the latest event",
+        );
+        for (key, s) in self
+            .keys
+            .iter()
+            .filter(|(_, s)| s.memory_partition != crate::aggregate::DROPPED)
+        {
+            self.open(NAME, key);
+            self.value_u64(s.memory);
+        }
+    }
+
+    fn gb_seconds(&mut self) {
+        const NAME: &str = "openwhisk_action_gb_seconds_total";
+        self.header(
+            NAME,
+            "counter",
+            "Duration (s) times memory limit (MB) / 1024, summed over activations",
+        );
+        for (key, s) in self.keys {
+            self.open(NAME, key);
+            self.out.push_str("} ");
+            push_f64(self.out, s.gb_seconds);
+            self.out.push('\n');
+        }
+    }
+
+    fn caused(&mut self) {
+        const NAME: &str = "openwhisk_action_caused_activations_total";
+        self.header(
+            NAME,
+            "counter",
+            "Activations caused by a sequence or a conductor composition",
+        );
+        for (key, s) in self.keys {
+            for (cause, n) in &s.caused {
+                self.open(NAME, key);
+                self.out.push_str(",caused_by=\"");
+                escape_into(self.out, cause);
+                self.out.push('"');
+                self.value_u64(*n);
+            }
+        }
+    }
+
+    fn namespace_families(&mut self, agg: &Aggregator) {
+        self.namespace_counters(
+            "openwhisk_action_limit_concurrent_total",
+            "a user has exceeded its limit for concurrent invocations",
+            &agg.limit_concurrent,
+        );
+        self.namespace_counters(
+            "openwhisk_action_limit_timed_total",
+            "the user has reached its per minute limit for the number of invocations",
+            &agg.limit_timed,
+        );
+        const NAME: &str = "openwhisk_namespace_concurrent_invocations";
+        self.header(
+            NAME,
+            "gauge",
+            "In-flight invocations of a namespace as last reported by each controller",
+        );
+        let mut ci: Vec<(&str, &str, i64)> = agg
+            .concurrent_invocations
+            .iter()
+            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
+            .collect();
+        ci.sort_unstable();
+        for (ns, controller, v) in ci {
+            self.out.push_str(NAME);
+            self.out.push_str("{namespace=\"");
+            escape_into(self.out, ns);
+            self.out.push_str("\",controller=\"");
+            escape_into(self.out, controller);
+            let _ = writeln!(self.out, "\"}} {v}");
         }
     }
 
@@ -355,8 +388,7 @@ impl Renderer<'_, '_> {
         pick: impl Fn(&ActionSeries) -> Option<&Histogram<15>>,
     ) {
         self.header(name, "histogram", help);
-        let keys = self.keys;
-        for (key, s) in keys {
+        for (key, s) in self.keys {
             if let Some(h) = pick(s) {
                 self.histogram(name, key, &TIME_BUCKETS, h);
             }
@@ -469,5 +501,49 @@ mod tests {
             16
         ));
         assert_eq!(refused, 1, "stops at the first refused chunk");
+    }
+
+    /// Events touching every family, label escapes and both schema generations included: the
+    /// input of the golden text.
+    fn every_family() -> Aggregator {
+        let mut agg = Aggregator::default();
+        let mut events: Vec<String> = (0..40u64)
+            .map(|i| {
+                format!(
+                    r#"{{"body":{{"activationId":"{i:032x}","name":"ns{}/pkg/a{}","statusCode":{},"kind":"{}","memory":{},"duration":{},"waitTime":{},"initTime":{},"size":{},"userDefinedStatusCode":{},"causedBy":"sequence","conductor":{}}},"eventType":"Activation","namespace":"init{}","source":"invoker0","timestamp":{}}}"#,
+                    i % 3,
+                    i % 5,
+                    i % 6,
+                    if i % 2 == 0 { "nodejs:20" } else { "python:3" },
+                    128 * (1 + i % 2),
+                    i * 37 % 5000,
+                    i * 7,
+                    if i % 4 == 0 { 300 + i } else { 0 },
+                    i * 100,
+                    200 + i % 3,
+                    i % 9 == 0,
+                    i % 2,
+                    1_700_000_000_000u64 + i
+                )
+            })
+            .collect();
+        events.push(r#"{"body":{"name":"we\"ird\\ns/ac\ntion","statusCode":0,"kind":"k","memory":256,"duration":400000,"waitTime":2,"initTime":0},"eventType":"Activation","namespace":"guest"}"#.into());
+        events.push(r#"{"body":{"metricName":"ConcurrentRateLimit","metricValue":1},"eventType":"Metric","source":"controller0","namespace":"ns1"}"#.into());
+        events.push(r#"{"body":{"metricName":"TimedRateLimit","metricValue":1},"eventType":"Metric","source":"controller0","namespace":"ns\"2"}"#.into());
+        events.push(r#"{"body":{"metricName":"ConcurrentInvocations","metricValue":7},"eventType":"Metric","source":"controller1","namespace":"ns1"}"#.into());
+        for e in &events {
+            let _ = agg.apply(&parse(e.as_bytes()).unwrap());
+        }
+        agg
+    }
+
+    #[test]
+    fn the_text_exposition_is_byte_for_byte_what_it_was_before_exemplars() {
+        // The golden text was written by the renderer as it was before exemplars and the
+        // family restructuring, from the same events.
+        assert_eq!(
+            every_family().render_to_string(),
+            include_str!("../tests/data/text_exposition.golden")
+        );
     }
 }
