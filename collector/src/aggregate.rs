@@ -17,8 +17,10 @@ use hashbrown::hash_map::EntryRef;
 
 use crate::event::{Activation, Body, EventMessage, Metric, MetricKind};
 
+mod exemplar;
 mod series;
 
+pub(crate) use exemplar::{ActivationId, Exemplar, LABEL as EXEMPLAR_LABEL, Timed};
 pub(crate) use series::{ActionKey, ActionSeries, Histogram};
 use series::{Ctx, KeyRef};
 
@@ -155,6 +157,8 @@ pub struct Aggregator {
     pub(crate) limit_timed: HashMap<Box<str>, Stamped<u64>>,
     pub(crate) concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, Stamped<i64>>>,
     newest_timestamp_ms: Option<i64>,
+    /// Activations whose id was too long to be an exemplar.
+    exemplar_ids_too_long: u64,
 }
 
 impl Default for Aggregator {
@@ -188,6 +192,7 @@ impl Aggregator {
             limit_timed: HashMap::new(),
             concurrent_invocations: HashMap::new(),
             newest_timestamp_ms: None,
+            exemplar_ids_too_long: 0,
         }
     }
 
@@ -212,7 +217,10 @@ impl Aggregator {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }
         match &event.body {
-            Body::Activation(a) => self.apply_activation(&event.namespace, a, now, partition),
+            Body::Activation(a) => {
+                let exemplar = self.exemplar_of(a, event.timestamp_ms);
+                self.apply_activation(&event.namespace, a, now, partition, exemplar)
+            }
             Body::Metric(m) => {
                 self.apply_metric(&event.namespace, &event.source, m, now, partition);
                 Applied::Metric
@@ -243,12 +251,35 @@ impl Aggregator {
         });
     }
 
+    /// The exemplar id and timestamp of an activation: none without an id, none (and
+    /// counted) for an id past the exemplar label limit.
+    fn exemplar_of(
+        &mut self,
+        a: &Activation<'_>,
+        timestamp_ms: Option<i64>,
+    ) -> Option<(ActivationId, i64)> {
+        let id = match ActivationId::new(a.activation_id.as_deref()?) {
+            Ok(id) => id?,
+            Err(exemplar::IdTooLong) => {
+                self.exemplar_ids_too_long += 1;
+                return None;
+            }
+        };
+        let ts = timestamp_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        });
+        Some((id, ts))
+    }
+
     fn apply_activation(
         &mut self,
         initiator: &str,
         a: &Activation<'_>,
         now: Instant,
         partition: i32,
+        exemplar: Option<(ActivationId, i64)>,
     ) -> Applied {
         let mut key = KeyRef {
             namespace: a.namespace(),
@@ -261,6 +292,7 @@ impl Aggregator {
             max_codes: self.limits.max_status_codes_per_action,
             now,
             partition,
+            exemplar,
         };
         if let Some(s) = self.actions.get_mut(&key) {
             Arc::make_mut(s).observe(a, &mut ctx);
@@ -425,6 +457,12 @@ impl Aggregator {
     /// Events counted under a catch-all because a limit was reached, so far.
     pub fn capped(&self) -> Capped {
         self.capped
+    }
+
+    /// Activations carried as no exemplar because `activation_id="<id>"` would exceed
+    /// OpenMetrics' 128 characters, so far (their samples are counted as usual).
+    pub fn exemplar_ids_too_long(&self) -> u64 {
+        self.exemplar_ids_too_long
     }
 
     /// Distinct actions held under their own name.

@@ -1,5 +1,6 @@
-//! The platform metrics as Prometheus text format 0.0.4: LF only, no timestamps, families in a
-//! fixed order, series sorted by labels, written straight into the output buffer.
+//! The platform metrics as Prometheus text format 0.0.4 or OpenMetrics 1.0.0 (with the time
+//! histograms' exemplars, see [`crate::openmetrics`]): LF only, no sample timestamps, families
+//! in a fixed order, series sorted by labels, written straight into the output buffer.
 
 use std::fmt::Write as _;
 
@@ -8,13 +9,20 @@ use whisk_grouping::TIME_BUCKETS;
 
 use crate::aggregate::{
     ActionKey, ActionSeries, Aggregator, Histogram, OTHER_LABEL, SIZE_BUCKETS, STATUS_LABELS,
-    Stamped,
+    Stamped, Timed,
 };
+use crate::openmetrics::{self, Exposition};
 
 impl Aggregator {
     /// Renders every `openwhisk_*` family in text format 0.0.4 (LF only, no timestamps,
     /// families in a fixed order, series sorted by labels).
     pub fn render(&self, out: &mut String) {
+        self.render_as(Exposition::Text, out);
+    }
+
+    /// Renders every `openwhisk_*` family in `exposition`; OpenMetrics adds the exemplars
+    /// (the `# EOF` that ends a whole answer is the caller's: more families may follow).
+    pub fn render_as(&self, exposition: Exposition, out: &mut String) {
         let mut keys: Vec<(&ActionKey, &ActionSeries)> =
             self.actions.iter().map(|(k, s)| (k, &**s)).collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -22,6 +30,7 @@ impl Aggregator {
             out,
             keys: &keys,
             headers: true,
+            exposition,
         };
         r.render_all(self);
     }
@@ -46,6 +55,25 @@ pub(crate) const ACTIONS_PER_LOCK: usize = 64;
 /// `emit` with the lock released. Actions evicted meanwhile are skipped; actions added
 /// meanwhile appear in the next render. Returns `false` when `emit` refused a chunk.
 pub(crate) fn render_chunked<G>(
+    lock: impl Fn() -> G,
+    agg_of: impl Fn(&G) -> &Aggregator,
+    emit: impl FnMut(String) -> bool,
+    chunk_bytes: usize,
+    actions_per_lock: usize,
+) -> bool {
+    render_chunked_as(
+        Exposition::Text,
+        lock,
+        agg_of,
+        emit,
+        chunk_bytes,
+        actions_per_lock,
+    )
+}
+
+/// [`render_chunked`] in `exposition`.
+pub(crate) fn render_chunked_as<G>(
+    exposition: Exposition,
     lock: impl Fn() -> G,
     agg_of: impl Fn(&G) -> &Aggregator,
     mut emit: impl FnMut(String) -> bool,
@@ -78,6 +106,7 @@ pub(crate) fn render_chunked<G>(
                     out: &mut buf,
                     keys: &pairs,
                     headers: i == 0,
+                    exposition,
                 };
                 r.family(f, agg);
             }
@@ -135,6 +164,7 @@ struct Renderer<'a, 'k> {
     keys: &'a [(&'k ActionKey, &'k ActionSeries)],
     /// Whether `# HELP`/`# TYPE` lines are written (only for a family's first chunk).
     headers: bool,
+    exposition: Exposition,
 }
 
 impl Renderer<'_, '_> {
@@ -142,6 +172,10 @@ impl Renderer<'_, '_> {
         if !self.headers {
             return;
         }
+        let (name, kind) = match self.exposition {
+            Exposition::Text => (name, kind),
+            Exposition::OpenMetrics => openmetrics::family(name, kind),
+        };
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
@@ -186,17 +220,17 @@ impl Renderer<'_, '_> {
             Family::WaitTime => self.histograms(
                 "openwhisk_action_waitTime_seconds",
                 "Internal system hold time",
-                |s| Some(&s.wait),
+                Timed::Wait,
             ),
             Family::InitTime => self.histograms(
                 "openwhisk_action_initTime_seconds",
                 "Time it took to initialize an action, e.g. docker init",
-                |s| (s.init.count() > 0).then_some(&s.init),
+                Timed::Init,
             ),
             Family::Duration => self.histograms(
                 "openwhisk_action_duration_seconds",
                 "Actual time the action code was running",
-                |s| Some(&s.duration),
+                Timed::Duration,
             ),
             Family::ResponseSize => self.response_sizes(),
             Family::Memory => self.memory(),
@@ -276,7 +310,7 @@ impl Renderer<'_, '_> {
         self.header(NAME, "histogram", "Activation Response size");
         for (key, s) in self.keys {
             if let Some(h) = &s.size {
-                self.histogram(NAME, key, &SIZE_BUCKETS, h);
+                self.histogram(NAME, key, &SIZE_BUCKETS, h, None);
             }
         }
     }
@@ -381,39 +415,51 @@ impl Renderer<'_, '_> {
         }
     }
 
-    fn histograms(
-        &mut self,
-        name: &str,
-        help: &str,
-        pick: impl Fn(&ActionSeries) -> Option<&Histogram<15>>,
-    ) {
+    /// One time histogram per action (`init` only for actions that had a cold start), with
+    /// its exemplars in OpenMetrics.
+    fn histograms(&mut self, name: &str, help: &str, which: Timed) {
         self.header(name, "histogram", help);
         for (key, s) in self.keys {
-            if let Some(h) = pick(s) {
-                self.histogram(name, key, &TIME_BUCKETS, h);
+            let h = s.timed(which);
+            if which == Timed::Init && h.count() == 0 {
+                continue;
             }
+            let exemplars = (self.exposition == Exposition::OpenMetrics).then_some((*s, which));
+            self.histogram(name, key, &TIME_BUCKETS, h, exemplars);
         }
     }
 
+    /// `_bucket` lines (each followed by its exemplar when `exemplars` names the series and
+    /// histogram to take them from), `_sum`, `_count`.
     fn histogram<const N: usize>(
         &mut self,
         name: &str,
         key: &ActionKey,
         bounds: &[f64; N],
         h: &Histogram<N>,
+        exemplars: Option<(&ActionSeries, Timed)>,
     ) {
         let mut bucket = String::with_capacity(name.len() + 7);
         bucket.push_str(name);
         bucket.push_str("_bucket");
         let mut cumulative = 0;
-        for (bound, n) in bounds.iter().zip(h.counts.iter()) {
+        let counts = h.counts.iter().chain(std::iter::once(&h.overflow));
+        for (i, n) in counts.enumerate() {
             cumulative += n;
             self.open(&bucket, key);
-            let _ = writeln!(self.out, ",le=\"{bound}\"}} {cumulative}");
+            match bounds.get(i) {
+                Some(bound) => {
+                    let _ = write!(self.out, ",le=\"{bound}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = write!(self.out, ",le=\"+Inf\"}} {cumulative}");
+                }
+            }
+            if let Some(ex) = exemplars.and_then(|(s, which)| s.exemplar(which, i)) {
+                openmetrics::push_exemplar(self.out, ex);
+            }
+            self.out.push('\n');
         }
-        cumulative += h.overflow;
-        self.open(&bucket, key);
-        let _ = writeln!(self.out, ",le=\"+Inf\"}} {cumulative}");
         self.open(&format!("{name}_sum"), key);
         self.out.push_str("} ");
         push_f64(self.out, h.sum);
@@ -454,6 +500,7 @@ pub(crate) fn push_f64(out: &mut String, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Applied;
     use crate::event::parse;
 
     #[test]
@@ -545,5 +592,168 @@ mod tests {
             every_family().render_to_string(),
             include_str!("../tests/data/text_exposition.golden")
         );
+    }
+
+    /// `text` without `# HELP`/`# TYPE` lines and without exemplars.
+    fn samples(text: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" # {").next().unwrap_or(l).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn openmetrics_has_the_same_series_and_values_as_the_text_format() {
+        let agg = every_family();
+        let mut om = String::new();
+        agg.render_as(Exposition::OpenMetrics, &mut om);
+        assert_eq!(samples(&om), samples(&agg.render_to_string()));
+        for header in [
+            "# TYPE openwhisk_action_activations counter\n",
+            "# TYPE openwhisk_action_status unknown\n",
+            "# TYPE openwhisk_action_status_code unknown\n",
+            "# TYPE openwhisk_action_duration_seconds histogram\n",
+            "# TYPE openwhisk_action_memory gauge\n",
+            "# TYPE openwhisk_action_limit_timed counter\n",
+        ] {
+            assert!(om.contains(header), "{header}");
+        }
+        assert!(!om.contains("# TYPE openwhisk_action_activations_total"));
+    }
+
+    #[test]
+    fn each_time_bucket_carries_the_latest_activation_that_fell_into_it() {
+        let mut agg = Aggregator::default();
+        let ev = |id: &str, duration: u64, init: u64, ts: u64| {
+            format!(
+                r#"{{"body":{{"activationId":"{id}","name":"guest/hello","statusCode":0,"kind":"k","memory":256,"duration":{duration},"waitTime":3,"initTime":{init}}},"eventType":"Activation","namespace":"guest","timestamp":{ts}}}"#
+            )
+        };
+        for e in [
+            ev("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 40, 0, 1_700_000_000_001),
+            ev(
+                "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                45,
+                30,
+                1_700_000_000_002,
+            ),
+            ev(
+                "cccccccccccccccccccccccccccccccc",
+                700,
+                0,
+                1_700_000_000_003,
+            ),
+            ev("not-hex-but-fine", 400_000, 0, 1_700_000_000_004),
+        ] {
+            let _ = agg.apply(&parse(e.as_bytes()).unwrap());
+        }
+        let mut om = String::new();
+        agg.render_as(Exposition::OpenMetrics, &mut om);
+        let line = |prefix: &str| {
+            om.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix} in\n{om}"))
+                .to_string()
+        };
+        let key = r#"{namespace="guest",initiator="guest",action="hello""#;
+        assert_eq!(
+            line(&format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="0.05"}}"#
+            )),
+            format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="0.05"}} 2 # {{activation_id="bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}} 0.045 1700000000.002"#
+            )
+        );
+        assert_eq!(
+            line(&format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="1"}}"#
+            )),
+            format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="1"}} 3 # {{activation_id="cccccccccccccccccccccccccccccccc"}} 0.7 1700000000.003"#
+            )
+        );
+        assert_eq!(
+            line(&format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="+Inf"}}"#
+            )),
+            format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="+Inf"}} 4 # {{activation_id="not-hex-but-fine"}} 400 1700000000.004"#
+            )
+        );
+        assert!(
+            !line(&format!(
+                r#"openwhisk_action_duration_seconds_bucket{key},le="0.5"}}"#
+            ))
+            .contains('#'),
+            "a bucket nobody fell into has no exemplar"
+        );
+        assert!(
+            line(&format!(
+                r#"openwhisk_action_initTime_seconds_bucket{key},le="0.05"}}"#
+            ))
+            .contains(r#"activation_id="bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"} 0.03 "#)
+        );
+        assert!(
+            line(&format!(
+                r#"openwhisk_action_waitTime_seconds_bucket{key},le="0.005"}}"#
+            ))
+            .contains(r#"activation_id="not-hex-but-fine"} 0.003 "#)
+        );
+        // Only the time histograms carry exemplars, and never in the text format.
+        assert!(
+            om.lines()
+                .filter(|l| l.contains(" # {"))
+                .all(|l| l.contains("_seconds_bucket{"))
+        );
+        assert!(!agg.render_to_string().contains(" # {"));
+    }
+
+    #[test]
+    fn an_activation_id_past_the_label_limit_is_counted_and_yields_no_exemplar() {
+        let mut agg = Aggregator::default();
+        let long = "a".repeat(200);
+        let e = format!(
+            r#"{{"body":{{"activationId":"{long}","name":"guest/hello","statusCode":0,"kind":"k","memory":256,"duration":40}},"eventType":"Activation","namespace":"guest"}}"#
+        );
+        assert_eq!(
+            agg.apply(&parse(e.as_bytes()).unwrap()),
+            Applied::Activation
+        );
+        assert_eq!(agg.exemplar_ids_too_long(), 1);
+        let mut om = String::new();
+        agg.render_as(Exposition::OpenMetrics, &mut om);
+        assert!(!om.contains(" # {"), "{om}");
+        assert!(!om.contains(&long[..100]));
+        assert!(om.contains(
+            r#"openwhisk_action_duration_seconds_count{namespace="guest",initiator="guest",action="hello"} 1"#
+        ));
+    }
+
+    #[test]
+    fn a_whole_openmetrics_answer_types_the_own_families_and_ends_with_eof() {
+        let shared = crate::shared::Shared::new(crate::aggregate::Limits::default());
+        {
+            let mut state = shared.lock();
+            state.aggregator = every_family();
+        }
+        let mut chunks = Vec::new();
+        assert!(shared.stream_all(Exposition::OpenMetrics, |c| {
+            chunks.push(c);
+            true
+        }));
+        let om = chunks.concat();
+        assert!(om.ends_with("\n# EOF\n"));
+        assert_eq!(om.matches("# EOF").count(), 1);
+        assert!(om.contains("# TYPE whisk_collector_events counter\n"));
+        assert!(om.contains("\nwhisk_collector_events_total{type=\"activation\"} "));
+        assert!(om.contains("# TYPE whisk_collector_live_series gauge\n"));
+        let mut text = Vec::new();
+        assert!(shared.stream_all(Exposition::Text, |c| {
+            text.push(c);
+            true
+        }));
+        let text = text.concat();
+        assert!(!text.contains("# EOF") && !text.contains(" # {"));
+        assert!(text.starts_with(&every_family().render_to_string()));
     }
 }

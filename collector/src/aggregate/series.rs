@@ -7,6 +7,7 @@ use std::time::Instant;
 use hashbrown::Equivalent;
 use whisk_grouping::TIME_BUCKETS;
 
+use super::exemplar::{ActivationId, Exemplar, Exemplars, Timed};
 use super::{Budget, Capped, NO_PARTITION, OTHER_LABEL, SIZE_BUCKETS};
 use crate::event::Activation;
 
@@ -17,6 +18,8 @@ pub(super) struct Ctx<'a> {
     pub(super) max_codes: usize,
     pub(super) now: Instant,
     pub(super) partition: i32,
+    /// The activation's exemplar id and timestamp (ms), when it carries a usable id.
+    pub(super) exemplar: Option<(ActivationId, i64)>,
 }
 
 /// Owned key of the per-action map.
@@ -98,11 +101,18 @@ impl<const N: usize> Default for Histogram<N> {
 }
 
 impl<const N: usize> Histogram<N> {
-    fn observe(&mut self, bounds: &[f64; N], v: f64) {
+    /// Counts `v`; returns its bucket (0..N, N = `+Inf`).
+    fn observe(&mut self, bounds: &[f64; N], v: f64) -> usize {
         self.sum += v;
         match bounds.iter().position(|b| v <= *b) {
-            Some(i) => self.counts[i] += 1,
-            None => self.overflow += 1,
+            Some(i) => {
+                self.counts[i] += 1;
+                i
+            }
+            None => {
+                self.overflow += 1;
+                N
+            }
         }
     }
 
@@ -142,6 +152,8 @@ pub(crate) struct ActionSeries {
     pub(crate) gb_seconds: f64,
     /// Activations with a cause, by `caused_by` label, sorted.
     pub(crate) caused: Vec<(Box<str>, u64)>,
+    /// The latest exemplar of each bucket of `wait`, `init` and `duration`.
+    pub(crate) exemplars: Exemplars,
     pub(super) last_seen: Instant,
     /// An `__overflow__` entry (not counted against `--max-actions`).
     pub(super) overflow: bool,
@@ -166,6 +178,7 @@ impl ActionSeries {
             memory_partition: NO_PARTITION,
             gb_seconds: 0.0,
             caused: Vec::new(),
+            exemplars: Exemplars::default(),
             last_seen: now,
             overflow,
             charged,
@@ -221,11 +234,11 @@ impl ActionSeries {
                 Err(_) => self.status_code_other += 1,
             }
         }
-        self.wait.observe(&TIME_BUCKETS, a.wait_time_ms / 1000.0);
-        self.duration.observe(&TIME_BUCKETS, a.duration_ms / 1000.0);
+        self.observe_time(Timed::Wait, a.wait_time_ms / 1000.0, ctx);
+        self.observe_time(Timed::Duration, a.duration_ms / 1000.0, ctx);
         if a.is_cold_start() {
             self.cold_starts += 1;
-            self.init.observe(&TIME_BUCKETS, a.init_time_ms / 1000.0);
+            self.observe_time(Timed::Init, a.init_time_ms / 1000.0, ctx);
         }
         if let Some(size) = a.size {
             #[allow(clippy::cast_precision_loss)]
@@ -249,6 +262,42 @@ impl ActionSeries {
                     Err(i) => self.caused.insert(i, (OTHER_LABEL.into(), 1)),
                 },
             }
+        }
+    }
+
+    /// Counts `v` in one time histogram and makes it its bucket's exemplar.
+    fn observe_time(&mut self, which: Timed, v: f64, ctx: &Ctx<'_>) {
+        let h = match which {
+            Timed::Wait => &mut self.wait,
+            Timed::Init => &mut self.init,
+            Timed::Duration => &mut self.duration,
+        };
+        let bucket = h.observe(&TIME_BUCKETS, v);
+        if let Some((id, timestamp_ms)) = &ctx.exemplar {
+            self.exemplars.set(
+                which,
+                bucket,
+                Exemplar {
+                    id: id.clone(),
+                    value: v,
+                    timestamp_ms: *timestamp_ms,
+                },
+            );
+        }
+    }
+
+    /// The exemplar of `bucket` (0..N of the bounds, N = `+Inf`) of one time histogram:
+    /// what the exposition writes after that bucket's line, and what a sink sends with it.
+    pub(crate) fn exemplar(&self, which: Timed, bucket: usize) -> Option<&Exemplar> {
+        self.exemplars.get(which, bucket)
+    }
+
+    /// The time histogram `which`.
+    pub(crate) fn timed(&self, which: Timed) -> &Histogram<15> {
+        match which {
+            Timed::Wait => &self.wait,
+            Timed::Init => &self.init,
+            Timed::Duration => &self.duration,
         }
     }
 
