@@ -195,4 +195,13 @@ mod tests {
         assert_eq!(set.get(Timed::Duration, 0), Some(&ex("c", 0.3)));
         assert_eq!(set.get(Timed::Init, 3), None);
     }
+
+    #[test]
+    fn an_exemplar_costs_48_bytes_and_an_action_without_any_nothing_on_the_heap() {
+        // The bound of docs/design.md: at most 48 slots per action (3 histograms × 16
+        // buckets), each this size (plus a long id's own allocation, rare).
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(std::mem::size_of::<Exemplars>(), 16);
+        assert_eq!(Exemplars::default().len(), 0);
+    }
 }
