@@ -206,7 +206,7 @@ sed -e "s/'localhost:9091'\] # PUSHGATEWAY_TARGET/'127.0.0.1:$PGW_PORT', '127.0.
     -e "s/'localhost:9095'\] # COLLECTOR_TARGET/'127.0.0.1:$COLLECTOR_PORT'] # COLLECTOR_TARGET/" \
     dashboards/prometheus/prometheus.yml >"$STACK/prometheus.yml"
 cp dashboards/prometheus/rules.yml "$STACK/rules.yml" # rule_files is relative to the config
-prometheus --config.file="$STACK/prometheus.yml" --storage.tsdb.path="$STACK/prometheus-data" \
+prometheus --config.file="$STACK/prometheus.yml" --storage.tsdb.path="$STACK/prometheus-data" --enable-feature=exemplar-storage \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$STACK/prometheus.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$PROM_PORT/-/ready" prometheus

@@ -1,11 +1,18 @@
 //! Collector benchmarks; prints a table. Run with `cargo bench -p whisk-collector`.
 //!
-//! 1. parse + aggregate in memory, one thread, on a realistic mix;
+//! 1. parse + aggregate in memory, one thread, on a realistic mix; at 10 000 actions with and
+//!    without activation ids (exemplars), and the render of 10 000 actions in text format and
+//!    in OpenMetrics with exemplars;
 //! 2. end to end from a local tansu broker: the collector binary against a minimal raw
 //!    librdkafka consumer that only counts messages, same topic, same run; CPU per event from
-//!    the process's utime + stime (/proc/<pid>/stat, what getrusage reports);
+//!    the process's utime + stime (/proc/<pid>/stat, what getrusage reports); then CPU per event
+//!    at 10 000 actions with and without activation ids (`WHISK_BENCH_EXEMPLAR_EVENTS`, default
+//!    100 000);
 //! 3. RSS of the collector process holding 10 000 distinct actions and pushing them to a real
 //!    Pushgateway: steady, and the peak during a `/metrics` scrape, a platform push and both;
+//!    with exemplars (the events carry activation ids) and without (the same events without
+//!    ids); then a real Prometheus (exemplar storage on) scraping the collector with the
+//!    shipped scrape config: the series and exemplars the exemplar copy costs it;
 //! 4. a janitor round over 10 000 SDK groups (each the SDK's realistic push body, ~78 series) on
 //!    one real Pushgateway and over three (consistency check off): round time, CPU of the round
 //!    here and in the Pushgateways, and extra RSS during the round, beside the old way (the
@@ -28,7 +35,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use whisk_collector::{Aggregator, parse};
+use whisk_collector::{Aggregator, Exposition, parse};
 use whisk_testkit::Tansu;
 
 /// The collector binary run in parts 2 and 3: `WHISK_BENCH_COLLECTOR_EXE`, else this build's.
@@ -64,6 +71,37 @@ fn event(i: usize, actions: usize) -> String {
         i % 4,
         1_700_000_000_000u64 + i as u64
     )
+}
+
+/// `event(i, actions)` without its `activationId` (so without exemplars), else unchanged.
+fn event_without_id(i: usize, actions: usize) -> String {
+    let e = event(i, actions);
+    match e.find(r#""activationId":""#) {
+        Some(start) => {
+            let end = start + e[start..].find(r#"","#).unwrap() + 2;
+            format!("{}{}", &e[..start], &e[end..])
+        }
+        None => e,
+    }
+}
+
+/// ns per event of parse + aggregate over `msgs`, on a warmed-up aggregate, for ~2 s.
+fn ns_per_event(msgs: &[String]) -> f64 {
+    let mut agg = Aggregator::new(10_000);
+    for m in msgs {
+        let _ = agg.apply(&parse(m.as_bytes()).unwrap());
+    }
+    let mut n = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        for m in msgs {
+            if let Ok(e) = parse(black_box(m.as_bytes())) {
+                black_box(agg.apply(&e));
+            }
+        }
+        n += msgs.len() as u64;
+    }
+    start.elapsed().as_secs_f64() * 1e9 / n as f64
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -140,9 +178,56 @@ fn in_memory(rows: &mut Vec<[String; 3]>) {
         ),
         "–".into(),
     ]);
+    drop(text);
+    let mut om = String::with_capacity(64 << 20);
+    let start = Instant::now();
+    agg.render_as(Exposition::OpenMetrics, &mut om);
+    let took = start.elapsed();
+    rows.push([
+        format!(
+            "render 10 000 actions (OpenMetrics, {} bucket lines with an exemplar)",
+            om.lines().filter(|l| l.contains(" # {")).count()
+        ),
+        format!(
+            "{:.1} ms, {:.1} MB",
+            took.as_secs_f64() * 1e3,
+            om.len() as f64 / 1e6
+        ),
+        "–".into(),
+    ]);
+    drop(om);
+    let mut without = Aggregator::new(10_000);
+    for i in 0..30_000 {
+        let _ = without.apply(&parse(event_without_id(i, 10_000).as_bytes()).unwrap());
+    }
+    let start = Instant::now();
+    let text = without.render_to_string();
+    rows.push([
+        "render 10 000 actions (text exposition), events without activation ids".into(),
+        format!(
+            "{:.1} ms, {:.1} MB",
+            start.elapsed().as_secs_f64() * 1e3,
+            text.len() as f64 / 1e6
+        ),
+        "–".into(),
+    ]);
+
+    let with_ids: Vec<String> = (0..100_000).map(|i| event(i, 10_000)).collect();
+    let without_ids: Vec<String> = (0..100_000).map(|i| event_without_id(i, 10_000)).collect();
+    let (a, b) = (ns_per_event(&with_ids), ns_per_event(&without_ids));
+    rows.push([
+        "parse + aggregate, in memory, 1 thread, 10 000 actions: with activation ids (exemplars) / without".into(),
+        format!("{a:.0} ns/event / {b:.0} ns/event ({:+.0} ns)", a - b),
+        "–".into(),
+    ]);
 }
 
 fn produce(bootstrap: &str, topic: &str, n: usize, actions: usize) {
+    produce_with(bootstrap, topic, n, actions, true);
+}
+
+/// [`produce`], the activations with (`ids`) or without their activation ids.
+fn produce_with(bootstrap: &str, topic: &str, n: usize, actions: usize, ids: bool) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -151,7 +236,11 @@ fn produce(bootstrap: &str, topic: &str, n: usize, actions: usize) {
         .create()
         .unwrap();
     for i in 0..n {
-        let payload = event(i, actions);
+        let payload = if ids {
+            event(i, actions)
+        } else {
+            event_without_id(i, actions)
+        };
         loop {
             match producer.send(
                 BaseRecord::<(), str>::to(topic)
@@ -288,6 +377,16 @@ fn cpu_split(pid: u32, skip: &str) -> (f64, f64) {
 /// Returns (events/s from the first to the last event, CPU s/event over the whole process,
 /// the process's id while still running).
 fn collector_consume(bootstrap: &str, group: &str, n: usize) -> (f64, (f64, f64), Proc, u16) {
+    collector_consume_from(bootstrap, "", group, n)
+}
+
+/// [`collector_consume`] of the topic `<prefix>events`.
+fn collector_consume_from(
+    bootstrap: &str,
+    prefix: &str,
+    group: &str,
+    n: usize,
+) -> (f64, (f64, f64), Proc, u16) {
     let port = whisk_testkit::free_port();
     let child = Command::new(collector_exe())
         .args([
@@ -297,6 +396,8 @@ fn collector_consume(bootstrap: &str, group: &str, n: usize) -> (f64, (f64, f64)
             group,
             "--log-level",
             "warn",
+            "--topic-prefix",
+            prefix,
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra_args())
@@ -379,6 +480,35 @@ fn end_to_end(rows: &mut Vec<[String; 3]>) {
         format!("{:.1} MB", rss as f64 / 1024.0),
         "–".into(),
     ]);
+
+    // CPU per event at 10 000 actions, with and without activation ids (exemplars).
+    let m: usize = std::env::var("WHISK_BENCH_EXEMPLAR_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let cpu_of = |prefix: &str, ids: bool| {
+        let topic = format!("{prefix}events");
+        tansu.create_topic(&topic, 1).unwrap();
+        produce_with(&tansu.bootstrap(), &topic, m, 10_000, ids);
+        let (rate, cpu, _proc, _) =
+            collector_consume_from(&tansu.bootstrap(), prefix, &format!("bench-{prefix}"), m);
+        (rate, cpu)
+    };
+    let (rate_ids, cpu_ids) = cpu_of("ids", true);
+    let (rate_none, cpu_none) = cpu_of("noids", false);
+    rows.push([
+        format!("collector CPU per event, 10 000 actions, {m} events: with activation ids (exemplars) / without"),
+        format!(
+            "{:.2} / {:.2} µs consumer + librdkafka threads; {:.2} / {:.2} µs whole process; {:.0} / {:.0} events/s",
+            cpu_ids.0 * 1e6,
+            cpu_none.0 * 1e6,
+            cpu_ids.1 * 1e6,
+            cpu_none.1 * 1e6,
+            rate_ids,
+            rate_none
+        ),
+        "–".into(),
+    ]);
 }
 
 /// Resets the VmHWM of `pid` to its current RSS (Linux `clear_refs` 5).
@@ -407,13 +537,18 @@ fn mb(kb: u64) -> String {
 /// The collector holding 10 000 distinct actions and pushing them to a real Pushgateway:
 /// steady RSS, and the peak (VmHWM, reset before each) during a `/metrics` scrape, during a
 /// platform push, and during a scrape overlapping a push.
-fn rss_10k(rows: &mut Vec<[String; 3]>) {
+fn rss_10k(rows: &mut Vec<[String; 3]>, ids: bool) {
     let tansu = Tansu::start().unwrap();
     tansu.create_topic("events", 1).unwrap();
     let pgw = whisk_testkit::Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
     // Every one of 10 000 actions gets activations (i*2654435761 mod 10000 visits them all).
     let n = 60_000;
-    produce(&tansu.bootstrap(), "events", n, 10_000);
+    produce_with(&tansu.bootstrap(), "events", n, 10_000, ids);
+    let with = if ids {
+        "with exemplars"
+    } else {
+        "without exemplars (events without activation ids)"
+    };
     let port = whisk_testkit::free_port();
     // Long enough that a scrape fits between two pushes.
     let interval = Duration::from_secs(20);
@@ -518,7 +653,7 @@ fn rss_10k(rows: &mut Vec<[String; 3]>) {
     };
     rows.push([
         format!(
-            "collector RSS, {distinct} distinct actions ({live} series), all consumed and pushed, between pushes"
+            "collector RSS, {distinct} distinct actions ({live} series), all consumed and pushed, between pushes, {with}"
         ),
         format!(
             "{} steady (anon {}, file {})",
@@ -526,11 +661,11 @@ fn rss_10k(rows: &mut Vec<[String; 3]>) {
             mb(anon),
             mb(file)
         ),
-        "≤ 25 MB".into(),
+        if ids { "≤ 35 MB" } else { "≤ 25 MB" }.into(),
     ]);
     rows.push([
         format!(
-            "peak RSS during a /metrics scrape ({scraped_mb:.1} MB of text, {scrape_secs:.2} s)"
+            "peak RSS during a /metrics scrape ({scraped_mb:.1} MB of text, {scrape_secs:.2} s), {with}"
         ),
         format!("{} (RSS after: {})", peak(hwm_scrape), mb(rss_after_scrape)),
         "≤ 40 MB".into(),
@@ -558,6 +693,60 @@ fn rss_10k(rows: &mut Vec<[String; 3]>) {
         },
         "≤ 40 MB".into(),
     ]);
+    if ids {
+        prometheus_series_cost(rows, pgw.port(), port);
+    }
+}
+
+/// A real Prometheus (exemplar storage on) scraping the Pushgateway and the collector with the
+/// shipped scrape config (dashboards/prometheus/prometheus.yml, every 5 s): the series of the
+/// collector job's exemplar copy beside the Pushgateway's, the exemplars stored, and
+/// Prometheus's RSS.
+fn prometheus_series_cost(rows: &mut Vec<[String; 3]>, pgw_port: u16, collector_port: u16) {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dashboards/prometheus/prometheus.yml"
+    ))
+    .unwrap();
+    let config: String = shipped
+        .lines()
+        .filter(|l| !l.contains("# RULES_FILE") && !l.trim_start().starts_with("rule_files"))
+        .map(|l| {
+            l.replace("'localhost:9091'", &format!("'127.0.0.1:{pgw_port}'"))
+                .replace("'localhost:9095'", &format!("'127.0.0.1:{collector_port}'"))
+                .replace("'localhost:9096'", "'127.0.0.1:1'")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut prom = whisk_testkit::Prometheus::start(&config).unwrap();
+    let count = |q: &str| prom.query_sum(q).unwrap_or(0.0);
+    let copy = r#"count({__name__=~"openwhisk_exemplar_.+"})"#;
+    let pushed = r#"count({__name__=~"openwhisk_.+", job="openwhisk_platform"})"#;
+    // Until two scrapes of each target have landed and the copy stopped growing.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last = -1.0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(10));
+        let now = count(copy);
+        if now > 0.0 && now == last && count(pushed) > 0.0 {
+            break;
+        }
+        last = now;
+    }
+    let (copy_n, pushed_n) = (count(copy), count(pushed));
+    let head = count("prometheus_tsdb_head_series");
+    let exemplars = count("prometheus_tsdb_exemplar_exemplars_in_storage");
+    let with_exemplars = count("prometheus_tsdb_exemplar_series_with_exemplars_in_storage");
+    let rss = status_kb(prom.process().pid(), "VmRSS:");
+    rows.push([
+        "Prometheus scraping the Pushgateway and the collector (shipped config, exemplar storage on), 10 000 actions: series of the collector job's exemplar copy (openwhisk_exemplar_*) / pushed openwhisk_* series / head series in all".into(),
+        format!(
+            "{copy_n:.0} / {pushed_n:.0} / {head:.0} (copy = {:.0}% more than the platform series); {with_exemplars:.0} series with exemplars, {exemplars:.0} exemplars stored (default buffer 100 000); Prometheus RSS {}",
+            100.0 * copy_n / pushed_n.max(1.0),
+            mb(rss)
+        ),
+        "measure".into(),
+    ]);
 }
 
 fn main() {
@@ -576,7 +765,9 @@ fn main() {
         eprintln!("{rows:?}");
     }
     if only.is_empty() || only == "rss" {
-        rss_10k(&mut rows);
+        rss_10k(&mut rows, true);
+        eprintln!("{rows:?}");
+        rss_10k(&mut rows, false);
     }
     if only.is_empty() || only == "janitor" {
         let shards: Vec<usize> = std::env::var("WHISK_BENCH_SHARDS")

@@ -9,16 +9,20 @@
 //! every new key charged against one series budget (`--max-series`), and keys idle longer than
 //! `--evict-after` evicted by [`Aggregator::evict_idle`].
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
-use hashbrown::{Equivalent, HashMap};
-
-use whisk_grouping::TIME_BUCKETS;
 
 use crate::event::{Activation, Body, EventMessage, Metric, MetricKind};
+
+mod exemplar;
+mod series;
+
+pub(crate) use exemplar::{ActivationId, Exemplar, LABEL as EXEMPLAR_LABEL, Timed};
+pub(crate) use series::{ActionKey, ActionSeries, Histogram};
+use series::{Ctx, KeyRef};
 
 /// Upper bounds (bytes) of the response size histogram.
 pub const SIZE_BUCKETS: [f64; 9] = [
@@ -153,6 +157,8 @@ pub struct Aggregator {
     pub(crate) limit_timed: HashMap<Box<str>, Stamped<u64>>,
     pub(crate) concurrent_invocations: HashMap<Box<str>, HashMap<Box<str>, Stamped<i64>>>,
     newest_timestamp_ms: Option<i64>,
+    /// Activations whose id was too long to be an exemplar.
+    exemplar_ids_too_long: u64,
 }
 
 impl Default for Aggregator {
@@ -186,6 +192,7 @@ impl Aggregator {
             limit_timed: HashMap::new(),
             concurrent_invocations: HashMap::new(),
             newest_timestamp_ms: None,
+            exemplar_ids_too_long: 0,
         }
     }
 
@@ -210,7 +217,10 @@ impl Aggregator {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }
         match &event.body {
-            Body::Activation(a) => self.apply_activation(&event.namespace, a, now, partition),
+            Body::Activation(a) => {
+                let exemplar = self.exemplar_of(a, event.timestamp_ms);
+                self.apply_activation(&event.namespace, a, now, partition, exemplar)
+            }
             Body::Metric(m) => {
                 self.apply_metric(&event.namespace, &event.source, m, now, partition);
                 Applied::Metric
@@ -241,12 +251,35 @@ impl Aggregator {
         });
     }
 
+    /// The exemplar id and timestamp of an activation: none without an id, none (and
+    /// counted) for an id past the exemplar label limit.
+    fn exemplar_of(
+        &mut self,
+        a: &Activation<'_>,
+        timestamp_ms: Option<i64>,
+    ) -> Option<(ActivationId, i64)> {
+        let id = match ActivationId::new(a.activation_id.as_deref()?) {
+            Ok(id) => id?,
+            Err(exemplar::IdTooLong) => {
+                self.exemplar_ids_too_long += 1;
+                return None;
+            }
+        };
+        let ts = timestamp_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        });
+        Some((id, ts))
+    }
+
     fn apply_activation(
         &mut self,
         initiator: &str,
         a: &Activation<'_>,
         now: Instant,
         partition: i32,
+        exemplar: Option<(ActivationId, i64)>,
     ) -> Applied {
         let mut key = KeyRef {
             namespace: a.namespace(),
@@ -259,6 +292,7 @@ impl Aggregator {
             max_codes: self.limits.max_status_codes_per_action,
             now,
             partition,
+            exemplar,
         };
         if let Some(s) = self.actions.get_mut(&key) {
             Arc::make_mut(s).observe(a, &mut ctx);
@@ -425,6 +459,12 @@ impl Aggregator {
         self.capped
     }
 
+    /// Activations carried as no exemplar because `activation_id="<id>"` would exceed
+    /// OpenMetrics' 128 characters, so far (their samples are counted as usual).
+    pub fn exemplar_ids_too_long(&self) -> u64 {
+        self.exemplar_ids_too_long
+    }
+
     /// Distinct actions held under their own name.
     pub fn distinct_actions(&self) -> usize {
         self.distinct_actions
@@ -468,263 +508,6 @@ fn bump(
     });
     v.value += 1;
     v.last_seen = now;
-}
-
-/// What observing one activation may change besides its own entry.
-struct Ctx<'a> {
-    budget: &'a mut Budget,
-    capped: &'a mut Capped,
-    max_codes: usize,
-    now: Instant,
-    partition: i32,
-}
-
-/// Owned key of the per-action map.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct ActionKey {
-    pub(crate) namespace: Box<str>,
-    pub(crate) initiator: Box<str>,
-    pub(crate) action: Box<str>,
-}
-
-/// Borrowed form of [`ActionKey`], hashing identically.
-#[derive(Debug, Clone, Copy)]
-struct KeyRef<'a> {
-    namespace: &'a str,
-    initiator: &'a str,
-    action: &'a str,
-}
-
-impl KeyRef<'_> {
-    fn to_key(self) -> ActionKey {
-        ActionKey {
-            namespace: self.namespace.into(),
-            initiator: self.initiator.into(),
-            action: self.action.into(),
-        }
-    }
-}
-
-impl Hash for ActionKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        KeyRef {
-            namespace: &self.namespace,
-            initiator: &self.initiator,
-            action: &self.action,
-        }
-        .hash(state);
-    }
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.namespace.hash(state);
-        self.initiator.hash(state);
-        self.action.hash(state);
-    }
-}
-
-impl Equivalent<ActionKey> for KeyRef<'_> {
-    fn equivalent(&self, key: &ActionKey) -> bool {
-        *key.namespace == *self.namespace
-            && *key.action == *self.action
-            && *key.initiator == *self.initiator
-    }
-}
-
-impl From<&KeyRef<'_>> for ActionKey {
-    fn from(k: &KeyRef<'_>) -> Self {
-        k.to_key()
-    }
-}
-
-/// A histogram with fixed bounds; `counts[i]` counts observations in bucket i only (not
-/// cumulative), the last slot is above every bound.
-#[derive(Debug, Clone)]
-pub(crate) struct Histogram<const N: usize> {
-    pub(crate) counts: [u64; N],
-    pub(crate) overflow: u64,
-    pub(crate) sum: f64,
-}
-
-impl<const N: usize> Default for Histogram<N> {
-    fn default() -> Self {
-        Self {
-            counts: [0; N],
-            overflow: 0,
-            sum: 0.0,
-        }
-    }
-}
-
-impl<const N: usize> Histogram<N> {
-    fn observe(&mut self, bounds: &[f64; N], v: f64) {
-        self.sum += v;
-        match bounds.iter().position(|b| v <= *b) {
-            Some(i) => self.counts[i] += 1,
-            None => self.overflow += 1,
-        }
-    }
-
-    pub(crate) fn count(&self) -> u64 {
-        self.counts.iter().sum::<u64>() + self.overflow
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct KindCount {
-    pub(crate) kind: Box<str>,
-    pub(crate) memory: u64,
-    pub(crate) count: u64,
-}
-
-/// Every series of one (namespace, initiator, action).
-#[derive(Debug, Clone)]
-pub(crate) struct ActionSeries {
-    /// Sorted by (kind, memory).
-    pub(crate) activations: Vec<KindCount>,
-    /// Activations whose (kind, memory) pair found no room in the budget.
-    pub(crate) activations_other: u64,
-    pub(crate) cold_starts: u64,
-    pub(crate) status: [u64; 5],
-    /// Sorted by code; at most `--max-status-codes-per-action` entries.
-    pub(crate) status_codes: Vec<(i64, u64)>,
-    /// Activations with a status code beyond the cap (or the budget).
-    pub(crate) status_code_other: u64,
-    pub(crate) wait: Histogram<15>,
-    pub(crate) init: Histogram<15>,
-    pub(crate) duration: Histogram<15>,
-    pub(crate) size: Option<Box<Histogram<9>>>,
-    pub(crate) memory: u64,
-    /// Partition of the event that set `memory` ([`DROPPED`]: not rendered).
-    pub(crate) memory_partition: i32,
-    /// Σ duration (s) × memory limit (MB) / 1024.
-    pub(crate) gb_seconds: f64,
-    /// Activations with a cause, by `caused_by` label, sorted.
-    pub(crate) caused: Vec<(Box<str>, u64)>,
-    last_seen: Instant,
-    /// An `__overflow__` entry (not counted against `--max-actions`).
-    overflow: bool,
-    /// Series charged to the budget for this entry.
-    charged: usize,
-}
-
-impl ActionSeries {
-    fn new(now: Instant, overflow: bool, charged: usize) -> Self {
-        Self {
-            activations: Vec::new(),
-            activations_other: 0,
-            cold_starts: 0,
-            status: [0; 5],
-            status_codes: Vec::new(),
-            status_code_other: 0,
-            wait: Histogram::default(),
-            init: Histogram::default(),
-            duration: Histogram::default(),
-            size: None,
-            memory: 0,
-            memory_partition: NO_PARTITION,
-            gb_seconds: 0.0,
-            caused: Vec::new(),
-            last_seen: now,
-            overflow,
-            charged,
-        }
-    }
-
-    /// Takes one more series from the budget for a new key of this entry.
-    fn take(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        // The catch-all entry (charged nothing) stays outside the budget entirely: it only
-        // ever uses its `other` rows.
-        if self.charged > 0 && ctx.budget.try_take(1) {
-            self.charged += 1;
-            true
-        } else {
-            ctx.capped.series += 1;
-            false
-        }
-    }
-
-    fn observe(&mut self, a: &Activation<'_>, ctx: &mut Ctx<'_>) {
-        self.last_seen = ctx.now;
-        let pair = self
-            .activations
-            .binary_search_by(|k| (&*k.kind, k.memory).cmp(&(&*a.kind, a.memory)));
-        match pair {
-            Ok(i) => self.activations[i].count += 1,
-            // The first pair is part of the fixed charge.
-            Err(i) if self.activations.is_empty() || self.take(ctx) => {
-                self.activations.insert(
-                    i,
-                    KindCount {
-                        kind: a.kind.as_ref().into(),
-                        memory: a.memory,
-                        count: 1,
-                    },
-                );
-            }
-            Err(_) => self.activations_other += 1,
-        }
-        let status = usize::try_from(a.status_code)
-            .ok()
-            .filter(|s| *s < 4)
-            .unwrap_or(4);
-        self.status[status] += 1;
-        if let Some(code) = a.user_defined_status_code {
-            match self.status_codes.binary_search_by_key(&code, |(c, _)| *c) {
-                Ok(i) => self.status_codes[i].1 += 1,
-                Err(_) if self.status_codes.len() >= ctx.max_codes => {
-                    ctx.capped.status_codes += 1;
-                    self.status_code_other += 1;
-                }
-                Err(i) if self.take(ctx) => self.status_codes.insert(i, (code, 1)),
-                Err(_) => self.status_code_other += 1,
-            }
-        }
-        self.wait.observe(&TIME_BUCKETS, a.wait_time_ms / 1000.0);
-        self.duration.observe(&TIME_BUCKETS, a.duration_ms / 1000.0);
-        if a.is_cold_start() {
-            self.cold_starts += 1;
-            self.init.observe(&TIME_BUCKETS, a.init_time_ms / 1000.0);
-        }
-        if let Some(size) = a.size {
-            #[allow(clippy::cast_precision_loss)]
-            self.size
-                .get_or_insert_with(Box::default)
-                .observe(&SIZE_BUCKETS, size as f64);
-        }
-        self.memory = a.memory;
-        self.memory_partition = ctx.partition;
-        self.gb_seconds += a.gb_seconds();
-        if let Some(cause) = a.caused_by_label() {
-            match self.caused.binary_search_by(|(c, _)| (**c).cmp(cause)) {
-                Ok(i) => self.caused[i].1 += 1,
-                Err(i) if self.take(ctx) => self.caused.insert(i, (cause.into(), 1)),
-                // `other` is part of the fixed charge.
-                Err(_) => match self
-                    .caused
-                    .binary_search_by(|(c, _)| (**c).cmp(OTHER_LABEL))
-                {
-                    Ok(i) => self.caused[i].1 += 1,
-                    Err(i) => self.caused.insert(i, (OTHER_LABEL.into(), 1)),
-                },
-            }
-        }
-    }
-
-    fn series(&self) -> usize {
-        self.activations.len()
-            + usize::from(self.activations_other > 0)
-            + usize::from(self.cold_starts > 0)
-            + self.status.iter().filter(|s| **s > 0).count()
-            + self.status_codes.len()
-            + usize::from(self.status_code_other > 0)
-            + 2 // wait, duration
-            + usize::from(self.init.count() > 0)
-            + usize::from(self.size.is_some())
-            + 2 // memory, GB-seconds
-            + self.caused.len()
-    }
 }
 
 #[cfg(test)]

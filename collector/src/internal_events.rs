@@ -25,6 +25,8 @@ pub(crate) struct AggregateStats {
     pub(crate) newest_timestamp_ms: Option<i64>,
     /// Events counted under a catch-all because a limit was reached, so far.
     pub(crate) capped: Capped,
+    /// Activations whose id was too long for an exemplar, so far.
+    pub(crate) exemplar_ids_too_long: u64,
 }
 
 /// Handles to every own metric, resolved once so the hot path is a single atomic add.
@@ -44,6 +46,7 @@ pub(crate) struct Telemetry {
     capped_status_codes: IntCounter,
     capped_series: IntCounter,
     evicted_keys: IntCounter,
+    exemplar_ids_too_long: IntCounter,
     janitor_pruned: IntCounter,
     janitor_ok: IntCounter,
     janitor_failed: IntCounter,
@@ -127,6 +130,7 @@ struct PathFamilies {
     overflow_events: IntCounter,
     capped: IntCounterVec,
     evicted_keys: IntCounter,
+    exemplar_ids_too_long: IntCounter,
     assigned_partitions: IntGauge,
     kafka_errors: IntCounterVec,
     revocations: IntCounterVec,
@@ -188,6 +192,10 @@ impl PathFamilies {
             evicted_keys: r.counter(
                 "whisk_collector_evicted_keys_total",
                 "Actions, namespaces and controllers forgotten after --evict-after without events",
+            ),
+            exemplar_ids_too_long: r.counter(
+                "whisk_collector_exemplar_ids_too_long_total",
+                "Activations carried as no exemplar because activation_id=\"<id>\" would exceed OpenMetrics' 128 characters (never truncated; the activation is counted as usual)",
             ),
             assigned_partitions: r.gauge(
                 "whisk_collector_assigned_partitions",
@@ -300,6 +308,7 @@ impl Telemetry {
             capped_status_codes: p.capped.with_label_values(&["max_status_codes_per_action"]),
             capped_series: p.capped.with_label_values(&["max_series"]),
             evicted_keys: p.evicted_keys,
+            exemplar_ids_too_long: p.exemplar_ids_too_long,
             janitor_pruned: j.pruned,
             janitor_ok: j.runs.with_label_values(&["ok"]),
             janitor_failed: j.runs.with_label_values(&["failed"]),
@@ -501,6 +510,15 @@ impl Telemetry {
         // counters up to its totals.
         catch_up(&self.capped_status_codes, stats.capped.status_codes);
         catch_up(&self.capped_series, stats.capped.series);
+        let too_long = stats.exemplar_ids_too_long;
+        if too_long > self.exemplar_ids_too_long.get() {
+            tracing::warn!(
+                since_last_render = too_long - self.exemplar_ids_too_long.get(),
+                "activation ids too long for an exemplar (over 128 characters with the label name): \
+                 those activations carry no exemplar"
+            );
+            catch_up(&self.exemplar_ids_too_long, too_long);
+        }
         if let Some(ts) = stats.newest_timestamp_ms {
             #[allow(clippy::cast_precision_loss)]
             self.last_event_timestamp.set(ts as f64 / 1000.0);
@@ -618,9 +636,11 @@ mod tests {
                     status_codes: 3,
                     series: 0,
                 },
+                exemplar_ids_too_long: 2,
             },
         );
         for name in [
+            "whisk_collector_exemplar_ids_too_long_total 2",
             "whisk_collector_events_total{type=\"activation\"} 1",
             "whisk_collector_events_total{type=\"metric\"} 0",
             "whisk_collector_invalid_events_total{reason=\"not_utf8\"} 0",

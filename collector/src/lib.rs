@@ -6,7 +6,9 @@
 //! event, `ConcurrentInvocations` as a gauge per controller and a cardinality guard.
 //!
 //! The metrics are served on `/metrics` together with the collector's own `whisk_collector_*`
-//! health metrics, and, with `--pushgateway-url`, PUT every `--push-interval` to this replica's
+//! health metrics (text format 0.0.4, or OpenMetrics with the activation id as exemplar on the
+//! duration, wait and init time buckets when the scraper's `Accept` asks for it, see
+//! [`Exposition`]), and, with `--pushgateway-url`, PUT every `--push-interval` to this replica's
 //! own group `job=openwhisk_platform, instance=<replica>`. A janitor deletes stale groups of
 //! the SDK's job (learnt from each Pushgateway's listing or, with `--prometheus-url`, from the
 //! Prometheus that scrapes them). Offsets are committed at least once: only after the event is applied and,
@@ -38,6 +40,7 @@ mod event;
 mod http;
 mod internal_events;
 mod janitor;
+mod openmetrics;
 mod push_loop;
 mod render;
 mod service;
@@ -62,5 +65,6 @@ pub use janitor::{
     GuardDeleted, Janitor, JanitorError, JanitorRound, JanitorSource, PrunedGroup, StaleGroup,
     stale_groups,
 };
+pub use openmetrics::Exposition;
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};

@@ -1,5 +1,6 @@
-//! The platform metrics as Prometheus text format 0.0.4: LF only, no timestamps, families in a
-//! fixed order, series sorted by labels, written straight into the output buffer.
+//! The platform metrics as Prometheus text format 0.0.4 or OpenMetrics 1.0.0 (with the time
+//! histograms' exemplars, see [`crate::openmetrics`]): LF only, no sample timestamps, families
+//! in a fixed order, series sorted by labels, written straight into the output buffer.
 
 use std::fmt::Write as _;
 
@@ -8,13 +9,20 @@ use whisk_grouping::TIME_BUCKETS;
 
 use crate::aggregate::{
     ActionKey, ActionSeries, Aggregator, Histogram, OTHER_LABEL, SIZE_BUCKETS, STATUS_LABELS,
-    Stamped,
+    Stamped, Timed,
 };
+use crate::openmetrics::{self, Exposition};
 
 impl Aggregator {
     /// Renders every `openwhisk_*` family in text format 0.0.4 (LF only, no timestamps,
     /// families in a fixed order, series sorted by labels).
     pub fn render(&self, out: &mut String) {
+        self.render_as(Exposition::Text, out);
+    }
+
+    /// Renders every `openwhisk_*` family in `exposition`; OpenMetrics adds the exemplars
+    /// (the `# EOF` that ends a whole answer is the caller's: more families may follow).
+    pub fn render_as(&self, exposition: Exposition, out: &mut String) {
         let mut keys: Vec<(&ActionKey, &ActionSeries)> =
             self.actions.iter().map(|(k, s)| (k, &**s)).collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -22,6 +30,7 @@ impl Aggregator {
             out,
             keys: &keys,
             headers: true,
+            exposition,
         };
         r.render_all(self);
     }
@@ -48,6 +57,25 @@ pub(crate) const ACTIONS_PER_LOCK: usize = 64;
 pub(crate) fn render_chunked<G>(
     lock: impl Fn() -> G,
     agg_of: impl Fn(&G) -> &Aggregator,
+    emit: impl FnMut(String) -> bool,
+    chunk_bytes: usize,
+    actions_per_lock: usize,
+) -> bool {
+    render_chunked_as(
+        Exposition::Text,
+        lock,
+        agg_of,
+        emit,
+        chunk_bytes,
+        actions_per_lock,
+    )
+}
+
+/// [`render_chunked`] in `exposition`.
+pub(crate) fn render_chunked_as<G>(
+    exposition: Exposition,
+    lock: impl Fn() -> G,
+    agg_of: impl Fn(&G) -> &Aggregator,
     mut emit: impl FnMut(String) -> bool,
     chunk_bytes: usize,
     actions_per_lock: usize,
@@ -59,8 +87,8 @@ pub(crate) fn render_chunked<G>(
     keys.sort_unstable();
     let fresh = || String::with_capacity(chunk_bytes + chunk_bytes / 2);
     let mut buf = fresh();
-    for f in 0..FAMILIES {
-        let groups: Vec<&[ActionKey]> = if keys.is_empty() || f + 1 == FAMILIES {
+    for f in Family::ALL {
+        let groups: Vec<&[ActionKey]> = if keys.is_empty() || !f.per_action() {
             vec![&[]]
         } else {
             keys.chunks(actions_per_lock.max(1)).collect()
@@ -78,6 +106,7 @@ pub(crate) fn render_chunked<G>(
                     out: &mut buf,
                     keys: &pairs,
                     headers: i == 0,
+                    exposition,
                 };
                 r.family(f, agg);
             }
@@ -89,14 +118,53 @@ pub(crate) fn render_chunked<G>(
     buf.is_empty() || emit(buf)
 }
 
-/// Families rendered by [`Renderer::family`] (per-action ones, then the namespace-level ones).
-pub(crate) const FAMILIES: usize = 12;
+/// The families in the order they are rendered: the per-action ones, then the
+/// namespace-level ones (rendered whole, never split across lock holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    Activations,
+    ColdStarts,
+    Status,
+    StatusCode,
+    WaitTime,
+    InitTime,
+    Duration,
+    ResponseSize,
+    Memory,
+    GbSeconds,
+    Caused,
+    /// `openwhisk_action_limit_*_total` and `openwhisk_namespace_concurrent_invocations`.
+    Namespace,
+}
+
+impl Family {
+    pub(crate) const ALL: [Family; 12] = [
+        Family::Activations,
+        Family::ColdStarts,
+        Family::Status,
+        Family::StatusCode,
+        Family::WaitTime,
+        Family::InitTime,
+        Family::Duration,
+        Family::ResponseSize,
+        Family::Memory,
+        Family::GbSeconds,
+        Family::Caused,
+        Family::Namespace,
+    ];
+
+    /// Whether the family is keyed by action (rendered a group of actions per lock hold).
+    fn per_action(self) -> bool {
+        self != Family::Namespace
+    }
+}
 
 struct Renderer<'a, 'k> {
     out: &'a mut String,
     keys: &'a [(&'k ActionKey, &'k ActionSeries)],
     /// Whether `# HELP`/`# TYPE` lines are written (only for a family's first chunk).
     headers: bool,
+    exposition: Exposition,
 }
 
 impl Renderer<'_, '_> {
@@ -104,6 +172,10 @@ impl Renderer<'_, '_> {
         if !self.headers {
             return;
         }
+        let (name, kind) = match self.exposition {
+            Exposition::Text => (name, kind),
+            Exposition::OpenMetrics => openmetrics::family(name, kind),
+        };
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
@@ -133,201 +205,196 @@ impl Renderer<'_, '_> {
 
     /// Renders every family.
     fn render_all(mut self, agg: &Aggregator) {
-        for f in 0..FAMILIES {
+        for f in Family::ALL {
             self.family(f, agg);
         }
     }
 
-    /// Renders family `f` (0..[`FAMILIES`]) for `self.keys`; the last one is the
-    /// namespace-level families, rendered whole.
-    #[allow(clippy::too_many_lines)]
-    fn family(&mut self, f: usize, agg: &Aggregator) {
-        let keys = self.keys;
+    /// Renders family `f` for `self.keys` (the namespace-level families from `agg`).
+    fn family(&mut self, f: Family, agg: &Aggregator) {
         match f {
-            0 => {
-                self.header(
-                    "openwhisk_action_activations_total",
-                    "counter",
-                    "Activation Count",
-                );
-                for (key, s) in keys {
-                    for k in &s.activations {
-                        self.open("openwhisk_action_activations_total", key);
-                        self.out.push_str(",kind=\"");
-                        escape_into(self.out, &k.kind);
-                        let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
-                        self.value_u64(k.count);
-                    }
-                    if s.activations_other > 0 {
-                        self.open("openwhisk_action_activations_total", key);
-                        let _ =
-                            write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
-                        self.value_u64(s.activations_other);
-                    }
-                }
-            }
-            1 => {
-                self.header(
-                    "openwhisk_action_coldStarts_total",
-                    "counter",
-                    "Cold start counts",
-                );
-                for (key, s) in keys.iter().filter(|(_, s)| s.cold_starts > 0) {
-                    self.open("openwhisk_action_coldStarts_total", key);
-                    self.value_u64(s.cold_starts);
-                }
-            }
-            2 => {
-                self.header(
-                    "openwhisk_action_status",
-                    "counter",
-                    "Activation failure status type",
-                );
-                for (key, s) in keys {
-                    for (i, label) in STATUS_LABELS
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| s.status[*i] > 0)
-                    {
-                        self.open("openwhisk_action_status", key);
-                        let _ = write!(self.out, ",status=\"{label}\"");
-                        self.value_u64(s.status[i]);
-                    }
-                }
-            }
-            3 => {
-                self.header(
-                    "openwhisk_action_status_code",
-                    "counter",
-                    "status code returned in action result response set by developer",
-                );
-                for (key, s) in keys {
-                    for (code, n) in &s.status_codes {
-                        self.open("openwhisk_action_status_code", key);
-                        let _ = write!(self.out, ",status_code=\"{code}\"");
-                        self.value_u64(*n);
-                    }
-                    if s.status_code_other > 0 {
-                        self.open("openwhisk_action_status_code", key);
-                        let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
-                        self.value_u64(s.status_code_other);
-                    }
-                }
-            }
-            4 => {
-                self.histograms(
-                    "openwhisk_action_waitTime_seconds",
-                    "Internal system hold time",
-                    |s| Some(&s.wait),
-                );
-            }
-            5 => {
-                self.histograms(
-                    "openwhisk_action_initTime_seconds",
-                    "Time it took to initialize an action, e.g. docker init",
-                    |s| (s.init.count() > 0).then_some(&s.init),
-                );
-            }
-            6 => {
-                self.histograms(
-                    "openwhisk_action_duration_seconds",
-                    "Actual time the action code was running",
-                    |s| Some(&s.duration),
-                );
-            }
-            7 => {
-                self.header(
-                    "openwhisk_action_response_size_bytes",
-                    "histogram",
-                    "Activation Response size",
-                );
-                for (key, s) in keys {
-                    if let Some(h) = &s.size {
-                        self.histogram(
-                            "openwhisk_action_response_size_bytes",
-                            key,
-                            &SIZE_BUCKETS,
-                            h,
-                        );
-                    }
-                }
-            }
-            8 => {
-                self.header(
-                    "openwhisk_action_memory",
-                    "gauge",
-                    "Memory limit (MB) of the action containers, from the latest event",
-                );
-                for (key, s) in keys
-                    .iter()
-                    .filter(|(_, s)| s.memory_partition != crate::aggregate::DROPPED)
-                {
-                    self.open("openwhisk_action_memory", key);
-                    self.value_u64(s.memory);
-                }
-            }
-            9 => {
-                self.header(
-                    "openwhisk_action_gb_seconds_total",
-                    "counter",
-                    "Duration (s) times memory limit (MB) / 1024, summed over activations",
-                );
-                for (key, s) in keys {
-                    self.open("openwhisk_action_gb_seconds_total", key);
-                    self.out.push_str("} ");
-                    push_f64(self.out, s.gb_seconds);
-                    self.out.push('\n');
-                }
-            }
-            10 => {
-                self.header(
-                    "openwhisk_action_caused_activations_total",
-                    "counter",
-                    "Activations caused by a sequence or a conductor composition",
-                );
-                for (key, s) in keys {
-                    for (cause, n) in &s.caused {
-                        self.open("openwhisk_action_caused_activations_total", key);
-                        self.out.push_str(",caused_by=\"");
-                        escape_into(self.out, cause);
-                        self.out.push('"');
-                        self.value_u64(*n);
-                    }
-                }
-            }
-            11 => {
-                self.namespace_counters(
-                    "openwhisk_action_limit_concurrent_total",
-                    "a user has exceeded its limit for concurrent invocations",
-                    &agg.limit_concurrent,
-                );
-                self.namespace_counters(
-                    "openwhisk_action_limit_timed_total",
-                    "the user has reached its per minute limit for the number of invocations",
-                    &agg.limit_timed,
-                );
+            Family::Activations => self.activations(),
+            Family::ColdStarts => self.cold_starts(),
+            Family::Status => self.status(),
+            Family::StatusCode => self.status_codes(),
+            Family::WaitTime => self.histograms(
+                "openwhisk_action_waitTime_seconds",
+                "Internal system hold time",
+                Timed::Wait,
+            ),
+            Family::InitTime => self.histograms(
+                "openwhisk_action_initTime_seconds",
+                "Time it took to initialize an action, e.g. docker init",
+                Timed::Init,
+            ),
+            Family::Duration => self.histograms(
+                "openwhisk_action_duration_seconds",
+                "Actual time the action code was running",
+                Timed::Duration,
+            ),
+            Family::ResponseSize => self.response_sizes(),
+            Family::Memory => self.memory(),
+            Family::GbSeconds => self.gb_seconds(),
+            Family::Caused => self.caused(),
+            Family::Namespace => self.namespace_families(agg),
+        }
+    }
 
-                self.header(
-                    "openwhisk_namespace_concurrent_invocations",
-                    "gauge",
-                    "In-flight invocations of a namespace as last reported by each controller",
-                );
-                let mut ci: Vec<(&str, &str, i64)> = agg
-                    .concurrent_invocations
-                    .iter()
-                    .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
-                    .collect();
-                ci.sort_unstable();
-                for (ns, controller, v) in ci {
-                    self.out
-                        .push_str("openwhisk_namespace_concurrent_invocations{namespace=\"");
-                    escape_into(self.out, ns);
-                    self.out.push_str("\",controller=\"");
-                    escape_into(self.out, controller);
-                    let _ = writeln!(self.out, "\"}} {v}");
-                }
+    fn activations(&mut self) {
+        const NAME: &str = "openwhisk_action_activations_total";
+        self.header(NAME, "counter", "Activation Count");
+        for (key, s) in self.keys {
+            for k in &s.activations {
+                self.open(NAME, key);
+                self.out.push_str(",kind=\"");
+                escape_into(self.out, &k.kind);
+                let _ = write!(self.out, "\",memory=\"{}\"", k.memory);
+                self.value_u64(k.count);
             }
-            _ => {}
+            if s.activations_other > 0 {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",kind=\"{OTHER_LABEL}\",memory=\"{OTHER_LABEL}\"");
+                self.value_u64(s.activations_other);
+            }
+        }
+    }
+
+    fn cold_starts(&mut self) {
+        const NAME: &str = "openwhisk_action_coldStarts_total";
+        self.header(NAME, "counter", "Cold start counts");
+        for (key, s) in self.keys.iter().filter(|(_, s)| s.cold_starts > 0) {
+            self.open(NAME, key);
+            self.value_u64(s.cold_starts);
+        }
+    }
+
+    fn status(&mut self) {
+        const NAME: &str = "openwhisk_action_status";
+        self.header(NAME, "counter", "Activation failure status type");
+        for (key, s) in self.keys {
+            for (i, label) in STATUS_LABELS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| s.status[*i] > 0)
+            {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",status=\"{label}\"");
+                self.value_u64(s.status[i]);
+            }
+        }
+    }
+
+    fn status_codes(&mut self) {
+        const NAME: &str = "openwhisk_action_status_code";
+        self.header(
+            NAME,
+            "counter",
+            "status code returned in action result response set by developer",
+        );
+        for (key, s) in self.keys {
+            for (code, n) in &s.status_codes {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",status_code=\"{code}\"");
+                self.value_u64(*n);
+            }
+            if s.status_code_other > 0 {
+                self.open(NAME, key);
+                let _ = write!(self.out, ",status_code=\"{OTHER_LABEL}\"");
+                self.value_u64(s.status_code_other);
+            }
+        }
+    }
+
+    fn response_sizes(&mut self) {
+        const NAME: &str = "openwhisk_action_response_size_bytes";
+        self.header(NAME, "histogram", "Activation Response size");
+        for (key, s) in self.keys {
+            if let Some(h) = &s.size {
+                self.histogram(NAME, key, &SIZE_BUCKETS, h, None);
+            }
+        }
+    }
+
+    fn memory(&mut self) {
+        const NAME: &str = "openwhisk_action_memory";
+        self.header(
+            NAME,
+            "gauge",
+            "Memory limit (MB) of the action containers, from the latest event",
+        );
+        for (key, s) in self
+            .keys
+            .iter()
+            .filter(|(_, s)| s.memory_partition != crate::aggregate::DROPPED)
+        {
+            self.open(NAME, key);
+            self.value_u64(s.memory);
+        }
+    }
+
+    fn gb_seconds(&mut self) {
+        const NAME: &str = "openwhisk_action_gb_seconds_total";
+        self.header(
+            NAME,
+            "counter",
+            "Duration (s) times memory limit (MB) / 1024, summed over activations",
+        );
+        for (key, s) in self.keys {
+            self.open(NAME, key);
+            self.out.push_str("} ");
+            push_f64(self.out, s.gb_seconds);
+            self.out.push('\n');
+        }
+    }
+
+    fn caused(&mut self) {
+        const NAME: &str = "openwhisk_action_caused_activations_total";
+        self.header(
+            NAME,
+            "counter",
+            "Activations caused by a sequence or a conductor composition",
+        );
+        for (key, s) in self.keys {
+            for (cause, n) in &s.caused {
+                self.open(NAME, key);
+                self.out.push_str(",caused_by=\"");
+                escape_into(self.out, cause);
+                self.out.push('"');
+                self.value_u64(*n);
+            }
+        }
+    }
+
+    fn namespace_families(&mut self, agg: &Aggregator) {
+        self.namespace_counters(
+            "openwhisk_action_limit_concurrent_total",
+            "a user has exceeded its limit for concurrent invocations",
+            &agg.limit_concurrent,
+        );
+        self.namespace_counters(
+            "openwhisk_action_limit_timed_total",
+            "the user has reached its per minute limit for the number of invocations",
+            &agg.limit_timed,
+        );
+        const NAME: &str = "openwhisk_namespace_concurrent_invocations";
+        self.header(
+            NAME,
+            "gauge",
+            "In-flight invocations of a namespace as last reported by each controller",
+        );
+        let mut ci: Vec<(&str, &str, i64)> = agg
+            .concurrent_invocations
+            .iter()
+            .flat_map(|(ns, m)| m.iter().map(move |(c, v)| (&**ns, &**c, v.value)))
+            .collect();
+        ci.sort_unstable();
+        for (ns, controller, v) in ci {
+            self.out.push_str(NAME);
+            self.out.push_str("{namespace=\"");
+            escape_into(self.out, ns);
+            self.out.push_str("\",controller=\"");
+            escape_into(self.out, controller);
+            let _ = writeln!(self.out, "\"}} {v}");
         }
     }
 
@@ -348,40 +415,51 @@ impl Renderer<'_, '_> {
         }
     }
 
-    fn histograms(
-        &mut self,
-        name: &str,
-        help: &str,
-        pick: impl Fn(&ActionSeries) -> Option<&Histogram<15>>,
-    ) {
+    /// One time histogram per action (`init` only for actions that had a cold start), with
+    /// its exemplars in OpenMetrics.
+    fn histograms(&mut self, name: &str, help: &str, which: Timed) {
         self.header(name, "histogram", help);
-        let keys = self.keys;
-        for (key, s) in keys {
-            if let Some(h) = pick(s) {
-                self.histogram(name, key, &TIME_BUCKETS, h);
+        for (key, s) in self.keys {
+            let h = s.timed(which);
+            if which == Timed::Init && h.count() == 0 {
+                continue;
             }
+            let exemplars = (self.exposition == Exposition::OpenMetrics).then_some((*s, which));
+            self.histogram(name, key, &TIME_BUCKETS, h, exemplars);
         }
     }
 
+    /// `_bucket` lines (each followed by its exemplar when `exemplars` names the series and
+    /// histogram to take them from), `_sum`, `_count`.
     fn histogram<const N: usize>(
         &mut self,
         name: &str,
         key: &ActionKey,
         bounds: &[f64; N],
         h: &Histogram<N>,
+        exemplars: Option<(&ActionSeries, Timed)>,
     ) {
         let mut bucket = String::with_capacity(name.len() + 7);
         bucket.push_str(name);
         bucket.push_str("_bucket");
         let mut cumulative = 0;
-        for (bound, n) in bounds.iter().zip(h.counts.iter()) {
+        let counts = h.counts.iter().chain(std::iter::once(&h.overflow));
+        for (i, n) in counts.enumerate() {
             cumulative += n;
             self.open(&bucket, key);
-            let _ = writeln!(self.out, ",le=\"{bound}\"}} {cumulative}");
+            match bounds.get(i) {
+                Some(bound) => {
+                    let _ = write!(self.out, ",le=\"{bound}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = write!(self.out, ",le=\"+Inf\"}} {cumulative}");
+                }
+            }
+            if let Some(ex) = exemplars.and_then(|(s, which)| s.exemplar(which, i)) {
+                openmetrics::push_exemplar(self.out, ex);
+            }
+            self.out.push('\n');
         }
-        cumulative += h.overflow;
-        self.open(&bucket, key);
-        let _ = writeln!(self.out, ",le=\"+Inf\"}} {cumulative}");
         self.open(&format!("{name}_sum"), key);
         self.out.push_str("} ");
         push_f64(self.out, h.sum);
@@ -410,54 +488,4 @@ pub(crate) fn push_f64(out: &mut String, v: f64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::parse;
-
-    #[test]
-    fn chunked_rendering_writes_exactly_the_whole_text_in_bounded_chunks() {
-        let mut agg = Aggregator::default();
-        for i in 0..300 {
-            let e = format!(
-                r#"{{"body":{{"name":"ns{}/a{i}","statusCode":{},"kind":"k","memory":256,"duration":{i},"initTime":{},"size":10,"userDefinedStatusCode":{},"causedBy":"sequence"}},"eventType":"Activation","namespace":"ns"}}"#,
-                i % 7,
-                i % 4,
-                i % 2,
-                i % 3
-            );
-            let _ = agg.apply(&parse(e.as_bytes()).unwrap());
-        }
-        let lim = r#"{"body":{"metricName":"TimedRateLimit","metricValue":1},"eventType":"Metric","source":"c0","namespace":"ns"}"#;
-        let _ = agg.apply(&parse(lim.as_bytes()).unwrap());
-        let whole = agg.render_to_string();
-        let lock = std::sync::Mutex::new(agg);
-        let mut chunks = Vec::new();
-        let done = render_chunked(
-            || lock.lock().unwrap(),
-            |g| &**g,
-            |c| {
-                chunks.push(c);
-                true
-            },
-            4096,
-            16,
-        );
-        assert!(done);
-        assert!(chunks.len() > 10, "{}", chunks.len());
-        // A chunk is cut after at most 16 actions of one family past the 4 KiB mark.
-        assert!(chunks.iter().all(|c| c.len() < 4096 + 16 * 2048));
-        assert_eq!(chunks.concat(), whole);
-        let mut refused = 0;
-        assert!(!render_chunked(
-            || lock.lock().unwrap(),
-            |g| &**g,
-            |_| {
-                refused += 1;
-                false
-            },
-            4096,
-            16
-        ));
-        assert_eq!(refused, 1, "stops at the first refused chunk");
-    }
-}
+mod tests;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::aggregate::{Aggregator, Limits};
 use crate::internal_events::{AggregateStats, Telemetry};
-use crate::render::{ACTIONS_PER_LOCK, CHUNK_BYTES, render_chunked};
+use crate::openmetrics::{self, Exposition};
+use crate::render::{ACTIONS_PER_LOCK, CHUNK_BYTES, render_chunked_as};
 
 /// Next offset to consume per partition (the offset to commit), for one topic.
 pub(crate) type Offsets = Vec<(i32, i64)>;
@@ -89,11 +90,16 @@ impl Shared {
         (state.aggregator.clone(), state.applied.clone())
     }
 
-    /// Everything `/metrics` serves, platform metrics then the collector's own, handed to
-    /// `emit` in chunks (see [`render_chunked`]); one render at a time, and the aggregate's
-    /// lock is never held while `emit` runs. Stops when `emit` returns `false`; returns
-    /// whether the whole text was handed on.
-    pub(crate) fn stream_all(&self, mut emit: impl FnMut(String) -> bool) -> bool {
+    /// Everything `/metrics` serves in `exposition`, platform metrics then the collector's
+    /// own (then `# EOF` in OpenMetrics), handed to `emit` in chunks (see
+    /// [`crate::render::render_chunked`]); one render at a time, and the aggregate's lock is
+    /// never held while `emit` runs. Stops when `emit` returns `false`; returns whether the
+    /// whole text was handed on.
+    pub(crate) fn stream_all(
+        &self,
+        exposition: Exposition,
+        mut emit: impl FnMut(String) -> bool,
+    ) -> bool {
         let _one_at_a_time = self.render_gate();
         let stats = {
             let state = self.lock();
@@ -102,10 +108,12 @@ impl Shared {
                 live_series: agg.live_series(),
                 newest_timestamp_ms: agg.newest_timestamp_ms(),
                 capped: agg.capped(),
+                exemplar_ids_too_long: agg.exemplar_ids_too_long(),
             }
         };
         if self.platform_on_metrics.load(Ordering::Relaxed)
-            && !render_chunked(
+            && !render_chunked_as(
+                exposition,
                 || self.lock(),
                 |state| &state.aggregator,
                 &mut emit,
@@ -117,6 +125,12 @@ impl Shared {
         }
         let mut own = String::new();
         self.telemetry.render(&mut own, stats);
+        if exposition == Exposition::OpenMetrics {
+            let mut om = String::with_capacity(own.len() + 1024);
+            openmetrics::from_text(&own, &mut om);
+            om.push_str(openmetrics::EOF);
+            own = om;
+        }
         emit(own)
     }
 

@@ -1,9 +1,20 @@
-//! The one controller endpoint the gateway needs: `GET /api/v1/namespaces`, answered as
-//! OpenWhisk's controller answers it — HTTP basic auth with an API key (`uuid:key`), a JSON
-//! array of the namespaces that key may act in, `401 {"error":"The supplied authentication is
-//! invalid","code":…}` otherwise.
+//! The controller endpoints the gateway and the dashboards need, answered as OpenWhisk's
+//! controller answers them, with HTTP basic auth by API key (`uuid:key`; `401 {"error":"The
+//! supplied authentication is invalid","code":…}` without a known one):
 //!
-//! A std `TcpListener` with one thread per connection; every answer closes its connection, so
+//! - `GET /api/v1/namespaces`: a JSON array of the namespaces the key may act in;
+//! - `GET /api/v1/namespaces/{ns}/activations/{id}`: the activation record (what
+//!   `wsk activation get` shows: activationId, namespace, name, start, end, duration, response
+//!   with status and result, annotations with waitTime, initTime, kind, limits, path). `{ns}`
+//!   is one of the key's namespaces or `_` (the key's own); an id the controller does not hold,
+//!   or one of another namespace, is `404`. The dashboards' exemplar link opens this.
+//!
+//! Records come from the invoker: [`Controller::recording`] wraps the invoker's event sink and
+//! keeps the last [`ACTIVATIONS_KEPT`] activations (and at most [`ACTIVATION_BYTES_KEPT`] bytes
+//! of records), oldest dropped first.
+//!
+//! A std `TcpListener` with one thread per connection (at most [`MAX_CONNECTIONS`] at once; a
+//! connection that sends nothing for 5 s is dropped); every answer closes its connection, so
 //! stopping the server really cuts the gateway off (no pooled connection keeps answering).
 //! [`Controller::set_failing`] makes it answer 503 for fault tests.
 //!
@@ -15,15 +26,25 @@
 //! println!("{} knows {guest}", controller.url());
 //! ```
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64_lite::decode_basic;
+use serde_json::{Value, json};
+
+use crate::events::{EventBody, EventMessage, EventSink};
+
+/// Activation records kept for `GET …/activations/{id}` (the oldest go first).
+pub const ACTIVATIONS_KEPT: usize = 10_000;
+/// Bytes of activation records kept at most (results can be large).
+pub const ACTIVATION_BYTES_KEPT: usize = 64 * 1024 * 1024;
+/// Connections served at once; further ones are closed unanswered.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Longest request head read.
 const MAX_HEAD: usize = 16 * 1024;
@@ -48,6 +69,8 @@ struct Shared {
     stop: AtomicBool,
     failing: AtomicBool,
     requests: AtomicU64,
+    connections: AtomicUsize,
+    activations: Mutex<ActivationLog>,
 }
 
 /// A running controller endpoint on 127.0.0.1; stopped when dropped.
@@ -73,6 +96,8 @@ impl Controller {
             stop: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            activations: Mutex::new(ActivationLog::new(ACTIVATIONS_KEPT, ACTIVATION_BYTES_KEPT)),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -110,6 +135,21 @@ impl Controller {
         self.shared.failing.store(failing, Ordering::Relaxed);
     }
 
+    /// `inner` plus the activation records: every activation the invoker reports through
+    /// the returned sink can be fetched from this controller until it is among the oldest
+    /// beyond [`ACTIVATIONS_KEPT`]. Events go on to `inner` unchanged.
+    pub fn recording(&self, inner: Arc<dyn EventSink>) -> Arc<dyn EventSink> {
+        Arc::new(RecordingSink {
+            inner,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Activation records held now.
+    pub fn activations_held(&self) -> usize {
+        lock(&self.shared.activations).len()
+    }
+
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
@@ -142,6 +182,11 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             break;
         }
         let Ok(stream) = stream else { continue };
+        if shared.connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!("controller: {MAX_CONNECTIONS} connections open, closing a new one");
+            continue;
+        }
         let shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name("controller-conn".into())
@@ -149,6 +194,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 if let Err(e) = serve(stream, &shared) {
                     tracing::debug!("controller connection: {e}");
                 }
+                shared.connections.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
             tracing::warn!("controller: cannot start a connection thread: {e}");
@@ -158,7 +204,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 
 fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // The head is read through a cap: a line without an end cannot grow past it.
+    let mut reader = BufReader::new(stream.try_clone()?.take(MAX_HEAD as u64));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorization = None;
@@ -183,42 +230,199 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
-    let (status, body) = if shared.failing.load(Ordering::Relaxed) {
-        ("503 Service Unavailable", r#"{"error":"The server is currently unavailable (because it is overloaded or down for maintenance).","code":"emulated"}"#.to_string())
-    } else if path.trim_end_matches('/') != "/api/v1/namespaces" {
-        (
-            "404 Not Found",
-            r#"{"error":"The requested resource does not exist.","code":"emulated"}"#.to_string(),
-        )
-    } else if method != "GET" {
-        (
-            "405 Method Not Allowed",
-            r#"{"error":"Method not allowed.","code":"emulated"}"#.to_string(),
-        )
-    } else {
-        let namespaces = authorization
-            .as_deref()
-            .and_then(decode_basic)
-            .and_then(|key| lock(&shared.keys).get(&key).cloned());
-        match namespaces {
-            Some(list) => (
-                "200 OK",
-                serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()),
-            ),
-            None => (
-                "401 Unauthorized",
-                r#"{"error":"The supplied authentication is invalid.","code":"emulated"}"#
-                    .to_string(),
-            ),
-        }
-    };
-    let mut stream = reader.into_inner();
+    let key = authorization.as_deref().and_then(decode_basic);
+    let (status, body) = answer(shared, method, path, key.as_deref());
+    let mut stream = reader.into_inner().into_inner();
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()
+}
+
+const NOT_FOUND: &str = r#"{"error":"The requested resource does not exist.","code":"emulated"}"#;
+const UNAUTHORIZED: &str =
+    r#"{"error":"The supplied authentication is invalid.","code":"emulated"}"#;
+
+/// Status line and JSON body for `method path` asked with `key` (the decoded basic auth).
+fn answer(shared: &Shared, method: &str, path: &str, key: Option<&str>) -> (&'static str, String) {
+    if shared.failing.load(Ordering::Relaxed) {
+        return ("503 Service Unavailable", r#"{"error":"The server is currently unavailable (because it is overloaded or down for maintenance).","code":"emulated"}"#.to_string());
+    }
+    let path = path.trim_end_matches('/');
+    let activation = path
+        .strip_prefix("/api/v1/namespaces/")
+        .and_then(|rest| rest.split_once("/activations/"))
+        .filter(|(ns, id)| !ns.is_empty() && !id.is_empty() && !id.contains('/'));
+    if path != "/api/v1/namespaces" && activation.is_none() {
+        return ("404 Not Found", NOT_FOUND.to_string());
+    }
+    if method != "GET" {
+        return (
+            "405 Method Not Allowed",
+            r#"{"error":"Method not allowed.","code":"emulated"}"#.to_string(),
+        );
+    }
+    let Some(namespaces) = key.and_then(|k| lock(&shared.keys).get(k).cloned()) else {
+        return ("401 Unauthorized", UNAUTHORIZED.to_string());
+    };
+    let Some((ns, id)) = activation else {
+        return (
+            "200 OK",
+            serde_json::to_string(&namespaces).unwrap_or_else(|_| "[]".into()),
+        );
+    };
+    // `_` is the key's own namespace; any other must be one the key may act in.
+    let ns = if ns == "_" {
+        namespaces.first().map(String::as_str)
+    } else {
+        namespaces.iter().map(String::as_str).find(|n| *n == ns)
+    };
+    let Some(ns) = ns else {
+        return (
+            "403 Forbidden",
+            r#"{"error":"The supplied authentication is not authorized to access this resource.","code":"emulated"}"#.to_string(),
+        );
+    };
+    match lock(&shared.activations).get(ns, id) {
+        Some(record) => ("200 OK", record.to_string()),
+        None => ("404 Not Found", NOT_FOUND.to_string()),
+    }
+}
+
+/// The invoker's sink with the controller's activation records beside it.
+struct RecordingSink {
+    inner: Arc<dyn EventSink>,
+    shared: Arc<Shared>,
+}
+
+impl EventSink for RecordingSink {
+    fn publish(&self, event: &EventMessage) {
+        self.inner.publish(event);
+    }
+
+    fn activation_ended(&self, event: &EventMessage, result: &Value, timeout: Duration) {
+        if let Some((id, record)) = activation_record(event, result, timeout) {
+            lock(&self.shared.activations).insert(&event.namespace, id, record);
+        }
+        self.inner.activation_ended(event, result, timeout);
+    }
+}
+
+/// OpenWhisk's activation response status of a status code.
+fn response_status(code: u8) -> &'static str {
+    match code {
+        0 => "success",
+        1 => "application error",
+        2 => "action developer error",
+        _ => "whisk internal error",
+    }
+}
+
+/// The activation record of `event` as OpenWhisk's controller returns it (the event is built
+/// when the activation ends, so its timestamp is `end`).
+fn activation_record(
+    event: &EventMessage,
+    result: &Value,
+    timeout: Duration,
+) -> Option<(String, String)> {
+    let EventBody::Activation(a) = &event.body else {
+        return None;
+    };
+    let name = a.name.rsplit('/').next().unwrap_or(&a.name);
+    let mut annotations = vec![
+        json!({"key": "path", "value": a.name}),
+        json!({"key": "waitTime", "value": a.wait_time}),
+        json!({"key": "kind", "value": a.kind}),
+        json!({"key": "timeout", "value": false}),
+        json!({"key": "limits", "value": {
+            "concurrency": 1,
+            "logs": 10,
+            "memory": a.memory,
+            "timeout": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }}),
+    ];
+    if a.init_time > 0 {
+        annotations.push(json!({"key": "initTime", "value": a.init_time}));
+    }
+    if let Some(cause) = &a.caused_by {
+        annotations.push(json!({"key": "causedBy", "value": cause}));
+    }
+    let record = json!({
+        "namespace": event.namespace,
+        "name": name,
+        "version": "0.0.1",
+        "subject": event.subject,
+        "activationId": a.activation_id,
+        "start": event.timestamp.saturating_sub(a.duration),
+        "end": event.timestamp,
+        "duration": a.duration,
+        "statusCode": a.status_code,
+        "response": {
+            "status": response_status(a.status_code),
+            "statusCode": a.status_code,
+            "success": a.status_code == 0,
+            "result": result,
+            "size": a.size,
+        },
+        "logs": [],
+        "annotations": annotations,
+        "publish": false,
+    });
+    Some((a.activation_id.clone(), record.to_string()))
+}
+
+/// The last activations, by namespace and id, bounded in count and bytes.
+#[derive(Debug)]
+struct ActivationLog {
+    by_id: HashMap<String, (String, String)>,
+    order: VecDeque<String>,
+    bytes: usize,
+    max: usize,
+    max_bytes: usize,
+}
+
+impl ActivationLog {
+    fn new(max: usize, max_bytes: usize) -> Self {
+        Self {
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            max,
+            max_bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn insert(&mut self, namespace: &str, id: String, record: String) {
+        let cost = id.len() + namespace.len() + record.len();
+        if cost > self.max_bytes || self.by_id.contains_key(&id) {
+            return;
+        }
+        while self.by_id.len() >= self.max || self.bytes + cost > self.max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((ns, rec)) = self.by_id.remove(&old) {
+                self.bytes -= old.len() + ns.len() + rec.len();
+            }
+        }
+        self.bytes += cost;
+        self.order.push_back(id.clone());
+        self.by_id.insert(id, (namespace.to_string(), record));
+    }
+
+    /// The record of `id` if it belongs to `namespace`.
+    fn get(&self, namespace: &str, id: &str) -> Option<&str> {
+        self.by_id
+            .get(id)
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, rec)| rec.as_str())
+    }
 }
 
 /// Just enough base64 to read a basic-auth header (no extra dependency).
@@ -261,72 +465,4 @@ mod base64_lite {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn get(url: &str, auth: Option<&str>) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut req = agent.get(url);
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
-        let mut resp = req.call().expect("controller answers");
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_to_string().unwrap_or_default())
-    }
-
-    #[test]
-    fn answers_the_namespaces_of_a_known_key_and_401_otherwise() {
-        let key = new_api_key();
-        let c = Controller::start(&[(key.clone(), vec!["guest".into()])]).unwrap();
-        c.add_key("u:k", &["a", "b"]);
-        let url = format!("{}/api/v1/namespaces", c.url());
-        let basic = |s: &str| {
-            // Tiny encoder for the test only.
-            let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            let bytes = s.as_bytes();
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let b = [
-                    chunk[0],
-                    *chunk.get(1).unwrap_or(&0),
-                    *chunk.get(2).unwrap_or(&0),
-                ];
-                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-                for i in 0..4 {
-                    if i <= chunk.len() {
-                        out.push(char::from(table[((n >> (18 - 6 * i)) & 63) as usize]));
-                    } else {
-                        out.push('=');
-                    }
-                }
-            }
-            format!("Basic {out}")
-        };
-        assert_eq!(
-            get(&url, Some(&basic(&key))),
-            (200, r#"["guest"]"#.to_string())
-        );
-        assert_eq!(get(&url, Some(&basic("u:k"))).1, r#"["a","b"]"#);
-        assert_eq!(get(&url, Some(&basic("u:wrong"))).0, 401);
-        assert_eq!(get(&url, None).0, 401);
-        assert_eq!(get(&format!("{}/api/v1/other", c.url()), None).0, 404);
-        c.set_failing(true);
-        assert_eq!(get(&url, Some(&basic(&key))).0, 503);
-        assert_eq!(c.requests(), 6);
-    }
-
-    #[test]
-    fn a_stopped_controller_refuses_connections_and_can_come_back_on_its_port() {
-        let mut c = Controller::start(&[]).unwrap();
-        let port = c.port();
-        c.stop();
-        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
-        let back = Controller::start_on(port, &[]).unwrap();
-        assert_eq!(back.port(), port);
-    }
-}
+mod tests;

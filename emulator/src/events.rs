@@ -185,6 +185,17 @@ pub trait EventSink: Send + Sync {
     /// Publishes one event. Failures are logged and counted by the sink, never returned: an
     /// invoker does not fail an activation because its ack could not be sent.
     fn publish(&self, event: &EventMessage);
+
+    /// An activation ended with `result` under an action timeout of `timeout`; its event
+    /// (`event`) is published next. A sink that keeps activation records (the controller's,
+    /// [`crate::controller::Controller::recording`]) overrides this; others ignore it.
+    fn activation_ended(
+        &self,
+        _event: &EventMessage,
+        _result: &serde_json::Value,
+        _timeout: Duration,
+    ) {
+    }
 }
 
 /// Keeps events in memory (for dry runs and unit tests).

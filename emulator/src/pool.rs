@@ -519,11 +519,10 @@ impl Inner {
             caused_by: body.caused_by.clone(),
             components: Vec::new(),
         };
-        self.sink.publish(&EventMessage::activation(
-            self.config.invoker_id,
-            &input.namespace,
-            body,
-        ));
+        let event = EventMessage::activation(self.config.invoker_id, &input.namespace, body);
+        self.sink
+            .activation_ended(&event, &record.result, slot.spec.timeout);
+        self.sink.publish(&event);
         record
     }
 }

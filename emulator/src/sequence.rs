@@ -115,12 +115,13 @@ impl Inner {
         let wait_ms = ms(start.saturating_duration_since(submitted));
         let mut input = params;
         let mut components: Vec<ActivationRecord> = Vec::new();
-        let mut memory = 0;
+        let (mut memory, mut timeout) = (0, std::time::Duration::ZERO);
         for name in &seq.components {
             let Some(slot) = self.actions.get(name) else {
                 continue; // validated at construction
             };
             memory = memory.max(slot.spec.memory_mb);
+            timeout = timeout.max(slot.spec.timeout);
             let rec = self.activate(slot, input, Instant::now(), Some(SEQUENCE_KIND));
             let stop = rec.result.get("error").is_some();
             input = rec.result.clone();
@@ -149,11 +150,9 @@ impl Inner {
             size,
             user_defined_status_code: user_defined_status_code(&result),
         };
-        self.sink.publish(&EventMessage::controller_activation(
-            self.config.controller_id,
-            namespace,
-            body,
-        ));
+        let event = EventMessage::controller_activation(self.config.controller_id, namespace, body);
+        self.sink.activation_ended(&event, &result, timeout);
+        self.sink.publish(&event);
         Invocation::Completed(ActivationRecord {
             action: seq.name.clone(),
             activation_id,

@@ -236,7 +236,8 @@ impl Pushgateway {
     }
 }
 
-/// A Prometheus server (Debian's `prometheus`) with a given configuration file.
+/// A Prometheus server (Debian's `prometheus`) with a given configuration file and exemplar
+/// storage on.
 #[derive(Debug)]
 pub struct Prometheus {
     process: ServiceProcess,
@@ -288,6 +289,8 @@ impl Prometheus {
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", dir.join("data").display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
+            // Exemplars, as the demo and the shipped config expect (docs/design.md).
+            "--enable-feature=exemplar-storage".to_string(),
         ];
         let args: Vec<String> = args
             .into_iter()

@@ -434,10 +434,24 @@ fn promtool_accepts_the_committed_and_the_rendered_scrape_config() {
         .get("metric_relabel_configs")
         .cloned()
         .unwrap();
-    let drop = &drops.as_sequence().unwrap()[0];
+    // First the exemplar copy of the time histograms' buckets, then the drop of the rest.
+    let copy = &drops.as_sequence().unwrap()[0];
+    assert_eq!(
+        (
+            ystr(copy, "regex"),
+            ystr(copy, "target_label"),
+            ystr(copy, "replacement")
+        ),
+        (
+            "openwhisk_action_(duration|waitTime|initTime)_seconds_bucket",
+            "__name__",
+            "openwhisk_exemplar_${1}_seconds_bucket"
+        )
+    );
+    let drop = &drops.as_sequence().unwrap()[1];
     assert_eq!(
         (ystr(drop, "action"), ystr(drop, "regex")),
-        ("drop", "openwhisk_.*")
+        ("drop", "openwhisk_(action|namespace)_.*")
     );
 
     let template = std::fs::read_to_string(&committed).unwrap();
@@ -477,7 +491,8 @@ fn put(url: &str, body: &str) {
 }
 
 #[test]
-fn rendered_scrape_config_keeps_pushed_labels_and_drops_platform_metrics_from_collector_job() {
+fn rendered_scrape_config_keeps_pushed_labels_and_drops_platform_metrics_from_collector_job_but_the_exemplar_copy()
+ {
     // A real Pushgateway for the `pushgateway` job, and a second one standing in for the
     // collector's /metrics exposition (it serves whatever text format is pushed to it).
     let pgw = Pushgateway::start(&[]).unwrap();
@@ -491,7 +506,7 @@ fn rendered_scrape_config_keeps_pushed_labels_and_drops_platform_metrics_from_co
     );
     put(
         &format!("{}/metrics/job/standin", collector_stand_in.url()),
-        "# TYPE whisk_collector_live_series gauge\nwhisk_collector_live_series 7\n# TYPE openwhisk_action_memory gauge\nopenwhisk_action_memory{namespace=\"guest\",initiator=\"guest\",action=\"hello\"} 256\n",
+        "# TYPE whisk_collector_live_series gauge\nwhisk_collector_live_series 7\n# TYPE openwhisk_action_memory gauge\nopenwhisk_action_memory{namespace=\"guest\",initiator=\"guest\",action=\"hello\"} 256\n# TYPE openwhisk_action_duration_seconds histogram\nopenwhisk_action_duration_seconds_bucket{namespace=\"guest\",initiator=\"guest\",action=\"hello\",le=\"0.1\"} 2\nopenwhisk_action_duration_seconds_bucket{namespace=\"guest\",initiator=\"guest\",action=\"hello\",le=\"+Inf\"} 3\nopenwhisk_action_duration_seconds_sum{namespace=\"guest\",initiator=\"guest\",action=\"hello\"} 1.5\nopenwhisk_action_duration_seconds_count{namespace=\"guest\",initiator=\"guest\",action=\"hello\"} 3\n",
     );
     let cfg = prometheus_config_for(
         &format!("127.0.0.1:{}", pgw.port()),
@@ -514,6 +529,15 @@ fn rendered_scrape_config_keeps_pushed_labels_and_drops_platform_metrics_from_co
         q(r#"openwhisk_action_memory{job="whisk-collector"}"#).is_empty(),
         "openwhisk_* not dropped"
     );
+    // The time histograms' buckets stay, renamed (they carry the exemplars); nothing else of
+    // them, and no series of the collector job under an openwhisk_action_* name.
+    assert_eq!(
+        prom.query_sum(r#"openwhisk_exemplar_duration_seconds_bucket{job="whisk-collector",action="hello",le="+Inf"}"#)
+            .unwrap(),
+        3.0
+    );
+    assert!(q(r#"{job="whisk-collector",__name__=~"openwhisk_action_.+"}"#).is_empty());
+    assert!(q(r#"{__name__=~"openwhisk_exemplar_duration_seconds_(sum|count)"}"#).is_empty());
     assert!(q("whisk_container_start_time_seconds{exported_instance!=\"\"}").is_empty());
 }
 

@@ -365,11 +365,22 @@ fn servicemonitors_use_known_fields_honor_labels_and_select_our_services() {
             }
         }
     }
-    // The collector's openwhisk_* families arrive through the Pushgateway only.
+    // The collector's openwhisk_* families arrive through the Pushgateway only, but for the
+    // renamed exemplar copy of the time histograms' buckets (docs/design.md).
     let collector = r.get("ServiceMonitor", "whisk-collector");
-    let drop = &collector["spec"]["endpoints"][0]["metricRelabelings"][0];
+    let copy = &collector["spec"]["endpoints"][0]["metricRelabelings"][0];
+    assert_eq!(copy["targetLabel"], "__name__");
+    assert_eq!(
+        copy["regex"],
+        "openwhisk_action_(duration|waitTime|initTime)_seconds_bucket"
+    );
+    assert_eq!(
+        copy["replacement"],
+        "openwhisk_exemplar_${1}_seconds_bucket"
+    );
+    let drop = &collector["spec"]["endpoints"][0]["metricRelabelings"][1];
     assert_eq!(drop["action"], "drop");
-    assert_eq!(drop["regex"], "openwhisk_.*");
+    assert_eq!(drop["regex"], "openwhisk_(action|namespace)_.*");
     assert_eq!(drop["sourceLabels"][0], "__name__");
 }
 

@@ -63,8 +63,10 @@ struct RunArgs {
     /// whisk-gateway in front of them).
     #[arg(long)]
     pushgateway_url: Option<String>,
-    /// Serve the OpenWhisk controller's `GET /api/v1/namespaces` on 127.0.0.1:PORT (0: any free
-    /// port) for a fresh API key per namespace of the actions, and hand each activation its
+    /// Serve the OpenWhisk controller's `GET /api/v1/namespaces` and the activation records
+    /// (`GET /api/v1/namespaces/_/activations/ID`, the last 10 000 activations, what the
+    /// dashboards' exemplar links open) on 127.0.0.1:PORT (0: any free port) for a fresh
+    /// API key per namespace of the actions (printed at start), and hand each activation its
     /// namespace's key as `__OW_API_KEY`, as the invoker does: what `whisk-gateway
     /// --openwhisk-api-host http://127.0.0.1:PORT` authenticates the pushes against (with
     /// `--init-param WHISK_METRICS_AUTH=api-key`).
@@ -309,10 +311,13 @@ fn start_controller(
     let controller = Controller::start_on(port, &keys)
         .map_err(|e| format!("--controller-port {port}: cannot listen: {e}"))?;
     println!(
-        "whisk-emulator: controller GET {}/api/v1/namespaces knows one API key for each of {}",
+        "whisk-emulator: controller GET {}/api/v1/namespaces (and …/activations/{{id}}) knows one API key for each of {}",
         controller.url(),
         namespaces.join(", ")
     );
+    for (key, ns) in &keys {
+        println!("whisk-emulator: API key of namespace {}: {key}", ns[0]);
+    }
     Ok((controller, config))
 }
 
@@ -323,7 +328,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let spec = args.load(&names)?;
     let config = args.invoker_config()?;
     // The controller is kept alive until the load ends: dropping it stops the endpoint.
-    let (_controller, config) = match args.controller_port {
+    let (controller, config) = match args.controller_port {
         Some(port) => {
             let (controller, config) = start_controller(port, &specs, config)?;
             (Some(controller), config)
@@ -335,6 +340,11 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let sink: Arc<dyn EventSink> = match &kafka {
         Some(k) => k.clone(),
         None => Arc::new(MemorySink::default()),
+    };
+    // With a controller, its activation records API answers for every activation run here.
+    let sink = match &controller {
+        Some(c) => c.recording(sink),
+        None => sink,
     };
     let mut invoker =
         Invoker::with_sequences(config, sink, specs, sequences).map_err(|e| e.to_string())?;
