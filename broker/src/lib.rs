@@ -13,6 +13,8 @@
 //! offset and reports the messages dropped before the group read them.
 //!
 //! The binary `whisk-embedded-broker` (`--help`) runs it until SIGINT/SIGTERM.
+// Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 use std::time::Duration;
 

@@ -30,6 +30,8 @@
 //! ```
 //!
 //! The binary is `config → run(config, shutdown)`; embedders call [`run`] the same way.
+// Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 mod aggregate;
 mod allocator;

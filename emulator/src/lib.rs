@@ -64,6 +64,8 @@
 //! `target/release` and `target/debug` is used; `WHISK_ACTIONS_DIR` overrides) and
 //! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
 //! overrides). A missing one fails the test with the command to run.
+// Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 mod cgroup;
 mod container;

@@ -208,7 +208,8 @@
 //!
 //! "Process start" is the first time the SDK is used (registering a metric or entering the
 //! loop), i.e. the top of `main`. `status`: see the action loop's table.
-
+// Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 #![warn(missing_docs)]
 
 mod builtins;

@@ -34,6 +34,8 @@
 //! serve(listener, router, Limits::default(), metrics, std::future::pending()).await
 //! # }
 //! ```
+// Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 mod body;
 mod conn;

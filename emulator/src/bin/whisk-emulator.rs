@@ -1,6 +1,8 @@
 //! `whisk-emulator`: runs a load against action executables like an OpenWhisk invoker (events to
 //! Kafka, metrics from the actions to a Pushgateway or a whisk-gateway, optionally with the
 //! controller's `GET /api/v1/namespaces` for the API keys it hands the actions) with a live table.
+// Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
