@@ -149,7 +149,7 @@ impl FamilyTable {
     }
 
     /// First-sight reads of one shard start at most once per `min_interval`
-    /// (`--first-sight-min-interval`; [`crate::first_sight`]).
+    /// (`--first-sight-min-interval`; docs/design.md, "First sight").
     #[must_use]
     pub fn with_first_sight_interval(mut self, min_interval: Duration) -> Self {
         self.shard_reads = ShardReads::new(min_interval);

@@ -6,7 +6,7 @@
 //! - [`proto`]: the `WriteRequest` messages (`prost`), exemplars (field 3) included;
 //! - [`encode`] / [`decode`]: protobuf plus snappy **block** compression (`snap::raw`, not the
 //!   framed format);
-//! - [`translate`]: a text-format body → the series a scrape of the Pushgateway would store;
+//! - [`translate()`]: a text-format body → the series a scrape of the Pushgateway would store;
 //! - [`HEADERS`]: the spec's request headers; [`STALE_NAN`]: the stale marker;
 //! - [`Client`]: one POST per write with a timeout per attempt, retries of 5xx and 429 with
 //!   jittered backoff and `Retry-After` honoured, all inside one total bound; other 4xx are not

@@ -2,7 +2,7 @@
 //! samples in any Prometheus remote-write receiver, instead of a PUT to a Pushgateway.
 //!
 //! Per push, in its group's lane (one write of a group at a time, in arrival order):
-//! 1. translate the body ([`whisk_remote_write::translate`]) into the series a Prometheus scraping the Pushgateway would store,
+//! 1. translate the body ([`whisk_remote_write::translate()`]) into the series a Prometheus scraping the Pushgateway would store,
 //!    add the grouping key (`job`, `instance`, `namespace`, `action`, overriding pushed
 //!    labels) and `push_time_seconds`;
 //! 2. stamp every sample with the gateway's clock, strictly later than the group's last write
