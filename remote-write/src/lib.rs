@@ -143,6 +143,27 @@ pub fn normalize_labels(labels: &mut Vec<Label>) {
     labels.dedup_by(|later, earlier| later.name == earlier.name);
 }
 
+/// One series of one sample at `timestamp` (ms): `labels` under the `grouping` key, whose labels
+/// override pushed ones of the same name (as a scrape with `honor_labels: true` stores them),
+/// then [`normalize_labels`]. The gateway's pushes and the collector's platform group both
+/// become series so.
+pub fn grouped_series(
+    grouping: &[Label],
+    labels: &[Label],
+    value: f64,
+    timestamp: i64,
+) -> TimeSeries {
+    let mut all: Vec<Label> = Vec::with_capacity(labels.len() + grouping.len());
+    all.extend(grouping.iter().cloned());
+    all.extend(labels.iter().cloned());
+    normalize_labels(&mut all);
+    TimeSeries {
+        labels: all,
+        samples: vec![Sample { value, timestamp }],
+        exemplars: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

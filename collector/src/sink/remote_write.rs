@@ -14,9 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use whisk_remote_write::{
-    Client, Label, STALE_NAN, Sample, SeriesLabels, TimeSeries, WriteRequest, normalize_labels,
-};
+use whisk_remote_write::{Client, Label, STALE_NAN, SeriesLabels, TimeSeries, WriteRequest};
 
 use crate::render::{ACTIONS_PER_LOCK, CHUNK_BYTES, render_chunked};
 use crate::shared::{Offsets, Shared};
@@ -157,17 +155,7 @@ impl RemoteWritePush {
     }
 
     fn series(&self, labels: &[Label], value: f64, ts: i64) -> TimeSeries {
-        let mut all = self.grouping.clone();
-        all.extend(labels.iter().cloned());
-        normalize_labels(&mut all);
-        TimeSeries {
-            labels: all,
-            samples: vec![Sample {
-                value,
-                timestamp: ts,
-            }],
-            exemplars: Vec::new(),
-        }
+        whisk_remote_write::grouped_series(&self.grouping, labels, value, ts)
     }
 }
 

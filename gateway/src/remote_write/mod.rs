@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderName, HeaderValue};
 use whisk_grouping::GroupingKey;
 use whisk_remote_write::{
-    Client, ClientConfig, ClientError, Label, STALE_NAN, Sample, TimeSeries, WriteRequest,
+    Client, ClientConfig, ClientError, Label, STALE_NAN, TimeSeries, WriteRequest,
 };
 
 use crate::forward::Answer;
@@ -226,20 +226,9 @@ fn push_time(grouping: &[Label], ts: i64) -> TimeSeries {
     series(&[push_time_name()], grouping, seconds, ts)
 }
 
-/// One series: the pushed labels with the grouping key's overriding them, sorted.
+/// One series: the pushed labels under the grouping key.
 fn series(labels: &[Label], grouping: &[Label], value: f64, ts: i64) -> TimeSeries {
-    let mut all: Vec<Label> = Vec::with_capacity(labels.len() + grouping.len());
-    all.extend(grouping.iter().cloned());
-    all.extend(labels.iter().cloned());
-    whisk_remote_write::normalize_labels(&mut all);
-    TimeSeries {
-        labels: all,
-        samples: vec![Sample {
-            value,
-            timestamp: ts,
-        }],
-        exemplars: Vec::new(),
-    }
+    whisk_remote_write::grouped_series(grouping, labels, value, ts)
 }
 
 fn now_ms() -> i64 {
