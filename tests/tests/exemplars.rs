@@ -321,11 +321,17 @@ fn exemplars_link_each_latency_bucket_to_the_activation_record_it_came_from() {
             "{family}"
         );
     }
-    assert_eq!(
+    // The platform group reaches Prometheus through the Pushgateway: one push and one scrape
+    // after the collector applied the event.
+    let activations = || {
         stack
             .prometheus
             .query_sum(r#"sum(openwhisk_action_activations_total{job="openwhisk_platform", action="hello"})"#)
-            .unwrap(),
+            .unwrap_or(0.0)
+    };
+    wait(Duration::from_secs(60), || activations() >= 13.0);
+    assert_eq!(
+        activations(),
         13.0,
         "the long-id activation is counted like any other"
     );
