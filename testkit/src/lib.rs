@@ -1,7 +1,8 @@
 //! Real services for tests: a tansu Kafka broker, a Prometheus Pushgateway (also one with basic
 //! auth and TLS), a Prometheus server (also as a remote-write receiver) and VictoriaMetrics,
 //! each started as a child process on a free loopback port and killed when dropped; and a
-//! recording, fault-injecting remote-write proxy ([`WriteProxy`]).
+//! recording, fault-injecting remote-write proxy ([`WriteProxy`]) and a tee that forwards each
+//! push to several gateways ([`PushTee`]).
 //!
 //! No mocks: the binaries are the ones `scripts/setup.sh` installs (`tansu` from crates.io,
 //! `prometheus-pushgateway` and `prometheus` from Debian). A missing binary is an error that
@@ -21,6 +22,7 @@ mod receivers;
 mod require;
 mod secure;
 mod services;
+mod tee;
 
 pub use binaries::{action_exec, target_dir};
 pub use process::{ServiceProcess, free_port, http_get, wait_until};
@@ -28,6 +30,7 @@ pub use receivers::{QueryApi, Recorded, VictoriaMetrics, WriteProxy, sum_of};
 pub use require::{in_ci, require};
 pub use secure::SecurePushgateway;
 pub use services::{Prometheus, Pushgateway, Tansu};
+pub use tee::PushTee;
 
 /// Why a service could not be started or queried.
 #[derive(Debug, thiserror::Error)]

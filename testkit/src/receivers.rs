@@ -266,7 +266,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
     };
     let mut reader = BufReader::new(stream);
     while !shared.stop.load(Ordering::SeqCst) {
-        let Some((headers, body)) = read_request(&mut reader) else {
+        let Some((_, headers, body)) = read_request(&mut reader) else {
             return;
         };
         let (status, text) = answer(shared, &headers, &body);
@@ -280,10 +280,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-/// A request's headers (names in lower case) and body.
-type Request = (Vec<(String, String)>, Vec<u8>);
+/// A request's line (`PUT /path HTTP/1.1`), headers (names in lower case) and body.
+pub(crate) type Request = (String, Vec<(String, String)>, Vec<u8>);
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+/// Reads one request of a keep-alive connection (`None` at its end or on a malformed request).
+pub(crate) fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut line = String::new();
     reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
     let mut headers = Vec::new();
@@ -306,7 +307,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         .min(MAX_BODY);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
-    Some((headers, body))
+    Some((line.trim_end().to_string(), headers, body))
 }
 
 fn answer(shared: &Shared, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
