@@ -12,6 +12,12 @@
 #
 #   scripts/demo.sh [--duration SECONDS] [--rate PER_SECOND] [--keep]
 #                   [--broker embedded|tansu] [--brokers HOST:PORT]
+#                   [--backend pushgateway|remote-write]
+#
+# Backends: `pushgateway` (default) as above. `remote-write`: no Pushgateway and no janitor;
+# Prometheus is the store, a remote-write receiver (--web.enable-remote-write-receiver, exemplar
+# storage on) that whisk-gateway and the collector write into (docs/design.md "Remote-write
+# backend"); the live table and the printed queries work the same.
 #
 # Brokers: `embedded` (default) is librdkafka's mock cluster in whisk-embedded-broker: nothing to
 # install, in memory, and it keeps at most 5 MiB or 100 000 message sets per partition, so the
@@ -33,6 +39,7 @@ rate=15
 keep=0
 broker=embedded
 brokers=""
+backend=pushgateway
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=${2:?--duration needs a number of seconds}; shift 2 ;;
@@ -44,13 +51,16 @@ while [ $# -gt 0 ]; do
     --broker=*) broker=${1#*=}; shift ;;
     --brokers) brokers=${2:?--brokers needs HOST:PORT}; broker=external; shift 2 ;;
     --brokers=*) brokers=${1#*=}; broker=external; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --backend) backend=${2:?--backend needs pushgateway or remote-write}; shift 2 ;;
+    --backend=*) backend=${1#*=}; shift ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$duration" in ''|*[!0-9]*) echo "demo.sh: --duration must be whole seconds, got '$duration'" >&2; exit 2 ;; esac
 case "$rate" in ''|*[!0-9.]*|*.*.*|.) echo "demo.sh: --rate must be a number, got '$rate'" >&2; exit 2 ;; esac
 case "$broker" in embedded|tansu|external) ;; *) echo "demo.sh: --broker must be embedded or tansu (or give --brokers HOST:PORT), got '$broker'" >&2; exit 2 ;; esac
+case "$backend" in pushgateway|remote-write) ;; *) echo "demo.sh: --backend must be pushgateway or remote-write, got '$backend'" >&2; exit 2 ;; esac
 
 # The load: --rate per second plus a burst of BURST_SIZE every BURST_EVERY seconds.
 BURST_SIZE=40
@@ -174,49 +184,65 @@ case "$broker" in
     ;;
 esac
 
-shard=0
-for port in "$PGW_PORT" "$PGW2_PORT"; do
-  log "Pushgateway shard $shard on 127.0.0.1:$port"
-  prometheus-pushgateway --web.listen-address="127.0.0.1:$port" \
-    --push.disable-consistency-check --persistence.file= >"$STACK/pushgateway$shard.log" 2>&1 &
+# Prometheus: in Pushgateway mode it scrapes the shards; in remote-write mode it is the store the
+# gateway and the collector write into (no Pushgateway job), started first so their first writes
+# find it. Either way it scrapes the gateway's and the collector's own metrics.
+start_prometheus() {
+  local pgw_targets="'127.0.0.1:$PGW_PORT', '127.0.0.1:$PGW2_PORT'" receiver=()
+  if [ "$backend" = remote-write ]; then pgw_targets="" receiver=(--web.enable-remote-write-receiver); fi
+  log "Prometheus on 127.0.0.1:$PROM_PORT${receiver:+ (remote-write receiver)}"
+  sed -e "s/\['localhost:9091'\] # PUSHGATEWAY_TARGET/[$pgw_targets] # PUSHGATEWAY_TARGET/" \
+      -e "s/'localhost:9096'\] # GATEWAY_TARGET/'127.0.0.1:$GW_PORT'] # GATEWAY_TARGET/" \
+      -e "s/'localhost:9095'\] # COLLECTOR_TARGET/'127.0.0.1:$COLLECTOR_PORT'] # COLLECTOR_TARGET/" \
+      dashboards/prometheus/prometheus.yml >"$STACK/prometheus.yml"
+  cp dashboards/prometheus/rules.yml "$STACK/rules.yml" # rule_files is relative to the config
+  prometheus --config.file="$STACK/prometheus.yml" --storage.tsdb.path="$STACK/prometheus-data" --enable-feature=exemplar-storage \
+    "${receiver[@]}" --web.listen-address="127.0.0.1:$PROM_PORT" >"$STACK/prometheus.log" 2>&1 &
   pids+=($!)
-  wait_http "http://127.0.0.1:$port/-/ready" "pushgateway$shard"
-  shard=$((shard + 1))
-done
+  wait_http "http://127.0.0.1:$PROM_PORT/-/ready" prometheus
+}
+
+if [ "$backend" = remote-write ]; then
+  start_prometheus
+  store=(--remote-write-url "http://127.0.0.1:$PROM_PORT/api/v1/write")
+  collector_store=("${store[@]}")
+  stores_line="Receiver     http://127.0.0.1:$PROM_PORT/api/v1/write   (remote write: SDK groups, job=openwhisk_actions, one per container; platform series; no Pushgateway)"
+else
+  shard=0
+  for port in "$PGW_PORT" "$PGW2_PORT"; do
+    log "Pushgateway shard $shard on 127.0.0.1:$port"
+    prometheus-pushgateway --web.listen-address="127.0.0.1:$port" \
+      --push.disable-consistency-check --persistence.file= >"$STACK/pushgateway$shard.log" 2>&1 &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$port/-/ready" "pushgateway$shard"
+    shard=$((shard + 1))
+  done
+  store=(--pushgateway-url "http://127.0.0.1:$PGW_PORT" --pushgateway-url "http://127.0.0.1:$PGW2_PORT")
+  collector_store=("${store[@]}" --prune-after 2m --prune-interval 30s)
+  stores_line="Pushgateways http://127.0.0.1:$PGW_PORT/ http://127.0.0.1:$PGW2_PORT/   (SDK groups: job=openwhisk_actions, one per container, sharded by instance)"
+fi
 
 log "whisk-gateway on 127.0.0.1:$GW_PORT (API keys checked against http://127.0.0.1:$CTRL_PORT)"
 "$BIN/whisk-gateway" --listen "127.0.0.1:$GW_PORT" --auth api-key \
   --openwhisk-api-host "http://127.0.0.1:$CTRL_PORT" \
-  --pushgateway-url "http://127.0.0.1:$PGW_PORT" --pushgateway-url "http://127.0.0.1:$PGW2_PORT" \
-  --log-level warn >"$STACK/gateway.log" 2>&1 &
+  "${store[@]}" --log-level warn >"$STACK/gateway.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$GW_PORT/readyz" gateway
 
 log "collector on 127.0.0.1:$COLLECTOR_PORT"
 "$BIN/whisk-collector" --brokers "$KAFKA" --listen "127.0.0.1:$COLLECTOR_PORT" \
-  --pushgateway-url "http://127.0.0.1:$PGW_PORT" --pushgateway-url "http://127.0.0.1:$PGW2_PORT" \
-  --push-interval 5s --instance demo \
-  --prune-after 2m --prune-interval 30s --log-level warn >"$STACK/collector.log" 2>&1 &
+  "${collector_store[@]}" --push-interval 5s --instance demo --log-level warn >"$STACK/collector.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$COLLECTOR_PORT/healthz" collector
 
-log "Prometheus on 127.0.0.1:$PROM_PORT"
-sed -e "s/'localhost:9091'\] # PUSHGATEWAY_TARGET/'127.0.0.1:$PGW_PORT', '127.0.0.1:$PGW2_PORT'] # PUSHGATEWAY_TARGET/" \
-    -e "s/'localhost:9096'\] # GATEWAY_TARGET/'127.0.0.1:$GW_PORT'] # GATEWAY_TARGET/" \
-    -e "s/'localhost:9095'\] # COLLECTOR_TARGET/'127.0.0.1:$COLLECTOR_PORT'] # COLLECTOR_TARGET/" \
-    dashboards/prometheus/prometheus.yml >"$STACK/prometheus.yml"
-cp dashboards/prometheus/rules.yml "$STACK/rules.yml" # rule_files is relative to the config
-prometheus --config.file="$STACK/prometheus.yml" --storage.tsdb.path="$STACK/prometheus-data" --enable-feature=exemplar-storage \
-  --web.listen-address="127.0.0.1:$PROM_PORT" >"$STACK/prometheus.log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$PROM_PORT/-/ready" prometheus
+[ "$backend" = remote-write ] || start_prometheus
 
 cat >&2 <<EOF
 
   Prometheus   http://127.0.0.1:$PROM_PORT/graph
   Gateway      http://127.0.0.1:$GW_PORT/metrics   (the actions push here with their API key; its own metrics)
   Controller   http://127.0.0.1:$CTRL_PORT/api/v1/namespaces   (served by the emulator during the load)
-  Pushgateways http://127.0.0.1:$PGW_PORT/ http://127.0.0.1:$PGW2_PORT/   (SDK groups: job=openwhisk_actions, one per container, sharded by instance)
+  $stores_line
   Collector    http://127.0.0.1:$COLLECTOR_PORT/metrics
   Logs         $STACK/*.log
 
