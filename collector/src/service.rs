@@ -18,8 +18,15 @@ use crate::source::kafka::{Command, KafkaSource};
 /// Upper bound of each HTTP request to the Pushgateway.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the final push may take at shutdown: a store that does not answer must not hold
+/// the replica past its grace period (Kubernetes' default is 30 s).
+const SHUTDOWN_PUSH: Duration = Duration::from_secs(4);
+
+/// How long the delete of the replica's platform group may take at shutdown.
+const SHUTDOWN_DELETE: Duration = Duration::from_secs(3);
+
 /// Runs the collector until `shutdown` completes, then stops consuming, pushes a last time,
-/// commits and returns (within about 10 s).
+/// commits and returns (within about 12 s, whether or not the store answers).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let shared = Arc::new(Shared::new(config.limits()));
     let http = Http::start(&config, &shared).await?;
@@ -46,11 +53,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // A rollout must not leave this replica's group frozen in the Pushgateway (its gauges would
     // be summed with the new replicas'). Only once the final push and commit are done.
     if let (Some(p), true) = (&push, config.delete_on_shutdown) {
-        match p.delete().await {
-            Ok(()) => {
+        match tokio::time::timeout(SHUTDOWN_DELETE, p.delete()).await {
+            Ok(Ok(())) => {
                 tracing::info!(url = %p.url(), pushed, "deleted this replica's platform group")
             }
-            Err(e) => tracing::warn!("could not delete this replica's platform group: {e}"),
+            Ok(Err(e)) => tracing::warn!("could not delete this replica's platform group: {e}"),
+            Err(_) => tracing::warn!(
+                "could not delete this replica's platform group: no answer within {}s",
+                SHUTDOWN_DELETE.as_secs()
+            ),
         }
     }
     http.stop().await?;
@@ -180,7 +191,16 @@ impl Consumer {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let finish = match push {
-            Some(p) => p.push_snapshot(shared).await,
+            Some(p) => tokio::time::timeout(SHUTDOWN_PUSH, p.push_snapshot(shared))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(
+                        "final push got no answer within {}s: the next owner re-reads the \
+                         events since the last commit",
+                        SHUTDOWN_PUSH.as_secs()
+                    );
+                    None
+                }),
             None => None,
         };
         let pushed = finish.is_some();
