@@ -3,8 +3,8 @@
 //!
 //! The Pushgateway never forgets a group, and every push gets slower with each group stored.
 //! Every `--prune-interval` the janitor reads each Pushgateway's `/api/v1/metrics` as a stream
-//! ([`listing`]: only grouping labels and `push_time_seconds` are kept, so memory does not grow
-//! with the series stored) and DELETEs each group of `--prune-job` whose `push_time_seconds` is
+//! ([`listing`]: only grouping labels, `push_time_seconds` and each family's type are kept, so
+//! memory does not grow with the series stored) and DELETEs each group of `--prune-job` whose `push_time_seconds` is
 //! older than `--prune-after`, and each platform group (`--push-job`) of another replica gone
 //! as long, rebuilding the exact grouping key (every label `@base64`). Groups of other jobs are
 //! never touched. Before that, the [`guard`] checks that the Pushgateway's own `/metrics`

@@ -24,11 +24,14 @@ use whisk_grouping::FamilyType;
 
 use super::listing::ListedGroup;
 
-/// Most family names remembered per shard (the gateway's default `--max-families`).
-pub(crate) const MAX_SIDES: usize = 50_000;
+/// Most family names remembered per shard. An entry costs its map slot (a 16-byte name
+/// pointer, 40 bytes of reads, a control byte: 65–130 bytes as the table's load varies) and the
+/// name's heap block (its length rounded up to 16, at least 32 bytes): with
+/// [`MAX_NAME_BYTES`], at most ~4.3 MB per shard.
+pub(crate) const MAX_SIDES: usize = 20_000;
 
 /// Most bytes of family names remembered per shard.
-pub(crate) const MAX_NAME_BYTES: usize = 2 << 20;
+pub(crate) const MAX_NAME_BYTES: usize = 1 << 20;
 
 /// Families every group holds, written by the Pushgateway itself: never a side.
 pub(crate) const PUSHGATEWAY_FAMILIES: [&str; 2] =
