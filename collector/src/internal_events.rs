@@ -53,6 +53,7 @@ pub(crate) struct Telemetry {
     assigned_partitions: IntGauge,
     kafka_errors: IntCounterVec,
     guard_type_clash: IntCounter,
+    guard_first_seen_full: IntCounter,
     janitor_rounds: IntCounterVec,
     janitor_prometheus_failures: IntCounterVec,
     janitor_deletes_ok: IntCounter,
@@ -216,6 +217,7 @@ struct JanitorFamilies {
     pruned: IntCounter,
     runs: IntCounterVec,
     guard_deleted: IntCounterVec,
+    first_seen_full: IntCounter,
     rounds: IntCounterVec,
     prometheus_failures: IntCounterVec,
     deletes: IntCounterVec,
@@ -238,6 +240,10 @@ impl JanitorFamilies {
                 "whisk_collector_guard_deleted_groups_total",
                 "Pushgateway groups deleted by the guard so the Pushgateway's /metrics answers again, by reason",
                 "reason",
+            ),
+            first_seen_full: r.counter(
+                "whisk_collector_guard_first_seen_full_total",
+                "Shard listings that held a family the guard's memory of first sightings had no room for (such families are ordered by push time in a clash)",
             ),
             rounds: r.counter_vec(
                 "whisk_collector_janitor_rounds_total",
@@ -293,6 +299,7 @@ impl Telemetry {
             guard_type_clash: j
                 .guard_deleted
                 .with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
+            guard_first_seen_full: j.first_seen_full,
             revocations_committed: p.revocations.with_label_values(&["committed"]),
             revocations_failed: p.revocations.with_label_values(&["failed"]),
             events_activation: p.events.with_label_values(&["activation"]),
@@ -450,6 +457,14 @@ impl Telemetry {
             self.guard_type_clash
                 .inc_by(round.guard_deleted.len() as u64);
         }
+        if round.first_seen_full > 0 {
+            tracing::warn!(
+                shards = round.first_seen_full,
+                "the guard's memory of when each family first appeared is full on some shards: \
+                 families new to it are ordered by push time in a clash"
+            );
+        }
+        self.guard_first_seen_full.inc_by(round.first_seen_full);
         for e in &round.unserved {
             tracing::warn!("janitor: a Pushgateway could not be served this round: {e}");
         }

@@ -3,8 +3,8 @@
 //!
 //! The Pushgateway never forgets a group, and every push gets slower with each group stored.
 //! Every `--prune-interval` the janitor reads each Pushgateway's `/api/v1/metrics` as a stream
-//! ([`listing`]: only grouping labels and `push_time_seconds` are kept, so memory does not grow
-//! with the series stored) and DELETEs each group of `--prune-job` whose `push_time_seconds` is
+//! ([`listing`]: only grouping labels, `push_time_seconds` and each family's type are kept, so
+//! memory does not grow with the series stored) and DELETEs each group of `--prune-job` whose `push_time_seconds` is
 //! older than `--prune-after`, and each platform group (`--push-job`) of another replica gone
 //! as long, rebuilding the exact grouping key (every label `@base64`). Groups of other jobs are
 //! never touched. Before that, the [`guard`] checks that the Pushgateway's own `/metrics`
@@ -31,8 +31,11 @@
 //!   the grouping-key reconstruction, the DELETE of each stale group on every shard;
 //! - [`prometheus`]: the Prometheus HTTP client (instant queries, PromQL quoting, parsing);
 //! - [`guard`]: the type-clash guard: which groups break `/metrics`, deleting them, and the
-//!   direct `/metrics` check the Prometheus round runs for a shard whose scrape is not up.
+//!   direct `/metrics` check the Prometheus round runs for a shard whose scrape is not up;
+//! - [`first_seen`]: the guard's bounded memory of the read in which each family first
+//!   appeared on each shard (the Pushgateway keeps only last push times).
 
+mod first_seen;
 pub(crate) mod guard;
 pub(crate) mod listing;
 mod listing_round;
@@ -52,6 +55,14 @@ pub use listing_round::stale_groups;
 /// label), which would otherwise never go. At the default `--prune-interval` once an hour.
 const LISTING_EVERY_ROUNDS: u64 = 60;
 
+/// Locks one shard's memory of first sightings (a panic while it was held leaves it usable:
+/// every update is a whole entry).
+fn lock(
+    m: &std::sync::Mutex<first_seen::FirstSeen>,
+) -> std::sync::MutexGuard<'_, first_seen::FirstSeen> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What the janitor does.
 #[derive(Debug, Clone)]
 pub struct Janitor {
@@ -64,6 +75,8 @@ pub struct Janitor {
     prometheus: Option<PrometheusClient>,
     /// Rounds run so far (shared by clones).
     rounds: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Per shard (as `clients`), when each family was first seen (shared by clones).
+    first_seen: std::sync::Arc<[std::sync::Mutex<first_seen::FirstSeen>]>,
 }
 
 /// Where a round learnt which groups are stale.
@@ -151,6 +164,9 @@ pub struct JanitorRound {
     pub health_direct: u64,
     /// Prometheus source: how long its two queries took (asked at once).
     pub query_time: Option<Duration>,
+    /// Shards whose listing, read this round, held a family the guard's memory of first
+    /// sightings had no room for (that family is ordered by push time).
+    pub first_seen_full: u64,
 }
 
 impl JanitorRound {
@@ -197,8 +213,10 @@ impl Janitor {
         max_age: Duration,
         dry_run: bool,
     ) -> Self {
+        let first_seen = clients.iter().map(|_| Default::default()).collect();
         Self {
             clients,
+            first_seen,
             job: job.to_string(),
             platform: None,
             max_age,

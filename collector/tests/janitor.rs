@@ -270,3 +270,121 @@ fn guard_deletes_the_clashing_minority_groups_and_restores_metrics_in_one_round(
     let text = pgw.metrics_text().unwrap();
     assert!(text.contains("jobs{") && text.contains(r#"instance="c""#));
 }
+
+/// Each group of `job` by instance, with its `push_time_seconds`.
+fn push_times(pgw: &Pushgateway, job: &str) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = pgw
+        .groups()
+        .unwrap()
+        .iter()
+        .filter(|g| g["labels"]["job"] == job)
+        .filter_map(|g| {
+            let instance = g["labels"]["instance"].as_str()?.to_string();
+            let time = g["push_time_seconds"]["metrics"][0]["value"].as_str()?;
+            Some((instance, time.parse().ok()?))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer_groups() {
+    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    let sdk = &format!("openwhisk_actions_first{}", std::process::id());
+    let labels = |i| [("instance", i), ("namespace", "guest"), ("action", "clash")];
+    let counter = "# TYPE jobs_total counter\njobs_total 5\n";
+    let gauge = "# TYPE jobs_total gauge\njobs_total 9\n";
+    put_body(&rt, &client, sdk, &labels("first"), counter);
+    assert!(wait_until_instances(&pgw, sdk, &["first"]));
+    // A round while the shard is healthy: nothing to do, the guard learns the counter.
+    let janitor = Janitor::new(client.clone(), sdk, Duration::from_secs(3600), false);
+    let round = rt.block_on(janitor.run_once()).unwrap();
+    assert!(round.guard_deleted.is_empty(), "{round:?}");
+    assert_eq!(round.first_seen_full, 0);
+    assert_eq!(metrics_status(&pgw), 200);
+    // Another tenant's gauge in three groups, then the earlier tenant pushes again.
+    for i in ["late-1", "late-2", "late-3"] {
+        put_body(&rt, &client, sdk, &labels(i), gauge);
+    }
+    assert!(wait_until_instances(
+        &pgw,
+        sdk,
+        &["first", "late-1", "late-2", "late-3"]
+    ));
+    let newest_late = push_times(&pgw, sdk)
+        .iter()
+        .filter(|(i, _)| i != "first")
+        .map(|(_, t)| *t)
+        .fold(f64::MIN, f64::max);
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(10), || {
+            put_body(&rt, &client, sdk, &labels("first"), counter);
+            push_times(&pgw, sdk)
+                .iter()
+                .any(|(i, t)| i == "first" && *t > newest_late)
+        }),
+        "the earlier tenant's push must be the newest: {:?}",
+        push_times(&pgw, sdk)
+    );
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(5), || metrics_status(&pgw) == 500),
+        "the clash must break /metrics (status {})",
+        metrics_status(&pgw)
+    );
+    // By push times alone (what the Pushgateway keeps), the earlier tenant's group would go.
+    let listing = whisk_testkit::http_get(&format!("{}/api/v1/metrics", pgw.url())).unwrap();
+    let mut listed = Vec::new();
+    whisk_collector::parse_listing(listing.as_bytes(), true, |g| listed.push(g)).unwrap();
+    let by_push_time = whisk_collector::type_clash_offenders(&listed, "openwhisk_platform");
+    assert_eq!(by_push_time.len(), 1, "{by_push_time:?}");
+    assert!(
+        by_push_time[0]
+            .labels
+            .contains(&("instance".into(), "first".into()))
+    );
+
+    // One guard round: the later family's groups go, however many, and /metrics answers.
+    let round = rt.block_on(janitor.run_once()).unwrap();
+    let mut deleted: Vec<&str> = round
+        .guard_deleted
+        .iter()
+        .map(|d| d.path.as_str())
+        .collect();
+    deleted.sort_unstable();
+    let expected: Vec<String> = ["late-1", "late-2", "late-3"]
+        .iter()
+        .map(|i| {
+            // The guard names a group by its labels sorted, as the listing gives them.
+            GroupingKey::new(sdk)
+                .with("action", "clash")
+                .with("instance", *i)
+                .with("namespace", "guest")
+                .path()
+        })
+        .collect();
+    assert_eq!(deleted, expected, "{round:?}");
+    assert!(
+        round.guard_deleted[0]
+            .why
+            .contains("a gauge in this group but a counter"),
+        "{round:?}"
+    );
+    assert_eq!(
+        metrics_status(&pgw),
+        200,
+        "200 right after the guard's round"
+    );
+    assert!(wait_until_instances(&pgw, sdk, &["first"]));
+    assert!(pgw.metrics_text().unwrap().contains("jobs_total{"));
+}
+
+/// Waits (bounded) until the Pushgateway holds exactly `expected` instances of `job`.
+fn wait_until_instances(pgw: &Pushgateway, job: &str, expected: &[&str]) -> bool {
+    whisk_testkit::wait_until(Duration::from_secs(10), || instances(pgw, job) == expected)
+}

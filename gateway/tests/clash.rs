@@ -51,6 +51,18 @@ fn instances(pgw: &Pushgateway) -> Vec<String> {
     v
 }
 
+/// Each group of the SDK's job by instance, with its `push_time_seconds`.
+fn push_times(pgw: &Pushgateway) -> Vec<(String, f64)> {
+    groups_with(pgw, "job", JOB)
+        .iter()
+        .filter_map(|g| {
+            let instance = g["labels"]["instance"].as_str()?.to_string();
+            let time = g["push_time_seconds"]["metrics"][0]["value"].as_str()?;
+            Some((instance, time.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Waits until the Pushgateway holds exactly `expected` instances of the SDK's job.
 fn wait_instances(pgw: &Pushgateway, expected: &[&str]) {
     let ok = wait_until(Duration::from_secs(20), || instances(pgw) == expected);
@@ -63,6 +75,10 @@ struct Setup {
     b: Gateway,
     key: String,
     _controller: whisk_emulator::controller::Controller,
+    /// The collector's janitor over the Pushgateway, one for the whole test (its guard
+    /// remembers, round to round, when each family first appeared), and its runtime.
+    janitor: Janitor,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Setup {
@@ -71,12 +87,22 @@ impl Setup {
         let (controller, keys) = controller(&["guest"]);
         let a = Gateway::with_controller(&[&pgw], &controller, &NO_RESYNC);
         let b = Gateway::with_controller(&[&pgw], &controller, &NO_RESYNC);
+        let url = reqwest::Url::parse(&pgw.url()).unwrap();
+        let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
+        // Nothing is stale (prune-after 1 h): only the guard can act.
+        let janitor = Janitor::new(client, JOB, Duration::from_secs(3600), false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         Setup {
             pgw,
             a,
             b,
             key: keys[0].clone(),
             _controller: controller,
+            janitor,
+            rt,
         }
     }
 
@@ -103,15 +129,48 @@ impl Setup {
     /// One round of the collector's janitor over the Pushgateway (nothing is stale: only the
     /// guard can act); returns the paths it deleted.
     fn guard_round(&self) -> Vec<String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = reqwest::Url::parse(&self.pgw.url()).unwrap();
-        let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
-        let janitor = Janitor::new(client, JOB, Duration::from_secs(3600), false);
-        let round = rt.block_on(janitor.run_once()).expect("a janitor round");
+        let round = self
+            .rt
+            .block_on(self.janitor.run_once())
+            .expect("a janitor round");
         round.guard_deleted.into_iter().map(|d| d.path).collect()
+    }
+
+    /// `instance`'s group pushes `body` again through `via` until its push time is the newest
+    /// of the shard (bounded).
+    fn push_again_until_newest(&self, via: &Gateway, instance: &str, body: &str) {
+        let newest_other = push_times(&self.pgw)
+            .into_iter()
+            .filter(|(i, _)| i != instance)
+            .map(|(_, t)| t)
+            .fold(f64::MIN, f64::max);
+        let newest = wait_until(Duration::from_secs(20), || {
+            assert_eq!(self.put(via, instance, body).0, 202);
+            push_times(&self.pgw)
+                .iter()
+                .any(|(i, t)| i == instance && *t > newest_other)
+        });
+        assert!(
+            newest,
+            "{instance} never pushed last: {:?}",
+            push_times(&self.pgw)
+        );
+    }
+
+    /// By push times alone (all the Pushgateway keeps), the guard would delete `instance`'s
+    /// group: what the janitor remembers from its earlier round must decide instead.
+    fn push_times_alone_would_delete(&self, instance: &str) {
+        let listing = whisk_testkit::http_get(&format!("{}/api/v1/metrics", self.pgw.url()))
+            .expect("the listing");
+        let mut listed = Vec::new();
+        whisk_collector::parse_listing(listing.as_bytes(), true, |g| listed.push(g)).unwrap();
+        let offenders = whisk_collector::type_clash_offenders(&listed, "openwhisk_platform");
+        let instances: Vec<&str> = offenders
+            .iter()
+            .filter_map(|o| o.labels.iter().find(|(k, _)| k == "instance"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(instances, [instance], "{offenders:?}");
     }
 
     /// The clash is stored: `/metrics` answers 500; one guard round later it answers 200 again,
@@ -203,6 +262,42 @@ fn an_exact_clash_through_two_replicas_deletes_the_later_groups_even_when_they_a
     }
     wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
     s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
+}
+
+#[test]
+fn the_family_pushed_first_wins_though_its_tenant_pushes_again_after_more_later_groups() {
+    let s = Setup::start();
+    s.teach_b_then_forget(GAUGE_JOBS);
+    assert_eq!(s.put(&s.a, "first", COUNTER_JOBS).0, 202);
+    wait_instances(&s.pgw, &["first"]);
+    // The janitor's round while the shard is healthy (one every --prune-interval): nothing to
+    // repair; the guard notes the counter.
+    assert_eq!(s.guard_round(), Vec::<String>::new());
+    for i in ["more-1", "more-2", "more-3"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_JOBS).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
+    // The earlier tenant keeps pushing through A (which knows its counter): by push time it
+    // is now the latest of all.
+    s.push_again_until_newest(&s.a, "first", COUNTER_JOBS);
+    s.push_times_alone_would_delete("first");
+    s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
+}
+
+#[test]
+fn the_histogram_pushed_first_wins_a_suffix_clash_though_its_tenant_pushes_again() {
+    let s = Setup::start();
+    s.teach_b_then_forget(GAUGE_X_COUNT);
+    assert_eq!(s.put(&s.a, "tenant-a", HISTOGRAM_X).0, 202);
+    wait_instances(&s.pgw, &["tenant-a"]);
+    assert_eq!(s.guard_round(), Vec::<String>::new());
+    for i in ["late-1", "late-2"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_X_COUNT).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["late-1", "late-2", "tenant-a"]);
+    s.push_again_until_newest(&s.a, "tenant-a", HISTOGRAM_X);
+    s.push_times_alone_would_delete("tenant-a");
+    s.one_guard_round_repairs(&["tenant-a"], &["late-1", "late-2"]);
 }
 
 #[test]

@@ -11,12 +11,15 @@
 //! `_count` series of histograms and summaries):
 //!
 //! - each family name and type held by some groups is a *side*; the platform job's sides come
-//!   first (the collector's own families are the reference), then the others by their first
-//!   push: the earliest `push_time_seconds` among the groups holding them;
+//!   first (the collector's own families are the reference), then the others by the janitor's
+//!   read of the shard in which they first appeared ([`super::first_seen`]: the Pushgateway
+//!   keeps only each group's *last* push), then by their earliest `push_time_seconds` (sides
+//!   first seen in the same read, or not remembered: after a restart, past the memory's bound);
 //! - in that order a side is kept unless it clashes with a side already kept: then every group
 //!   holding it (but the platform's) is deleted, newest first, however many there are. The
-//!   later-pushed family loses, so a tenant cannot get an earlier tenant's group deleted by
-//!   pushing more groups; a tie keeps the side with more groups.
+//!   later family loses, so a tenant cannot get an earlier tenant's group deleted by pushing
+//!   more groups, nor because the earlier tenant kept pushing; a tie keeps the side with more
+//!   groups.
 //!
 //! No other group is touched. [`type_clash_offenders`] picks the offenders from a listing;
 //! [`Janitor::guard`] deletes them and waits for `/metrics` to answer again. The listing round
@@ -28,8 +31,9 @@ use std::time::Duration;
 
 use whisk_grouping::{Clash, FamilyType, GroupingKey, find_clash};
 
+use super::first_seen::{FirstSeen, PUSHGATEWAY_FAMILIES};
 use super::listing::{LISTING_CAP, ListedGroup, ListingError, read_listing};
-use super::{GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup};
+use super::{GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup, lock};
 use crate::sink::pushgateway::PushgatewayClient;
 
 /// The `reason` label of `whisk_collector_guard_deleted_groups_total` for a type clash.
@@ -38,9 +42,6 @@ pub(crate) const TYPE_CLASH: &str = "type_clash";
 /// How long the guard waits for a Pushgateway's `/metrics` to answer 200 after its deletes
 /// (the Pushgateway applies DELETEs asynchronously).
 const GUARD_SETTLE: Duration = Duration::from_secs(10);
-
-/// Families every group holds, written by the Pushgateway itself: never a side.
-const PUSHGATEWAY_FAMILIES: [&str; 2] = ["push_time_seconds", "push_failure_time_seconds"];
 
 /// A group to delete and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,15 +86,28 @@ struct Side<'a> {
     kind: FamilyType,
     holders: Vec<usize>,
     protected: bool,
+    /// The janitor's read of the shard in which it first appeared (`u32::MAX` if not
+    /// remembered: after every remembered side).
+    first_read: u32,
     /// The earliest last push among its holders (infinity if none is known).
     first_push: f64,
 }
 
 /// The groups to delete so that no two stored families clash, newest first: the later-pushed
-/// side of every clash (see the module doc). Groups of `protected_job` are never offenders,
-/// and their families win.
+/// side of every clash (see the module doc), judged by push times alone (as the guard does for
+/// families it has no memory of). Groups of `protected_job` are never offenders, and their
+/// families win.
 pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
-    let sides = sides(groups, protected_job);
+    ordered_offenders(groups, protected_job, &FirstSeen::default())
+}
+
+/// [`type_clash_offenders`] with the shard's memory of when each side first appeared.
+fn ordered_offenders(
+    groups: &[ListedGroup],
+    protected_job: &str,
+    memory: &FirstSeen,
+) -> Vec<Offender> {
+    let sides = sides(groups, protected_job, memory);
     // name → (type, side) of the sides kept so far; never two types for one name.
     let mut kept: HashMap<&str, (FamilyType, usize)> = HashMap::new();
     let mut offenders: Vec<Offender> = Vec::new();
@@ -139,8 +153,9 @@ pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<
 }
 
 /// Every (family, type) of the listing with its holders, in the order sides are kept: the
-/// platform's first, then by first push, then by more holders, then by name.
-fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str) -> Vec<Side<'a>> {
+/// platform's first, then by the read first seen in, then by first push, then by more holders,
+/// then by name.
+fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str, memory: &FirstSeen) -> Vec<Side<'a>> {
     let mut by_key: HashMap<(&str, FamilyType), Vec<usize>> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
         for (family, kind) in &g.families {
@@ -157,6 +172,7 @@ fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str) -> Vec<Side<'a>> {
             protected: holders
                 .iter()
                 .any(|&i| is_protected(&groups[i], protected_job)),
+            first_read: memory.first_read(name, kind).unwrap_or(u32::MAX),
             first_push: holders
                 .iter()
                 .filter_map(|&i| groups[i].push_time)
@@ -167,6 +183,7 @@ fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str) -> Vec<Side<'a>> {
     sides.sort_by(|a, b| {
         b.protected
             .cmp(&a.protected)
+            .then(a.first_read.cmp(&b.first_read))
             .then(a.first_push.total_cmp(&b.first_push))
             .then(b.holders.len().cmp(&a.holders.len()))
             .then(a.name.cmp(b.name))
@@ -184,6 +201,7 @@ impl Janitor {
     /// with every family's type and the guard's deletes.
     pub(super) async fn check_directly(
         &self,
+        shard: usize,
         client: &PushgatewayClient,
         round: &mut JanitorRound,
     ) -> Result<(), JanitorError> {
@@ -192,19 +210,25 @@ impl Janitor {
         }
         let url = format!("{}/api/v1/metrics", client.base());
         let resp = client.list_groups(LISTING_CAP).await?;
+        let memory = std::sync::Arc::clone(&self.first_seen);
+        lock(&memory[shard]).begin_read();
         let (groups, _) = read_listing(
             resp,
             self.limits,
             true,
             Vec::new(),
-            |groups: &mut Vec<ListedGroup>, g| groups.push(g),
+            move |groups: &mut Vec<ListedGroup>, g| {
+                lock(&memory[shard]).observe(&g);
+                groups.push(g);
+            },
         )
         .await
         .map_err(|e: ListingError| JanitorError::Body {
             url,
             message: e.to_string(),
         })?;
-        self.guard(client, &groups, round).await;
+        round.first_seen_full += u64::from(lock(&self.first_seen[shard]).end_read());
+        self.guard(shard, client, &groups, round).await;
         Ok(())
     }
 
@@ -212,12 +236,13 @@ impl Janitor {
     /// `/metrics` to answer again.
     pub(super) async fn guard(
         &self,
+        shard: usize,
         client: &PushgatewayClient,
         groups: &[ListedGroup],
         round: &mut JanitorRound,
     ) {
         let protected = self.platform.as_ref().map_or("", |(job, _)| job.as_str());
-        let offenders: Vec<Offender> = type_clash_offenders(groups, protected);
+        let offenders = ordered_offenders(groups, protected, &lock(&self.first_seen[shard]));
         if offenders.is_empty() {
             tracing::error!(
                 pushgateway = client.base(),
@@ -397,6 +422,49 @@ mod tests {
         ];
         let o = type_clash_offenders(&groups, "platform");
         assert_eq!(instances(&o), ["summary-2", "summary-1"]);
+    }
+
+    #[test]
+    fn the_family_seen_first_wins_though_its_tenant_pushed_last_and_holds_fewer_groups() {
+        let first = group("sdk", "first", 10.0, &[("jobs_total", "COUNTER")]);
+        let mut memory = FirstSeen::default();
+        memory.begin_read();
+        memory.observe(&first);
+        memory.end_read();
+        // Three gauge groups arrive, then the earlier tenant pushes again: its push is the
+        // newest, and by push times alone its group would go.
+        let groups = vec![
+            group("sdk", "late-1", 20.0, &[("jobs_total", "GAUGE")]),
+            group("sdk", "late-2", 21.0, &[("jobs_total", "GAUGE")]),
+            group("sdk", "late-3", 22.0, &[("jobs_total", "GAUGE")]),
+            group("sdk", "first", 30.0, &[("jobs_total", "COUNTER")]),
+        ];
+        assert_eq!(
+            instances(&type_clash_offenders(&groups, "platform")),
+            ["first"]
+        );
+        memory.begin_read();
+        groups.iter().for_each(|g| memory.observe(g));
+        memory.end_read();
+        let o = ordered_offenders(&groups, "platform", &memory);
+        assert_eq!(instances(&o), ["late-3", "late-2", "late-1"]);
+        assert_eq!(o[0].kept_groups, 1);
+        // The same for a suffix clash, the histogram first.
+        let hist = group("sdk", "hist", 10.0, &[("x", "HISTOGRAM")]);
+        let mut memory = FirstSeen::default();
+        memory.begin_read();
+        memory.observe(&hist);
+        memory.end_read();
+        let groups = vec![
+            group("sdk", "g-1", 20.0, &[("x_count", "GAUGE")]),
+            group("sdk", "g-2", 21.0, &[("x_count", "GAUGE")]),
+            group("sdk", "hist", 30.0, &[("x", "HISTOGRAM")]),
+        ];
+        memory.begin_read();
+        groups.iter().for_each(|g| memory.observe(g));
+        memory.end_read();
+        let o = ordered_offenders(&groups, "platform", &memory);
+        assert_eq!(instances(&o), ["g-2", "g-1"]);
     }
 
     #[test]

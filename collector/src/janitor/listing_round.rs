@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use whisk_grouping::GroupingKey;
 
 use super::listing::{LISTING_CAP, ListedGroup, ListingError, read_listing};
-use super::{Janitor, JanitorError, JanitorRound, PrunedGroup, StaleGroup};
+use super::{Janitor, JanitorError, JanitorRound, PrunedGroup, StaleGroup, lock};
 use crate::sink::pushgateway::PushgatewayClient;
 
 impl Janitor {
@@ -26,7 +26,7 @@ impl Janitor {
             let (this, client) = (self.clone(), client.clone());
             set.spawn(async move {
                 let mut part = JanitorRound::default();
-                let served = this.run_one(&client, &mut part).await;
+                let served = this.run_one(i, &client, &mut part).await;
                 (i, part, served)
             });
         }
@@ -51,6 +51,7 @@ impl Janitor {
             round.failed.extend(part.failed);
             round.guard_deleted.extend(part.guard_deleted);
             round.groups += part.groups;
+            round.first_seen_full += part.first_seen_full;
             if let Err(e) = served {
                 round.unserved.push(e.to_string());
                 last_err = Some(e);
@@ -67,6 +68,7 @@ impl Janitor {
 
     async fn run_one(
         &self,
+        shard: usize,
         client: &PushgatewayClient,
         round: &mut JanitorRound,
     ) -> Result<(), JanitorError> {
@@ -76,7 +78,8 @@ impl Janitor {
             message,
         };
         // The guard: a 500 on /metrics means every series of this Pushgateway is lost to
-        // Prometheus. Then the listing also reads every family's type.
+        // Prometheus; then the groups are kept for it. Every family's type is read each round
+        // for the guard's memory of when each family first appeared.
         // Both asked at once: each is a full pass over the store on the Pushgateway's side,
         // and the listing's answer only starts once all of it is encoded.
         let (status, listing) =
@@ -93,12 +96,15 @@ impl Janitor {
             max_age: self.max_age,
             now,
         };
+        let memory = std::sync::Arc::clone(&self.first_seen);
+        lock(&memory[shard]).begin_read();
         let ((stale, kept), groups) = read_listing(
             resp,
             self.limits,
-            broken,
+            true,
             (Vec::new(), Vec::new()),
             move |(stale, kept): &mut (Vec<StaleGroup>, Vec<ListedGroup>), g: ListedGroup| {
+                lock(&memory[shard]).observe(&g);
                 if let Some(s) = sieve.stale(&g) {
                     stale.push(s);
                 }
@@ -109,6 +115,7 @@ impl Janitor {
         )
         .await
         .map_err(|e: ListingError| list_err(e.to_string()))?;
+        round.first_seen_full += u64::from(lock(&self.first_seen[shard]).end_read());
         round.groups += groups;
         for group in stale {
             let key = group
@@ -131,7 +138,7 @@ impl Janitor {
             }
         }
         if broken {
-            self.guard(client, &kept, round).await;
+            self.guard(shard, client, &kept, round).await;
         }
         Ok(())
     }

@@ -88,7 +88,7 @@ impl Janitor {
         }
         for i in unhealthy {
             let client = &self.clients[i];
-            if let Err(e) = self.check_directly(client, &mut round).await {
+            if let Err(e) = self.check_directly(i, client, &mut round).await {
                 round.unserved.push(e.to_string());
             }
         }
