@@ -763,7 +763,24 @@ fn prometheus_series_cost(rows: &mut Vec<[String; 3]>, pgw_port: u16, collector_
         .collect::<Vec<_>>()
         .join("\n");
     let mut prom = whisk_testkit::Prometheus::start(&config).unwrap();
-    let count = |q: &str| prom.query_sum(q).unwrap_or(0.0);
+    // Counting ~900 000 series takes longer than testkit's 10 s query timeout under load.
+    let prom_port: u16 = prom.url().rsplit(':').next().unwrap().parse().unwrap();
+    let count = |q: &str| {
+        let encoded: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let body = get_large(prom_port, &format!("/api/v1/query?query={encoded}"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        whisk_testkit::sum_of(
+            v["data"]["result"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice),
+        )
+    };
     let copy = r#"count({__name__=~"openwhisk_exemplar_.+"})"#;
     let pushed = r#"count({__name__=~"openwhisk_.+", job="openwhisk_platform"})"#;
     // Until two scrapes of each target have landed and the copy stopped growing.
