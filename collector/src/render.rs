@@ -217,21 +217,14 @@ impl Renderer<'_, '_> {
             Family::ColdStarts => self.cold_starts(),
             Family::Status => self.status(),
             Family::StatusCode => self.status_codes(),
-            Family::WaitTime => self.histograms(
-                "openwhisk_action_waitTime_seconds",
-                "Internal system hold time",
-                Timed::Wait,
-            ),
+            Family::WaitTime => self.histograms("Internal system hold time", Timed::Wait),
             Family::InitTime => self.histograms(
-                "openwhisk_action_initTime_seconds",
                 "Time it took to initialize an action, e.g. docker init",
                 Timed::Init,
             ),
-            Family::Duration => self.histograms(
-                "openwhisk_action_duration_seconds",
-                "Actual time the action code was running",
-                Timed::Duration,
-            ),
+            Family::Duration => {
+                self.histograms("Actual time the action code was running", Timed::Duration);
+            }
             Family::ResponseSize => self.response_sizes(),
             Family::Memory => self.memory(),
             Family::GbSeconds => self.gb_seconds(),
@@ -417,7 +410,8 @@ impl Renderer<'_, '_> {
 
     /// One time histogram per action (`init` only for actions that had a cold start), with
     /// its exemplars in OpenMetrics.
-    fn histograms(&mut self, name: &str, help: &str, which: Timed) {
+    fn histograms(&mut self, help: &str, which: Timed) {
+        let name = timed_family(which);
         self.header(name, "histogram", help);
         for (key, s) in self.keys {
             let h = s.timed(which);
@@ -466,6 +460,16 @@ impl Renderer<'_, '_> {
         self.out.push('\n');
         self.open(&format!("{name}_count"), key);
         self.value_u64(cumulative);
+    }
+}
+
+/// The family name of a time histogram (its `_bucket` series carry the exemplars, here and in
+/// a remote write).
+pub(crate) fn timed_family(which: Timed) -> &'static str {
+    match which {
+        Timed::Wait => "openwhisk_action_waitTime_seconds",
+        Timed::Init => "openwhisk_action_initTime_seconds",
+        Timed::Duration => "openwhisk_action_duration_seconds",
     }
 }
 

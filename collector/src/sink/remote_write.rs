@@ -9,6 +9,9 @@
 //! this process's clock, strictly increasing from one snapshot to the next; series the previous
 //! snapshot had and this one has not (evicted actions) get a stale marker, and so does every
 //! series of the last snapshot on a graceful shutdown ([`RemoteWritePush::delete`]).
+//!
+//! The time histograms' exemplars (activation ids) ride on their `_bucket` series, each sent
+//! once ([`exemplars`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +22,8 @@ use whisk_remote_write::{Client, Label, STALE_NAN, SeriesLabels, TimeSeries, Wri
 use crate::render::{ACTIONS_PER_LOCK, CHUNK_BYTES, render_chunked};
 use crate::shared::{Offsets, Shared};
 
+mod exemplars;
+
 /// Most series in one write request (a 10 000-action snapshot is several requests).
 pub(crate) const SERIES_PER_WRITE: usize = 5_000;
 
@@ -28,6 +33,8 @@ pub(crate) struct RemoteWritePush {
     client: Client,
     grouping: Vec<Label>,
     state: Arc<Mutex<Written>>,
+    /// The exemplars acknowledged writes carried.
+    sent: Arc<Mutex<exemplars::Sent>>,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +50,7 @@ impl RemoteWritePush {
             client,
             grouping: vec![Label::new("job", job), Label::new("instance", instance)],
             state: Arc::default(),
+            sent: Arc::default(),
         }
     }
 
@@ -63,6 +71,7 @@ impl RemoteWritePush {
     /// Writes a snapshot; returns the offsets it covers once every request was acknowledged.
     pub(crate) async fn push_snapshot(&self, shared: &Arc<Shared>) -> Option<Offsets> {
         let s = Arc::clone(shared);
+        let sent = Arc::clone(&self.sent);
         let rendered = tokio::task::spawn_blocking(move || {
             let (snapshot, offsets) = s.platform_snapshot();
             let mut text = String::new();
@@ -76,10 +85,16 @@ impl RemoteWritePush {
                 CHUNK_BYTES,
                 ACTIONS_PER_LOCK,
             );
-            whisk_remote_write::translate(text.as_bytes()).map(|t| (t, offsets))
+            let translated = whisk_remote_write::translate(text.as_bytes())?;
+            drop(text);
+            let picked = sent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pick(&snapshot, &translated.series);
+            Ok::<_, whisk_remote_write::Untranslatable>((translated, picked, offsets))
         })
         .await;
-        let (translated, offsets) = match rendered {
+        let (translated, mut picked, offsets) = match rendered {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 shared.telemetry.push_render_failed(&e);
@@ -98,6 +113,9 @@ impl RemoteWritePush {
             .zip(&translated.values)
             .map(|(labels, v)| self.series(labels, *v, ts))
             .collect();
+        for (i, exemplar) in picked.exemplars.drain(..) {
+            series[i].exemplars.push(exemplar);
+        }
         let gone = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let now: HashSet<&SeriesLabels> = translated.series.iter().collect();
@@ -116,6 +134,10 @@ impl RemoteWritePush {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.series = translated.series;
                 drop(state);
+                self.sent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .acknowledged(picked);
                 shared
                     .telemetry
                     .push_succeeded(&self.url(), start.elapsed());
