@@ -44,7 +44,7 @@ const PUSHGATEWAY_FAMILIES: [&str; 2] = ["push_time_seconds", "push_failure_time
 
 /// A group to delete and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Offender {
+pub(crate) struct Offender {
     /// The group's grouping key (`job` included, sorted).
     pub labels: Vec<(String, String)>,
     /// Its last push (Unix seconds), if known.
@@ -64,7 +64,7 @@ pub struct Offender {
 
 impl Offender {
     /// One line for the log.
-    pub fn why(&self) -> String {
+    pub(crate) fn why(&self) -> String {
         if self.family == self.kept_family {
             format!(
                 "family `{}` is a {} in this group but a {} in {} other group(s)",
@@ -92,7 +92,7 @@ struct Side<'a> {
 /// The groups to delete so that no two stored families clash, newest first: the later-pushed
 /// side of every clash (see the module doc). Groups of `protected_job` are never offenders,
 /// and their families win.
-pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
+pub(crate) fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
     let sides = sides(groups, protected_job);
     // name → (type, side) of the sides kept so far; never two types for one name.
     let mut kept: HashMap<&str, (FamilyType, usize)> = HashMap::new();

@@ -259,7 +259,7 @@ impl PrometheusClient {
 }
 
 /// Reads an `/api/v1/query` answer: the series of a complete `success` vector, or why not.
-pub fn parse_vector(body: &[u8]) -> Result<Vec<VectorSample>, String> {
+pub(crate) fn parse_vector(body: &[u8]) -> Result<Vec<VectorSample>, String> {
     let answer: Answer =
         serde_json::from_slice(body).map_err(|e| format!("not Prometheus's JSON: {e}"))?;
     if answer.status != "success" {
