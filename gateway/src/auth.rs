@@ -73,7 +73,7 @@ impl Authenticator {
         max_entries: usize,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = whisk_remote_write::http_client()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))

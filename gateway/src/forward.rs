@@ -60,7 +60,7 @@ impl Forwarder {
         snapshot_timeout: Duration,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = whisk_remote_write::http_client()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))

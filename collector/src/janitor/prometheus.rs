@@ -169,7 +169,7 @@ impl PrometheusClient {
         timeout: Duration,
         max_bytes: u64,
     ) -> Result<Self, crate::error::Error> {
-        let client = reqwest::Client::builder()
+        let client = whisk_remote_write::http_client()
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(crate::error::Error::HttpClient)?;
