@@ -19,17 +19,8 @@ stamp() { printf '[test] %s (%ss)\n' "$*" "$SECONDS" >&2; }
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
 
-# The image tests check what the image holds (a static binary, its user, port, health check),
-# not how fast that binary runs, so here the static builds use the release profile without the
-# optimiser and LTO: several times less CPU for librdkafka's and the workspace's Rust code. The
-# shipped images (deploy/Dockerfile*) and scripts/build-*-static.sh run on their own keep the
-# full release profile. Exported for the whole suite, so that the image tests' own run of the
-# build scripts finds these units built and rebuilds nothing. Set them before calling this
-# script to test with other settings (e.g. CARGO_PROFILE_RELEASE_OPT_LEVEL=3 for the shipped
-# build).
-export CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-0}"
-export CARGO_PROFILE_RELEASE_LTO="${CARGO_PROFILE_RELEASE_LTO:-false}"
-export CARGO_PROFILE_RELEASE_CODEGEN_UNITS="${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}"
+# The static builds for the image tests: release profile without the optimiser and LTO.
+source scripts/ci-static-profile.sh
 # Its own process group (setsid), so that an early exit stops the whole build, not only bash.
 setsid bash -c '
   start=$SECONDS
