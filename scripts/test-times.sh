@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top="${1:-10}"
+# The image tests' static builds with scripts/test.sh's profile, so that its builds are reused.
+source scripts/ci-static-profile.sh
 out="${CARGO_TARGET_DIR:-target}/test-times"
 rm -rf "$out" && mkdir -p "$out"
 cargo test --locked --workspace --no-run --message-format=json 2>/dev/null |

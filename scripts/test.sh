@@ -4,7 +4,7 @@
 # of the workspace. Each test starts its own tansu / Pushgateway / Prometheus on free loopback
 # ports and stops them afterwards.
 #
-# The two static musl release builds behind the image tests (tests/tests/deploy.rs runs
+# The two static musl builds behind the image tests (tests/tests/deploy.rs runs
 # scripts/build-image.sh, whose static build is then a no-op) start first, at low priority, in
 # the background: they use the CPU the debug build leaves idle and overlap the tests' waits on
 # their services instead of running alone in the middle of the suite (docs/benchmarks.md, "CI
@@ -18,6 +18,9 @@ stamp() { printf '[test] %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target"
+
+# The static builds for the image tests: release profile without the optimiser and LTO.
+source scripts/ci-static-profile.sh
 # Its own process group (setsid), so that an early exit stops the whole build, not only bash.
 setsid bash -c '
   start=$SECONDS

@@ -25,7 +25,7 @@ pub(crate) use series::{ActionKey, ActionSeries, Histogram};
 use series::{Ctx, KeyRef};
 
 /// Upper bounds (bytes) of the response size histogram.
-pub const SIZE_BUCKETS: [f64; 9] = [
+pub(crate) const SIZE_BUCKETS: [f64; 9] = [
     64.0,
     256.0,
     1024.0,
@@ -38,7 +38,7 @@ pub const SIZE_BUCKETS: [f64; 9] = [
 ];
 
 /// Action label of the events of actions beyond `--max-actions`.
-pub const OVERFLOW_ACTION: &str = "__overflow__";
+pub(crate) const OVERFLOW_ACTION: &str = "__overflow__";
 
 pub(crate) const STATUS_LABELS: [&str; 5] = [
     "success",
@@ -50,7 +50,7 @@ pub(crate) const STATUS_LABELS: [&str; 5] = [
 
 /// Label value under which capped keys are counted (`status_code`, `kind`/`memory`,
 /// `caused_by`).
-pub const OTHER_LABEL: &str = "other";
+pub(crate) const OTHER_LABEL: &str = "other";
 
 /// Series charged to the budget when an action entry is created: one of every per-action
 /// series that is not keyed by something else (first kind/memory pair, the `other` rows,
@@ -98,8 +98,8 @@ pub struct Capped {
 pub enum Applied {
     /// An activation was counted under its own action.
     Activation,
-    /// An activation was counted under [`OVERFLOW_ACTION`] because of `--max-actions` (or
-    /// the series budget).
+    /// An activation was counted under the action `__overflow__` because of `--max-actions`
+    /// (or the series budget).
     OverflowActivation,
     /// A Metric event was applied.
     Metric,

@@ -25,7 +25,7 @@
 //! - this file: [`Janitor`], its builder, [`Janitor::run_once`] (which source a round uses),
 //!   the round, result and error types;
 //! - [`listing_round`]: the listing round ([`Janitor::run_listing`]), the sieve that picks the
-//!   stale groups, [`stale_groups`];
+//!   stale groups (`stale_groups` runs it on a listing in the unit tests);
 //! - [`listing`]: the streaming parser of a Pushgateway's `/api/v1/metrics` and its bounds;
 //! - [`prometheus_round`]: the Prometheus round ([`Janitor::run_prometheus`]), its two queries,
 //!   the grouping-key reconstruction, the DELETE of each stale group on every shard;
@@ -47,8 +47,6 @@ use std::time::Duration;
 use crate::sink::pushgateway::{PushgatewayClient, PushgatewayError};
 use listing::ListingLimits;
 use prometheus::{PrometheusClient, PrometheusError};
-
-pub use listing_round::stale_groups;
 
 /// With Prometheus, every this many rounds is a listing round anyway: it prunes the groups
 /// Prometheus cannot name (a grouping label with an empty value, a label equal to a target
@@ -101,7 +99,7 @@ impl JanitorSource {
 
 /// A group that is due for deletion.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StaleGroup {
+pub(crate) struct StaleGroup {
     /// Its `job`.
     pub job: String,
     /// Grouping key without `job`, sorted by label name.

@@ -50,23 +50,15 @@ mod shared;
 mod sink;
 mod source;
 
-pub use aggregate::{
-    Aggregator, Applied, Capped, Limits, OTHER_LABEL, OVERFLOW_ACTION, SIZE_BUCKETS,
-};
+pub use aggregate::{Aggregator, Applied, Capped, Limits};
 pub use allocator::tune_allocator;
-pub use body::Overdue;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use event::{
     Activation, Body, CausedBy, EventMessage, InvalidReason, Metric, MetricKind, ParseError, parse,
 };
-pub use janitor::guard::{Offender, type_clash_offenders};
-pub use janitor::listing::{ListedGroup, ListingError, ListingLimits, parse_listing};
-pub use janitor::prometheus::{PrometheusClient, PrometheusError, VectorSample, parse_vector};
-pub use janitor::{
-    GuardDeleted, Janitor, JanitorError, JanitorRound, JanitorSource, PrunedGroup, StaleGroup,
-    stale_groups,
-};
+pub use janitor::prometheus::{PrometheusClient, PrometheusError};
+pub use janitor::{GuardDeleted, Janitor, JanitorError, JanitorRound, JanitorSource, PrunedGroup};
 pub use openmetrics::Exposition;
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};

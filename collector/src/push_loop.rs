@@ -244,7 +244,8 @@ mod tests {
         // Read in full here (the testkit's GET is capped at 10 MB).
         let text = rt
             .block_on(async {
-                reqwest::Client::new()
+                whisk_remote_write::http_client()
+                    .build()?
                     .get(format!("{}/metrics", pgw.url()))
                     .send()
                     .await?

@@ -337,17 +337,8 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
         "the clash must break /metrics (status {})",
         metrics_status(&pgw)
     );
-    // By push times alone (what the Pushgateway keeps), the earlier tenant's group would go.
-    let listing = whisk_testkit::http_get(&format!("{}/api/v1/metrics", pgw.url())).unwrap();
-    let mut listed = Vec::new();
-    whisk_collector::parse_listing(listing.as_bytes(), true, |g| listed.push(g)).unwrap();
-    let by_push_time = whisk_collector::type_clash_offenders(&listed, "openwhisk_platform");
-    assert_eq!(by_push_time.len(), 1, "{by_push_time:?}");
-    assert!(
-        by_push_time[0]
-            .labels
-            .contains(&("instance".into(), "first".into()))
-    );
+    // By push times alone (what the Pushgateway keeps) the earlier tenant's group, pushed last,
+    // would go (the guard's unit tests cover that ordering).
 
     // One guard round: the later family's groups go, however many, and /metrics answers.
     let round = rt.block_on(janitor.run_once()).unwrap();

@@ -30,7 +30,7 @@ const MAX_HEADER: usize = 1024;
 
 /// The outcome for one push.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// The key may act in the namespace.
     Allowed,
     /// The key is valid but not for this namespace (403).
@@ -39,18 +39,6 @@ pub enum Decision {
     Unauthorized(&'static str),
     /// The controller could not answer (503). One-line reason.
     Unavailable(String),
-}
-
-impl Decision {
-    /// The `reason` label of `whisk_gateway_requests_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Allowed => "ok",
-            Self::Forbidden => "forbidden_namespace",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Unavailable(_) => "controller_unavailable",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +55,7 @@ struct Entry {
 
 /// Checks keys against the controller, with the cache.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     client: reqwest::Client,
     namespaces_url: String,
     cache: Mutex<HashMap<[u8; 32], Entry>>,
@@ -78,14 +66,14 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator asking `api_host`'s controller.
-    pub fn new(
+    pub(crate) fn new(
         api_host: &reqwest::Url,
         timeout: Duration,
         ttl: Duration,
         max_entries: usize,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = whisk_remote_write::http_client()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -104,7 +92,7 @@ impl Authenticator {
     }
 
     /// May the holder of `authorization` push to `namespace`?
-    pub async fn check(&self, authorization: Option<&[u8]>, namespace: &str) -> Decision {
+    pub(crate) async fn check(&self, authorization: Option<&[u8]>, namespace: &str) -> Decision {
         let Some(header) = authorization.filter(|h| is_basic_api_key(h)) else {
             return Decision::Unauthorized(
                 "HTTP basic auth with the activation's OpenWhisk API key (uuid:key) is required",
@@ -245,7 +233,7 @@ impl Authenticator {
 }
 
 /// `Basic <base64 of uuid:key>` with both parts non-empty (checked before asking anyone).
-pub fn is_basic_api_key(header: &[u8]) -> bool {
+pub(crate) fn is_basic_api_key(header: &[u8]) -> bool {
     if header.len() > MAX_HEADER {
         return false;
     }

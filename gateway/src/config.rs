@@ -10,7 +10,7 @@ use whisk_grouping::{parse_duration, parse_duration_nonzero};
 use whisk_serve::{EnvPrefix, ListenerFlags};
 
 /// Negative results of the controller (a key it refused) are cached this long.
-pub const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
+pub(crate) const NEGATIVE_AUTH_TTL: Duration = Duration::from_secs(10);
 
 /// whisk-gateway: the front door for whisk-metrics SDK pushes. Authenticates every push with the
 /// activation's OpenWhisk API key (asking the controller which namespaces the key may act in),

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use whisk_grouping::listing::{ListedGroup, parse_listing};
+use whisk_grouping::listing::ListedGroup;
 use whisk_grouping::{Clash, find_clash};
 
 use crate::first_sight::ShardReads;
@@ -269,7 +269,8 @@ impl FamilyTable {
 /// skipped unparsed, so memory does not grow with the number of series stored. A name seen
 /// with two types keeps the first (a clash the guard repairs). The Pushgateway's own
 /// `push_time_seconds` and `push_failure_time_seconds` are left out.
-pub fn read_snapshot(
+#[cfg(test)]
+fn read_snapshot(
     json: &[u8],
     into: &mut HashMap<String, FamilyType>,
 ) -> Result<(), serde_json::Error> {
@@ -278,11 +279,12 @@ pub fn read_snapshot(
 
 /// [`read_snapshot`] from a reader, so the answer is parsed while it arrives and never held
 /// whole (at 10 000 groups one Pushgateway's `/api/v1/metrics` is over 100 MB).
-pub fn read_snapshot_from(
+#[cfg(test)]
+fn read_snapshot_from(
     json: impl std::io::Read,
     into: &mut HashMap<String, FamilyType>,
 ) -> Result<(), serde_json::Error> {
-    parse_listing(json, true, |group| add_types(into, group)).map(|_| ())
+    whisk_grouping::listing::parse_listing(json, true, |group| add_types(into, group)).map(|_| ())
 }
 
 /// Adds a listed group's family types to `into` (a name already there keeps its type).

@@ -22,7 +22,7 @@ const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
 
 /// What a Pushgateway answered.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Its status.
     pub status: u16,
     /// Its body (at most 64 KiB).
@@ -32,7 +32,7 @@ pub struct Answer {
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 #[error("Pushgateway {url}: {message}")]
-pub struct ForwardError {
+pub(crate) struct ForwardError {
     /// The shard's URL.
     pub url: String,
     /// What went wrong.
@@ -41,7 +41,7 @@ pub struct ForwardError {
 
 /// The shards and the client.
 #[derive(Debug, Clone)]
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     client: reqwest::Client,
     /// Shard i's lean client, when it is plain `http`.
     upstreams: Arc<Vec<Option<Upstream>>>,
@@ -54,13 +54,13 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// A forwarder to `urls` (shard i is `urls[i]`).
-    pub fn new(
+    pub(crate) fn new(
         urls: &[reqwest::Url],
         timeout: Duration,
         snapshot_timeout: Duration,
         telemetry: Telemetry,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = whisk_remote_write::http_client()
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -84,17 +84,17 @@ impl Forwarder {
     }
 
     /// The shards' base URLs.
-    pub fn urls(&self) -> &[String] {
+    pub(crate) fn urls(&self) -> &[String] {
         &self.urls
     }
 
     /// The shard that owns `instance`.
-    pub fn shard_of(&self, instance: &str) -> usize {
+    pub(crate) fn shard_of(&self, instance: &str) -> usize {
         self.shards.pick(instance)
     }
 
     /// PUTs `body` (text format) to `path` on shard `shard`.
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         shard: usize,
         path: &str,
@@ -117,7 +117,7 @@ impl Forwarder {
     }
 
     /// DELETEs the group at `path` on shard `shard`.
-    pub async fn delete(&self, shard: usize, path: &str) -> Result<Answer, ForwardError> {
+    pub(crate) async fn delete(&self, shard: usize, path: &str) -> Result<Answer, ForwardError> {
         if let Some(up) = self.upstream(shard) {
             let started = Instant::now();
             let result = self.timed(up.request("DELETE", path, b"")).await;
@@ -211,7 +211,7 @@ impl Forwarder {
 
     /// Reads shard `shard`'s `/api/v1/metrics` into `into` (family name → type) with the
     /// shared streamed reader: parsed on a blocking thread while it arrives, never held whole.
-    pub async fn snapshot(
+    pub(crate) async fn snapshot(
         &self,
         shard: usize,
         into: &mut HashMap<String, FamilyType>,

@@ -19,11 +19,11 @@ use crate::validate::{Family, Invalid, Validated};
 use crate::verdicts::Verdicts;
 
 /// The labels of an SDK group besides `job`, in the SDK's order.
-pub const GROUP_LABELS: [&str; 3] = ["instance", "namespace", "action"];
+pub(crate) const GROUP_LABELS: [&str; 3] = ["instance", "namespace", "action"];
 
 /// Everything a request needs.
 #[derive(Debug)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The only job accepted.
     pub job: String,
     /// `None` with `--auth none`.
@@ -44,7 +44,7 @@ pub struct AppState {
 }
 
 /// The routes.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -9,7 +9,7 @@
 //! is fixed here (FNV-1a, then the SplitMix64 finaliser), never `std`'s randomised hasher.
 
 /// FNV-1a, 64 bit.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -19,7 +19,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// The SplitMix64 finaliser: spreads every input bit over the output.
-pub fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -12,7 +12,7 @@ const FORWARD_BUCKETS: [f64; 12] = [
 
 /// Handles to every own metric.
 #[derive(Debug, Clone)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     registry: Registry,
     requests: IntCounterVec,
     /// Auth decisions answered from the cache.
@@ -49,14 +49,14 @@ impl Default for Telemetry {
 impl Telemetry {
     /// The registry behind `/metrics`, for metrics registered elsewhere (the listener's, the
     /// remote-write backend's).
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// Registers every metric in a fresh registry.
     // The names and labels below are constants; registering them cannot fail.
     #[allow(clippy::expect_used)]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         const VALID: &str = "constant metric definitions are valid and unique";
         let registry = Registry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect(VALID);
@@ -152,19 +152,19 @@ impl Telemetry {
     }
 
     /// Counts one push API request.
-    pub fn request(&self, method: &str, result: &str, reason: &str) {
+    pub(crate) fn request(&self, method: &str, result: &str, reason: &str) {
         self.requests
             .with_label_values(&[method, result, reason])
             .inc();
     }
 
     /// Counts one controller request.
-    pub fn controller(&self, result: &str) {
+    pub(crate) fn controller(&self, result: &str) {
         self.controller_requests.with_label_values(&[result]).inc();
     }
 
     /// Records one forwarded request.
-    pub fn forward(&self, shard: usize, code: Option<u16>, seconds: f64) {
+    pub(crate) fn forward(&self, shard: usize, code: Option<u16>, seconds: f64) {
         let shard = shard.to_string();
         let code = code.map_or_else(|| "error".to_string(), |c| c.to_string());
         self.forward_duration
@@ -176,7 +176,7 @@ impl Telemetry {
     }
 
     /// Counts one family-table rebuild from a Pushgateway.
-    pub fn resync(&self, ok: bool) {
+    pub(crate) fn resync(&self, ok: bool) {
         self.resyncs
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
@@ -184,12 +184,12 @@ impl Telemetry {
 
     /// Counts one first-sight outcome (a read of a shard's listing, or a push that stopped
     /// waiting for one; docs/design.md, "First sight").
-    pub fn first_sight(&self, outcome: &str) {
+    pub(crate) fn first_sight(&self, outcome: &str) {
         self.first_sight.with_label_values(&[outcome]).inc();
     }
 
     /// The text exposition of every own metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!("encoding own metrics failed: {e}");

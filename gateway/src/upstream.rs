@@ -16,11 +16,11 @@ const MAX_IDLE: usize = 256;
 /// Largest answer head read.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest answer body kept (the rest of a larger one is not read; the connection is closed).
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// A Pushgateway's answer: status and body (at most [`MAX_ANSWER_BYTES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Its status.
     pub status: u16,
     /// Its body.
@@ -30,7 +30,7 @@ pub struct Reply {
 /// One plain-`http` Pushgateway: where to connect, the `Host` header, the URL's path prefix,
 /// and the idle connections.
 #[derive(Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     addr: String,
     host: String,
     prefix: String,
@@ -39,7 +39,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// The client for `url` (`http://host[:port][/prefix]`); `None` for any other scheme.
-    pub fn new(url: &reqwest::Url) -> Option<Self> {
+    pub(crate) fn new(url: &reqwest::Url) -> Option<Self> {
         if url.scheme() != "http" {
             return None;
         }
@@ -61,7 +61,7 @@ impl Upstream {
     /// Sends `method path` with `body` and reads the answer. A kept-alive connection that the
     /// Pushgateway closed meanwhile (no answer byte read) is replaced by a new one, once: the
     /// request never reached it, and PUT and DELETE are idempotent anyway.
-    pub async fn request(&self, method: &str, path: &str, body: &[u8]) -> io::Result<Reply> {
+    pub(crate) async fn request(&self, method: &str, path: &str, body: &[u8]) -> io::Result<Reply> {
         let head = self.head(method, path, body.len());
         let (mut stream, reused) = self.checkout().await?;
         let first = async {

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use prom_text_format_parser::{Sample, Scrape, ScrapeParseError, Type, ValueType};
 
-pub use whisk_grouping::{FamilyType, GROUPING_LABELS};
+pub(crate) use whisk_grouping::FamilyType;
 
 /// The family type of the parser's reading.
 fn family_type(t: Type) -> FamilyType {
@@ -407,7 +407,7 @@ fn series_hash(sample: &Sample) -> u64 {
 /// same spellings (`1.`, `.5`, `1e5`, `NaN`, `+Inf`, `inf`, `Infinity`, no hex, no `_`), but
 /// reads `1e400` as infinity where Go reports it out of range, so only a spelled-out infinity
 /// may be infinite.
-pub fn within_float64(token: &str) -> bool {
+pub(crate) fn within_float64(token: &str) -> bool {
     let spells_infinity = || {
         token
             .trim_start_matches(['+', '-'])

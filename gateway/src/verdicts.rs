@@ -39,15 +39,15 @@ use crate::telemetry::Telemetry;
 use crate::validate::{Family, Invalid, Validated, validate};
 
 /// Longest value token cut out of a line; a longer one leaves the body to the parser.
-pub const MAX_VALUE_LEN: usize = 40;
+pub(crate) const MAX_VALUE_LEN: usize = 40;
 
 /// Bytes an entry holds besides its shape and family names (the map slot, the two `Arc`s, the
 /// `Validated` and the allocator's rounding), counted against `--validation-cache-bytes`.
-pub const ENTRY_OVERHEAD: usize = 256;
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
 /// Remembered verdicts of accepted bodies, by shape.
 #[derive(Debug)]
-pub struct Verdicts {
+pub(crate) struct Verdicts {
     max_series: usize,
     max_bytes: usize,
     hasher: RandomState,
@@ -73,7 +73,7 @@ impl Verdicts {
     /// Verdicts for bodies checked against `max_series` (`--max-series-per-group`), holding at
     /// most `max_bytes` of shapes and their verdicts' family names (`--validation-cache-bytes`;
     /// 0: every body is parsed).
-    pub fn new(max_series: usize, max_bytes: usize, telemetry: Telemetry) -> Self {
+    pub(crate) fn new(max_series: usize, max_bytes: usize, telemetry: Telemetry) -> Self {
         Self {
             max_series,
             max_bytes,
@@ -85,7 +85,7 @@ impl Verdicts {
 
     /// Validates `body` as [`validate`] does: from a remembered verdict when its shape is
     /// known, else by parsing it (and remembering the verdict if it is accepted).
-    pub fn validate(&self, body: &[u8]) -> Result<Arc<Validated>, Invalid> {
+    pub(crate) fn validate(&self, body: &[u8]) -> Result<Arc<Validated>, Invalid> {
         if self.max_bytes == 0 {
             self.telemetry.validation_cache_misses.inc();
             return validate(body, self.max_series).map(Arc::new);
@@ -109,12 +109,14 @@ impl Verdicts {
     }
 
     /// Shapes held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().by_hash.len()
     }
 
     /// Whether no shape is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -163,7 +165,7 @@ impl Verdicts {
 
 /// Writes `body`'s shape into `out` (each sample line's value token cut out, everything else
 /// kept, newlines included); false if the body is not cacheable (see the module doc).
-pub fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn shape_of(body: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     out.reserve(body.len());
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -208,7 +210,7 @@ fn ends_in_label_value(line: &[u8]) -> bool {
 
 /// `[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?` within a 64-bit float's range, `NaN`, `+Inf`,
 /// `-Inf` or `Inf`, at most [`MAX_VALUE_LEN`] bytes.
-pub fn is_plain_float(token: &[u8]) -> bool {
+pub(crate) fn is_plain_float(token: &[u8]) -> bool {
     if token.len() > MAX_VALUE_LEN {
         return false;
     }
@@ -248,6 +250,9 @@ pub fn is_plain_float(token: &[u8]) -> bool {
     s.is_empty()
         && (!exponent || std::str::from_utf8(token).is_ok_and(crate::validate::within_float64))
 }
+
+#[cfg(test)]
+mod agreement;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use whisk_gateway::shard::Shards;
+use whisk_gateway::Shards;
 use whisk_testkit::wait_until;
 
 const JOB: &str = "openwhisk_actions";

@@ -13,8 +13,8 @@
 mod common;
 
 use common::*;
-use whisk_gateway::families::FamilyTable;
-use whisk_gateway::validate::{Invalid, validate};
+use whisk_gateway::FamilyTable;
+use whisk_gateway::{Invalid, validate};
 
 /// The gateway's verdict on a body pushed to an empty cluster: [`validate`], then the family
 /// table's check of the body's families against each other (suffix collisions).

@@ -5,8 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[allow(dead_code)]
-#[path = "verdicts.rs"]
 mod corpus;
 
 use std::collections::BTreeMap;
@@ -443,7 +441,7 @@ fn bad_input_is_refused_exactly_as_in_pushgateway_mode() {
     let (mut refused, mut accepted) = (0, 0);
     for (i, body) in bodies.iter().enumerate() {
         let instance = format!("v{i}");
-        let expected = whisk_gateway::validate::validate(body.as_bytes(), 50);
+        let expected = whisk_gateway::validate(body.as_bytes(), 50);
         let (rw_status, rw_text) = put(&via_rw, &instance, body);
         if expected.is_err() {
             let (pgw_status, pgw_text) = put(&via_pgw, &instance, body);

@@ -105,7 +105,7 @@ impl Client {
         for (name, value) in config.headers {
             headers.append(name, value);
         }
-        let http = reqwest::Client::builder()
+        let http = crate::http_client()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)

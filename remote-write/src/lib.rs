@@ -30,10 +30,12 @@
 
 mod client;
 pub mod proto;
+mod tls;
 pub mod translate;
 
 pub use client::{Client, ClientConfig, ClientError, MAX_ANSWER_BYTES, Outcome};
 pub use proto::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
+pub use tls::http_client;
 pub use translate::{SeriesLabels, Translated, Untranslatable, translate};
 
 use prost::Message as _;

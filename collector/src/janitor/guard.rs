@@ -21,7 +21,7 @@
 //!   more groups, nor because the earlier tenant kept pushing; a tie keeps the side with more
 //!   groups.
 //!
-//! No other group is touched. [`type_clash_offenders`] picks the offenders from a listing;
+//! No other group is touched. [`ordered_offenders`] picks the offenders from a listing;
 //! [`Janitor::guard`] deletes them and waits for `/metrics` to answer again. The listing round
 //! runs it over the listing it already read; the Prometheus round calls
 //! [`Janitor::check_directly`] for each shard whose scrape is not up.
@@ -45,7 +45,7 @@ const GUARD_SETTLE: Duration = Duration::from_secs(10);
 
 /// A group to delete and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Offender {
+pub(crate) struct Offender {
     /// The group's grouping key (`job` included, sorted).
     pub labels: Vec<(String, String)>,
     /// Its last push (Unix seconds), if known.
@@ -65,7 +65,7 @@ pub struct Offender {
 
 impl Offender {
     /// One line for the log.
-    pub fn why(&self) -> String {
+    pub(crate) fn why(&self) -> String {
         if self.family == self.kept_family {
             format!(
                 "family `{}` is a {} in this group but a {} in {} other group(s)",
@@ -97,11 +97,13 @@ struct Side<'a> {
 /// side of every clash (see the module doc), judged by push times alone (as the guard does for
 /// families it has no memory of). Groups of `protected_job` are never offenders, and their
 /// families win.
-pub fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
+#[cfg(test)]
+fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
     ordered_offenders(groups, protected_job, &FirstSeen::default())
 }
 
-/// [`type_clash_offenders`] with the shard's memory of when each side first appeared.
+/// The later-appeared side of every clash, by the shard's memory of when each side first
+/// appeared; push times where it has none (see [`type_clash_offenders`]'s tests).
 fn ordered_offenders(
     groups: &[ListedGroup],
     protected_job: &str,

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 pub(crate) use whisk_grouping::listing::read_listing;
-pub use whisk_grouping::listing::{ListedGroup, ListingError, ListingLimits, parse_listing};
+pub(crate) use whisk_grouping::listing::{ListedGroup, ListingError, ListingLimits};
 
 /// Upper bound of one listing request; [`ListingLimits`] usually ends a stalled one sooner.
 pub(super) const LISTING_CAP: Duration = Duration::from_secs(600);

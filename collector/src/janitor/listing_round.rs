@@ -182,12 +182,8 @@ impl Sieve {
 
 /// The groups of `job` in a listing whose `push_time_seconds` is older than `max_age` at
 /// `now` (Unix seconds). Groups without a readable push time are kept.
-pub fn stale_groups(
-    groups: &[ListedGroup],
-    job: &str,
-    max_age: Duration,
-    now: f64,
-) -> Vec<StaleGroup> {
+#[cfg(test)]
+fn stale_groups(groups: &[ListedGroup], job: &str, max_age: Duration, now: f64) -> Vec<StaleGroup> {
     let sieve = Sieve {
         job: job.to_string(),
         platform: None,

@@ -169,7 +169,7 @@ impl PrometheusClient {
         timeout: Duration,
         max_bytes: u64,
     ) -> Result<Self, crate::error::Error> {
-        let client = reqwest::Client::builder()
+        let client = whisk_remote_write::http_client()
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(crate::error::Error::HttpClient)?;
@@ -259,7 +259,7 @@ impl PrometheusClient {
 }
 
 /// Reads an `/api/v1/query` answer: the series of a complete `success` vector, or why not.
-pub fn parse_vector(body: &[u8]) -> Result<Vec<VectorSample>, String> {
+pub(crate) fn parse_vector(body: &[u8]) -> Result<Vec<VectorSample>, String> {
     let answer: Answer =
         serde_json::from_slice(body).map_err(|e| format!("not Prometheus's JSON: {e}"))?;
     if answer.status != "success" {

@@ -80,7 +80,7 @@ impl PushgatewayClient {
         timeout: Duration,
     ) -> Result<Self> {
         let mut builder =
-            reqwest::Client::builder().connect_timeout(timeout.min(Duration::from_secs(5)));
+            whisk_remote_write::http_client().connect_timeout(timeout.min(Duration::from_secs(5)));
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::HttpClient)?;
             builder = builder.tls_certs_only(certs);

@@ -20,14 +20,14 @@ use whisk_remote_write::SeriesLabels;
 
 /// Bytes a group costs besides its key: the map slot, the `Arc<Group>` with its lane and
 /// mutexes, and the allocator's rounding (measured layout ~150 bytes, rounded up).
-pub const GROUP_OVERHEAD: usize = 192;
+pub(crate) const GROUP_OVERHEAD: usize = 192;
 
 /// Bytes a shape costs besides its labels' strings (the `Arc`, the map slot, the vectors).
 const SHAPE_OVERHEAD: usize = 96;
 
 /// The series a push wrote, without the grouping key and values.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Sorted label sets, `__name__` included.
     pub series: Vec<SeriesLabels>,
     bytes: usize,
@@ -53,7 +53,7 @@ impl Shape {
 
 /// One group's ordering state; the lane is held while a write of the group is in flight.
 #[derive(Debug, Default)]
-pub struct Group {
+pub(crate) struct Group {
     /// Incremented by every push; a write whose number is no longer the latest is dropped.
     pub latest: AtomicU64,
     /// Milliseconds since [`Groups`] started at the last push (for expiry).
@@ -64,7 +64,7 @@ pub struct Group {
 
 /// What a group's writes need in order.
 #[derive(Debug, Default)]
-pub struct Lane {
+pub(crate) struct Lane {
     /// The last timestamp used (ms); the next is strictly later.
     pub last_ms: i64,
     /// The series last acknowledged, if any.
@@ -73,7 +73,7 @@ pub struct Lane {
 
 impl Lane {
     /// The next timestamp: now, or 1 ms after the last one if the clock has not moved on.
-    pub fn next_ms(&mut self, now_ms: i64) -> i64 {
+    pub(crate) fn next_ms(&mut self, now_ms: i64) -> i64 {
         self.last_ms = now_ms.max(self.last_ms + 1);
         self.last_ms
     }
@@ -81,7 +81,7 @@ impl Lane {
 
 /// Every group's state, bounded.
 #[derive(Debug)]
-pub struct Groups {
+pub(crate) struct Groups {
     max_groups: usize,
     max_bytes: usize,
     expiry: Duration,
@@ -100,7 +100,7 @@ struct Inner {
 
 /// What a caller learns when it registers a group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Forgotten {
+pub(crate) struct Forgotten {
     /// Groups forgotten to make room (not expired ones).
     pub evicted: usize,
 }
@@ -108,7 +108,7 @@ pub struct Forgotten {
 impl Groups {
     /// At most `max_groups` groups and `max_bytes` of keys and shapes; groups idle for
     /// `expiry` are forgotten.
-    pub fn new(max_groups: usize, max_bytes: usize, expiry: Duration) -> Self {
+    pub(crate) fn new(max_groups: usize, max_bytes: usize, expiry: Duration) -> Self {
         Self {
             max_groups,
             max_bytes,
@@ -128,7 +128,7 @@ impl Groups {
     }
 
     /// The group `key`, registered if new (making room first when full).
-    pub fn get_or_insert(&self, key: &str) -> (Arc<Group>, Forgotten) {
+    pub(crate) fn get_or_insert(&self, key: &str) -> (Arc<Group>, Forgotten) {
         let now = self.now();
         let mut inner = self.lock();
         if let Some(g) = inner.groups.get(key) {
@@ -153,12 +153,12 @@ impl Groups {
     }
 
     /// The group `key` if it is remembered.
-    pub fn get(&self, key: &str) -> Option<Arc<Group>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Group>> {
         self.lock().groups.get(key).cloned()
     }
 
     /// The shared copy of `series` (interned: groups with the same series share one).
-    pub fn intern(&self, series: Vec<SeriesLabels>) -> Arc<Shape> {
+    pub(crate) fn intern(&self, series: Vec<SeriesLabels>) -> Arc<Shape> {
         let hash = self.hasher.hash_one(&series);
         let mut inner = self.lock();
         let bucket = inner.shapes.entry(hash).or_default();
@@ -172,7 +172,7 @@ impl Groups {
     }
 
     /// Forgets groups idle for the expiry and shapes no group holds; returns how many groups.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let now = self.now();
         let mut inner = self.lock();
         self.sweep_locked(&mut inner, now)
@@ -195,7 +195,7 @@ impl Groups {
     }
 
     /// Groups remembered and the bytes they and their shapes hold.
-    pub fn usage(&self) -> (usize, usize) {
+    pub(crate) fn usage(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.groups.len(), inner.bytes())
     }

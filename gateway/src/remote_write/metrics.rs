@@ -12,7 +12,7 @@ const BUCKETS: [f64; 10] = [
 
 /// Handles to the backend's metrics.
 #[derive(Debug, Clone)]
-pub struct RemoteWriteMetrics {
+pub(crate) struct RemoteWriteMetrics {
     writes: IntCounterVec,
     retries: IntCounter,
     duration: Histogram,
@@ -29,7 +29,7 @@ impl RemoteWriteMetrics {
     /// Registers the metrics in `registry`.
     // The names and labels below are constants; registering them cannot fail.
     #[allow(clippy::expect_used)]
-    pub fn new(registry: &Registry) -> Self {
+    pub(crate) fn new(registry: &Registry) -> Self {
         const VALID: &str = "constant metric definitions are valid and unique";
         let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect(VALID);
         let counter = |name: &str, help: &str| {
@@ -87,7 +87,7 @@ impl RemoteWriteMetrics {
     }
 
     /// Records one write's result.
-    pub fn record(&self, result: &Result<Outcome, ClientError>, took: Duration) {
+    pub(crate) fn record(&self, result: &Result<Outcome, ClientError>, took: Duration) {
         self.duration.observe(took.as_secs_f64());
         match result {
             Ok(o) => {
@@ -99,7 +99,7 @@ impl RemoteWriteMetrics {
     }
 
     /// Counts groups forgotten to make room.
-    pub fn evicted(&self, n: usize) {
+    pub(crate) fn evicted(&self, n: usize) {
         self.evictions.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 }

@@ -18,7 +18,7 @@
 //! the container leaves instant queries at once; a group not remembered ([`groups`]) is
 //! answered 202 and counted.
 
-pub mod groups;
+pub(crate) mod groups;
 mod metrics;
 
 use std::sync::Arc;
@@ -32,18 +32,18 @@ use whisk_remote_write::{
 };
 
 use crate::forward::Answer;
-use groups::{Groups, Shape};
-pub use metrics::RemoteWriteMetrics;
+use groups::Groups;
+pub(crate) use metrics::RemoteWriteMetrics;
 
 /// OpenWhisk removes a container idle this long; its group is forgotten after it.
-pub const IDLE_EXPIRY: Duration = Duration::from_secs(600);
+pub(crate) const IDLE_EXPIRY: Duration = Duration::from_secs(600);
 
 /// How often idle groups are swept.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How the backend is set up (from the gateway's flags).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The receiver's write URL.
     pub url: reqwest::Url,
     /// Static headers (`--remote-write-header`).
@@ -60,7 +60,7 @@ pub struct Settings {
 
 /// The backend.
 #[derive(Debug)]
-pub struct RemoteWrite {
+pub(crate) struct RemoteWrite {
     client: Client,
     tenant_header: Option<HeaderName>,
     groups: Groups,
@@ -69,7 +69,7 @@ pub struct RemoteWrite {
 
 impl RemoteWrite {
     /// The backend for `settings`, its metrics registered in `registry`.
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         registry: &prometheus::Registry,
     ) -> Result<Self, reqwest::Error> {
@@ -87,13 +87,8 @@ impl RemoteWrite {
         })
     }
 
-    /// The receiver's URL.
-    pub fn url(&self) -> &reqwest::Url {
-        self.client.url()
-    }
-
     /// Writes a validated push of group `key` (`canonical`: its path).
-    pub async fn put(&self, key: &GroupingKey, canonical: &str, body: &[u8]) -> Answer {
+    pub(crate) async fn put(&self, key: &GroupingKey, canonical: &str, body: &[u8]) -> Answer {
         let translated = match whisk_remote_write::translate(body) {
             Ok(t) => t,
             Err(e) => {
@@ -130,7 +125,7 @@ impl RemoteWrite {
 
     /// Ends group `key`'s series with stale markers (202), or counts a DELETE of a group this
     /// replica does not remember (202).
-    pub async fn delete(&self, key: &GroupingKey, canonical: &str) -> Answer {
+    pub(crate) async fn delete(&self, key: &GroupingKey, canonical: &str) -> Answer {
         let Some(group) = self.groups.get(canonical) else {
             self.metrics.unknown_deletes.inc();
             return answer(202, String::new());
@@ -185,7 +180,7 @@ impl RemoteWrite {
     }
 
     /// Forgets idle groups (run every [`SWEEP_INTERVAL`]).
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let expired = self.groups.sweep();
         if expired > 0 {
             tracing::debug!(expired, "forgot idle remote-write groups");
@@ -255,6 +250,3 @@ fn outcome(result: Result<(), ClientError>, ok: u16, text: &str) -> Answer {
         Err(e) => answer(503, format!("{e}\n")),
     }
 }
-
-/// The shape type, for tests that inspect what is remembered.
-pub type RememberedShape = Shape;

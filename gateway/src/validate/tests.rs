@@ -1,6 +1,7 @@
 //! Tests of [`super::validate`].
 
 use super::*;
+use whisk_grouping::GROUPING_LABELS;
 
 const SDK_LIKE: &str = "# HELP whisk_activations_total Activations\n\
     # TYPE whisk_activations_total counter\n\
