@@ -24,8 +24,10 @@ use whisk_remote_write::{Client, ClientError, Outcome};
 
 /// Requests in flight at once.
 pub(super) const MAX_IN_FLIGHT: usize = 4;
-/// Most writes in one request.
-pub(super) const MAX_WRITES: usize = 64;
+/// Most writes in one request: a receiver slow per sample (Prometheus, ~1.7 ms of its CPU per
+/// SDK push at 10 000 containers: docs/benchmarks.md) must still answer a request well within
+/// the retry bound, or every write in it fails together.
+pub(super) const MAX_WRITES: usize = 8;
 /// Most uncompressed bytes in one request (a single larger write still goes alone).
 pub(super) const MAX_RAW_BYTES: usize = 4 * 1024 * 1024;
 
