@@ -67,7 +67,8 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_MAX_GROUPS", default_value_t = 100_000, value_parser = parse_positive)]
     pub remote_write_max_groups: usize,
 
-    /// Most bytes of remembered groups and their (shared) series shapes in remote-write mode.
+    /// Most bytes of remembered groups, their (shared) series shapes and translation plans (a
+    /// quarter of it) in remote-write mode.
     #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_MEMORY_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = parse_positive)]
     pub remote_write_memory_bytes: usize,
 

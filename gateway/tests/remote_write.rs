@@ -200,11 +200,9 @@ fn a_4xx_is_not_retried_and_reaches_the_sdk_as_400_with_the_receivers_line() {
     assert_eq!(recorder.recorded().len(), 1);
 }
 
-/// Prometheus refuses a whole request for one out-of-order sample: a container whose series
-/// already has a later sample is refused (400, Prometheus's reason), the others are stored.
-#[test]
-fn a_400_for_one_containers_push_leaves_the_others_stored() {
-    let prom = Prometheus::start_receiver(&[]).unwrap();
+/// Writes a sample of group `instance` ten minutes ahead straight into `prom`: the gateway's
+/// next write of that group is out of order there.
+fn write_ahead(prom: &Prometheus, instance: &str) {
     let future = i64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -218,7 +216,7 @@ fn a_400_for_one_containers_push_leaves_the_others_stored() {
             labels: [
                 ("__name__", "push_time_seconds"),
                 ("action", "hello"),
-                ("instance", "bad"),
+                ("instance", instance),
                 ("job", JOB),
                 ("namespace", "guest"),
             ]
@@ -244,6 +242,14 @@ fn a_400_for_one_containers_push_leaves_the_others_stored() {
     }
     let resp = req.send(&whisk_remote_write::encode(&ahead)[..]).unwrap();
     assert_eq!(resp.status().as_u16(), 204);
+}
+
+/// Prometheus refuses a whole request for one out-of-order sample: a container whose series
+/// already has a later sample is refused (400, Prometheus's reason), the others are stored.
+#[test]
+fn a_400_for_one_containers_push_leaves_the_others_stored() {
+    let prom = Prometheus::start_receiver(&[]).unwrap();
+    write_ahead(&prom, "bad");
 
     let gw = rw_gateway(&prom.write_url(), &[]);
     let (status, text) = put(&gw, "bad", &sdk_body(1));
@@ -255,6 +261,73 @@ fn a_400_for_one_containers_push_leaves_the_others_stored() {
         prom.query_sum("whisk_activations_total{instance=\"good\",status=\"success\"}")
             .unwrap(),
         1.0
+    );
+    assert!(
+        prom.query("whisk_activations_total{instance=\"bad\"}")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Pushes of many containers at once leave in shared requests (fewer requests than writes),
+/// and the one push among them that Prometheus refuses fails alone: its request is split and
+/// every other push of it is stored.
+#[test]
+fn batched_pushes_fail_only_the_refused_one() {
+    let prom = Prometheus::start_receiver(&[]).unwrap();
+    write_ahead(&prom, "bad");
+    // A bound for a loaded test machine: this is about what is batched, not how fast.
+    let gw = rw_gateway(&prom.write_url(), &["--remote-write-retry-bound", "5s"]);
+    let url = gw.url();
+    for round in 1..=5u64 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(33));
+        let threads: Vec<_> = (0..33)
+            .map(|i| {
+                let (barrier, url) = (std::sync::Arc::clone(&barrier), url.clone());
+                std::thread::spawn(move || {
+                    let instance = if i == 0 {
+                        "bad".to_string()
+                    } else {
+                        format!("c{i}")
+                    };
+                    barrier.wait();
+                    let (status, text) = send(
+                        "PUT",
+                        &url,
+                        &path(&instance, "guest"),
+                        None,
+                        &sdk_body(round),
+                    );
+                    (i, status, text)
+                })
+            })
+            .collect();
+        for t in threads {
+            let (i, status, text) = t.join().unwrap();
+            let want = if i == 0 { 400 } else { 200 };
+            assert_eq!(status, want, "round {round}, container {i}: {text}");
+        }
+        assert_eq!(
+            prom.query_sum("whisk_activations_total{status=\"success\"}")
+                .unwrap(),
+            32.0 * round as f64,
+            "round {round}"
+        );
+    }
+    let metrics = whisk_testkit::http_get(&format!("{url}/metrics")).unwrap();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let requests = counter("whisk_gateway_remote_write_requests_total ");
+    let acknowledged = counter("whisk_gateway_remote_writes_total{result=\"acknowledged\"} ");
+    assert_eq!(acknowledged, 5.0 * 32.0);
+    assert!(
+        requests < acknowledged,
+        "{requests} requests for {acknowledged} acknowledged writes: nothing was batched"
     );
     assert!(
         prom.query("whisk_activations_total{instance=\"bad\"}")

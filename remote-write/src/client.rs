@@ -123,6 +123,11 @@ impl Client {
         &self.url
     }
 
+    /// The total bound of a [`Client::send`].
+    pub fn total_bound(&self) -> Duration {
+        self.total_bound
+    }
+
     /// POSTs `body` (an [`crate::encode`]d request) with `extra` headers (a tenant id) until the
     /// receiver acknowledges it, it refuses it (4xx but 429: not retried), the total bound
     /// passes, or `still_wanted` — asked before every attempt — says no.
@@ -133,6 +138,18 @@ impl Client {
         still_wanted: impl Fn() -> bool,
     ) -> Result<Outcome, ClientError> {
         let deadline = Instant::now() + self.total_bound;
+        self.send_until(body, extra, deadline, still_wanted).await
+    }
+
+    /// [`Client::send`], ending by `deadline` instead of the total bound from now (a write
+    /// that waited for its turn keeps the bound from its start).
+    pub async fn send_until(
+        &self,
+        body: Vec<u8>,
+        extra: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+        still_wanted: impl Fn() -> bool,
+    ) -> Result<Outcome, ClientError> {
         let body = bytes::Bytes::from(body);
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;

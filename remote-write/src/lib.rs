@@ -5,7 +5,8 @@
 //!
 //! - [`proto`]: the `WriteRequest` messages (`prost`), exemplars (field 3) included;
 //! - [`encode`] / [`decode`]: protobuf plus snappy **block** compression (`snap::raw`, not the
-//!   framed format);
+//!   framed format); [`GroupWrite`]: the same bytes for one group's series, written straight
+//!   from borrowed labels (the gateway's per-push path);
 //! - [`translate()`]: a text-format body → the series a scrape of the Pushgateway would store;
 //! - [`HEADERS`]: the spec's request headers; [`STALE_NAN`]: the stale marker;
 //! - [`Client`]: one POST per write with a timeout per attempt, retries of 5xx and 429 with
@@ -29,11 +30,13 @@
 #![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 mod client;
+mod grouped;
 pub mod proto;
 mod tls;
 pub mod translate;
 
 pub use client::{Client, ClientConfig, ClientError, MAX_ANSWER_BYTES, Outcome};
+pub use grouped::GroupWrite;
 pub use proto::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
 pub use tls::http_client;
 pub use translate::{SeriesLabels, Translated, Untranslatable, translate};
@@ -63,11 +66,15 @@ pub fn is_stale(value: f64) -> bool {
 
 /// A request as sent: protobuf, then snappy block compression.
 pub fn encode(request: &WriteRequest) -> Vec<u8> {
-    let raw = request.encode_to_vec();
+    compress(&request.encode_to_vec())
+}
+
+/// Snappy block compression of an encoded (protobuf) request.
+pub fn compress(raw: &[u8]) -> Vec<u8> {
     // Compressing a slice into a buffer of `max_compress_len` cannot fail; if it ever did, the
     // receiver would refuse the empty body with a 400 that says so.
     snap::raw::Encoder::new()
-        .compress_vec(&raw)
+        .compress_vec(raw)
         .unwrap_or_default()
 }
 

@@ -34,6 +34,11 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
+    /// Bytes it is counted for.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn new(series: Vec<SeriesLabels>) -> Self {
         let labels: usize = series
             .iter()

@@ -14,6 +14,8 @@ const BUCKETS: [f64; 10] = [
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteWriteMetrics {
     writes: IntCounterVec,
+    /// Requests sent (each carries the writes of one or more groups).
+    pub requests: IntCounter,
     retries: IntCounter,
     duration: Histogram,
     /// DELETEs of a group this replica does not remember.
@@ -62,6 +64,10 @@ impl RemoteWriteMetrics {
         reg(Box::new(duration.clone()));
         Self {
             writes,
+            requests: counter(
+                "whisk_gateway_remote_write_requests_total",
+                "Requests sent to the receiver; one carries the writes of every group ready at once",
+            ),
             retries: counter(
                 "whisk_gateway_remote_write_retries_total",
                 "Attempts beyond the first of writes to the receiver (5xx, 429, timeouts)",

@@ -2,14 +2,17 @@
 //! samples in any Prometheus remote-write receiver, instead of a PUT to a Pushgateway.
 //!
 //! Per push, in its group's lane (one write of a group at a time, in arrival order):
-//! 1. translate the body ([`whisk_remote_write::translate()`]) into the series a Prometheus scraping the Pushgateway would store,
-//!    add the grouping key (`job`, `instance`, `namespace`, `action`, overriding pushed
-//!    labels) and `push_time_seconds`;
+//! 1. translate the body ([`whisk_remote_write::translate()`]) into the series a Prometheus
+//!    scraping the Pushgateway would store — by its shape's remembered plan ([`plans`]) after
+//!    a shape's first push, without a parse —, add the grouping key (`job`, `instance`,
+//!    `namespace`, `action`, overriding pushed labels) and `push_time_seconds`, encoded
+//!    straight from the shared series ([`whisk_remote_write::GroupWrite`]);
 //! 2. stamp every sample with the gateway's clock, strictly later than the group's last write
 //!    ([`groups::Lane::next_ms`]), and a stale marker for each series the group's last write
 //!    had and this one has not (a scrape of the Pushgateway would end them so);
 //! 3. send it ([`whisk_remote_write::Client`]: 5xx and 429 retried within
-//!    `--remote-write-retry-bound`); the push is answered only then: 200 when acknowledged,
+//!    `--remote-write-retry-bound`), in one request with other groups' writes ready at the
+//!    same time ([`batch`]); the push is answered only then: 200 when acknowledged,
 //!    503 when not within the bound or when a newer push of the group superseded it before an
 //!    attempt (it is never sent after that one), 400 with the receiver's first line for
 //!    another 4xx.
@@ -18,8 +21,10 @@
 //! the container leaves instant queries at once; a group not remembered ([`groups`]) is
 //! answered 202 and counted.
 
+mod batch;
 pub(crate) mod groups;
 mod metrics;
+pub(crate) mod plans;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,13 +32,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderName, HeaderValue};
 use whisk_grouping::GroupingKey;
-use whisk_remote_write::{
-    Client, ClientConfig, ClientError, Label, STALE_NAN, TimeSeries, WriteRequest,
-};
+use whisk_remote_write::{Client, ClientConfig, ClientError, GroupWrite, Label};
+
+use batch::{Batcher, StillLatest};
 
 use crate::forward::Answer;
 use groups::Groups;
 pub(crate) use metrics::RemoteWriteMetrics;
+use plans::Plans;
 
 /// OpenWhisk removes a container idle this long; its group is forgotten after it.
 pub(crate) const IDLE_EXPIRY: Duration = Duration::from_secs(600);
@@ -54,16 +60,18 @@ pub(crate) struct Settings {
     pub retry_bound: Duration,
     /// `--remote-write-max-groups`.
     pub max_groups: usize,
-    /// `--remote-write-memory-bytes`.
+    /// `--remote-write-memory-bytes`: three quarters for groups and shapes, a quarter for
+    /// translation plans ([`plans`]).
     pub memory_bytes: usize,
 }
 
 /// The backend.
 #[derive(Debug)]
 pub(crate) struct RemoteWrite {
-    client: Client,
+    batcher: Arc<Batcher>,
     tenant_header: Option<HeaderName>,
     groups: Groups,
+    plans: Plans,
     metrics: RemoteWriteMetrics,
 }
 
@@ -79,17 +87,27 @@ impl RemoteWrite {
             total_bound: settings.retry_bound,
             user_agent: format!("whisk-gateway/{}", env!("CARGO_PKG_VERSION")),
         })?;
+        let metrics = RemoteWriteMetrics::new(registry);
         Ok(Self {
-            client,
+            batcher: Batcher::new(
+                client,
+                settings.tenant_header.clone(),
+                metrics.requests.clone(),
+            ),
             tenant_header: settings.tenant_header,
-            groups: Groups::new(settings.max_groups, settings.memory_bytes, IDLE_EXPIRY),
-            metrics: RemoteWriteMetrics::new(registry),
+            groups: Groups::new(
+                settings.max_groups,
+                settings.memory_bytes - settings.memory_bytes / 4,
+                IDLE_EXPIRY,
+            ),
+            plans: Plans::new(settings.memory_bytes / 4),
+            metrics,
         })
     }
 
     /// Writes a validated push of group `key` (`canonical`: its path).
     pub(crate) async fn put(&self, key: &GroupingKey, canonical: &str, body: &[u8]) -> Answer {
-        let translated = match whisk_remote_write::translate(body) {
+        let translated = match self.plans.translate(body, &self.groups) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("{e}");
@@ -102,20 +120,21 @@ impl RemoteWrite {
         let mut lane = group.lane.lock().await;
         let ts = lane.next_ms(now_ms());
         let grouping = grouping_labels(key);
-        let shape = self.groups.intern(translated.series);
-        let mut timeseries = Vec::with_capacity(shape.series.len() + 1);
+        let shape = translated.shape;
+        let mut write = GroupWrite::new(&grouping, ts);
         for (labels, value) in shape.series.iter().zip(&translated.values) {
-            timeseries.push(series(labels, &grouping, *value, ts));
+            write.series(labels, *value);
         }
         if let Some(last) = lane.written.as_ref().filter(|w| !Arc::ptr_eq(w, &shape)) {
             let now: std::collections::HashSet<&Vec<Label>> = shape.series.iter().collect();
             for gone in last.series.iter().filter(|s| !now.contains(s)) {
-                timeseries.push(series(gone, &grouping, STALE_NAN, ts));
+                write.stale(gone);
             }
         }
-        timeseries.push(push_time(&grouping, ts));
-        let still_latest = || group.latest.load(Ordering::SeqCst) == mine;
-        let result = self.write(key, timeseries, still_latest).await;
+        write.series(&[push_time_name()], push_time_value(ts));
+        let result = self
+            .write(key, write.into_raw(), still_latest(&group, mine))
+            .await;
         if result.is_ok() {
             lane.written = Some(shape);
         }
@@ -138,14 +157,14 @@ impl RemoteWrite {
         };
         let ts = lane.next_ms(now_ms());
         let grouping = grouping_labels(key);
-        let mut timeseries: Vec<TimeSeries> = last
-            .series
-            .iter()
-            .map(|s| series(s, &grouping, STALE_NAN, ts))
-            .collect();
-        timeseries.push(series(&[push_time_name()], &grouping, STALE_NAN, ts));
-        let still_latest = || group.latest.load(Ordering::SeqCst) == mine;
-        let result = self.write(key, timeseries, still_latest).await;
+        let mut write = GroupWrite::new(&grouping, ts);
+        for s in &last.series {
+            write.stale(s);
+        }
+        write.stale(&[push_time_name()]);
+        let result = self
+            .write(key, write.into_raw(), still_latest(&group, mine))
+            .await;
         if result.is_ok() {
             lane.written = None;
         }
@@ -155,20 +174,16 @@ impl RemoteWrite {
     async fn write(
         &self,
         key: &GroupingKey,
-        timeseries: Vec<TimeSeries>,
-        still_latest: impl Fn() -> bool,
+        raw: Vec<u8>,
+        still_latest: StillLatest,
     ) -> Result<(), ClientError> {
-        let body = whisk_remote_write::encode(&WriteRequest { timeseries });
-        let mut extra = Vec::new();
-        if let Some(name) = &self.tenant_header {
-            let namespace = key.get("namespace").unwrap_or_default();
-            // A namespace is validated ASCII by OpenWhisk; a value that is no header stays out.
-            if let Ok(v) = HeaderValue::from_str(namespace) {
-                extra.push((name.clone(), v));
-            }
-        }
+        // A namespace is validated ASCII by OpenWhisk; a value that is no header stays out.
+        let tenant = self
+            .tenant_header
+            .as_ref()
+            .and_then(|_| HeaderValue::from_str(key.get("namespace").unwrap_or_default()).ok());
         let started = Instant::now();
-        let result = self.client.send(body, &extra, still_latest).await;
+        let result = self.batcher.write(raw, tenant, still_latest).await;
         self.metrics.record(&result, started.elapsed());
         match &result {
             Ok(_) => Ok(()),
@@ -190,6 +205,7 @@ impl RemoteWrite {
 
     fn publish_usage(&self) {
         let (count, bytes) = self.groups.usage();
+        let bytes = bytes + self.plans.bytes();
         self.metrics
             .groups
             .set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -210,20 +226,21 @@ fn grouping_labels(key: &GroupingKey) -> Vec<Label> {
     labels
 }
 
+/// Whether write number `mine` is still the latest push of `group`.
+fn still_latest(group: &Arc<groups::Group>, mine: u64) -> StillLatest {
+    let group = Arc::clone(group);
+    Box::new(move || group.latest.load(Ordering::SeqCst) == mine)
+}
+
 fn push_time_name() -> Label {
     Label::new("__name__", "push_time_seconds")
 }
 
 /// `push_time_seconds` of the group: the write's time in seconds, as the Pushgateway writes it.
-fn push_time(grouping: &[Label], ts: i64) -> TimeSeries {
+fn push_time_value(ts: i64) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let seconds = ts as f64 / 1000.0;
-    series(&[push_time_name()], grouping, seconds, ts)
-}
-
-/// One series: the pushed labels under the grouping key.
-fn series(labels: &[Label], grouping: &[Label], value: f64, ts: i64) -> TimeSeries {
-    whisk_remote_write::grouped_series(grouping, labels, value, ts)
+    seconds
 }
 
 fn now_ms() -> i64 {
