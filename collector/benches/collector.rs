@@ -827,7 +827,10 @@ fn main() {
         eprintln!("{rows:?}");
     }
     if only.is_empty() || only == "e2e" {
-        end_to_end(&mut rows);
+        match baseline_exes() {
+            b if b.is_empty() => end_to_end(&mut rows),
+            b => side_by_side(&mut rows, &b),
+        }
         eprintln!("{rows:?}");
     }
     if only.is_empty() || only == "rss" {
@@ -1311,4 +1314,158 @@ fn prometheus_rounds(
         ),
         "–".to_string(),
     ]);
+}
+
+/// Collector builds of other commits compared with this one in the e2e part
+/// (`WHISK_BENCH_BASELINE_EXE`, comma-separated paths), run by run in the same bench.
+fn baseline_exes() -> Vec<std::ffi::OsString> {
+    std::env::var("WHISK_BENCH_BASELINE_EXE")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().into())
+        .collect()
+}
+
+/// CPU seconds of the threads of `pid`, summed by thread name (`kafka-consumer`, librdkafka's
+/// `rdk:*`, the runtime's `whisk-collector`, …), largest first.
+fn cpu_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let mut by: Vec<(String, f64)> = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let name = comm.trim().to_string();
+        match by.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += ticks / 100.0,
+            None => by.push((name, ticks / 100.0)),
+        }
+    }
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by
+}
+
+/// One run of the collector binary `exe` over `<prefix>events` until it has applied `n`
+/// events, progress read from `/metrics` every 200 ms as in [`collector_consume`]. Returns
+/// events/s, CPU s/event of the whole process, and the CPU by thread name.
+fn collector_run(
+    exe: &std::ffi::OsStr,
+    bootstrap: &str,
+    group: &str,
+    n: usize,
+) -> (f64, f64, Vec<(String, f64)>) {
+    let port = whisk_testkit::free_port();
+    let child = Command::new(exe)
+        .args(["--brokers", bootstrap, "--group-id", group])
+        .args([
+            "--log-level",
+            "warn",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let count = || {
+        let body = whisk_testkit::http_get(&url).unwrap_or_default();
+        [r#"{type="activation"}"#, r#"{type="metric"}"#]
+            .iter()
+            .map(|t| metric(&body, &format!("whisk_collector_events_total{t}")).unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut first, mut last) = (None, 0.0);
+    while Instant::now() < deadline {
+        last = count();
+        if last > 0.0 && first.is_none() {
+            first = Some((Instant::now(), last));
+        }
+        if last as usize >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(last as usize, n, "collector applied {last} of {n}");
+    let (t0, c0) = first.unwrap();
+    let rate = (n as f64 - c0) / t0.elapsed().as_secs_f64();
+    let pid = proc.0.id();
+    (rate, cpu_seconds(pid) / n as f64, cpu_by_thread(pid))
+}
+
+/// e2e with `WHISK_BENCH_BASELINE_EXE`: one topic of `WHISK_BENCH_EVENTS` events (100
+/// actions), read by every build in turn (`WHISK_BENCH_ROUNDS` rounds, default 3), each run
+/// a fresh consumer group; the raw consumer before and after. Judging builds side by side is
+/// the only fair way here: the machine's load moves a single run's figures.
+fn side_by_side(rows: &mut Vec<[String; 3]>, baselines: &[std::ffi::OsString]) {
+    let n: usize = std::env::var("WHISK_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let rounds: usize = std::env::var("WHISK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let tansu = Tansu::start().unwrap();
+    tansu.create_topic("events", 1).unwrap();
+    produce(&tansu.bootstrap(), "events", n, 100);
+    let mut builds: Vec<std::ffi::OsString> = baselines.to_vec();
+    builds.push(collector_exe());
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); builds.len()];
+    let raw_before = raw_consume(&tansu.bootstrap(), "events", n);
+    for round in 0..rounds {
+        for (b, exe) in builds.iter().enumerate() {
+            let group = format!("bench-ab-{round}-{b}");
+            let (rate, cpu, threads) = collector_run(exe, &tansu.bootstrap(), &group, n);
+            let threads: Vec<String> = threads
+                .iter()
+                .map(|(t, s)| format!("{t} {:.2}", s * 1e6 / n as f64))
+                .collect();
+            eprintln!(
+                "round {round} {}: {:.2} µs/event, {rate:.0} events/s; by thread (µs/event): {}",
+                exe.to_string_lossy(),
+                cpu * 1e6,
+                threads.join(", ")
+            );
+            runs[b].push((rate, cpu));
+        }
+    }
+    let raw_after = raw_consume(&tansu.bootstrap(), "events", n);
+    rows.push([
+        format!("raw librdkafka consumer, {n} msgs (before / after)"),
+        format!(
+            "{:.0} / {:.0} msg/s, {:.2} µs CPU/msg",
+            raw_before.0,
+            raw_after.0,
+            raw_before.1 * 1e6
+        ),
+        "baseline".into(),
+    ]);
+    for (exe, r) in builds.iter().zip(&runs) {
+        let cpu: Vec<String> = r.iter().map(|(_, c)| format!("{:.2}", c * 1e6)).collect();
+        let rate: Vec<String> = r.iter().map(|(x, _)| format!("{x:.0}")).collect();
+        rows.push([
+            format!(
+                "{}: CPU per event, whole process (runs)",
+                exe.to_string_lossy()
+            ),
+            format!("{} µs; {} events/s", cpu.join(" / "), rate.join(" / ")),
+            "≤ 3 µs".into(),
+        ]);
+    }
 }

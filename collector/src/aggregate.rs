@@ -212,7 +212,14 @@ impl Aggregator {
         self.apply_from_at(event, partition, Instant::now())
     }
 
-    fn apply_from_at(&mut self, event: &EventMessage<'_>, partition: i32, now: Instant) -> Applied {
+    /// [`Aggregator::apply_from`] of an event seen at `now` (the consumer reads the clock once
+    /// per message).
+    pub(crate) fn apply_from_at(
+        &mut self,
+        event: &EventMessage<'_>,
+        partition: i32,
+        now: Instant,
+    ) -> Applied {
         if let Some(ts) = event.timestamp_ms {
             self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |t| t.max(ts)));
         }

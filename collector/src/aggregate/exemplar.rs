@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use whisk_grouping::TIME_BUCKETS;
+
 /// The exemplar's one label.
 pub(crate) const LABEL: &str = "activation_id";
 
@@ -35,7 +37,10 @@ impl ActivationId {
         if id.is_empty() {
             return Ok(None);
         }
-        if LABEL.len() + id.chars().count() > MAX_LABEL_SET_CHARS {
+        // Characters, not bytes; an id of no more bytes than the limit needs no count.
+        if LABEL.len() + id.len() > MAX_LABEL_SET_CHARS
+            && LABEL.len() + id.chars().count() > MAX_LABEL_SET_CHARS
+        {
             return Err(IdTooLong);
         }
         Ok(Some(
@@ -92,53 +97,58 @@ pub(crate) enum Timed {
     Duration,
 }
 
-#[derive(Debug, Clone)]
-struct Slot {
-    histogram: Timed,
-    /// Bucket index: 0..N for the bounds, N for `+Inf`.
-    bucket: u8,
-    exemplar: Exemplar,
-}
+/// Buckets of each time histogram: its bounds and `+Inf`.
+const BUCKETS: usize = TIME_BUCKETS.len() + 1;
 
-/// The exemplars of one action's time histograms, sorted by (histogram, bucket); an empty
-/// set allocates nothing.
+/// The exemplars of one action's time histograms: bit `histogram × 16 + bucket` of `held`
+/// says whether that bucket holds one, and `slots` holds them in bit order, so finding a
+/// bucket's slot is a count of the bits below it; an empty set allocates nothing.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Exemplars {
-    slots: Box<[Slot]>,
+    held: u64,
+    slots: Box<[Exemplar]>,
+}
+
+/// The bit of `bucket` (0..N, N = `+Inf`) of `histogram` in [`Exemplars::held`].
+fn bit(histogram: Timed, bucket: usize) -> Option<u32> {
+    if bucket >= BUCKETS {
+        return None;
+    }
+    u32::try_from(histogram as usize * BUCKETS + bucket).ok()
 }
 
 impl Exemplars {
+    /// The slot of `bit` and whether it is held.
+    fn slot(&self, bit: u32) -> (usize, bool) {
+        let below = self.held & ((1u64 << bit) - 1);
+        (below.count_ones() as usize, self.held & (1u64 << bit) != 0)
+    }
+
     /// Makes `exemplar` the latest of `bucket` (0..N, N = `+Inf`) of `histogram`.
     pub(crate) fn set(&mut self, histogram: Timed, bucket: usize, exemplar: Exemplar) {
-        let bucket = u8::try_from(bucket).unwrap_or(u8::MAX);
-        match self
-            .slots
-            .binary_search_by(|s| (s.histogram, s.bucket).cmp(&(histogram, bucket)))
-        {
-            Ok(i) => self.slots[i].exemplar = exemplar,
-            Err(i) => {
+        let Some(bit) = bit(histogram, bucket) else {
+            return;
+        };
+        match self.slot(bit) {
+            (i, true) => self.slots[i] = exemplar,
+            (i, false) => {
                 // A new bucket is rare (a handful per action over its life): exact-size
                 // reallocation keeps the steady footprint at the slots alone.
-                let mut v = Vec::with_capacity(self.slots.len() + 1);
-                v.extend_from_slice(&self.slots[..i]);
-                v.push(Slot {
-                    histogram,
-                    bucket,
-                    exemplar,
-                });
-                v.extend_from_slice(&self.slots[i..]);
+                let mut v = std::mem::take(&mut self.slots).into_vec();
+                v.reserve_exact(1);
+                v.insert(i, exemplar);
                 self.slots = v.into_boxed_slice();
+                self.held |= 1u64 << bit;
             }
         }
     }
 
     /// The latest exemplar of `bucket` (0..N, N = `+Inf`) of `histogram`, if any.
     pub(crate) fn get(&self, histogram: Timed, bucket: usize) -> Option<&Exemplar> {
-        let bucket = u8::try_from(bucket).ok()?;
-        self.slots
-            .binary_search_by(|s| (s.histogram, s.bucket).cmp(&(histogram, bucket)))
-            .ok()
-            .map(|i| &self.slots[i].exemplar)
+        match self.slot(bit(histogram, bucket)?) {
+            (i, true) => self.slots.get(i),
+            (_, false) => None,
+        }
     }
 
     /// Exemplars held.
@@ -197,11 +207,12 @@ mod tests {
     }
 
     #[test]
-    fn an_exemplar_costs_48_bytes_and_an_action_without_any_nothing_on_the_heap() {
+    fn an_exemplar_costs_40_bytes_and_an_action_without_any_nothing_on_the_heap() {
         // The bound of docs/design.md: at most 48 slots per action (3 histograms × 16
         // buckets), each this size (plus a long id's own allocation, rare).
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
-        assert_eq!(std::mem::size_of::<Exemplars>(), 16);
+        assert_eq!(BUCKETS * 3, 48);
+        assert_eq!(std::mem::size_of::<Exemplar>(), 40);
+        assert_eq!(std::mem::size_of::<Exemplars>(), 24);
         assert_eq!(Exemplars::default().len(), 0);
     }
 }

@@ -473,13 +473,16 @@ impl KafkaSource {
         let mut finish = None;
         while !stop.load(Ordering::Relaxed) {
             self.shared.polled();
-            match self.consumer.poll(POLL) {
+            let polled = self.consumer.poll(POLL);
+            // One clock read per message: the event's time and the housekeeping check.
+            let now = Instant::now();
+            match polled {
                 None => {}
                 Some(Ok(msg)) => {
                     received = true;
                     let partition = msg.partition();
                     let offset = msg.offset();
-                    self.apply(msg.payload().unwrap_or(&[]), partition, offset);
+                    self.apply(msg.payload().unwrap_or(&[]), partition, offset, now);
                 }
                 // Broker down, unknown topic, rebalance hiccups: librdkafka retries.
                 Some(Err(e)) => self.consumer.context().kafka_error(&e, "consumer poll"),
@@ -496,8 +499,8 @@ impl KafkaSource {
             if finish.is_some() {
                 break;
             }
-            if last_housekeeping.elapsed() >= HOUSEKEEPING {
-                last_housekeeping = Instant::now();
+            if now.saturating_duration_since(last_housekeeping) >= HOUSEKEEPING {
+                last_housekeeping = now;
                 self.housekeeping(std::mem::take(&mut received));
             }
         }
@@ -547,12 +550,12 @@ impl KafkaSource {
     }
 
     /// Parses and applies one message, then marks its offset as applied.
-    fn apply(&self, payload: &[u8], partition: i32, offset: i64) {
+    fn apply(&self, payload: &[u8], partition: i32, offset: i64, now: Instant) {
         match event::parse(payload) {
             Ok(event) => {
                 let applied = {
                     let mut state = self.shared.lock();
-                    let applied = state.aggregator.apply_from(&event, partition);
+                    let applied = state.aggregator.apply_from_at(&event, partition, now);
                     state.mark_applied(partition, offset + 1);
                     applied
                 };
