@@ -15,6 +15,21 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// A non-blocking listener on a free 127.0.0.1 port and that port, for the in-process proxies
+/// (`what` names it in errors).
+pub(crate) fn loopback_listener(what: &str) -> Result<(TcpListener, u16)> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        what: format!("binding the {what}"),
+        source,
+    })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    listener.set_nonblocking(true).map_err(|source| Error::Io {
+        what: format!("setting the {what} non-blocking"),
+        source,
+    })?;
+    Ok((listener, port))
+}
+
 /// Polls `check` every 50 ms until it returns true or `timeout` passes. Returns whether it did.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

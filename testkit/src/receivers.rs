@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::process::{ServiceProcess, agent, free_port, http_err, http_get};
-use crate::{Error, Result};
+use crate::Result;
+use crate::process::{ServiceProcess, agent, free_port, http_err, http_get, loopback_listener};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -191,15 +191,7 @@ impl WriteProxy {
     }
 
     fn start(upstream: Option<String>, fail_first: usize, fail_status: u16) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-            what: "binding the write proxy".into(),
-            source,
-        })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        listener.set_nonblocking(true).map_err(|source| Error::Io {
-            what: "setting the write proxy non-blocking".into(),
-            source,
-        })?;
+        let (listener, port) = loopback_listener("write proxy")?;
         let shared = Arc::new(Shared {
             upstream,
             fail_first: AtomicUsize::new(fail_first),

@@ -4,14 +4,15 @@
 //! the same containers, the same instance ids, the same values.
 
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::Result;
+use crate::process::loopback_listener;
 use crate::receivers::read_request;
-use crate::{Error, Result};
 
 /// How long one forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,15 +39,7 @@ impl PushTee {
     /// Starts the tee on a free loopback port in front of `upstreams` (base URLs such as
     /// `http://127.0.0.1:9096`).
     pub fn start(upstreams: &[String]) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-            what: "binding the push tee".into(),
-            source,
-        })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        listener.set_nonblocking(true).map_err(|source| Error::Io {
-            what: "setting the push tee non-blocking".into(),
-            source,
-        })?;
+        let (listener, port) = loopback_listener("push tee")?;
         let shared = Arc::new(Shared {
             upstreams: upstreams.to_vec(),
             stop: AtomicBool::new(false),
