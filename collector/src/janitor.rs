@@ -33,7 +33,8 @@
 //! - [`guard`]: the type-clash guard: which groups break `/metrics`, deleting them, and the
 //!   direct `/metrics` check the Prometheus round runs for a shard whose scrape is not up;
 //! - [`first_seen`]: the guard's bounded memory of the read in which each family first
-//!   appeared on each shard (the Pushgateway keeps only last push times).
+//!   appeared on each shard (`push_time_seconds` is a group's last push; the guard also reads
+//!   each group's first push from the listing, see [`guard`]).
 
 mod first_seen;
 pub(crate) mod guard;
@@ -203,7 +204,7 @@ pub struct JanitorRound {
     /// Prometheus source: how long its two queries took (asked at once).
     pub query_time: Option<Duration>,
     /// Shards whose listing, read this round, held a family the guard's memory of first
-    /// sightings had no room for (that family is ordered by push time).
+    /// sightings had no room for (that family is ordered by first push).
     pub first_seen_full: u64,
 }
 

@@ -337,7 +337,7 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
         "the clash must break /metrics (status {})",
         metrics_status(&pgw)
     );
-    // By push times alone (what the Pushgateway keeps) the earlier tenant's group, pushed last,
+    // By last push times alone (`push_time_seconds`) the earlier tenant's group, pushed last,
     // would go (the guard's unit tests cover that ordering).
 
     // One guard round: the later family's groups go, however many, and /metrics answers.

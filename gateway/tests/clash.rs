@@ -273,7 +273,7 @@ fn the_family_pushed_first_wins_though_its_tenant_pushes_again_after_more_later_
     wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
     // The earlier tenant keeps pushing through A (which knows its counter): by push time it
     // is now the latest of all.
-    // By push times alone (all the Pushgateway keeps) `first` would now lose; what the
+    // By last push times alone (`push_time_seconds`) `first` would now lose; what the
     // janitor remembers from its earlier round must decide instead.
     s.push_again_until_newest(&s.a, "first", COUNTER_JOBS);
     s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
@@ -308,6 +308,11 @@ fn the_family_pushed_first_wins_though_both_appeared_within_one_guard_round() {
     wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
     // By last pushes `first` is now the latest; the Pushgateway's first-push stamps decide.
     s.push_again_until_newest(&s.a, "first", COUNTER_JOBS);
+    // A replica started now reads the stored clash and learns the type of the group pushed
+    // first, as the guard will keep it: it takes the earlier tenant's push, refuses the other.
+    let c = Gateway::with_controller(&[&s.pgw], &s._controller, &NO_RESYNC);
+    assert_eq!(s.put(&c, "first", COUNTER_JOBS).0, 202);
+    assert_eq!(s.put(&c, "more-4", GAUGE_JOBS).0, 409);
     s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
 }
 

@@ -123,8 +123,8 @@ impl Side<'_> {
 }
 
 /// The groups to delete so that no two stored families clash, newest first: the later-pushed
-/// side of every clash (see the module doc), judged by push times alone (as the guard does for
-/// families it has no memory of; first pushes are those the listing gives). Groups of `protected_job` are never offenders, and their
+/// side of every clash (see the module doc), judged without any memory of first sightings (as
+/// right after a restart): by first pushes where the listing gives them, else by last pushes. Groups of `protected_job` are never offenders, and their
 /// families win.
 #[cfg(test)]
 fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
