@@ -130,7 +130,7 @@ pub struct GuardDeleted {
 }
 
 /// What told the guard which of two clashing families came first (the later one's groups are
-/// deleted); see [`guard`].
+/// deleted); docs/design.md, "When a family first appeared".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClashOrder {
     /// The kept family is the platform job's.
