@@ -54,6 +54,7 @@ pub(crate) struct Telemetry {
     kafka_errors: IntCounterVec,
     guard_type_clash: IntCounter,
     guard_first_seen_full: IntCounter,
+    guard_clashes: IntCounterVec,
     janitor_rounds: IntCounterVec,
     janitor_prometheus_failures: IntCounterVec,
     janitor_deletes_ok: IntCounter,
@@ -218,6 +219,7 @@ struct JanitorFamilies {
     runs: IntCounterVec,
     guard_deleted: IntCounterVec,
     first_seen_full: IntCounter,
+    clashes: IntCounterVec,
     rounds: IntCounterVec,
     prometheus_failures: IntCounterVec,
     deletes: IntCounterVec,
@@ -243,7 +245,12 @@ impl JanitorFamilies {
             ),
             first_seen_full: r.counter(
                 "whisk_collector_guard_first_seen_full_total",
-                "Shard listings that held a family the guard's memory of first sightings had no room for (such families are ordered by push time in a clash)",
+                "Shard listings that held a family the guard's memory of first sightings had no room for (such families are ordered by first push in a clash)",
+            ),
+            clashes: r.counter_vec(
+                "whisk_collector_guard_clashes_total",
+                "Clashes the guard found on a shard whose /metrics answered 500 (one per later family, whose groups it deletes), by what told which family came first: platform, first_seen (an earlier janitor read), first_push (the Pushgateway's first-push stamps) or unordered (only last pushes)",
+                "ordered_by",
             ),
             rounds: r.counter_vec(
                 "whisk_collector_janitor_rounds_total",
@@ -266,6 +273,9 @@ impl JanitorFamilies {
                 "via",
             ),
         };
+        for order in crate::janitor::ClashOrder::ALL {
+            let _ = f.clashes.with_label_values(&[order.as_str()]);
+        }
         for reason in crate::janitor::prometheus::PrometheusError::REASONS {
             let _ = f.prometheus_failures.with_label_values(&[reason]);
         }
@@ -300,6 +310,7 @@ impl Telemetry {
                 .guard_deleted
                 .with_label_values(&[crate::janitor::guard::TYPE_CLASH]),
             guard_first_seen_full: j.first_seen_full,
+            guard_clashes: j.clashes,
             revocations_committed: p.revocations.with_label_values(&["committed"]),
             revocations_failed: p.revocations.with_label_values(&["failed"]),
             events_activation: p.events.with_label_values(&["activation"]),
@@ -430,6 +441,28 @@ impl Telemetry {
         tracing::error!("rendering for the push failed, retrying next interval: {err}");
     }
 
+    /// The clashes of one round, counted by what ordered them; those only last pushes ordered
+    /// are logged.
+    fn guard_clashes_done(&self, clashes: &[crate::janitor::ClashOrder]) {
+        for order in clashes {
+            self.guard_clashes
+                .with_label_values(&[order.as_str()])
+                .inc();
+        }
+        let unordered = clashes
+            .iter()
+            .filter(|o| **o == crate::janitor::ClashOrder::Unordered)
+            .count();
+        if unordered > 0 {
+            tracing::warn!(
+                clashes = unordered,
+                "the guard could not tell which of two clashing families came first (a group of \
+                 the later one has no first-push stamp: a push to it failed); the one pushed last \
+                 lost"
+            );
+        }
+    }
+
     /// One janitor round finished: each pruned (or, in dry-run, found) group is logged and
     /// counted; each refused DELETE is logged.
     pub(crate) fn janitor_round_done(&self, round: &JanitorRound) {
@@ -449,10 +482,12 @@ impl Telemetry {
             tracing::warn!(
                 path = %g.path,
                 reason = crate::janitor::guard::TYPE_CLASH,
+                ordered_by = g.ordered_by.as_str(),
                 "guard deleted a Pushgateway group so its /metrics answers again: {}",
                 g.why
             );
         }
+        self.guard_clashes_done(&round.guard_clashes);
         if !round.dry_run {
             self.guard_type_clash
                 .inc_by(round.guard_deleted.len() as u64);
@@ -461,7 +496,7 @@ impl Telemetry {
             tracing::warn!(
                 shards = round.first_seen_full,
                 "the guard's memory of when each family first appeared is full on some shards: \
-                 families new to it are ordered by push time in a clash"
+                 families new to it are ordered by first push in a clash"
             );
         }
         self.guard_first_seen_full.inc_by(round.first_seen_full);

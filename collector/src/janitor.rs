@@ -33,7 +33,8 @@
 //! - [`guard`]: the type-clash guard: which groups break `/metrics`, deleting them, and the
 //!   direct `/metrics` check the Prometheus round runs for a shard whose scrape is not up;
 //! - [`first_seen`]: the guard's bounded memory of the read in which each family first
-//!   appeared on each shard (the Pushgateway keeps only last push times).
+//!   appeared on each shard (`push_time_seconds` is a group's last push; the guard also reads
+//!   each group's first push from the listing, see [`guard`]).
 
 mod first_seen;
 pub(crate) mod guard;
@@ -124,6 +125,44 @@ pub struct GuardDeleted {
     pub path: String,
     /// Which family clashed and how.
     pub why: String,
+    /// What told the guard that its family came later.
+    pub ordered_by: ClashOrder,
+}
+
+/// What told the guard which of two clashing families came first (the later one's groups are
+/// deleted); docs/design.md, "When a family first appeared".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClashOrder {
+    /// The kept family is the platform job's.
+    Platform,
+    /// The janitor saw the kept family in an earlier read of the shard.
+    FirstSeen,
+    /// Both were first seen in the same read (or after a restart): the Pushgateway's first push
+    /// of every group of the later family came after the kept family's earliest group's.
+    FirstPush,
+    /// Nothing certain: the later family has a group whose first push is unknown (a push to it
+    /// failed), so last pushes (or, at a tie, the number of groups) decided.
+    Unordered,
+}
+
+impl ClashOrder {
+    /// Every value, in the order of the checks.
+    pub const ALL: [ClashOrder; 4] = [
+        Self::Platform,
+        Self::FirstSeen,
+        Self::FirstPush,
+        Self::Unordered,
+    ];
+
+    /// The `ordered_by` label of `whisk_collector_guard_clashes_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Platform => "platform",
+            Self::FirstSeen => "first_seen",
+            Self::FirstPush => "first_push",
+            Self::Unordered => "unordered",
+        }
+    }
 }
 
 /// What one janitor round did over every Pushgateway; logging and counting it is the caller's.
@@ -138,6 +177,8 @@ pub struct JanitorRound {
     /// Groups the guard deleted (or, in dry-run, would delete) so a Pushgateway's `/metrics`
     /// answers again.
     pub guard_deleted: Vec<GuardDeleted>,
+    /// One per clash the guard settled (each later family): what ordered it.
+    pub guard_clashes: Vec<ClashOrder>,
     /// Groups listed, over every Pushgateway (Prometheus source: stale series answered).
     pub groups: u64,
     /// Pushgateways that could not be served this round (listing failed), with why.
@@ -163,7 +204,7 @@ pub struct JanitorRound {
     /// Prometheus source: how long its two queries took (asked at once).
     pub query_time: Option<Duration>,
     /// Shards whose listing, read this round, held a family the guard's memory of first
-    /// sightings had no room for (that family is ordered by push time).
+    /// sightings had no room for (that family is ordered by first push).
     pub first_seen_full: u64,
 }
 

@@ -58,7 +58,9 @@ pub use event::{
     Activation, Body, CausedBy, EventMessage, InvalidReason, Metric, MetricKind, ParseError, parse,
 };
 pub use janitor::prometheus::{PrometheusClient, PrometheusError};
-pub use janitor::{GuardDeleted, Janitor, JanitorError, JanitorRound, JanitorSource, PrunedGroup};
+pub use janitor::{
+    ClashOrder, GuardDeleted, Janitor, JanitorError, JanitorRound, JanitorSource, PrunedGroup,
+};
 pub use openmetrics::Exposition;
 pub use service::{run, shutdown_signal};
 pub use sink::pushgateway::{PushgatewayClient, PushgatewayError};

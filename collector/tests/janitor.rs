@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{all_pushed_at_least, instances, pushgateway_client};
-use whisk_collector::{Janitor, PushgatewayClient};
+use whisk_collector::{ClashOrder, Janitor, PushgatewayClient};
 use whisk_grouping::GroupingKey;
 use whisk_testkit::Pushgateway;
 
@@ -337,7 +337,7 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
         "the clash must break /metrics (status {})",
         metrics_status(&pgw)
     );
-    // By push times alone (what the Pushgateway keeps) the earlier tenant's group, pushed last,
+    // By last push times alone (`push_time_seconds`) the earlier tenant's group, pushed last,
     // would go (the guard's unit tests cover that ordering).
 
     // One guard round: the later family's groups go, however many, and /metrics answers.
@@ -378,4 +378,126 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
 /// Waits (bounded) until the Pushgateway holds exactly `expected` instances of `job`.
 fn wait_until_instances(pgw: &Pushgateway, job: &str, expected: &[&str]) -> bool {
     whisk_testkit::wait_until(Duration::from_secs(10), || instances(pgw, job) == expected)
+}
+
+/// The clash of the two tests below: `first` pushes a counter, three groups of another tenant
+/// the same name as a gauge, then `first` pushes again until its push is the newest of all, so
+/// that by last pushes (`push_time_seconds`) `first` would be the later one.
+fn counter_then_three_gauges_then_the_counter_again(
+    rt: &tokio::runtime::Runtime,
+    client: &PushgatewayClient,
+    pgw: &Pushgateway,
+    sdk: &str,
+) {
+    let labels = |i| [("instance", i), ("namespace", "guest"), ("action", "clash")];
+    let counter = "# TYPE jobs_total counter\njobs_total 5\n";
+    put_body(rt, client, sdk, &labels("first"), counter);
+    for i in ["late-1", "late-2", "late-3"] {
+        put_body(
+            rt,
+            client,
+            sdk,
+            &labels(i),
+            "# TYPE jobs_total gauge\njobs_total 9\n",
+        );
+    }
+    assert!(wait_until_instances(
+        pgw,
+        sdk,
+        &["first", "late-1", "late-2", "late-3"]
+    ));
+    let newest_late = push_times(pgw, sdk)
+        .iter()
+        .filter(|(i, _)| i != "first")
+        .map(|(_, t)| *t)
+        .fold(f64::MIN, f64::max);
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(10), || {
+            put_body(rt, client, sdk, &labels("first"), counter);
+            push_times(pgw, sdk)
+                .iter()
+                .any(|(i, t)| i == "first" && *t > newest_late)
+        }),
+        "the earlier tenant's push must be the newest: {:?}",
+        push_times(pgw, sdk)
+    );
+    assert!(
+        whisk_testkit::wait_until(Duration::from_secs(5), || metrics_status(pgw) == 500),
+        "the clash must break /metrics (status {})",
+        metrics_status(pgw)
+    );
+}
+
+/// One guard round deletes exactly the three gauge groups, ordered by the Pushgateway's
+/// first-push stamps, and `/metrics` answers right after.
+fn one_round_deletes_the_later_gauges(
+    rt: &tokio::runtime::Runtime,
+    janitor: &Janitor,
+    pgw: &Pushgateway,
+    sdk: &str,
+) {
+    let round = rt.block_on(janitor.run_once()).unwrap();
+    let mut deleted: Vec<&str> = round
+        .guard_deleted
+        .iter()
+        .map(|d| d.path.as_str())
+        .collect();
+    deleted.sort_unstable();
+    let expected: Vec<String> = ["late-1", "late-2", "late-3"]
+        .iter()
+        .map(|i| {
+            GroupingKey::new(sdk)
+                .with("action", "clash")
+                .with("instance", *i)
+                .with("namespace", "guest")
+                .path()
+        })
+        .collect();
+    assert_eq!(deleted, expected, "{round:?}");
+    assert_eq!(round.guard_clashes, [ClashOrder::FirstPush], "{round:?}");
+    assert!(
+        round
+            .guard_deleted
+            .iter()
+            .all(|d| d.ordered_by == ClashOrder::FirstPush)
+    );
+    assert_eq!(
+        metrics_status(pgw),
+        200,
+        "200 right after the guard's round"
+    );
+    assert!(wait_until_instances(pgw, sdk, &["first"]));
+    assert!(pgw.metrics_text().unwrap().contains("jobs_total{"));
+}
+
+#[test]
+fn guard_keeps_the_family_pushed_first_when_both_appeared_within_one_round() {
+    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    let sdk = &format!("openwhisk_actions_oneround{}", std::process::id());
+    // A round before either family exists: the next read is the first to see both.
+    let janitor = Janitor::new(client.clone(), sdk, Duration::from_secs(3600), false);
+    let round = rt.block_on(janitor.run_once()).unwrap();
+    assert!(round.guard_deleted.is_empty(), "{round:?}");
+    counter_then_three_gauges_then_the_counter_again(&rt, &client, &pgw, sdk);
+    one_round_deletes_the_later_gauges(&rt, &janitor, &pgw, sdk);
+}
+
+#[test]
+fn guard_keeps_the_family_pushed_first_after_a_collector_restart() {
+    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    let sdk = &format!("openwhisk_actions_restart{}", std::process::id());
+    counter_then_three_gauges_then_the_counter_again(&rt, &client, &pgw, sdk);
+    // A collector started now: its memory of first sightings is empty.
+    let restarted = Janitor::new(client, sdk, Duration::from_secs(3600), false);
+    one_round_deletes_the_later_gauges(&rt, &restarted, &pgw, sdk);
 }

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{instances, pushgateway_client};
-use whisk_collector::{Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
+use whisk_collector::{ClashOrder, Janitor, JanitorSource, PrometheusClient, PushgatewayClient};
 use whisk_grouping::GroupingKey;
 use whisk_testkit::{Prometheus, Pushgateway, wait_until};
 
@@ -174,6 +174,11 @@ fn a_shard_whose_scrape_fails_gets_the_direct_guard_which_repairs_it() {
     }
     // A tenant pushes `jobs` as a gauge straight into one shard: its scrapes now fail.
     put(&rt, &broken, &sdk, "evil", "# TYPE jobs gauge\njobs 7\n");
+    // The earlier tenant's groups push again: by last pushes the counter is now the later
+    // family, and the janitor (first round) has never read the shard: first pushes decide.
+    for i in ["a", "b"] {
+        put(&rt, &broken, &sdk, i, BODY);
+    }
     let up = |pgw: &Pushgateway| {
         prom.query(&format!("up{{instance=\"127.0.0.1:{}\"}}", pgw.port()))
             .ok()
@@ -205,6 +210,7 @@ fn a_shard_whose_scrape_fails_gets_the_direct_guard_which_repairs_it() {
         round.guard_deleted[0].why.contains("family `jobs`"),
         "{round:?}"
     );
+    assert_eq!(round.guard_clashes, [ClashOrder::FirstPush], "{round:?}");
     assert!(
         wait_until(WAIT, || up(&broken).as_deref() == Some("1")),
         "Prometheus scrapes the repaired shard again"

@@ -267,7 +267,7 @@ impl FamilyTable {
 /// Reads a Pushgateway `/api/v1/metrics` answer into `into` (family name → type) with the
 /// shared streamed reader ([`whisk_grouping::listing`]): labels, samples and help texts are
 /// skipped unparsed, so memory does not grow with the number of series stored. A name seen
-/// with two types keeps the first (a clash the guard repairs). The Pushgateway's own
+/// with two types keeps the one [`add_types`] keeps. The Pushgateway's own
 /// `push_time_seconds` and `push_failure_time_seconds` are left out.
 #[cfg(test)]
 fn read_snapshot(
@@ -284,17 +284,37 @@ fn read_snapshot_from(
     json: impl std::io::Read,
     into: &mut HashMap<String, FamilyType>,
 ) -> Result<(), serde_json::Error> {
-    whisk_grouping::listing::parse_listing(json, true, |group| add_types(into, group)).map(|_| ())
+    let mut earliest = Earliest::new();
+    whisk_grouping::listing::parse_listing(json, true, |group| add_types(&mut earliest, group))?;
+    for (name, (kind, _)) in earliest {
+        into.entry(name).or_insert(kind);
+    }
+    Ok(())
 }
 
-/// Adds a listed group's family types to `into` (a name already there keeps its type).
-pub(crate) fn add_types(into: &mut HashMap<String, FamilyType>, group: ListedGroup) {
+/// A shard's family types as its listing is read: per name, the type and first push of the
+/// earliest group holding it (see [`add_types`]).
+pub(crate) type Earliest = HashMap<String, (FamilyType, f64)>;
+
+/// Adds a listed group's family types to `into`. A name held under two types (a stored clash,
+/// until the collector's guard repairs it) keeps the type of the group pushed first
+/// ([`ListedGroup::first_push`]; its last push where unknown; at a tie the one read first):
+/// the family the guard keeps, so the table does not refuse that family's tenant meanwhile.
+pub(crate) fn add_types(into: &mut Earliest, group: ListedGroup) {
+    let first = group
+        .first_push
+        .or(group.push_time)
+        .unwrap_or(f64::INFINITY);
     for (name, kind) in group.families {
         if matches!(&*name, "push_time_seconds" | "push_failure_time_seconds") {
             continue;
         }
-        if !into.contains_key(&*name) {
-            into.insert(name.into_string(), kind);
+        match into.get_mut(&*name) {
+            Some(seen) if first < seen.1 => *seen = (kind, first),
+            Some(_) => {}
+            None => {
+                into.insert(name.into_string(), (kind, first));
+            }
         }
     }
 }
@@ -458,5 +478,23 @@ mod tests {
         assert!(empty.is_empty());
         assert!(read_snapshot(b"{\"data\":[", &mut empty).is_err());
         assert!(read_snapshot_from(&b"{\"data\":["[..], &mut empty).is_err());
+    }
+
+    #[test]
+    fn a_stored_clash_teaches_the_type_of_the_group_pushed_first_whatever_the_listing_order() {
+        // `late` was created at :20 and `first` at :10, though `first` pushed last (:30).
+        let group = |instance: &str, created: &str, last: &str, kind: &str| {
+            format!(
+                r#"{{"labels":{{"job":"j","instance":"{instance}"}},"jobs_total":{{"type":"{kind}","metrics":[]}},"push_failure_time_seconds":{{"time_stamp":"2026-12-07T06:00:{created}Z","type":"GAUGE","metrics":[{{"value":"0"}}]}},"push_time_seconds":{{"type":"GAUGE","metrics":[{{"labels":{{"job":"j","instance":"{instance}"}},"value":"{last}"}}]}}}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"status":"success","data":[{},{}]}}"#,
+            group("late", "20", "1796623220", "GAUGE"),
+            group("first", "10", "1796623230", "COUNTER")
+        );
+        let mut map = HashMap::new();
+        read_snapshot(json.as_bytes(), &mut map).unwrap();
+        assert_eq!(map["jobs_total"], FamilyType::Counter);
     }
 }

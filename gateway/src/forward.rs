@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use whisk_grouping::listing::{ListingLimits, read_listing};
 
-use crate::families::add_types;
+use crate::families::{Earliest, add_types};
 use crate::shard::Shards;
 use crate::telemetry::Telemetry;
 use crate::upstream::{MAX_ANSWER_BYTES, Reply, Upstream};
@@ -240,10 +240,10 @@ impl Forwarder {
             // The request's own timeout bounds the whole read; no growth with the bytes.
             bytes_per_second: u64::MAX,
         };
-        let (parsed, _) = read_listing(resp, limits, true, HashMap::new(), add_types)
+        let (parsed, _) = read_listing(resp, limits, true, Earliest::new(), add_types)
             .await
             .map_err(|e| err(format!("/api/v1/metrics: {e}")))?;
-        for (name, kind) in parsed {
+        for (name, (kind, _)) in parsed {
             into.entry(name).or_insert(kind);
         }
         Ok(())

@@ -87,10 +87,7 @@ impl Setup {
         let (controller, keys) = controller(&["guest"]);
         let a = Gateway::with_controller(&[&pgw], &controller, &NO_RESYNC);
         let b = Gateway::with_controller(&[&pgw], &controller, &NO_RESYNC);
-        let url = reqwest::Url::parse(&pgw.url()).unwrap();
-        let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
-        // Nothing is stale (prune-after 1 h): only the guard can act.
-        let janitor = Janitor::new(client, JOB, Duration::from_secs(3600), false);
+        let janitor = Self::new_janitor(&pgw);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -104,6 +101,19 @@ impl Setup {
             janitor,
             rt,
         }
+    }
+
+    /// The collector's janitor over `pgw`, as a freshly started collector has it (no memory
+    /// of first sightings). Nothing is stale (prune-after 1 h): only the guard can act.
+    fn new_janitor(pgw: &Pushgateway) -> Janitor {
+        let url = reqwest::Url::parse(&pgw.url()).unwrap();
+        let client = PushgatewayClient::new(&url, None, None, Duration::from_secs(5)).unwrap();
+        Janitor::new(client, JOB, Duration::from_secs(3600), false)
+    }
+
+    /// The collector restarts: what its janitor remembered is gone.
+    fn restart_collector(&mut self) {
+        self.janitor = Self::new_janitor(&self.pgw);
     }
 
     fn put(&self, via: &Gateway, instance: &str, body: &str) -> (u16, String) {
@@ -263,7 +273,7 @@ fn the_family_pushed_first_wins_though_its_tenant_pushes_again_after_more_later_
     wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
     // The earlier tenant keeps pushing through A (which knows its counter): by push time it
     // is now the latest of all.
-    // By push times alone (all the Pushgateway keeps) `first` would now lose; what the
+    // By last push times alone (`push_time_seconds`) `first` would now lose; what the
     // janitor remembers from its earlier round must decide instead.
     s.push_again_until_newest(&s.a, "first", COUNTER_JOBS);
     s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
@@ -276,6 +286,45 @@ fn the_histogram_pushed_first_wins_a_suffix_clash_though_its_tenant_pushes_again
     assert_eq!(s.put(&s.a, "tenant-a", HISTOGRAM_X).0, 202);
     wait_instances(&s.pgw, &["tenant-a"]);
     assert_eq!(s.guard_round(), Vec::<String>::new());
+    for i in ["late-1", "late-2"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_X_COUNT).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["late-1", "late-2", "tenant-a"]);
+    s.push_again_until_newest(&s.a, "tenant-a", HISTOGRAM_X);
+    s.one_guard_round_repairs(&["tenant-a"], &["late-1", "late-2"]);
+}
+
+#[test]
+fn the_family_pushed_first_wins_though_both_appeared_within_one_guard_round() {
+    let s = Setup::start();
+    s.teach_b_then_forget(GAUGE_JOBS);
+    // The janitor's round before either family exists: its next read sees both at once.
+    assert_eq!(s.guard_round(), Vec::<String>::new());
+    assert_eq!(s.put(&s.a, "first", COUNTER_JOBS).0, 202);
+    wait_instances(&s.pgw, &["first"]);
+    for i in ["more-1", "more-2", "more-3"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_JOBS).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["first", "more-1", "more-2", "more-3"]);
+    // By last pushes `first` is now the latest; the Pushgateway's first-push stamps decide.
+    s.push_again_until_newest(&s.a, "first", COUNTER_JOBS);
+    // A replica started now reads the stored clash and learns the type of the group pushed
+    // first, as the guard will keep it: it takes the earlier tenant's push, refuses the other.
+    let c = Gateway::with_controller(&[&s.pgw], &s._controller, &NO_RESYNC);
+    assert_eq!(s.put(&c, "first", COUNTER_JOBS).0, 202);
+    assert_eq!(s.put(&c, "more-4", GAUGE_JOBS).0, 409);
+    s.one_guard_round_repairs(&["first"], &["more-1", "more-2", "more-3"]);
+}
+
+#[test]
+fn the_histogram_pushed_first_wins_a_suffix_clash_after_a_collector_restart() {
+    let mut s = Setup::start();
+    s.teach_b_then_forget(GAUGE_X_COUNT);
+    assert_eq!(s.put(&s.a, "tenant-a", HISTOGRAM_X).0, 202);
+    wait_instances(&s.pgw, &["tenant-a"]);
+    // The janitor learns the histogram, then the collector restarts and forgets it.
+    assert_eq!(s.guard_round(), Vec::<String>::new());
+    s.restart_collector();
     for i in ["late-1", "late-2"] {
         assert_eq!(s.put(&s.b, i, GAUGE_X_COUNT).0, 202, "{i}");
     }

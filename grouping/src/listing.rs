@@ -3,8 +3,8 @@
 //! The answer holds every sample of every group (58 MB at 10 000 SDK groups); parsing it into
 //! a `serde_json::Value` cost 1.3 GB of RSS. Here the body is handed chunk by chunk (a bounded
 //! channel) to a blocking thread that runs serde_json over it with visitors that keep only
-//! each group's grouping labels and `push_time_seconds` (and, for the guard, each family's
-//! type); every sample is skipped with [`IgnoredAny`] without being built. Memory stays flat
+//! each group's grouping labels, `push_time_seconds`, its first push (see
+//! [`ListedGroup::first_push`]) and, for the guard, each family's type; every sample is skipped with [`IgnoredAny`] without being built. Memory stays flat
 //! in the number of series stored. The read has a size cap and a deadline that grows with
 //! the bytes received (a slow but progressing answer is not cut; a stalled one is).
 //!
@@ -23,6 +23,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::family::FamilyType;
 
+mod stamp;
+
 /// One group of the listing, reduced to what the janitor and the guard need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedGroup {
@@ -30,6 +32,13 @@ pub struct ListedGroup {
     pub labels: Vec<(String, String)>,
     /// Unix time of the last successful push, if readable.
     pub push_time: Option<f64>,
+    /// Unix time of the group's first push, if the listing shows it: the `time_stamp` of
+    /// `push_failure_time_seconds` while that gauge is 0. The Pushgateway adds that family on
+    /// a group's first write, stamped with that write's time, and keeps it, stamp included,
+    /// through every later push and replace; only a failed push restamps it (then its value is
+    /// the failure's time and this is `None`). Tenants cannot push that family through the
+    /// gateway ([`crate::reserved`]).
+    pub first_push: Option<f64>,
     /// `(family, type)` of every family of the group (only when asked for; a family of a type
     /// [`FamilyType`] does not know is left out).
     pub families: Vec<(Box<str>, FamilyType)>,
@@ -312,6 +321,7 @@ impl<'de> Visitor<'de> for GroupSeed {
         let mut labels_object: Option<Vec<(String, String)>> = None;
         let mut push_key: Option<Vec<(String, String)>> = None;
         let mut push_time = None;
+        let mut first_push = None;
         let mut families = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key>()? {
             if &*key == "last_push_successful" {
@@ -319,16 +329,26 @@ impl<'de> Visitor<'de> for GroupSeed {
                 continue;
             }
             let is_push_time = &*key == "push_time_seconds";
-            let entry = map.next_value_seed(EntrySeed {
-                first_sample: is_push_time,
-            })?;
+            let is_push_failure = &*key == "push_failure_time_seconds";
+            let keep = match (is_push_time, is_push_failure) {
+                (true, _) => Keep::LabelsAndValue,
+                (_, true) => Keep::ValueAndStamp,
+                _ => Keep::Nothing,
+            };
+            let entry = map.next_value_seed(EntrySeed { keep })?;
             match entry {
-                Entry::Family { kind, first } => {
+                Entry::Family { kind, first, stamp } => {
                     if is_push_time {
                         if let Some((labels, value)) = first {
                             push_time = value.trim().parse::<f64>().ok();
                             push_key = Some(labels);
                         }
+                    } else if is_push_failure {
+                        let never_failed =
+                            first.is_some_and(|(_, value)| value.trim().parse::<f64>() == Ok(0.0));
+                        first_push = stamp
+                            .filter(|_| never_failed)
+                            .and_then(|s| stamp::unix_seconds(&s));
                     }
                     if let Some(kind) = FamilyType::parse(&kind).filter(|_| self.want_families) {
                         families.push((key, kind));
@@ -345,6 +365,7 @@ impl<'de> Visitor<'de> for GroupSeed {
         Ok(Some(ListedGroup {
             labels,
             push_time,
+            first_push,
             families,
         }))
     }
@@ -354,14 +375,27 @@ impl<'de> Visitor<'de> for GroupSeed {
 enum Entry {
     Family {
         kind: Box<str>,
-        /// Labels and value of the first sample (only when asked for).
+        /// Labels and value of the first sample (only when asked for; labels only with
+        /// [`Keep::LabelsAndValue`]).
         first: Option<(Vec<(String, String)>, String)>,
+        /// Its `time_stamp` (only with [`Keep::ValueAndStamp`]).
+        stamp: Option<String>,
     },
     Labels(Vec<(String, String)>),
 }
 
+/// What to keep of a family beyond its type.
+#[derive(Clone, Copy, PartialEq)]
+enum Keep {
+    Nothing,
+    /// The first sample's labels and value (`push_time_seconds`: the grouping key).
+    LabelsAndValue,
+    /// The first sample's value and the family's `time_stamp` (`push_failure_time_seconds`).
+    ValueAndStamp,
+}
+
 struct EntrySeed {
-    first_sample: bool,
+    keep: Keep,
 }
 
 impl<'de> DeserializeSeed<'de> for EntrySeed {
@@ -386,9 +420,7 @@ impl<'de> Visitor<'de> for EntrySeed {
         while let Some(Key(key)) = map.next_key::<Key>()? {
             match &*key {
                 "metrics" => {
-                    metrics = Some(map.next_value_seed(SamplesSeed {
-                        keep_first: self.first_sample,
-                    })?);
+                    metrics = Some(map.next_value_seed(SamplesSeed { keep: self.keep })?);
                 }
                 "type" => {
                     if let Some(t) = map.next_value::<MaybeString>()?.0 {
@@ -413,6 +445,10 @@ impl<'de> Visitor<'de> for EntrySeed {
             Some(first) => Entry::Family {
                 kind: kind.unwrap_or_else(|| "UNTYPED".into()),
                 first,
+                stamp: (self.keep == Keep::ValueAndStamp)
+                    .then(|| strings.into_iter().find(|(k, _)| k == "time_stamp"))
+                    .flatten()
+                    .map(|(_, v)| v),
             },
             None => Entry::Labels(strings),
         })
@@ -469,7 +505,7 @@ impl<'de> de::Deserialize<'de> for MaybeString {
 /// A family's `metrics` array: the first sample's labels and value are kept when asked for,
 /// every other sample is skipped unparsed.
 struct SamplesSeed {
-    keep_first: bool,
+    keep: Keep,
 }
 
 type FirstSample = Option<(Vec<(String, String)>, String)>;
@@ -490,11 +526,14 @@ impl<'de> Visitor<'de> for SamplesSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FirstSample, A::Error> {
-        let first = if self.keep_first {
-            seq.next_element::<Sample>()?
-                .map(|s| (s.labels.unwrap_or_default(), s.value.unwrap_or_default()))
-        } else {
-            None
+        let first = match self.keep {
+            Keep::Nothing => None,
+            Keep::LabelsAndValue => seq
+                .next_element::<Sample>()?
+                .map(|s| (s.labels.unwrap_or_default(), s.value.unwrap_or_default())),
+            Keep::ValueAndStamp => seq
+                .next_element::<ValueOnly>()?
+                .map(|s| (Vec::new(), s.value.unwrap_or_default())),
         };
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(first)
@@ -508,6 +547,13 @@ impl<'de> Visitor<'de> for SamplesSeed {
     fn visit_str<E: de::Error>(self, _: &str) -> Result<FirstSample, E> {
         Ok(None)
     }
+}
+
+/// One sample of `push_failure_time_seconds`: its labels are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct ValueOnly {
+    #[serde(default)]
+    value: Option<String>,
 }
 
 /// One sample of `push_time_seconds`.
@@ -542,88 +588,4 @@ fn string_pairs<'de, D: Deserializer<'de>>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Exactly what Debian's Pushgateway 1.x answered for two groups, the first with a pushed
-    /// family named `labels` (which overwrites the group's `labels` key).
-    const ANSWER: &str = r#"{"status":"success","data":[{"jobs":{"time_stamp":"2026-12-02T01:43:14.217275826Z","type":"COUNTER","metrics":[{"labels":{"instance":"x","job":"a"},"value":"1"}]},"labels":{"time_stamp":"2026-12-02T01:43:14.217275826Z","type":"GAUGE","metrics":[{"labels":{"instance":"x","job":"a"},"value":"3"}]},"last_push_successful":true,"push_failure_time_seconds":{"time_stamp":"2026-12-02T01:43:14.217275826Z","type":"GAUGE","help":"Last Unix time when changing this group in the Pushgateway failed.","metrics":[{"labels":{"instance":"x","job":"a"},"value":"0"}]},"push_time_seconds":{"time_stamp":"2026-12-02T01:43:14.217275826Z","type":"GAUGE","help":"Last Unix time when changing this group in the Pushgateway succeeded.","metrics":[{"labels":{"instance":"x","job":"a"},"value":"1.7961757942172759e+09"}]}},{"jobs":{"time_stamp":"2026-12-02T01:43:14.240028607Z","type":"GAUGE","metrics":[{"labels":{"instance":"y","job":"a"},"value":"2"}]},"labels":{"instance":"y","job":"a"},"last_push_successful":true,"push_failure_time_seconds":{"time_stamp":"2026-12-02T01:43:14.240028607Z","type":"GAUGE","help":"Last Unix time when changing this group in the Pushgateway failed.","metrics":[{"labels":{"instance":"y","job":"a"},"value":"0"}]},"push_time_seconds":{"time_stamp":"2026-12-02T01:43:14.240028607Z","type":"GAUGE","help":"Last Unix time when changing this group in the Pushgateway succeeded.","metrics":[{"labels":{"instance":"y","job":"a"},"value":"1.7961757942400286e+09"}]}}]}"#;
-
-    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn keeps_labels_push_time_and_family_types_of_each_group() {
-        let mut groups = Vec::new();
-        let n = parse_listing(ANSWER.as_bytes(), true, |g| groups.push(g)).unwrap();
-        assert_eq!(n, 2);
-        assert_eq!(groups[0].labels, pairs(&[("instance", "x"), ("job", "a")]));
-        assert_eq!(groups[0].push_time, Some(1_796_175_794.217_275_9));
-        assert_eq!(groups[0].label("instance"), Some("x"));
-        let kinds: Vec<(&str, FamilyType)> =
-            groups[0].families.iter().map(|(f, t)| (&**f, *t)).collect();
-        assert_eq!(
-            kinds,
-            [
-                ("jobs", FamilyType::Counter),
-                ("labels", FamilyType::Gauge),
-                ("push_failure_time_seconds", FamilyType::Gauge),
-                ("push_time_seconds", FamilyType::Gauge)
-            ]
-        );
-        assert_eq!(groups[1].labels, pairs(&[("instance", "y"), ("job", "a")]));
-        assert_eq!(groups[1].families[0], ("jobs".into(), FamilyType::Gauge));
-    }
-
-    #[test]
-    fn without_families_keeps_only_labels_and_push_time() {
-        let mut groups = Vec::new();
-        let _ = parse_listing(ANSWER.as_bytes(), false, |g| groups.push(g)).unwrap();
-        assert!(groups.iter().all(|g| g.families.is_empty()));
-        assert_eq!(groups.len(), 2);
-    }
-
-    #[test]
-    fn falls_back_to_the_labels_object_and_skips_groups_without_a_key() {
-        let body = r#"{"status":"success","data":[
-            {"labels":{"job":"j","instance":"a"},"last_push_successful":true},
-            {"last_push_successful":false},
-            {"labels":{"job":"j","instance":"b"},"push_time_seconds":{"type":"GAUGE","metrics":[]}}
-        ]}"#;
-        let mut groups = Vec::new();
-        let n = parse_listing(body.as_bytes(), false, |g| groups.push(g)).unwrap();
-        assert_eq!(n, 3);
-        assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].labels, pairs(&[("instance", "a"), ("job", "j")]));
-        assert_eq!(groups[0].push_time, None);
-        assert_eq!(groups[1].label("instance"), Some("b"));
-    }
-
-    #[test]
-    fn an_empty_pushgateways_null_data_is_no_group() {
-        let n = parse_listing(&br#"{"status":"success","data":null}"#[..], true, |_| {
-            panic!("no group expected")
-        })
-        .unwrap();
-        assert_eq!(n, 0);
-    }
-
-    #[test]
-    fn rejects_what_is_not_the_pushgateway_json() {
-        for bad in [
-            "",
-            "[]",
-            r#"{"status":"success"}"#,
-            r#"{"data":[1]}"#,
-            r#"{"data":[{}"#,
-        ] {
-            assert!(
-                parse_listing(bad.as_bytes(), false, |_| {}).is_err(),
-                "{bad:?} accepted"
-            );
-        }
-    }
-}
+mod tests;

@@ -90,3 +90,27 @@ fn a_prometheus_fallback_is_counted_by_reason_beside_the_round() {
         assert!(s.contains(line), "{line} missing in\n{s}");
     }
 }
+
+#[test]
+fn guard_clashes_are_counted_by_what_ordered_them() {
+    use crate::janitor::{ClashOrder, JanitorRound};
+    let t = Telemetry::new();
+    t.janitor_round_done(&JanitorRound {
+        guard_clashes: vec![
+            ClashOrder::FirstPush,
+            ClashOrder::FirstPush,
+            ClashOrder::Unordered,
+        ],
+        ..JanitorRound::default()
+    });
+    let mut s = String::new();
+    t.render(&mut s, AggregateStats::default());
+    for line in [
+        "whisk_collector_guard_clashes_total{ordered_by=\"first_push\"} 2",
+        "whisk_collector_guard_clashes_total{ordered_by=\"unordered\"} 1",
+        "whisk_collector_guard_clashes_total{ordered_by=\"first_seen\"} 0",
+        "whisk_collector_guard_clashes_total{ordered_by=\"platform\"} 0",
+    ] {
+        assert!(s.contains(line), "{line} missing in\n{s}");
+    }
+}

@@ -10,11 +10,14 @@
 //!
 //! What it cannot know: the order of two sides first seen in the same read (both arrived
 //! between two rounds), every side after a restart of the collector (the memory starts
-//! empty), and, past its bound, the sides it refused. The guard falls back to push time there.
+//! empty), and, past its bound, the sides it refused. The guard orders those by the first push
+//! of their groups, which the Pushgateway's listing gives
+//! ([`ListedGroup::first_push`](super::listing::ListedGroup::first_push)); this memory still
+//! decides first, as it also sees a family added to a group that already existed.
 //!
 //! Bounded because family names are the tenants': at most [`MAX_SIDES`] names and
 //! [`MAX_NAME_BYTES`] of them per shard. When full, a side not yet remembered stays unknown
-//! (the guard orders it after every remembered side, then by push time) and the read is
+//! (the guard orders it after every remembered side, then by first push) and the read is
 //! reported in [`super::JanitorRound::first_seen_full`]; what is remembered is kept, so a
 //! tenant filling the memory cannot make an earlier family look new.
 
@@ -135,6 +138,7 @@ mod tests {
         ListedGroup {
             labels: vec![("job".into(), "sdk".into())],
             push_time: Some(1.0),
+            first_push: None,
             families: families.iter().map(|(n, k)| ((*n).into(), *k)).collect(),
         }
     }

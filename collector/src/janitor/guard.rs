@@ -12,14 +12,21 @@
 //!
 //! - each family name and type held by some groups is a *side*; the platform job's sides come
 //!   first (the collector's own families are the reference), then the others by the janitor's
-//!   read of the shard in which they first appeared ([`super::first_seen`]: the Pushgateway
-//!   keeps only each group's *last* push), then by their earliest `push_time_seconds` (sides
-//!   first seen in the same read, or not remembered: after a restart, past the memory's bound);
+//!   read of the shard in which they first appeared ([`super::first_seen`]), then by the first
+//!   push of their earliest group (sides first seen in the same read, or not remembered: after a
+//!   restart, past the memory's bound). `push_time_seconds` is a group's *last* push; its first
+//!   is the stamp the Pushgateway put on the group's `push_failure_time_seconds` when it created
+//!   the group and never changes while no push fails ([`ListedGroup::first_push`]); a group
+//!   without it counts with its last push, an upper bound;
 //! - in that order a side is kept unless it clashes with a side already kept: then every group
 //!   holding it (but the platform's) is deleted, newest first, however many there are. The
 //!   later family loses, so a tenant cannot get an earlier tenant's group deleted by pushing
 //!   more groups, nor because the earlier tenant kept pushing; a tie keeps the side with more
-//!   groups.
+//!   groups;
+//! - each such clash says what ordered it ([`ClashOrder`]): [`ClashOrder::Unordered`] when
+//!   neither the memory nor a first push known for every group of the later side told the two
+//!   apart (a push to one of them failed, or the Pushgateway shows no stamp), so only last
+//!   pushes did.
 //!
 //! No other group is touched. [`ordered_offenders`] picks the offenders from a listing;
 //! [`Janitor::guard`] deletes them and waits for `/metrics` to answer again. The listing round
@@ -33,7 +40,7 @@ use whisk_grouping::{Clash, FamilyType, GroupingKey, find_clash};
 
 use super::first_seen::{FirstSeen, PUSHGATEWAY_FAMILIES};
 use super::listing::{LISTING_CAP, ListedGroup, ListingError, read_listing};
-use super::{GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup, lock};
+use super::{ClashOrder, GuardDeleted, Janitor, JanitorError, JanitorRound, PrunedGroup, lock};
 use crate::sink::pushgateway::PushgatewayClient;
 
 /// The `reason` label of `whisk_collector_guard_deleted_groups_total` for a type clash.
@@ -61,6 +68,8 @@ pub(crate) struct Offender {
     pub kept_kind: FamilyType,
     /// How many groups hold the kept family.
     pub kept_groups: usize,
+    /// What told the two families' order.
+    pub ordered_by: ClashOrder,
 }
 
 impl Offender {
@@ -89,13 +98,33 @@ struct Side<'a> {
     /// The janitor's read of the shard in which it first appeared (`u32::MAX` if not
     /// remembered: after every remembered side).
     first_read: u32,
-    /// The earliest last push among its holders (infinity if none is known).
+    /// The earliest first push among its holders, a holder's last push standing in where its
+    /// first is unknown (infinity if neither is known for any).
     first_push: f64,
+    /// The first push of every holder is known, so `first_push` is exact.
+    first_push_known: bool,
+}
+
+impl Side<'_> {
+    /// What tells that `self` (kept) came before `later`.
+    fn order_over(&self, later: &Side<'_>) -> ClashOrder {
+        if self.protected && !later.protected {
+            ClashOrder::Platform
+        } else if self.first_read < later.first_read {
+            ClashOrder::FirstSeen
+        } else if later.first_push_known && self.first_push < later.first_push {
+            // Every group of `later` was first pushed after `self`'s earliest group was (whose
+            // own first push is at most `self.first_push`).
+            ClashOrder::FirstPush
+        } else {
+            ClashOrder::Unordered
+        }
+    }
 }
 
 /// The groups to delete so that no two stored families clash, newest first: the later-pushed
-/// side of every clash (see the module doc), judged by push times alone (as the guard does for
-/// families it has no memory of). Groups of `protected_job` are never offenders, and their
+/// side of every clash (see the module doc), judged without any memory of first sightings (as
+/// right after a restart): by first pushes where the listing gives them, else by last pushes. Groups of `protected_job` are never offenders, and their
 /// families win.
 #[cfg(test)]
 fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offender> {
@@ -103,7 +132,8 @@ fn type_clash_offenders(groups: &[ListedGroup], protected_job: &str) -> Vec<Offe
 }
 
 /// The later-appeared side of every clash, by the shard's memory of when each side first
-/// appeared; push times where it has none (see [`type_clash_offenders`]'s tests).
+/// appeared; first pushes, then last pushes, where it has none (see [`type_clash_offenders`]'s
+/// tests).
 fn ordered_offenders(
     groups: &[ListedGroup],
     protected_job: &str,
@@ -143,6 +173,7 @@ fn ordered_offenders(
                 kept_family: winner.name.to_string(),
                 kept_kind: winner.kind,
                 kept_groups: winner.holders.len(),
+                ordered_by: winner.order_over(side),
             });
         }
     }
@@ -155,8 +186,8 @@ fn ordered_offenders(
 }
 
 /// Every (family, type) of the listing with its holders, in the order sides are kept: the
-/// platform's first, then by the read first seen in, then by first push, then by more holders,
-/// then by name.
+/// platform's first, then by the read first seen in, then by first push (or last, where the
+/// first is unknown), then by more holders, then by name.
 fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str, memory: &FirstSeen) -> Vec<Side<'a>> {
     let mut by_key: HashMap<(&str, FamilyType), Vec<usize>> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
@@ -177,8 +208,9 @@ fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str, memory: &FirstSeen)
             first_read: memory.first_read(name, kind).unwrap_or(u32::MAX),
             first_push: holders
                 .iter()
-                .filter_map(|&i| groups[i].push_time)
+                .filter_map(|&i| groups[i].first_push.or(groups[i].push_time))
                 .fold(f64::INFINITY, f64::min),
+            first_push_known: holders.iter().all(|&i| groups[i].first_push.is_some()),
             holders,
         })
         .collect();
@@ -245,6 +277,13 @@ impl Janitor {
     ) {
         let protected = self.platform.as_ref().map_or("", |(job, _)| job.as_str());
         let offenders = ordered_offenders(groups, protected, &lock(&self.first_seen[shard]));
+        let mut later: Vec<(&str, FamilyType)> = Vec::new();
+        for o in &offenders {
+            if !later.contains(&(o.family.as_str(), o.kind)) {
+                later.push((o.family.as_str(), o.kind));
+                round.guard_clashes.push(o.ordered_by);
+            }
+        }
         if offenders.is_empty() {
             tracing::error!(
                 pushgateway = client.base(),
@@ -269,6 +308,7 @@ impl Janitor {
             let deleted = GuardDeleted {
                 path: key.path(),
                 why: o.why(),
+                ordered_by: o.ordered_by,
             };
             if self.dry_run {
                 round.guard_deleted.push(deleted);
@@ -321,6 +361,7 @@ mod tests {
                 ("job".to_string(), job.to_string()),
             ],
             push_time: Some(push),
+            first_push: None,
             families: families
                 .iter()
                 .map(|(f, k)| ((*f).into(), FamilyType::parse(k).unwrap()))
@@ -467,6 +508,86 @@ mod tests {
         memory.end_read();
         let o = ordered_offenders(&groups, "platform", &memory);
         assert_eq!(instances(&o), ["g-2", "g-1"]);
+    }
+
+    /// `group` with the Pushgateway's stamp of its first push.
+    fn created(instance: &str, first: f64, push: f64, families: &[(&str, &str)]) -> ListedGroup {
+        ListedGroup {
+            first_push: Some(first),
+            ..group("sdk", instance, push, families)
+        }
+    }
+
+    #[test]
+    fn sides_first_seen_in_one_read_are_ordered_by_first_push_though_the_first_pushed_last() {
+        // Both arrived between two reads (or before the first read after a restart); the
+        // earlier tenant pushed again after the three later groups.
+        let groups = vec![
+            created("late-1", 20.0, 20.0, &[("jobs_total", "GAUGE")]),
+            created("late-2", 21.0, 21.0, &[("jobs_total", "GAUGE")]),
+            created("late-3", 22.0, 22.0, &[("jobs_total", "GAUGE")]),
+            created("first", 10.0, 30.0, &[("jobs_total", "COUNTER")]),
+        ];
+        let mut memory = FirstSeen::default();
+        memory.begin_read();
+        groups.iter().for_each(|g| memory.observe(g));
+        memory.end_read();
+        for memory in [&memory, &FirstSeen::default()] {
+            let o = ordered_offenders(&groups, "platform", memory);
+            assert_eq!(instances(&o), ["late-3", "late-2", "late-1"]);
+            assert!(o.iter().all(|o| o.ordered_by == ClashOrder::FirstPush));
+        }
+        // A suffix clash the same way: the histogram's group was created first.
+        let groups = vec![
+            created("g-1", 20.0, 20.0, &[("x_count", "GAUGE")]),
+            created("hist", 10.0, 30.0, &[("x", "HISTOGRAM")]),
+        ];
+        let o = ordered_offenders(&groups, "platform", &FirstSeen::default());
+        assert_eq!(instances(&o), ["g-1"]);
+        assert_eq!(o[0].ordered_by, ClashOrder::FirstPush);
+    }
+
+    #[test]
+    fn a_later_side_with_a_group_of_unknown_first_push_is_ordered_by_last_push_and_says_so() {
+        // `failed`'s first push is unknown (a push to it failed): its last push (25) stands in,
+        // after `first`'s first push (10), but it could have been created before.
+        let groups = vec![
+            group("sdk", "failed", 25.0, &[("jobs_total", "GAUGE")]),
+            created("first", 10.0, 30.0, &[("jobs_total", "COUNTER")]),
+        ];
+        let o = ordered_offenders(&groups, "platform", &FirstSeen::default());
+        assert_eq!(instances(&o), ["failed"]);
+        assert_eq!(o[0].ordered_by, ClashOrder::Unordered);
+        // Its last push before the other's first push proves it earlier.
+        let groups = vec![
+            group("sdk", "failed", 5.0, &[("jobs_total", "GAUGE")]),
+            created("first", 10.0, 30.0, &[("jobs_total", "COUNTER")]),
+        ];
+        let o = ordered_offenders(&groups, "platform", &FirstSeen::default());
+        assert_eq!(instances(&o), ["first"]);
+        assert_eq!(o[0].ordered_by, ClashOrder::FirstPush);
+    }
+
+    #[test]
+    fn what_ordered_a_clash_is_the_first_check_that_told_the_sides_apart() {
+        let platform = group("platform", "c-0", 50.0, &[("openwhisk_x", "COUNTER")]);
+        let tenant = created("t", 1.0, 1.0, &[("openwhisk_x", "GAUGE")]);
+        let o = ordered_offenders(&[platform, tenant], "platform", &FirstSeen::default());
+        assert_eq!(o[0].ordered_by, ClashOrder::Platform);
+        // Seen in an earlier read beats an earlier first push (a family added to an old group).
+        let first = created("first", 30.0, 30.0, &[("jobs_total", "COUNTER")]);
+        let old_group = created("old", 5.0, 40.0, &[("jobs_total", "GAUGE")]);
+        let mut memory = FirstSeen::default();
+        memory.begin_read();
+        memory.observe(&first);
+        memory.end_read();
+        memory.begin_read();
+        memory.observe(&first);
+        memory.observe(&old_group);
+        memory.end_read();
+        let o = ordered_offenders(&[first, old_group], "platform", &memory);
+        assert_eq!(instances(&o), ["old"]);
+        assert_eq!(o[0].ordered_by, ClashOrder::FirstSeen);
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl Janitor {
             round.pruned.extend(part.pruned);
             round.failed.extend(part.failed);
             round.guard_deleted.extend(part.guard_deleted);
+            round.guard_clashes.extend(part.guard_clashes);
             round.groups += part.groups;
             round.first_seen_full += part.first_seen_full;
             if let Err(e) = served {
@@ -206,6 +207,7 @@ mod tests {
         ListedGroup {
             labels,
             push_time: push,
+            first_push: None,
             families: Vec::new(),
         }
     }
