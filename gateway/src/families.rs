@@ -7,7 +7,9 @@
 //! replica cannot both win), and rebuilt from the Pushgateways every
 //! `--family-resync-interval`: that is how two replicas converge and how families of pruned
 //! groups are forgotten. Families recorded during a rebuild are kept. Two replicas can still
-//! accept a clashing pair inside one interval; the collector's guard repairs that.
+//! accept a clashing pair inside one interval; the collector's guard repairs that, and until
+//! then a listing holding the pair teaches only the side the guard keeps (`stored`), so the
+//! earlier tenant's pushes are not refused.
 //!
 //! Besides equal names, the table refuses the suffix collisions the Pushgateway's registry
 //! refuses at scrape time: a histogram `x` beside a family named `x_bucket`, `x_sum` or
@@ -19,11 +21,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use whisk_grouping::listing::ListedGroup;
 use whisk_grouping::{Clash, find_clash};
 
 use crate::first_sight::ShardReads;
 use crate::validate::{Family, FamilyType};
+
+mod stored;
+
+pub(crate) use stored::{StoredFamilies, StoredSides};
 
 /// Why a push's families cannot be recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,12 +129,15 @@ impl FamilyTable {
         families.iter().any(|f| !inner.map.contains_key(&f.name))
     }
 
-    /// Adds the names of a shard's listing the table does not hold yet (as a snapshot's, so
-    /// the next rebuild forgets them if they are gone). Returns how many did not fit.
-    pub fn learn(&self, names: HashMap<String, FamilyType>) -> usize {
+    /// Learns a shard's listing: forgets the held names that lose a clash stored there (the
+    /// guard deletes their groups) and adds the kept names the table does not hold yet (as a
+    /// snapshot's, so the next rebuild forgets them if they are gone). Returns how many did not
+    /// fit.
+    pub(crate) fn learn(&self, listed: StoredFamilies) -> usize {
         let mut inner = self.lock();
+        forget_later(&mut inner.map, &listed);
         let mut dropped = 0;
-        for (name, kind) in names {
+        for (name, kind) in listed.kept {
             if inner.map.contains_key(&name) {
                 continue;
             }
@@ -235,15 +243,23 @@ impl FamilyTable {
     /// [`FamilyTable::begin_resync`] returned `generation`), keeping what pushes recorded since.
     /// Marks the table seeded. Returns how many snapshot names did not fit.
     pub fn replace(&self, snapshot: HashMap<String, FamilyType>, generation: u64) -> usize {
+        self.replace_stored(StoredFamilies::from(snapshot), generation)
+    }
+
+    /// [`FamilyTable::replace`] with what the listings' stored clashes say: a name pushes
+    /// recorded since is forgotten too when it is a side that lost a stored clash.
+    pub(crate) fn replace_stored(&self, snapshot: StoredFamilies, generation: u64) -> usize {
         let mut inner = self.lock();
-        let mut map: HashMap<String, Entry> = HashMap::with_capacity(snapshot.len().min(self.max));
+        let mut map: HashMap<String, Entry> =
+            HashMap::with_capacity(snapshot.kept.len().min(self.max));
         let mut dropped = 0;
         for (name, entry) in &inner.map {
             if entry.generation >= generation {
                 map.insert(name.clone(), *entry);
             }
         }
-        for (name, kind) in snapshot {
+        forget_later(&mut map, &snapshot);
+        for (name, kind) in snapshot.kept {
             if map.len() >= self.max && !map.contains_key(&name) {
                 dropped += 1;
                 continue;
@@ -264,57 +280,11 @@ impl FamilyTable {
     }
 }
 
-/// Reads a Pushgateway `/api/v1/metrics` answer into `into` (family name → type) with the
-/// shared streamed reader ([`whisk_grouping::listing`]): labels, samples and help texts are
-/// skipped unparsed, so memory does not grow with the number of series stored. A name seen
-/// with two types keeps the one [`add_types`] keeps. The Pushgateway's own
-/// `push_time_seconds` and `push_failure_time_seconds` are left out.
-#[cfg(test)]
-fn read_snapshot(
-    json: &[u8],
-    into: &mut HashMap<String, FamilyType>,
-) -> Result<(), serde_json::Error> {
-    read_snapshot_from(json, into)
-}
-
-/// [`read_snapshot`] from a reader, so the answer is parsed while it arrives and never held
-/// whole (at 10 000 groups one Pushgateway's `/api/v1/metrics` is over 100 MB).
-#[cfg(test)]
-fn read_snapshot_from(
-    json: impl std::io::Read,
-    into: &mut HashMap<String, FamilyType>,
-) -> Result<(), serde_json::Error> {
-    let mut earliest = Earliest::new();
-    whisk_grouping::listing::parse_listing(json, true, |group| add_types(&mut earliest, group))?;
-    for (name, (kind, _)) in earliest {
-        into.entry(name).or_insert(kind);
-    }
-    Ok(())
-}
-
-/// A shard's family types as its listing is read: per name, the type and first push of the
-/// earliest group holding it (see [`add_types`]).
-pub(crate) type Earliest = HashMap<String, (FamilyType, f64)>;
-
-/// Adds a listed group's family types to `into`. A name held under two types (a stored clash,
-/// until the collector's guard repairs it) keeps the type of the group pushed first
-/// ([`ListedGroup::first_push`]; its last push where unknown; at a tie the one read first):
-/// the family the guard keeps, so the table does not refuse that family's tenant meanwhile.
-pub(crate) fn add_types(into: &mut Earliest, group: ListedGroup) {
-    let first = group
-        .first_push
-        .or(group.push_time)
-        .unwrap_or(f64::INFINITY);
-    for (name, kind) in group.families {
-        if matches!(&*name, "push_time_seconds" | "push_failure_time_seconds") {
-            continue;
-        }
-        match into.get_mut(&*name) {
-            Some(seen) if first < seen.1 => *seen = (kind, first),
-            Some(_) => {}
-            None => {
-                into.insert(name.into_string(), (kind, first));
-            }
+/// Removes from `map` every name held with the type of a side that lost a stored clash.
+fn forget_later(map: &mut HashMap<String, Entry>, listed: &StoredFamilies) {
+    for (name, kind) in &listed.later {
+        if map.get(name).is_some_and(|e| e.kind == *kind) {
+            map.remove(name);
         }
     }
 }
@@ -450,51 +420,53 @@ mod tests {
             ("y".to_string(), FamilyType::Gauge),
             ("z".to_string(), FamilyType::Gauge),
         ]);
-        assert_eq!(t.learn(listing), 1);
+        assert_eq!(t.learn(listing.into()), 1);
         assert_eq!(t.get("jobs"), Some(FamilyType::Gauge));
         assert_eq!(t.len(), 3);
     }
 
-    #[test]
-    fn a_pushgateway_snapshot_yields_only_family_types() {
-        let json = br#"{"status":"success","data":[
-          {"labels":{"job":"openwhisk_actions","instance":"a"},"last_push_successful":true,
-           "jobs":{"time_stamp":"2026-01-01T00:00:00Z","type":"GAUGE","help":"h","metrics":[{"labels":{"x":"1"},"value":"1"}]},
-           "lat":{"type":"HISTOGRAM","metrics":[{"buckets":{"0.1":"1"},"count":"1","sum":"0.1"}]},
-           "push_time_seconds":{"type":"GAUGE","metrics":[]},
-           "push_failure_time_seconds":{"type":"GAUGE","metrics":[]}},
-          {"labels":{"job":"openwhisk_actions","instance":"b"},"jobs":{"type":"COUNTER","metrics":[]}}
-        ]}"#;
-        let mut map = HashMap::new();
-        read_snapshot(json, &mut map).unwrap();
-        assert_eq!(map.len(), 2);
-        let mut streamed = HashMap::new();
-        read_snapshot_from(&json[..], &mut streamed).unwrap();
-        assert_eq!(streamed, map);
-        assert_eq!(map["jobs"], FamilyType::Gauge);
-        assert_eq!(map["lat"], FamilyType::Histogram);
-        let mut empty = HashMap::new();
-        read_snapshot(br#"{"status":"success","data":null}"#, &mut empty).unwrap();
-        assert!(empty.is_empty());
-        assert!(read_snapshot(b"{\"data\":[", &mut empty).is_err());
-        assert!(read_snapshot_from(&b"{\"data\":["[..], &mut empty).is_err());
+    /// A listing holding the suffix clash `x` (histogram, pushed first) and `x_count` (gauge).
+    fn stored_suffix_clash() -> StoredFamilies {
+        StoredFamilies {
+            kept: HashMap::from([("x".to_string(), FamilyType::Histogram)]),
+            later: [("x_count".to_string(), FamilyType::Gauge)].into(),
+        }
     }
 
     #[test]
-    fn a_stored_clash_teaches_the_type_of_the_group_pushed_first_whatever_the_listing_order() {
-        // `late` was created at :20 and `first` at :10, though `first` pushed last (:30).
-        let group = |instance: &str, created: &str, last: &str, kind: &str| {
-            format!(
-                r#"{{"labels":{{"job":"j","instance":"{instance}"}},"jobs_total":{{"type":"{kind}","metrics":[]}},"push_failure_time_seconds":{{"time_stamp":"2026-12-07T06:00:{created}Z","type":"GAUGE","metrics":[{{"value":"0"}}]}},"push_time_seconds":{{"type":"GAUGE","metrics":[{{"labels":{{"job":"j","instance":"{instance}"}},"value":"{last}"}}]}}}}"#
-            )
-        };
-        let json = format!(
-            r#"{{"status":"success","data":[{},{}]}}"#,
-            group("late", "20", "1796623220", "GAUGE"),
-            group("first", "10", "1796623230", "COUNTER")
-        );
-        let mut map = HashMap::new();
-        read_snapshot(json.as_bytes(), &mut map).unwrap();
-        assert_eq!(map["jobs_total"], FamilyType::Counter);
+    fn a_learnt_stored_clash_takes_the_earlier_family_and_refuses_only_the_later() {
+        // This replica had accepted the later gauge itself, so it holds it.
+        let t = seeded(100);
+        t.check_and_record(&[fam("x_count", FamilyType::Gauge)])
+            .unwrap();
+        assert_eq!(t.learn(stored_suffix_clash()), 0);
+        assert_eq!(t.get("x_count"), None);
+        t.check_and_record(&[fam("x", FamilyType::Histogram)])
+            .unwrap();
+        let err = t
+            .check_and_record(&[fam("x_count", FamilyType::Gauge)])
+            .unwrap_err();
+        assert_eq!(err.reason(), "suffix_conflict");
+        // A held name of another type than the losing side's is not that side: it stays.
+        let t = seeded(100);
+        t.check_and_record(&[fam("x_count", FamilyType::Counter)])
+            .unwrap();
+        t.learn(stored_suffix_clash());
+        assert_eq!(t.get("x_count"), Some(FamilyType::Counter));
+    }
+
+    #[test]
+    fn a_rebuild_forgets_a_losing_side_pushed_during_it() {
+        let t = seeded(100);
+        let g = t.begin_resync();
+        t.check_and_record(&[
+            fam("x_count", FamilyType::Gauge),
+            fam("k", FamilyType::Gauge),
+        ])
+        .unwrap();
+        assert_eq!(t.replace_stored(stored_suffix_clash(), g), 0);
+        assert_eq!(t.get("x_count"), None);
+        assert_eq!(t.get("k"), Some(FamilyType::Gauge));
+        assert_eq!(t.get("x"), Some(FamilyType::Histogram));
     }
 }

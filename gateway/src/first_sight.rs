@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::families::FamilyTable;
+use crate::families::{FamilyTable, StoredSides};
 use crate::forward::Forwarder;
 use crate::telemetry::Telemetry;
 use crate::validate::Family;
@@ -140,8 +140,8 @@ async fn read_once(
         }
     }
     let started = Instant::now();
-    let mut names = HashMap::new();
-    let result = forwarder.snapshot(shard, &mut names).await;
+    let mut sides = StoredSides::default();
+    let result = forwarder.snapshot(shard, &mut sides).await;
     // A failed read is spaced like a successful one: an unreachable shard is not hammered.
     *last = Some(LastRead {
         started,
@@ -149,7 +149,7 @@ async fn read_once(
     });
     match result {
         Ok(()) => {
-            let dropped = table.learn(names);
+            let dropped = table.learn(sides.keep_first_pushed());
             if dropped > 0 {
                 tracing::warn!(
                     shard,

@@ -5,17 +5,15 @@
 //! Pushes to a plain-`http` shard go through [`crate::upstream`] (lean, in the request's own
 //! task); `https` shards, and the snapshots, use the general-purpose `reqwest` client.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use whisk_grouping::listing::{ListingLimits, read_listing};
 
-use crate::families::{Earliest, add_types};
+use crate::families::StoredSides;
 use crate::shard::Shards;
 use crate::telemetry::Telemetry;
 use crate::upstream::{MAX_ANSWER_BYTES, Reply, Upstream};
-use crate::validate::FamilyType;
 
 /// Largest `/api/v1/metrics` answer read for a snapshot (10 000 SDK groups are ~60 MB).
 const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
@@ -209,12 +207,13 @@ impl Forwarder {
         }
     }
 
-    /// Reads shard `shard`'s `/api/v1/metrics` into `into` (family name → type) with the
+    /// Adds shard `shard`'s `/api/v1/metrics` to `into` (every stored family's sides) with the
     /// shared streamed reader: parsed on a blocking thread while it arrives, never held whole.
+    /// On an error `into` is left empty (the caller discards it).
     pub(crate) async fn snapshot(
         &self,
         shard: usize,
-        into: &mut HashMap<String, FamilyType>,
+        into: &mut StoredSides,
     ) -> Result<(), ForwardError> {
         let url = self.url(shard, "/api/v1/metrics");
         let err = |message: String| ForwardError {
@@ -240,12 +239,11 @@ impl Forwarder {
             // The request's own timeout bounds the whole read; no growth with the bytes.
             bytes_per_second: u64::MAX,
         };
-        let (parsed, _) = read_listing(resp, limits, true, Earliest::new(), add_types)
+        let sides = std::mem::take(into);
+        let (sides, _) = read_listing(resp, limits, true, sides, StoredSides::add_group)
             .await
             .map_err(|e| err(format!("/api/v1/metrics: {e}")))?;
-        for (name, (kind, _)) in parsed {
-            into.entry(name).or_insert(kind);
-        }
+        *into = sides;
         Ok(())
     }
 }

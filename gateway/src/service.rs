@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Config};
 use crate::error::{Error, Result};
-use crate::families::FamilyTable;
+use crate::families::{FamilyTable, StoredSides};
 use crate::forward::Forwarder;
 use crate::http::{AppState, router};
 use crate::remote_write::{RemoteWrite, SWEEP_INTERVAL, Settings};
@@ -167,7 +167,7 @@ async fn resync_loop(
     loop {
         let seeded = families.is_seeded();
         let generation = families.begin_resync();
-        let mut snapshot = HashMap::new();
+        let mut snapshot = StoredSides::default();
         let mut ok = true;
         for shard in 0..forwarder.urls().len() {
             match forwarder.snapshot(shard, &mut snapshot).await {
@@ -180,8 +180,11 @@ async fn resync_loop(
             }
         }
         if ok {
-            let names = snapshot.len();
-            let dropped = families.replace(snapshot, generation);
+            // One order over every shard: a name stored under clashing types on two shards
+            // is learnt as the family pushed first, as within one shard.
+            let snapshot = snapshot.keep_first_pushed();
+            let names = snapshot.kept.len();
+            let dropped = families.replace_stored(snapshot, generation);
             if dropped > 0 {
                 tracing::warn!(
                     dropped,

@@ -317,6 +317,48 @@ fn the_family_pushed_first_wins_though_both_appeared_within_one_guard_round() {
 }
 
 #[test]
+fn a_replica_reading_a_stored_suffix_clash_takes_the_earlier_tenants_pushes_and_refuses_the_later()
+{
+    let s = Setup::start();
+    // C is up before the clash and knows neither name: it learns them by first sight.
+    let c = Gateway::with_controller(&[&s.pgw], &s._controller, &NO_RESYNC);
+    s.teach_b_then_forget(GAUGE_X_COUNT);
+    assert_eq!(s.put(&s.a, "tenant-a", HISTOGRAM_X).0, 202);
+    wait_instances(&s.pgw, &["tenant-a"]);
+    for i in ["late-1", "late-2"] {
+        assert_eq!(s.put(&s.b, i, GAUGE_X_COUNT).0, 202, "{i}");
+    }
+    wait_instances(&s.pgw, &["late-1", "late-2", "tenant-a"]);
+    // By last pushes the histogram is now the latest; its first-push stamp is the earliest.
+    s.push_again_until_newest(&s.a, "tenant-a", HISTOGRAM_X);
+    // The shard holds both names. A replica that learns them from the listing keeps only the
+    // side the guard keeps (the histogram, pushed first): the earlier tenant's pushes go on,
+    // the later tenant's clashing pushes are refused until the guard repairs.
+    let d = Gateway::with_controller(&[&s.pgw], &s._controller, &NO_RESYNC);
+    let replicas = [
+        ("first sight", &c),
+        ("seeded on the clash", &d),
+        // B took the later gauge itself; its first sight of `x` makes it forget that gauge.
+        ("first sight where the later side was taken", &s.b),
+    ];
+    for (name, via) in replicas {
+        let (status, text) = s.put(via, "tenant-a", HISTOGRAM_X);
+        assert_eq!(status, 202, "{name}: {text}");
+        let (status, text) = s.put(via, "late-3", GAUGE_X_COUNT);
+        assert_eq!(status, 409, "{name}: {text}");
+        assert!(
+            text.contains("x_count") && text.contains("histogram"),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        c.own_value("whisk_gateway_first_sight_reads_total{result=\"read\"}") >= 1.0,
+        "C learnt the shard's names by first sight"
+    );
+    s.one_guard_round_repairs(&["tenant-a"], &["late-1", "late-2"]);
+}
+
+#[test]
 fn the_histogram_pushed_first_wins_a_suffix_clash_after_a_collector_restart() {
     let mut s = Setup::start();
     s.teach_b_then_forget(GAUGE_X_COUNT);

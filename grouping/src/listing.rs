@@ -14,6 +14,8 @@
 //!
 //! The gateway reads its family table this way, the collector's janitor its stale groups and
 //! its guard every family's type. The requests themselves (and their timeouts) are theirs.
+//! Which side of a clash stored on a shard stays — the family pushed first — is [`Side`] and
+//! [`KeptSides`], the one order both the guard and the gateway's table use.
 
 use std::fmt;
 use std::io::Read;
@@ -23,7 +25,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::family::FamilyType;
 
+mod sides;
 mod stamp;
+
+pub use sides::{KeptSides, Side};
 
 /// One group of the listing, reduced to what the janitor and the guard need.
 #[derive(Debug, Clone, PartialEq)]

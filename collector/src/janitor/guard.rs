@@ -18,8 +18,10 @@
 //!   is the stamp the Pushgateway put on the group's `push_failure_time_seconds` when it created
 //!   the group and never changes while no push fails ([`ListedGroup::first_push`]); a group
 //!   without it counts with its last push, an upper bound;
-//! - in that order a side is kept unless it clashes with a side already kept: then every group
-//!   holding it (but the platform's) is deleted, newest first, however many there are. The
+//! - in that order a side is kept unless it clashes with a side already kept
+//!   ([`whisk_grouping::listing::KeptSides`], as the gateway's family table learns a listing):
+//!   then every group holding it (but the platform's) is deleted, newest first, however many
+//!   there are. The
 //!   later family loses, so a tenant cannot get an earlier tenant's group deleted by pushing
 //!   more groups, nor because the earlier tenant kept pushing; a tie keeps the side with more
 //!   groups;
@@ -36,7 +38,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use whisk_grouping::{Clash, FamilyType, GroupingKey, find_clash};
+use whisk_grouping::listing::KeptSides;
+use whisk_grouping::{FamilyType, GroupingKey};
 
 use super::first_seen::{FirstSeen, PUSHGATEWAY_FAMILIES};
 use super::listing::{LISTING_CAP, ListedGroup, ListingError, read_listing};
@@ -106,6 +109,17 @@ struct Side<'a> {
 }
 
 impl Side<'_> {
+    /// Its place in the order every reader of a listing keeps sides by (the gateway's family
+    /// table too), after the platform's and the memory's.
+    fn order(&self) -> whisk_grouping::listing::Side<'_> {
+        whisk_grouping::listing::Side {
+            name: self.name,
+            kind: self.kind,
+            first_push: self.first_push,
+            holders: self.holders.len(),
+        }
+    }
+
     /// What tells that `self` (kept) came before `later`.
     fn order_over(&self, later: &Side<'_>) -> ClashOrder {
         if self.protected && !later.protected {
@@ -140,21 +154,14 @@ fn ordered_offenders(
     memory: &FirstSeen,
 ) -> Vec<Offender> {
     let sides = sides(groups, protected_job, memory);
-    // name → (type, side) of the sides kept so far; never two types for one name.
-    let mut kept: HashMap<&str, (FamilyType, usize)> = HashMap::new();
+    // The sides kept so far (each with its index); never two that clash.
+    let mut kept = KeptSides::default();
     let mut offenders: Vec<Offender> = Vec::new();
     for (i, side) in sides.iter().enumerate() {
-        let clash = find_clash(side.name, side.kind, |n| kept.get(n).map(|(k, _)| *k));
-        let Some(clash) = clash else {
-            kept.insert(side.name, (side.kind, i));
+        let Some(clash) = kept.offer(side.name, side.kind, i) else {
             continue;
         };
-        let other = match &clash {
-            Clash::Type { name, .. } => name.as_str(),
-            Clash::Suffix { name, stem, .. } if name == side.name => stem.as_str(),
-            Clash::Suffix { name, .. } => name.as_str(),
-        };
-        let Some(&(_, winner)) = kept.get(other) else {
+        let Some((_, &winner)) = kept.rival(&clash, side.name) else {
             continue;
         };
         let winner = &sides[winner];
@@ -186,8 +193,9 @@ fn ordered_offenders(
 }
 
 /// Every (family, type) of the listing with its holders, in the order sides are kept: the
-/// platform's first, then by the read first seen in, then by first push (or last, where the
-/// first is unknown), then by more holders, then by name.
+/// platform's first, then by the read first seen in, then in the order the gateway's family
+/// table keeps them too ([`whisk_grouping::listing::Side::cmp_first_pushed`]: by first push,
+/// or last where the first is unknown, then by more holders, then by name).
 fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str, memory: &FirstSeen) -> Vec<Side<'a>> {
     let mut by_key: HashMap<(&str, FamilyType), Vec<usize>> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
@@ -208,7 +216,7 @@ fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str, memory: &FirstSeen)
             first_read: memory.first_read(name, kind).unwrap_or(u32::MAX),
             first_push: holders
                 .iter()
-                .filter_map(|&i| groups[i].first_push.or(groups[i].push_time))
+                .map(|&i| groups[i].first_push_bound())
                 .fold(f64::INFINITY, f64::min),
             first_push_known: holders.iter().all(|&i| groups[i].first_push.is_some()),
             holders,
@@ -218,10 +226,7 @@ fn sides<'a>(groups: &'a [ListedGroup], protected_job: &str, memory: &FirstSeen)
         b.protected
             .cmp(&a.protected)
             .then(a.first_read.cmp(&b.first_read))
-            .then(a.first_push.total_cmp(&b.first_push))
-            .then(b.holders.len().cmp(&a.holders.len()))
-            .then(a.name.cmp(b.name))
-            .then(a.kind.cmp(&b.kind))
+            .then_with(|| a.order().cmp_first_pushed(&b.order()))
     });
     sides
 }
