@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 target=x86_64-unknown-linux-musl
 
-if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+if ! grep -qx "$target" <<<"$(rustup target list --installed 2>/dev/null)"; then
     echo "error: the Rust target $target is not installed; run: rustup target add $target" >&2
     exit 1
 fi

@@ -38,7 +38,7 @@ case "$component" in
     exit 2
     ;;
 esac
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p;T;q' Cargo.toml)"
 tag="${2:-whisk-metrics/$binary:$version}"
 
 engine="${CONTAINER_ENGINE:-}"

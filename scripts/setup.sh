@@ -55,7 +55,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ "$want_tests" = 1 ] && ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+if [ "$want_tests" = 1 ] && ! grep -qx x86_64-unknown-linux-musl <<<"$(rustup target list --installed 2>/dev/null)"; then
   log "rustup target add x86_64-unknown-linux-musl"
   rustup target add x86_64-unknown-linux-musl
 fi
@@ -120,7 +120,10 @@ if [ "$want_tests" = 1 ] && [ ! -x "$proxy_bin" ]; then
   fi
 fi
 
-ready="$(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), pushgateway $(prometheus-pushgateway --version 2>&1 | head -n1 | cut -d' ' -f3)"
+# Each version is read whole before its first line is cut: `cmd | head -n1` can kill cmd with
+# SIGPIPE, which pipefail turns into a failed setup.
+first_line() { local out; out="$("$@" 2>&1 || true)"; printf '%s' "${out%%$'\n'*}"; }
+ready="$(first_line prometheus --version | cut -d' ' -f1-3), pushgateway $(first_line prometheus-pushgateway --version | cut -d' ' -f3)"
 [ "$want_tansu" = 1 ] && ready="$ready, $(tansu --version 2>/dev/null || echo tansu)"
-[ "$want_tests" = 1 ] && ready="$ready, kubectl $(kubectl version --client 2>/dev/null | head -n1 | awk '{print $3}')"
+[ "$want_tests" = 1 ] && ready="$ready, kubectl $(first_line kubectl version --client | awk '{print $3}')"
 log "ready: $ready"

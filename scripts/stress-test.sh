@@ -47,7 +47,7 @@ for i in $(seq 1 "$runs"); do
   bad=$(grep -o '[0-9]* failed' "$logs/run-$i.log" | awk '{s+=$1} END {print s+0}')
   echo "[stress] run $i/$runs: $verdict ($passed passed, $bad failed, $(( $(date +%s) - start ))s) log: $logs/run-$i.log"
   if [ "$verdict" = FAIL ]; then
-    grep -E '^(test .* FAILED|---- .* stdout ----|failures:)' "$logs/run-$i.log" | head -20
+    grep -m20 -E '^(test .* FAILED|---- .* stdout ----|failures:)' "$logs/run-$i.log" || true
   fi
 done
 stop_burners
