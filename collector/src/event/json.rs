@@ -261,6 +261,10 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn string_or_null(&mut self, field: &str) -> Result<Option<Cow<'a, str>>, ParseError> {
+        if self.peek() == Some(b'"') {
+            self.pos += 1;
+            return self.string().map(Some);
+        }
         match self.value()? {
             Value::Null => Ok(None),
             Value::Str(s) => Ok(Some(s)),
@@ -276,7 +280,7 @@ impl<'a> Reader<'a> {
         } else {
             "an integer"
         };
-        match self.value()? {
+        match self.scalar()? {
             Value::Null => Ok(None),
             Value::Num(Num::Signed(v)) => Ok(Some(v)),
             Value::Num(Num::Unsigned(v)) => i64::try_from(v)
@@ -301,12 +305,25 @@ impl<'a> Reader<'a> {
     #[allow(clippy::cast_precision_loss)]
     #[inline]
     fn millis(&mut self, field: &str) -> Result<Option<f64>, ParseError> {
-        match self.value()? {
+        match self.scalar()? {
             Value::Null => Ok(None),
             Value::Num(Num::Unsigned(v)) => Ok(Some(v as f64)),
             Value::Num(Num::Signed(_)) => Ok(Some(0.0)),
             Value::Num(Num::Float(v)) => Ok(Some(if v > 0.0 && v.is_finite() { v } else { 0.0 })),
             other => Err(expected(field, "a number of milliseconds", &other)),
+        }
+    }
+
+    /// [`Reader::value`], a plain unsigned integer (what numeric fields mostly hold) read
+    /// without the general dispatch.
+    #[inline]
+    fn scalar(&mut self) -> Result<Value<'a>, ParseError> {
+        match plain_unsigned(&self.bytes[self.pos..]) {
+            Some((v, len)) => {
+                self.pos += len;
+                Ok(Value::Num(Num::Unsigned(v)))
+            }
+            None => self.value(),
         }
     }
 
