@@ -472,9 +472,9 @@ impl KafkaSource {
         let mut received = false;
         let mut finish = None;
         while !stop.load(Ordering::Relaxed) {
-            self.shared.polled();
             let polled = self.consumer.poll(POLL);
-            // One clock read per message: the event's time and the housekeeping check.
+            // One clock read per message: the event's time and the housekeeping check (which
+            // also tells readiness that the loop polls: at most every POLL + HOUSEKEEPING).
             let now = Instant::now();
             match polled {
                 None => {}
@@ -501,6 +501,7 @@ impl KafkaSource {
             }
             if now.saturating_duration_since(last_housekeeping) >= HOUSEKEEPING {
                 last_housekeeping = now;
+                self.shared.polled();
                 self.housekeeping(std::mem::take(&mut received));
             }
         }
