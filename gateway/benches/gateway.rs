@@ -58,7 +58,8 @@ use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 mod common;
 mod stores;
 use common::{
-    RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid, value_variants,
+    CLIENT_CPU, RawClient, STORE_CPU, Target, clock_ticks, container_requests, cpu_ticks,
+    gateway_bin, orders_body, pgw_pid, pin, pinning, value_variants,
 };
 use stores::{QueryFigures, Running, Store};
 
@@ -111,6 +112,11 @@ fn main() {
         body.len()
     );
     println!("{}", common::cpu_settings());
+    println!("{}", common::pinning_note());
+    if pinning() {
+        // Before any thread or child starts: they inherit it (the stores are moved after).
+        pin(std::process::id(), CLIENT_CPU);
+    }
     let query = stores::containers_query();
     println!("containers dashboard query: {query}");
     // Successive pushes of a container differ in their values (its validation-cache hits).
@@ -232,7 +238,7 @@ fn print_remote_write_targets(rows: &[Row]) {
         let pgw_cpu = one.gateway_cpu_us.unwrap_or(f64::NAN);
         let rss = r.gateway_rss_mb.unwrap_or(f64::NAN);
         println!(
-            "{}: pushes/s {:.2}x gateway->1 (target >= 1: {}); gateway CPU/push {:.2}x gateway->1{} (target <= 1.5x: {}); gateway peak RSS {:.0} MB (target <= 64 MB: {}); family-table rebuilds (store reads) {}, failed pushes {}",
+            "{}: pushes/s {:.2}x gateway->1 (target >= 1: {}); gateway CPU/push {:.2}x gateway->1{} (target <= 1.5x: {}); gateway peak RSS {:.0} MB (target <= 64 MB: {}); family-table rebuilds (store reads) {}, failed pushes {} (first pushes: {}); {:.1} writes a request",
             r.setup,
             r.pushes_per_s / one.pushes_per_s,
             met(r.pushes_per_s >= one.pushes_per_s),
@@ -248,6 +254,8 @@ fn print_remote_write_targets(rows: &[Row]) {
             met(rss <= 64.0),
             r.store_reads,
             r.failed,
+            r.warm_failed,
+            r.writes_per_request.unwrap_or(f64::NAN),
         );
     }
 }
@@ -290,6 +298,10 @@ struct Row {
     store_reads: u64,
     /// 1-minute load average at the measured round's start and end.
     load: (f64, f64),
+    /// Remote-write mode: writes acknowledged per request sent in the measured round.
+    writes_per_request: Option<f64>,
+    /// Pushes of round 1 (every container's first) not answered 2xx.
+    warm_failed: usize,
 }
 
 impl Row {
@@ -342,6 +354,11 @@ impl Bench<'_> {
             eprintln!("   gateway: {}", gateway_bin());
         }
         let mut running = Running::start(store, &PGW_FLAGS);
+        if pinning() {
+            for pid in running.pids() {
+                pin(pid, STORE_CPU);
+            }
+        }
         let mut gateway = store
             .through_gateway()
             .then(|| start_gateway(&running, self.controller));
@@ -356,6 +373,8 @@ impl Bench<'_> {
         let gw_pid = gateway.as_mut().map(|(p, _)| p.pid());
         let store_pids = running.pids();
         let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+        let gw_port = gateway.as_ref().map(|(_, port)| *port);
+        let writes_before = gw_port.map(remote_writes);
         let load_before = load_1m();
         let gw_before = gw_pid.map(cpu_ticks);
         let store_before = ticks(&store_pids);
@@ -365,6 +384,7 @@ impl Bench<'_> {
         let store_after = ticks(&store_pids);
         let gw_after = gw_pid.map(cpu_ticks);
         let load_after = load_1m();
+        let writes_after = gw_port.map(remote_writes);
         eprintln!("   round 2 (measured): {secs:.1} s, {failed} failed");
         if let (Some((_, port)), Store::Pushgateways(shards)) = (&gateway, store) {
             wait_for_rebuild(*port, shards);
@@ -446,6 +466,11 @@ impl Bench<'_> {
             query,
             store_reads,
             load: (load_before, load_after),
+            writes_per_request: match (writes_before, writes_after) {
+                (Some((r0, w0)), Some((r1, w1))) if r1 > r0 => Some((w1 - w0) / (r1 - r0)),
+                _ => None,
+            },
+            warm_failed,
         }
     }
 }
@@ -628,11 +653,27 @@ fn rss_mb(pid: u32) -> f64 {
 
 /// The gateway's `whisk_gateway_family_resyncs_total{result="ok"}`.
 fn resyncs_ok(port: u16) -> u64 {
+    gateway_counter(port, "whisk_gateway_family_resyncs_total{result=\"ok\"}") as u64
+}
+
+/// A sample of the gateway's own `/metrics` (0 when absent).
+fn gateway_counter(port: u16, series: &str) -> f64 {
     let text = http_get(&format!("http://127.0.0.1:{port}/metrics")).expect("gateway /metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix("whisk_gateway_family_resyncs_total{result=\"ok\"} "))
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .unwrap_or(0.0)
+}
+
+/// Remote-write requests sent and writes acknowledged, so far.
+fn remote_writes(port: u16) -> (f64, f64) {
+    (
+        gateway_counter(port, "whisk_gateway_remote_write_requests_total"),
+        gateway_counter(
+            port,
+            "whisk_gateway_remote_writes_total{result=\"acknowledged\"}",
+        ),
+    )
 }
 
 /// Peak RSS (VmHWM) of `pid`.
@@ -643,29 +684,4 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let get = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }

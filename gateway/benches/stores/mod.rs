@@ -179,6 +179,9 @@ pub fn query_through_scrape(pgws: &[Pushgateway], promql: &str, containers: usiz
         targets.join(", ")
     );
     let mut prometheus = Prometheus::start(&config).expect("Prometheus scraping the shards");
+    if crate::common::pinning() {
+        crate::common::pin(prometheus.process().pid(), crate::common::STORE_CPU);
+    }
     let median_ms = time_query(&prometheus, promql, containers, Duration::from_secs(240));
     let scrape_s = prometheus
         .query("scrape_duration_seconds")

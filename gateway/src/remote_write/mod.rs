@@ -31,10 +31,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderName, HeaderValue};
+use tokio::sync::OwnedMutexGuard;
 use whisk_grouping::GroupingKey;
 use whisk_remote_write::{Client, ClientConfig, ClientError, GroupWrite, Label};
 
-use batch::{Batcher, StillLatest};
+use batch::{Batcher, Finished, StillLatest};
 
 use crate::forward::Answer;
 use groups::Groups;
@@ -107,6 +108,7 @@ impl RemoteWrite {
 
     /// Writes a validated push of group `key` (`canonical`: its path).
     pub(crate) async fn put(&self, key: &GroupingKey, canonical: &str, body: &[u8]) -> Answer {
+        let deadline = Instant::now() + self.batcher.bound();
         let translated = match self.plans.translate(body, &self.groups) {
             Ok(t) => t,
             Err(e) => {
@@ -117,7 +119,10 @@ impl RemoteWrite {
         let (group, forgotten) = self.groups.get_or_insert(canonical);
         self.metrics.evicted(forgotten.evicted);
         let mine = group.latest.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut lane = group.lane.lock().await;
+        let mut lane = match self.lane(key, &group, deadline).await {
+            Ok(lane) => lane,
+            Err(e) => return outcome(Err(e), 200, ""),
+        };
         let ts = lane.next_ms(now_ms());
         let grouping = grouping_labels(key);
         let shape = translated.shape;
@@ -132,12 +137,15 @@ impl RemoteWrite {
             }
         }
         write.series(&[push_time_name()], push_time_value(ts));
+        let raw = write.into_raw();
+        let finished: Finished = Box::new(move |acknowledged| {
+            if acknowledged {
+                lane.written = Some(shape);
+            }
+        });
         let result = self
-            .write(key, write.into_raw(), still_latest(&group, mine))
+            .write(key, raw, deadline, still_latest(&group, mine), finished)
             .await;
-        if result.is_ok() {
-            lane.written = Some(shape);
-        }
         self.publish_usage();
         outcome(result, 200, "")
     }
@@ -145,12 +153,16 @@ impl RemoteWrite {
     /// Ends group `key`'s series with stale markers (202), or counts a DELETE of a group this
     /// replica does not remember (202).
     pub(crate) async fn delete(&self, key: &GroupingKey, canonical: &str) -> Answer {
+        let deadline = Instant::now() + self.batcher.bound();
         let Some(group) = self.groups.get(canonical) else {
             self.metrics.unknown_deletes.inc();
             return answer(202, String::new());
         };
         let mine = group.latest.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut lane = group.lane.lock().await;
+        let mut lane = match self.lane(key, &group, deadline).await {
+            Ok(lane) => lane,
+            Err(e) => return outcome(Err(e), 202, ""),
+        };
         let Some(last) = lane.written.clone() else {
             self.metrics.unknown_deletes.inc();
             return answer(202, String::new());
@@ -162,20 +174,49 @@ impl RemoteWrite {
             write.stale(s);
         }
         write.stale(&[push_time_name()]);
+        let raw = write.into_raw();
+        let finished: Finished = Box::new(move |acknowledged| {
+            if acknowledged {
+                lane.written = None;
+            }
+        });
         let result = self
-            .write(key, write.into_raw(), still_latest(&group, mine))
+            .write(key, raw, deadline, still_latest(&group, mine), finished)
             .await;
-        if result.is_ok() {
-            lane.written = None;
-        }
         outcome(result, 202, "")
+    }
+
+    /// The group's lane, once its earlier write is answered by the receiver, or 503 if that
+    /// does not happen by `deadline`.
+    async fn lane(
+        &self,
+        key: &GroupingKey,
+        group: &Arc<groups::Group>,
+        deadline: Instant,
+    ) -> Result<OwnedMutexGuard<groups::Lane>, ClientError> {
+        let lane = Arc::clone(&group.lane).lock_owned();
+        match tokio::time::timeout_at(deadline.into(), lane).await {
+            Ok(lane) => Ok(lane),
+            Err(_) => {
+                let e = ClientError::Unavailable {
+                    bound_ms: self.batcher.bound().as_millis(),
+                    attempts: 0,
+                    last: "the receiver has not yet answered this group's previous write".into(),
+                };
+                self.metrics.record(&Err(e.clone()), self.batcher.bound());
+                tracing::warn!(group = %key.path(), "remote write: {e}");
+                Err(e)
+            }
+        }
     }
 
     async fn write(
         &self,
         key: &GroupingKey,
         raw: Vec<u8>,
+        deadline: Instant,
         still_latest: StillLatest,
+        finished: Finished,
     ) -> Result<(), ClientError> {
         // A namespace is validated ASCII by OpenWhisk; a value that is no header stays out.
         let tenant = self
@@ -183,7 +224,10 @@ impl RemoteWrite {
             .as_ref()
             .and_then(|_| HeaderValue::from_str(key.get("namespace").unwrap_or_default()).ok());
         let started = Instant::now();
-        let result = self.batcher.write(raw, tenant, still_latest).await;
+        let result = self
+            .batcher
+            .write(raw, tenant, deadline, still_latest, finished)
+            .await;
         self.metrics.record(&result, started.elapsed());
         match &result {
             Ok(_) => Ok(()),
