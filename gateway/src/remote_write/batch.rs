@@ -27,8 +27,12 @@ use prometheus::IntCounter;
 use tokio::sync::oneshot;
 use whisk_remote_write::{Attempt, Backoff, Client, ClientError, Outcome};
 
-/// Requests in flight at once.
-pub(super) const MAX_IN_FLIGHT: usize = 4;
+/// Requests in flight at once. Two, not more: a receiver's cost per request is large
+/// (VictoriaMetrics ~0.3 ms of CPU for a request of one write against ~0.1 ms a write in
+/// requests of eight; Prometheus ~1.2 against ~0.8 ms: `--bench receiver`), and with four
+/// slots the bench's 16 pushers left as 2.6 writes a request on average; two still overlap one
+/// request's transfer with the receiver's work on the other.
+pub(super) const MAX_IN_FLIGHT: usize = 2;
 /// Most writes in one request: a receiver slow per sample (Prometheus, ~1.3 ms of its CPU per
 /// SDK push: docs/benchmarks.md) must still answer a request well within the retry bound, or
 /// every write in it fails together.

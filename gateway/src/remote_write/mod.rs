@@ -3,19 +3,19 @@
 //!
 //! Per push, in its group's lane (one write of a group at a time, in arrival order):
 //! 1. translate the body ([`whisk_remote_write::translate()`]) into the series a Prometheus
-//!    scraping the Pushgateway would store — by its shape's remembered plan ([`plans`]) after
-//!    a shape's first push, without a parse —, add the grouping key (`job`, `instance`,
+//!    scraping the Pushgateway would store — by its shape's remembered plan ([`plans`], found
+//!    by the validation cache's verdict) after a shape's first push, without a parse —, add the grouping key (`job`, `instance`,
 //!    `namespace`, `action`, overriding pushed labels) and `push_time_seconds`, encoded
 //!    straight from the shared series ([`whisk_remote_write::GroupWrite`]);
 //! 2. stamp every sample with the gateway's clock, strictly later than the group's last write
 //!    ([`groups::Lane::next_ms`]), and a stale marker for each series the group's last write
 //!    had and this one has not (a scrape of the Pushgateway would end them so);
-//! 3. send it ([`whisk_remote_write::Client`]: 5xx and 429 retried within
-//!    `--remote-write-retry-bound`), in one request with other groups' writes ready at the
-//!    same time ([`batch`]); the push is answered only then: 200 when acknowledged,
-//!    503 when not within the bound or when a newer push of the group superseded it before an
-//!    attempt (it is never sent after that one), 400 with the receiver's first line for
-//!    another 4xx.
+//! 3. send it ([`whisk_remote_write::Client`]), in one request with other groups' writes
+//!    ready at the same time ([`batch`]: 5xx and 429 retried); the push is answered within
+//!    `--remote-write-retry-bound` from its arrival at the gateway: 200 when acknowledged, 503
+//!    when not by then or when a newer push of the group superseded it before an attempt (it
+//!    is never sent after that one), 400 with the receiver's first line for another 4xx. The
+//!    group's lane stays held until the receiver answered, even after a 503.
 //!
 //! A DELETE writes stale markers for every series of the group's last acknowledged write, so
 //! the container leaves instant queries at once; a group not remembered ([`groups`]) is
@@ -38,6 +38,7 @@ use whisk_remote_write::{Client, ClientConfig, ClientError, GroupWrite, Label};
 use batch::{Batcher, Finished, StillLatest};
 
 use crate::forward::Answer;
+use crate::validate::Validated;
 use groups::Groups;
 pub(crate) use metrics::RemoteWriteMetrics;
 use plans::Plans;
@@ -106,10 +107,18 @@ impl RemoteWrite {
         })
     }
 
-    /// Writes a validated push of group `key` (`canonical`: its path).
-    pub(crate) async fn put(&self, key: &GroupingKey, canonical: &str, body: &[u8]) -> Answer {
-        let deadline = Instant::now() + self.batcher.bound();
-        let translated = match self.plans.translate(body, &self.groups) {
+    /// Writes a push of group `key` (`canonical`: its path) that validation judged `verdict`;
+    /// answers within the retry bound from the push's arrival at the gateway (`arrived`).
+    pub(crate) async fn put(
+        &self,
+        key: &GroupingKey,
+        canonical: &str,
+        body: &[u8],
+        verdict: &Arc<Validated>,
+        arrived: Instant,
+    ) -> Answer {
+        let deadline = arrived + self.batcher.bound();
+        let translated = match self.plans.translate(body, verdict, &self.groups) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("{e}");
@@ -151,9 +160,14 @@ impl RemoteWrite {
     }
 
     /// Ends group `key`'s series with stale markers (202), or counts a DELETE of a group this
-    /// replica does not remember (202).
-    pub(crate) async fn delete(&self, key: &GroupingKey, canonical: &str) -> Answer {
-        let deadline = Instant::now() + self.batcher.bound();
+    /// replica does not remember (202); within the retry bound from `arrived`.
+    pub(crate) async fn delete(
+        &self,
+        key: &GroupingKey,
+        canonical: &str,
+        arrived: Instant,
+    ) -> Answer {
+        let deadline = arrived + self.batcher.bound();
         let Some(group) = self.groups.get(canonical) else {
             self.metrics.unknown_deletes.inc();
             return answer(202, String::new());
