@@ -48,7 +48,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,8 @@ use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 mod common;
 mod stores;
 use common::{
-    RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid, value_variants,
+    CLIENT_CPU, RawClient, STORE_CPU, Target, clock_ticks, container_requests, cpu_ticks,
+    gateway_bin, orders_body, pgw_pid, pin, pinning, value_variants,
 };
 use stores::{QueryFigures, Running, Store};
 
@@ -111,6 +112,11 @@ fn main() {
         body.len()
     );
     println!("{}", common::cpu_settings());
+    println!("{}", common::pinning_note());
+    if pinning() {
+        // Before any thread or child starts: they inherit it (the stores are moved after).
+        pin(std::process::id(), CLIENT_CPU);
+    }
     let query = stores::containers_query();
     println!("containers dashboard query: {query}");
     // Successive pushes of a container differ in their values (its validation-cache hits).
@@ -232,7 +238,7 @@ fn print_remote_write_targets(rows: &[Row]) {
         let pgw_cpu = one.gateway_cpu_us.unwrap_or(f64::NAN);
         let rss = r.gateway_rss_mb.unwrap_or(f64::NAN);
         println!(
-            "{}: pushes/s {:.2}x gateway->1 (target >= 1: {}); gateway CPU/push {:.2}x gateway->1{} (target <= 1.5x: {}); gateway peak RSS {:.0} MB (target <= 64 MB: {}); family-table rebuilds (store reads) {}, failed pushes {}",
+            "{}: pushes/s {:.2}x gateway->1 (target >= 1: {}); gateway CPU/push {:.2}x gateway->1{} (target <= 1.5x: {}); gateway peak RSS {:.0} MB (target <= 64 MB: {}); family-table rebuilds (store reads) {}, failed pushes {} (first pushes: {}); {:.1} writes a request",
             r.setup,
             r.pushes_per_s / one.pushes_per_s,
             met(r.pushes_per_s >= one.pushes_per_s),
@@ -248,6 +254,8 @@ fn print_remote_write_targets(rows: &[Row]) {
             met(rss <= 64.0),
             r.store_reads,
             r.failed,
+            r.warm_failed,
+            r.writes_per_request.unwrap_or(f64::NAN),
         );
     }
 }
@@ -290,6 +298,10 @@ struct Row {
     store_reads: u64,
     /// 1-minute load average at the measured round's start and end.
     load: (f64, f64),
+    /// Remote-write mode: writes acknowledged per request sent in the measured round.
+    writes_per_request: Option<f64>,
+    /// Pushes of round 1 (every container's first) not answered 2xx.
+    warm_failed: usize,
 }
 
 impl Row {
@@ -342,6 +354,11 @@ impl Bench<'_> {
             eprintln!("   gateway: {}", gateway_bin());
         }
         let mut running = Running::start(store, &PGW_FLAGS);
+        if pinning() {
+            for pid in running.pids() {
+                pin(pid, STORE_CPU);
+            }
+        }
         let mut gateway = store
             .through_gateway()
             .then(|| start_gateway(&running, self.controller));
@@ -350,21 +367,31 @@ impl Bench<'_> {
             None => running.pushgateways()[0].url(),
         });
         let requests = Arc::new(container_requests(self.containers, self.keys));
+        let acked: Arc<Vec<AtomicBool>> = Arc::new(
+            (0..self.containers)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+        );
 
-        let (_, warm_s, warm_failed) = round(&target, &requests, self.bodies, 0, self.concurrency);
+        let (_, warm_s, warm_failed) =
+            round(&target, &requests, self.bodies, 0, self.concurrency, &acked);
         eprintln!("   round 1 (creates the groups): {warm_s:.1} s, {warm_failed} failed");
         let gw_pid = gateway.as_mut().map(|(p, _)| p.pid());
         let store_pids = running.pids();
         let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+        let gw_port = gateway.as_ref().map(|(_, port)| *port);
+        let writes_before = gw_port.map(remote_writes);
         let load_before = load_1m();
         let gw_before = gw_pid.map(cpu_ticks);
         let store_before = ticks(&store_pids);
         let own_before = cpu_ticks(std::process::id());
-        let (latencies, secs, failed) = round(&target, &requests, self.bodies, 1, self.concurrency);
+        let (latencies, secs, failed) =
+            round(&target, &requests, self.bodies, 1, self.concurrency, &acked);
         let own_after = cpu_ticks(std::process::id());
         let store_after = ticks(&store_pids);
         let gw_after = gw_pid.map(cpu_ticks);
         let load_after = load_1m();
+        let writes_after = gw_port.map(remote_writes);
         eprintln!("   round 2 (measured): {secs:.1} s, {failed} failed");
         if let (Some((_, port)), Store::Pushgateways(shards)) = (&gateway, store) {
             wait_for_rebuild(*port, shards);
@@ -377,6 +404,7 @@ impl Bench<'_> {
             self.bodies,
             2,
             1,
+            &acked,
         );
         single.sort_unstable();
 
@@ -397,10 +425,12 @@ impl Bench<'_> {
         let store_rss_mb = store_pids.iter().map(|p| rss_mb(*p)).sum();
         let query = match (running.query_api(), store) {
             (Some(api), _) => QueryFigures {
+                // A container none of whose pushes was acknowledged may be missing (or stored:
+                // a write answered 503 at its deadline may still be acknowledged later).
                 median_ms: stores::time_query(
                     api,
                     self.query,
-                    self.containers,
+                    acked.iter().filter(|a| a.load(Ordering::Relaxed)).count(),
                     Duration::from_secs(90),
                 ),
                 scrape_s: None,
@@ -446,6 +476,11 @@ impl Bench<'_> {
             query,
             store_reads,
             load: (load_before, load_after),
+            writes_per_request: match (writes_before, writes_after) {
+                (Some((r0, w0)), Some((r1, w1))) if r1 > r0 => Some((w1 - w0) / (r1 - r0)),
+                _ => None,
+            },
+            warm_failed,
         }
     }
 }
@@ -504,6 +539,7 @@ fn round(
     bodies: &[String],
     round_no: usize,
     concurrency: usize,
+    acked: &Arc<Vec<AtomicBool>>,
 ) -> (Vec<Duration>, f64, usize) {
     round_of(
         target,
@@ -512,13 +548,15 @@ fn round(
         bodies,
         round_no,
         concurrency,
+        acked,
     )
 }
 
 /// The first `count` requests, pushed by `concurrency` threads over keep-alive connections of
 /// [`RawClient`]; container `i` pushes `bodies[(i + round_no) % bodies.len()]`, so its pushes
 /// in successive rounds differ in their values, as after successive activations. A push not
-/// answered 2xx is counted (the first one's answer printed), not timed.
+/// answered 2xx is counted (the first one's answer printed), not timed; one answered 2xx marks
+/// its container in `acked`.
 fn round_of(
     target: &Target,
     requests: &Arc<Vec<(String, String)>>,
@@ -526,6 +564,7 @@ fn round_of(
     bodies: &[String],
     round_no: usize,
     concurrency: usize,
+    acked: &Arc<Vec<AtomicBool>>,
 ) -> (Vec<Duration>, f64, usize) {
     let failed = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
@@ -534,7 +573,7 @@ fn round_of(
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
             let (next, out, requests) = (Arc::clone(&next), Arc::clone(&out), Arc::clone(requests));
-            let failed = Arc::clone(&failed);
+            let (failed, acked) = (Arc::clone(&failed), Arc::clone(acked));
             let (target, bodies) = (target.clone(), bodies.to_vec());
             std::thread::spawn(move || {
                 let mut client = RawClient::new(target);
@@ -552,6 +591,7 @@ fn round_of(
                     let elapsed = t.elapsed();
                     if (200..300).contains(&status) {
                         mine.push(elapsed);
+                        acked[i].store(true, Ordering::Relaxed);
                     } else if failed.fetch_add(1, Ordering::Relaxed) == 0 {
                         eprintln!(
                             "   a push answered {status}: {}",
@@ -628,11 +668,27 @@ fn rss_mb(pid: u32) -> f64 {
 
 /// The gateway's `whisk_gateway_family_resyncs_total{result="ok"}`.
 fn resyncs_ok(port: u16) -> u64 {
+    gateway_counter(port, "whisk_gateway_family_resyncs_total{result=\"ok\"}") as u64
+}
+
+/// A sample of the gateway's own `/metrics` (0 when absent).
+fn gateway_counter(port: u16, series: &str) -> f64 {
     let text = http_get(&format!("http://127.0.0.1:{port}/metrics")).expect("gateway /metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix("whisk_gateway_family_resyncs_total{result=\"ok\"} "))
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .unwrap_or(0.0)
+}
+
+/// Remote-write requests sent and writes acknowledged, so far.
+fn remote_writes(port: u16) -> (f64, f64) {
+    (
+        gateway_counter(port, "whisk_gateway_remote_write_requests_total"),
+        gateway_counter(
+            port,
+            "whisk_gateway_remote_writes_total{result=\"acknowledged\"}",
+        ),
+    )
 }
 
 /// Peak RSS (VmHWM) of `pid`.
@@ -643,29 +699,4 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let get = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }

@@ -56,9 +56,10 @@ pub struct Config {
     #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_TENANT_HEADER", value_name = "NAME", value_parser = whisk_remote_write::parse_header_name)]
     pub remote_write_tenant_header: Option<HeaderName>,
 
-    /// Every attempt and retry of one remote write (5xx and 429 are retried with jittered
-    /// backoff, `Retry-After` honoured) ends within this; then the push is answered 503. Keep
-    /// it below the SDK's WHISK_METRICS_TIMEOUT_MS (250 ms by default).
+    /// A push is answered within this from its arrival: 503 if the receiver has not
+    /// acknowledged its write by then (5xx and 429 are retried with jittered backoff,
+    /// `Retry-After` honoured, while it lasts). Keep it below the SDK's
+    /// WHISK_METRICS_TIMEOUT_MS (250 ms by default).
     #[arg(long, env = "WHISK_GATEWAY_REMOTE_WRITE_RETRY_BOUND", default_value = "200ms", value_parser = parse_duration_nonzero)]
     pub remote_write_retry_bound: Duration,
 

@@ -172,6 +172,7 @@ impl IntoResponse for Passed {
 
 /// The push path, step by step (the crate's docs list them): the first step that fails answers.
 async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
+    let arrived = std::time::Instant::now();
     let key = push_path(state, request.uri().path(), request.method())?;
     authenticate(state, request.headers().get(header::AUTHORIZATION), &key).await?;
     let shard = state
@@ -180,7 +181,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     let path = key.path();
     if request.method() == Method::DELETE {
         if let Some(rw) = &state.remote_write {
-            return Ok(Passed(rw.delete(&key, &path).await));
+            return Ok(Passed(rw.delete(&key, &path, arrived).await));
         }
         return forward_result(state.forwarder.delete(shard, &path).await);
     }
@@ -188,7 +189,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Passed, Refusal> {
     let validated = validate(state, &body)?;
     if let Some(rw) = &state.remote_write {
         // No cross-group type table: a database keeps each series apart (docs/design.md).
-        return Ok(Passed(rw.put(&key, &path, &body).await));
+        return Ok(Passed(
+            rw.put(&key, &path, &body, &validated, arrived).await,
+        ));
     }
     check_types(state, shard, &validated.families).await?;
     forward_result(state.forwarder.put(shard, &path, body).await)

@@ -82,14 +82,49 @@ pub struct Client {
     total_bound: Duration,
 }
 
-/// What one attempt got.
-enum Attempt {
+/// What one attempt got (see [`Client::attempt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// A 2xx.
     Acknowledged,
-    Refused(u16, String),
+    /// A 4xx but 429: the receiver will refuse this body again.
+    Refused {
+        /// Its status.
+        status: u16,
+        /// The first line of its answer (at most 200 characters).
+        message: String,
+    },
+    /// A 5xx, a 429, a timeout or a connection error: worth another attempt.
     Retry {
+        /// What it got, for the error report.
         last: String,
+        /// The receiver's `Retry-After` (seconds), if it sent one.
         after: Option<Duration>,
     },
+}
+
+/// The pauses between attempts: from [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`], each
+/// drawn from the upper half of its step (jitter); a receiver's `Retry-After` wins.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    step: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            step: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// The pause before the next attempt (`retry_after`: the receiver's `Retry-After`).
+    pub fn next_pause(&mut self, retry_after: Option<Duration>) -> Duration {
+        let pause = retry_after.unwrap_or_else(|| jittered(self.step));
+        self.step = (self.step * 2).min(MAX_BACKOFF);
+        pause
+    }
 }
 
 impl Client {
@@ -141,9 +176,8 @@ impl Client {
         self.send_until(body, extra, deadline, still_wanted).await
     }
 
-    /// [`Client::send`], ending by `deadline` instead of the total bound from now (a write
-    /// that waited for its turn keeps the bound from its start).
-    pub async fn send_until(
+    /// [`Client::send`], ending by `deadline` instead of the total bound from now.
+    async fn send_until(
         &self,
         body: Vec<u8>,
         extra: &[(HeaderName, HeaderValue)],
@@ -151,7 +185,7 @@ impl Client {
         still_wanted: impl Fn() -> bool,
     ) -> Result<Outcome, ClientError> {
         let body = bytes::Bytes::from(body);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         let mut attempts = 0u32;
         loop {
             if !still_wanted() {
@@ -169,13 +203,12 @@ impl Client {
             attempts += 1;
             let (last, after) = match self.attempt(body.clone(), extra, left).await {
                 Attempt::Acknowledged => return Ok(Outcome { attempts }),
-                Attempt::Refused(status, message) => {
+                Attempt::Refused { status, message } => {
                     return Err(ClientError::Refused { status, message });
                 }
                 Attempt::Retry { last, after } => (last, after),
             };
-            let pause = after.unwrap_or_else(|| jittered(backoff));
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let pause = backoff.next_pause(after);
             if Instant::now() + pause >= deadline {
                 return Err(unavailable(attempts, last));
             }
@@ -188,9 +221,11 @@ impl Client {
         }
     }
 
-    async fn attempt(
+    /// One POST of `body` (an [`crate::encode`]d request) with `extra` headers, given up after
+    /// `timeout` (its connection is then closed); what it got.
+    pub async fn attempt(
         &self,
-        body: bytes::Bytes,
+        body: impl Into<bytes::Bytes>,
         extra: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Attempt {
@@ -199,7 +234,7 @@ impl Client {
             .post(self.url.clone())
             .headers(self.headers.clone())
             .timeout(timeout)
-            .body(body);
+            .body(body.into());
         for (name, value) in extra {
             request = request.header(name, value);
         }
@@ -231,7 +266,10 @@ impl Client {
         } else if status.as_u16() == 429 || status.is_server_error() {
             retry(format!("{status}: {first_line}"), after)
         } else {
-            Attempt::Refused(status.as_u16(), first_line)
+            Attempt::Refused {
+                status: status.as_u16(),
+                message: first_line,
+            }
         }
     }
 }

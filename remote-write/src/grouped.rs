@@ -15,9 +15,13 @@ const VARINT: u8 = 0;
 /// A `WriteRequest` being written, one series at a time.
 #[derive(Debug)]
 pub struct GroupWrite<'a> {
-    grouping: Vec<&'a Label>,
+    /// The grouping key's labels, sorted by name, each with its `Label` field already encoded
+    /// (every series repeats them: they are copied, not encoded again).
+    grouping: Vec<(&'a str, Vec<u8>)>,
     timestamp: i64,
     raw: Vec<u8>,
+    /// One series' label fields, before its length is known (reused).
+    labels: Vec<u8>,
 }
 
 impl<'a> GroupWrite<'a> {
@@ -28,10 +32,19 @@ impl<'a> GroupWrite<'a> {
         // Stable: of two grouping labels with one name, the first wins, as in normalize_labels.
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         sorted.dedup_by(|later, earlier| later.name == earlier.name);
+        let grouping = sorted
+            .into_iter()
+            .map(|l| {
+                let mut field = Vec::with_capacity(field_len(label_len(l)));
+                label_field(&mut field, l);
+                (l.name.as_str(), field)
+            })
+            .collect();
         Self {
-            grouping: sorted,
+            grouping,
             timestamp,
             raw: Vec::with_capacity(16 * 1024),
+            labels: Vec::with_capacity(512),
         }
     }
 
@@ -39,20 +52,27 @@ impl<'a> GroupWrite<'a> {
     /// [`crate::translate()`] and [`crate::normalize_labels`] leave them — under the grouping key.
     pub fn series(&mut self, labels: &[Label], value: f64) {
         debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
-        let mut labels_len = 0;
-        for l in merged(&self.grouping, labels) {
-            labels_len += field_len(label_len(l));
+        // The label fields, merged by name; the grouping key's wins a tie.
+        let out = &mut self.labels;
+        out.clear();
+        let mut g = self.grouping.iter().peekable();
+        for l in labels.iter().filter(|l| !l.value.is_empty()) {
+            while let Some((_, field)) = g.next_if(|(name, _)| *name < l.name.as_str()) {
+                out.extend_from_slice(field);
+            }
+            if let Some((_, field)) = g.next_if(|(name, _)| *name == l.name.as_str()) {
+                out.extend_from_slice(field);
+            } else {
+                label_field(out, l);
+            }
+        }
+        for (_, field) in g {
+            out.extend_from_slice(field);
         }
         let sample = sample_len(value, self.timestamp);
-        let series_len = labels_len + field_len(sample);
         key(&mut self.raw, 1, LEN);
-        varint(&mut self.raw, series_len as u64);
-        for l in merged(&self.grouping, labels) {
-            key(&mut self.raw, 1, LEN);
-            varint(&mut self.raw, label_len(l) as u64);
-            string_field(&mut self.raw, 1, &l.name);
-            string_field(&mut self.raw, 2, &l.value);
-        }
+        varint(&mut self.raw, (out.len() + field_len(sample)) as u64);
+        self.raw.extend_from_slice(out);
         key(&mut self.raw, 2, LEN);
         varint(&mut self.raw, sample as u64);
         // proto3: a field at its default value is not written (as prost does).
@@ -83,25 +103,12 @@ impl<'a> GroupWrite<'a> {
     }
 }
 
-/// `grouping` and `labels` (both sorted by name) merged by name; the grouping's wins a tie.
-fn merged<'l>(
-    grouping: &'l [&'l Label],
-    labels: &'l [Label],
-) -> impl Iterator<Item = &'l Label> + 'l {
-    let mut g = grouping.iter().copied().peekable();
-    let mut p = labels.iter().filter(|l| !l.value.is_empty()).peekable();
-    std::iter::from_fn(move || match (g.peek(), p.peek()) {
-        (Some(a), Some(b)) => match a.name.cmp(&b.name) {
-            std::cmp::Ordering::Less => g.next(),
-            std::cmp::Ordering::Greater => p.next(),
-            std::cmp::Ordering::Equal => {
-                p.next();
-                g.next()
-            }
-        },
-        (Some(_), None) => g.next(),
-        (None, _) => p.next(),
-    })
+/// A `TimeSeries.labels` field: its key, length and the label's name and value fields.
+fn label_field(buf: &mut Vec<u8>, l: &Label) {
+    key(buf, 1, LEN);
+    varint(buf, label_len(l) as u64);
+    string_field(buf, 1, &l.name);
+    string_field(buf, 2, &l.value);
 }
 
 fn label_len(l: &Label) -> usize {

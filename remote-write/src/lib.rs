@@ -11,7 +11,8 @@
 //! - [`HEADERS`]: the spec's request headers; [`STALE_NAN`]: the stale marker;
 //! - [`Client`]: one POST per write with a timeout per attempt, retries of 5xx and 429 with
 //!   jittered backoff and `Retry-After` honoured, all inside one total bound; other 4xx are not
-//!   retried; the answer's body is read to at most [`MAX_ANSWER_BYTES`].
+//!   retried; the answer's body is read to at most [`MAX_ANSWER_BYTES`]. A caller with its own
+//!   retry loop (the gateway's batcher) drives [`Client::attempt`] and [`Backoff`] itself.
 //!
 //! ```
 //! use whisk_remote_write::{Label, Sample, TimeSeries, WriteRequest, decode, encode};
@@ -35,7 +36,7 @@ pub mod proto;
 mod tls;
 pub mod translate;
 
-pub use client::{Client, ClientConfig, ClientError, MAX_ANSWER_BYTES, Outcome};
+pub use client::{Attempt, Backoff, Client, ClientConfig, ClientError, MAX_ANSWER_BYTES, Outcome};
 pub use grouped::GroupWrite;
 pub use proto::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
 pub use tls::http_client;

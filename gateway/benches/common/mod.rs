@@ -322,3 +322,63 @@ pub fn value_variants(body: &str, n: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// utime + stime of `pid`, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15.
+    let get = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(14) + get(15)
+}
+
+pub fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The CPU the store's processes (Pushgateways, receivers) run on when pinned; the gateway and
+/// the bench itself run on [`CLIENT_CPU`].
+pub const STORE_CPU: usize = 1;
+/// The CPU of the gateway and of the bench's pushing threads when pinned.
+pub const CLIENT_CPU: usize = 0;
+
+/// Whether processes are pinned (`WHISK_BENCH_PIN`, on unless `0`, and only with 2 CPUs or
+/// more): each store on [`STORE_CPU`], the gateway and the pushers on [`CLIENT_CPU`], so a
+/// receiver's own CPU does not eat the gateway's and every setup is measured alike.
+pub fn pinning() -> bool {
+    let wanted = std::env::var("WHISK_BENCH_PIN").map_or(true, |v| v != "0");
+    wanted && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
+/// Pins every thread of `pid` (threads it starts later inherit it) to `cpu`, with `taskset`.
+pub fn pin(pid: u32, cpu: usize) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-c", "-p", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset (util-linux) runs");
+    assert!(status.success(), "taskset could not pin {pid} to CPU {cpu}");
+}
+
+/// The header line that says how processes are placed.
+pub fn pinning_note() -> String {
+    if pinning() {
+        format!(
+            "pinned (WHISK_BENCH_PIN): stores on CPU {STORE_CPU}; gateway and pushers on CPU {CLIENT_CPU}"
+        )
+    } else {
+        "not pinned (WHISK_BENCH_PIN=0 or one CPU): every process may use every CPU".to_string()
+    }
+}

@@ -63,8 +63,8 @@ pub(crate) struct Group {
     pub latest: AtomicU64,
     /// Milliseconds since [`Groups`] started at the last push (for expiry).
     touched: AtomicU64,
-    /// The write lane.
-    pub lane: tokio::sync::Mutex<Lane>,
+    /// The write lane, held from a push's stamping until the receiver answered its write.
+    pub lane: Arc<tokio::sync::Mutex<Lane>>,
 }
 
 /// What a group's writes need in order.

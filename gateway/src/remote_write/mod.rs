@@ -3,19 +3,19 @@
 //!
 //! Per push, in its group's lane (one write of a group at a time, in arrival order):
 //! 1. translate the body ([`whisk_remote_write::translate()`]) into the series a Prometheus
-//!    scraping the Pushgateway would store — by its shape's remembered plan ([`plans`]) after
-//!    a shape's first push, without a parse —, add the grouping key (`job`, `instance`,
+//!    scraping the Pushgateway would store — by its shape's remembered plan ([`plans`], found
+//!    by the validation cache's verdict) after a shape's first push, without a parse —, add the grouping key (`job`, `instance`,
 //!    `namespace`, `action`, overriding pushed labels) and `push_time_seconds`, encoded
 //!    straight from the shared series ([`whisk_remote_write::GroupWrite`]);
 //! 2. stamp every sample with the gateway's clock, strictly later than the group's last write
 //!    ([`groups::Lane::next_ms`]), and a stale marker for each series the group's last write
 //!    had and this one has not (a scrape of the Pushgateway would end them so);
-//! 3. send it ([`whisk_remote_write::Client`]: 5xx and 429 retried within
-//!    `--remote-write-retry-bound`), in one request with other groups' writes ready at the
-//!    same time ([`batch`]); the push is answered only then: 200 when acknowledged,
-//!    503 when not within the bound or when a newer push of the group superseded it before an
-//!    attempt (it is never sent after that one), 400 with the receiver's first line for
-//!    another 4xx.
+//! 3. send it ([`whisk_remote_write::Client`]), in one request with other groups' writes
+//!    ready at the same time ([`batch`]: 5xx and 429 retried); the push is answered within
+//!    `--remote-write-retry-bound` from its arrival at the gateway: 200 when acknowledged, 503
+//!    when not by then or when a newer push of the group superseded it before an attempt (it
+//!    is never sent after that one), 400 with the receiver's first line for another 4xx. The
+//!    group's lane stays held until the receiver answered, even after a 503.
 //!
 //! A DELETE writes stale markers for every series of the group's last acknowledged write, so
 //! the container leaves instant queries at once; a group not remembered ([`groups`]) is
@@ -31,12 +31,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderName, HeaderValue};
+use tokio::sync::OwnedMutexGuard;
 use whisk_grouping::GroupingKey;
 use whisk_remote_write::{Client, ClientConfig, ClientError, GroupWrite, Label};
 
-use batch::{Batcher, StillLatest};
+use batch::{Batcher, Finished, StillLatest};
 
 use crate::forward::Answer;
+use crate::validate::Validated;
 use groups::Groups;
 pub(crate) use metrics::RemoteWriteMetrics;
 use plans::Plans;
@@ -105,9 +107,18 @@ impl RemoteWrite {
         })
     }
 
-    /// Writes a validated push of group `key` (`canonical`: its path).
-    pub(crate) async fn put(&self, key: &GroupingKey, canonical: &str, body: &[u8]) -> Answer {
-        let translated = match self.plans.translate(body, &self.groups) {
+    /// Writes a push of group `key` (`canonical`: its path) that validation judged `verdict`;
+    /// answers within the retry bound from the push's arrival at the gateway (`arrived`).
+    pub(crate) async fn put(
+        &self,
+        key: &GroupingKey,
+        canonical: &str,
+        body: &[u8],
+        verdict: &Arc<Validated>,
+        arrived: Instant,
+    ) -> Answer {
+        let deadline = arrived + self.batcher.bound();
+        let translated = match self.plans.translate(body, verdict, &self.groups) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("{e}");
@@ -117,7 +128,10 @@ impl RemoteWrite {
         let (group, forgotten) = self.groups.get_or_insert(canonical);
         self.metrics.evicted(forgotten.evicted);
         let mine = group.latest.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut lane = group.lane.lock().await;
+        let mut lane = match self.lane(key, &group, deadline).await {
+            Ok(lane) => lane,
+            Err(e) => return outcome(Err(e), 200, ""),
+        };
         let ts = lane.next_ms(now_ms());
         let grouping = grouping_labels(key);
         let shape = translated.shape;
@@ -132,25 +146,37 @@ impl RemoteWrite {
             }
         }
         write.series(&[push_time_name()], push_time_value(ts));
+        let raw = write.into_raw();
+        let finished: Finished = Box::new(move |acknowledged| {
+            if acknowledged {
+                lane.written = Some(shape);
+            }
+        });
         let result = self
-            .write(key, write.into_raw(), still_latest(&group, mine))
+            .write(key, raw, deadline, still_latest(&group, mine), finished)
             .await;
-        if result.is_ok() {
-            lane.written = Some(shape);
-        }
         self.publish_usage();
         outcome(result, 200, "")
     }
 
     /// Ends group `key`'s series with stale markers (202), or counts a DELETE of a group this
-    /// replica does not remember (202).
-    pub(crate) async fn delete(&self, key: &GroupingKey, canonical: &str) -> Answer {
+    /// replica does not remember (202); within the retry bound from `arrived`.
+    pub(crate) async fn delete(
+        &self,
+        key: &GroupingKey,
+        canonical: &str,
+        arrived: Instant,
+    ) -> Answer {
+        let deadline = arrived + self.batcher.bound();
         let Some(group) = self.groups.get(canonical) else {
             self.metrics.unknown_deletes.inc();
             return answer(202, String::new());
         };
         let mine = group.latest.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut lane = group.lane.lock().await;
+        let mut lane = match self.lane(key, &group, deadline).await {
+            Ok(lane) => lane,
+            Err(e) => return outcome(Err(e), 202, ""),
+        };
         let Some(last) = lane.written.clone() else {
             self.metrics.unknown_deletes.inc();
             return answer(202, String::new());
@@ -162,20 +188,49 @@ impl RemoteWrite {
             write.stale(s);
         }
         write.stale(&[push_time_name()]);
+        let raw = write.into_raw();
+        let finished: Finished = Box::new(move |acknowledged| {
+            if acknowledged {
+                lane.written = None;
+            }
+        });
         let result = self
-            .write(key, write.into_raw(), still_latest(&group, mine))
+            .write(key, raw, deadline, still_latest(&group, mine), finished)
             .await;
-        if result.is_ok() {
-            lane.written = None;
-        }
         outcome(result, 202, "")
+    }
+
+    /// The group's lane, once its earlier write is answered by the receiver, or 503 if that
+    /// does not happen by `deadline`.
+    async fn lane(
+        &self,
+        key: &GroupingKey,
+        group: &Arc<groups::Group>,
+        deadline: Instant,
+    ) -> Result<OwnedMutexGuard<groups::Lane>, ClientError> {
+        let lane = Arc::clone(&group.lane).lock_owned();
+        match tokio::time::timeout_at(deadline.into(), lane).await {
+            Ok(lane) => Ok(lane),
+            Err(_) => {
+                let e = ClientError::Unavailable {
+                    bound_ms: self.batcher.bound().as_millis(),
+                    attempts: 0,
+                    last: "the receiver has not yet answered this group's previous write".into(),
+                };
+                self.metrics.record(&Err(e.clone()), self.batcher.bound());
+                tracing::warn!(group = %key.path(), "remote write: {e}");
+                Err(e)
+            }
+        }
     }
 
     async fn write(
         &self,
         key: &GroupingKey,
         raw: Vec<u8>,
+        deadline: Instant,
         still_latest: StillLatest,
+        finished: Finished,
     ) -> Result<(), ClientError> {
         // A namespace is validated ASCII by OpenWhisk; a value that is no header stays out.
         let tenant = self
@@ -183,7 +238,10 @@ impl RemoteWrite {
             .as_ref()
             .and_then(|_| HeaderValue::from_str(key.get("namespace").unwrap_or_default()).ok());
         let started = Instant::now();
-        let result = self.batcher.write(raw, tenant, still_latest).await;
+        let result = self
+            .batcher
+            .write(raw, tenant, deadline, still_latest, finished)
+            .await;
         self.metrics.record(&result, started.elapsed());
         match &result {
             Ok(_) => Ok(()),
