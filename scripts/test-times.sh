@@ -5,27 +5,19 @@
 # toolchain by RUSTC_BOOTSTRAP=1 in the test binary's environment only: nothing is rebuilt), then
 # prints each binary's wall time and the N slowest tests (default 10). Doc tests are not run.
 #
-#   scripts/test-times.sh [N]          (builds the tests first: cargo test --workspace --no-run)
+#   scripts/test-times.sh [N]          (builds the tests first: scripts/run-test-binaries.py --list)
 #
 # The raw output is in target/test-times/. The binaries need what scripts/test.sh prepares
-# (scripts/setup.sh, `cargo build --workspace --bins`).
+# (scripts/setup.sh, the suite's build of scripts/suite-build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top="${1:-10}"
-# The image tests' static builds with scripts/test.sh's profile, so that its builds are reused.
-source scripts/ci-static-profile.sh
+source scripts/suite-build.sh
 out="${CARGO_TARGET_DIR:-target}/test-times"
 rm -rf "$out" && mkdir -p "$out"
-cargo test --locked --workspace --no-run --message-format=json 2>/dev/null |
-  python3 -c '
-import json, sys, os
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(os.path.dirname(m["manifest_path"]), m["target"]["name"], m["executable"])
-' >"$out/binaries"
-# RUSTC_BOOTSTRAP=1 must reach the test binaries only: a cargo they start (the image tests build
-# static binaries) would see it, rerun thiserror's build script and rebuild ~130 units. So the
+scripts/run-test-binaries.py --list -- "${suite_cargo_args[@]}" 2>/dev/null | tr '\t' ' ' >"$out/binaries"
+# RUSTC_BOOTSTRAP=1 must reach the test binaries only: a cargo they start (the image tests of a
+# host build run the static builds) would see it, rerun thiserror's build script and rebuild ~130 units. So the
 # binaries find a `cargo` first on PATH that drops it.
 shim="$(cd "$out" && pwd)/shim"
 mkdir -p "$shim"

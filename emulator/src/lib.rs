@@ -61,9 +61,9 @@
 //! (the same run lines through both give the same answers, verdicts and SDK counts); `e2e.rs`
 //! needs tansu, `prometheus-pushgateway` and `prometheus` installed, and the
 //! executables built first: `cargo build -p whisk-actions --release` (the newer of
-//! `target/release` and `target/debug` is used; `WHISK_ACTIONS_DIR` overrides) and
-//! `cargo build -p whisk-collector` (`target/debug/whisk-collector`; `WHISK_COLLECTOR_BIN`
-//! overrides). A missing one fails the test with the command to run.
+//! `target/release` and the running test's own build is used; `WHISK_ACTIONS_DIR` overrides)
+//! and whisk-collector of the running test's build (`WHISK_COLLECTOR_BIN` overrides). A
+//! missing one fails the test with the command to run.
 // Product code: no function over 100 lines (clippy.toml); tests and benches are exempt.
 #![cfg_attr(not(test), warn(clippy::too_many_lines))]
 

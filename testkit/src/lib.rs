@@ -24,7 +24,7 @@ mod secure;
 mod services;
 mod tee;
 
-pub use binaries::{action_exec, target_dir};
+pub use binaries::{action_exec, profile_dir, target_dir, workspace_bin};
 pub use process::{ServiceProcess, free_port, http_get, wait_until};
 pub use receivers::{QueryApi, Recorded, VictoriaMetrics, WriteProxy, sum_of};
 pub use require::{in_ci, require};

@@ -576,15 +576,37 @@ fn errors_panics_non_objects_and_timeouts_get_the_platforms_verdicts_and_the_sdk
 }
 
 /// The same run lines through the real proxy and through the emulator's driver
-/// (`whisk_emulator::proxy`): the same answers, verdicts and SDK counts.
+/// (`whisk_emulator::proxy`), the proxy started without `OW_WAIT_FOR_ACK`: the same answers,
+/// verdicts and SDK counts.
 #[test]
 fn the_emulator_answers_like_the_real_proxy() {
-    let Some(bin) = proxy_or_skip("conformance::the_emulator_answers_like_the_real_proxy") else {
+    emulator_answers_like_the_real_proxy(
+        "conformance::the_emulator_answers_like_the_real_proxy",
+        false,
+    );
+}
+
+/// As above, with the proxy and the emulator both waiting for the action's start ack
+/// (`OW_WAIT_FOR_ACK`). A test of its own, so that the two halves run side by side.
+#[test]
+fn the_emulator_answers_like_the_real_proxy_when_both_wait_for_the_ack() {
+    emulator_answers_like_the_real_proxy(
+        "conformance::the_emulator_answers_like_the_real_proxy_when_both_wait_for_the_ack",
+        true,
+    );
+}
+
+fn emulator_answers_like_the_real_proxy(test: &str, wait_for_ack: bool) {
+    let Some(bin) = proxy_or_skip(test) else {
         return;
     };
     let real_pg = Pushgateway::start(&["--persistence.file="]).expect("Pushgateway");
     let emu_pg = Pushgateway::start(&["--persistence.file="]).expect("Pushgateway");
-    let dir = scratch("differential");
+    let dir = scratch(if wait_for_ack {
+        "differential-ack"
+    } else {
+        "differential"
+    });
     let mut lines: Vec<(&str, Value)> = vec![
         ("hello", json!({"name": "a\nb ✓"})),
         ("hello", json!({"name": 5})),
@@ -599,80 +621,77 @@ fn the_emulator_answers_like_the_real_proxy() {
         lines.push((o.action, o.params));
     }
     let mut counted: BTreeMap<&str, f64> = BTreeMap::new();
-    for wait_for_ack in [false, true] {
-        for (action, params) in &lines {
-            let run = input(action, params.clone(), LIMIT);
-            let exec = exec_of(action);
-            let t0 = Instant::now();
+    for (action, params) in &lines {
+        let run = input(action, params.clone(), LIMIT);
+        let exec = exec_of(action);
+        let t0 = Instant::now();
 
-            let mut real = deploy(&bin, &real_pg, &dir, action, &exec, wait_for_ack, &run, &[]);
-            let started = Instant::now();
-            let real_answer = real.run(&body(&run), LIMIT).map(|a| ProxyAnswer {
-                status: a.status,
-                body: a.body,
-            });
-            let real_verdict = verdict::of_run(real_answer.as_ref(), started.elapsed(), LIMIT);
-            // An answered activation was counted by the SDK; wait for its push (after the
-            // result, or before the exit of a panic) before the container goes.
-            if real_answer.is_some() {
-                *counted.entry(*action).or_insert(0.0) += 1.0;
-            }
-            let want = counted.get(action).copied().unwrap_or(0.0);
-            let total = |pg: &Pushgateway| sdk_statuses(pg, action, None).values().sum::<f64>();
-            assert!(
-                wait_for(|| total(&real_pg) == want),
-                "{action} {params}: real push; {:?}; stderr: {}",
-                sdk_statuses(&real_pg, action, None),
-                real.stderr()
-            );
-            let t_real = t0.elapsed();
-            real.kill();
-
-            // The child's environment as the proxy builds it, then the emulator's driver.
-            let mut env = proxy_env(wait_for_ack, Some(API_HOST));
-            env.extend(run.init_env());
-            env.extend(sdk_env(&emu_pg));
-            let check = if wait_for_ack {
-                StartCheck::Ack(LIMIT)
-            } else {
-                StartCheck::default()
-            };
-            let mut emu = ActionProcess::start(&exec, &env, check).expect("emulator start");
-            let (outcome, _) = emu.run(&run, LIMIT);
-            let emu_verdict = verdict::of_outcome(&outcome, LIMIT);
-
-            // The env echo differs only in the Pushgateway URL each side was given.
-            let normalize =
-                |s: String| s.replace(&real_pg.url(), "PG").replace(&emu_pg.url(), "PG");
-            let ra = real_answer.map(|a| (a.status, normalize(a.body)));
-            let ea = outcome
-                .proxy_answer()
-                .map(|a| (a.status, normalize(a.body)));
-            assert_eq!(ea, ra, "{action} {params}: the proxy's answer");
-            assert_eq!(
-                (
-                    emu_verdict.status_code,
-                    normalize(emu_verdict.result.to_string())
-                ),
-                (
-                    real_verdict.status_code,
-                    normalize(real_verdict.result.to_string())
-                ),
-                "{action} {params}: the verdict"
-            );
-            if outcome == RunOutcome::TimedOut {
-                assert_eq!(real_verdict.status_code, 2);
-            }
-            assert!(
-                wait_for(|| total(&emu_pg) == want),
-                "{action} {params}: emulator push"
-            );
-            emu.kill();
-            eprintln!(
-                "{action} {params}: real {t_real:?}, both {:?}",
-                t0.elapsed()
-            );
+        let mut real = deploy(&bin, &real_pg, &dir, action, &exec, wait_for_ack, &run, &[]);
+        let started = Instant::now();
+        let real_answer = real.run(&body(&run), LIMIT).map(|a| ProxyAnswer {
+            status: a.status,
+            body: a.body,
+        });
+        let real_verdict = verdict::of_run(real_answer.as_ref(), started.elapsed(), LIMIT);
+        // An answered activation was counted by the SDK; wait for its push (after the
+        // result, or before the exit of a panic) before the container goes.
+        if real_answer.is_some() {
+            *counted.entry(*action).or_insert(0.0) += 1.0;
         }
+        let want = counted.get(action).copied().unwrap_or(0.0);
+        let total = |pg: &Pushgateway| sdk_statuses(pg, action, None).values().sum::<f64>();
+        assert!(
+            wait_for(|| total(&real_pg) == want),
+            "{action} {params}: real push; {:?}; stderr: {}",
+            sdk_statuses(&real_pg, action, None),
+            real.stderr()
+        );
+        let t_real = t0.elapsed();
+        real.kill();
+
+        // The child's environment as the proxy builds it, then the emulator's driver.
+        let mut env = proxy_env(wait_for_ack, Some(API_HOST));
+        env.extend(run.init_env());
+        env.extend(sdk_env(&emu_pg));
+        let check = if wait_for_ack {
+            StartCheck::Ack(LIMIT)
+        } else {
+            StartCheck::default()
+        };
+        let mut emu = ActionProcess::start(&exec, &env, check).expect("emulator start");
+        let (outcome, _) = emu.run(&run, LIMIT);
+        let emu_verdict = verdict::of_outcome(&outcome, LIMIT);
+
+        // The env echo differs only in the Pushgateway URL each side was given.
+        let normalize = |s: String| s.replace(&real_pg.url(), "PG").replace(&emu_pg.url(), "PG");
+        let ra = real_answer.map(|a| (a.status, normalize(a.body)));
+        let ea = outcome
+            .proxy_answer()
+            .map(|a| (a.status, normalize(a.body)));
+        assert_eq!(ea, ra, "{action} {params}: the proxy's answer");
+        assert_eq!(
+            (
+                emu_verdict.status_code,
+                normalize(emu_verdict.result.to_string())
+            ),
+            (
+                real_verdict.status_code,
+                normalize(real_verdict.result.to_string())
+            ),
+            "{action} {params}: the verdict"
+        );
+        if outcome == RunOutcome::TimedOut {
+            assert_eq!(real_verdict.status_code, 2);
+        }
+        assert!(
+            wait_for(|| total(&emu_pg) == want),
+            "{action} {params}: emulator push"
+        );
+        emu.kill();
+        eprintln!(
+            "{action} {params}: real {t_real:?}, both {:?}",
+            t0.elapsed()
+        );
     }
     // The SDK's counts, per action and status, summed over the containers of each side.
     for action in ["hello", "probe", "flaky"] {

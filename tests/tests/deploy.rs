@@ -1,8 +1,8 @@
 //! Offline checks of `deploy/`: the kustomize manifests, the collector image and the drift
 //! between them and the parts they deploy (collector flags, dashboards, scrape config).
 //!
-//! Needs `kubectl` (kustomize), `kubernetes-validate` (PyPI), `promtool` and a built
-//! `target/debug/whisk-collector` (scripts/test.sh builds every binary first). A missing tool is
+//! Needs `kubectl` (kustomize), `kubernetes-validate` (PyPI), `promtool` and whisk-collector and
+//! whisk-gateway built with the tests (scripts/test.sh builds every binary first). A missing tool is
 //! a failure that says how to get it, never a skipped check. The two image tests also need
 //! `podman`: without it they fail under `CI=true` and skip elsewhere (`whisk_testkit::require`).
 
@@ -746,17 +746,7 @@ fn network_policies_let_action_pods_reach_the_gateway_but_no_pushgateway() {
 }
 
 fn gateway_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let bin = target.join("debug/whisk-gateway");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p whisk-gateway` \
-         (scripts/test.sh builds every binary before the tests)",
-        bin.display()
-    );
-    bin
+    whisk_testkit::workspace_bin("whisk-gateway", "WHISK_GATEWAY_BIN")
 }
 
 #[test]
@@ -798,17 +788,7 @@ fn every_gateway_env_var_in_the_manifests_is_documented_by_help() {
 }
 
 fn collector_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let bin = target.join("debug/whisk-collector");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p whisk-collector` \
-         (scripts/test.sh builds every binary before the tests)",
-        bin.display()
-    );
-    bin
+    whisk_testkit::workspace_bin("whisk-collector", "WHISK_COLLECTOR_BIN")
 }
 
 /// The env var names (`[env: NAME=...]`) and long/short flags `whisk-collector --help` documents.
@@ -876,9 +856,10 @@ fn every_collector_env_var_and_flag_in_the_manifests_is_documented_by_help() {
     assert!(
         envs.len() >= 10,
         "`whisk-collector --help` documents {} env vars ({envs:?}); expected one \
-         `[env: WHISK_COLLECTOR_...]` per flag of docs/design.md. Is target/debug/whisk-collector \
-         built from the current collector sources?",
-        envs.len()
+         `[env: WHISK_COLLECTOR_...]` per flag of docs/design.md. Is {} built from the \
+         current collector sources?",
+        envs.len(),
+        collector_binary().display()
     );
     for r in renders() {
         let c = r.collector_container();
@@ -1511,6 +1492,40 @@ fn elf_is_static(bytes: &[u8]) -> bool {
     })
 }
 
+/// Whether `bytes` hold OpenSSL's version text (`OPENSSL_VERSION_TEXT`, e.g. "OpenSSL 3.6.3 9 Jun
+/// 2026"): linked into a collector built with feature kafka-tls, absent otherwise.
+fn has_openssl_version_text(bytes: &[u8]) -> bool {
+    let prefix = b"OpenSSL ";
+    bytes.windows(prefix.len()).enumerate().any(|(i, w)| {
+        w == prefix && {
+            // "<major>.<minor>.<patch> <day> <Mon> <year>"
+            let rest = &bytes[i + prefix.len()..bytes.len().min(i + prefix.len() + 32)];
+            let text = String::from_utf8_lossy(rest);
+            let mut words = text.split(' ');
+            let version_ok = words.next().is_some_and(|v| {
+                let parts: Vec<&str> = v.split('.').collect();
+                parts.len() == 3 && parts.iter().all(|p| p.parse::<u32>().is_ok())
+            });
+            let date: Vec<&str> = words.filter(|w| !w.is_empty()).take(3).collect();
+            version_ok
+                && date.len() == 3
+                && date[0].parse::<u32>().is_ok()
+                && date[1].len() == 3
+                && date[2].get(..4).is_some_and(|y| y.parse::<u32>().is_ok())
+        }
+    })
+}
+
+#[test]
+fn openssl_version_text_is_told_from_other_mentions_of_openssl() {
+    assert!(has_openssl_version_text(b"\0OpenSSL 3.6.3 9 Jun 2026\0"));
+    assert!(has_openssl_version_text(b"xxOpenSSL 3.0.13 30 Jan 2024\0"));
+    assert!(!has_openssl_version_text(
+        b"OpenSSL 3.0.x implementation providers."
+    ));
+    assert!(!has_openssl_version_text(b"ssl.ca.location: OpenSSL "));
+}
+
 /// podman with a private storage (vfs driver, under a temporary directory removed on drop), so
 /// the test neither needs overlay mounts nor touches the machine's images.
 struct Podman {
@@ -1578,29 +1593,47 @@ impl Drop for Podman {
     }
 }
 
-/// The runtime image of `component` built offline by scripts/build-image.sh (which runs the
-/// static release build first; cargo makes that a no-op when the binary is current), its
-/// `podman image inspect` and its filesystem exported into `fs`.
+/// The runtime image of `component` built offline by scripts/build-image.sh, its `podman image
+/// inspect`, its filesystem exported into `fs`, and the static binary it was built from.
 struct BuiltImage {
     inspect: Value,
     fs: PathBuf,
+    binary: PathBuf,
+}
+
+/// The static binary `name`'s image ships. When the tests themselves are built for musl
+/// (scripts/test.sh builds the suite so), the workspace's binaries beside them are static and
+/// the image is built from those: `Some`, passed as `BINARY` to scripts/build-image.sh. Else
+/// `None`: the script runs the static release build first (cargo makes that a no-op when the
+/// binary is current) and ships its output.
+fn prebuilt_static_binary(name: &str) -> Option<PathBuf> {
+    cfg!(target_env = "musl").then(|| {
+        let var = format!(
+            "WHISK_{}_BIN",
+            name.trim_start_matches("whisk-").to_uppercase()
+        );
+        whisk_testkit::workspace_bin(name, &var)
+    })
 }
 
 fn build_runtime_image(podman: &Podman, component: &str) -> BuiltImage {
     let tag = format!("localhost/whisk-{component}:test");
+    let name = format!("whisk-{component}");
+    let prebuilt = prebuilt_static_binary(&name);
     let started = std::time::Instant::now();
-    let out = podman
-        .command(root().join("scripts/build-image.sh"))
-        .args([component, tag.as_str()])
-        .output()
-        .expect("run scripts/build-image.sh");
+    let mut build = podman.command(root().join("scripts/build-image.sh"));
+    build.args([component, tag.as_str()]);
+    if let Some(binary) = &prebuilt {
+        build.env("BINARY", binary);
+    }
+    let out = build.output().expect("run scripts/build-image.sh");
     assert!(
         out.status.success(),
         "scripts/build-image.sh {component} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!(
-        "scripts/build-image.sh {component}: static build + image in {:.1} s",
+        "scripts/build-image.sh {component}: image (and static build unless prebuilt) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let inspect: Value = serde_json::from_str(&podman.run(&["image", "inspect", tag.as_str()]))
@@ -1622,7 +1655,13 @@ fn build_runtime_image(podman: &Podman, component: &str) -> BuiltImage {
         .status()
         .expect("run tar");
     assert!(status.success(), "untar the exported rootfs");
-    BuiltImage { inspect, fs }
+    let binary = prebuilt
+        .unwrap_or_else(|| root().join(format!("target/x86_64-unknown-linux-musl/release/{name}")));
+    BuiltImage {
+        inspect,
+        fs,
+        binary,
+    }
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -1685,13 +1724,19 @@ fn check_runtime_image(component: &str, container: fn(&Render) -> &Value) {
         "{} needs a dynamic loader",
         bin.display()
     );
-    let built =
-        std::fs::read(root().join(format!("target/x86_64-unknown-linux-musl/release/{name}")))
-            .expect("the static build's output");
+    let built = std::fs::read(&image.binary).expect("the static build's output");
     assert!(
         bytes == built,
-        "the image holds another binary than the static build"
+        "the image holds another binary than the static build {}",
+        image.binary.display()
     );
+    if component == "collector" {
+        // The shipped collector speaks TLS to Kafka (feature kafka-tls: OpenSSL linked in).
+        assert!(
+            has_openssl_version_text(&bytes),
+            "the collector in the image was built without feature kafka-tls"
+        );
+    }
     assert_eq!(mode_of(&bin) & 0o005, 0o005, "uid {uid} cannot execute it");
     let out = Command::new(&bin)
         .arg("--version")
@@ -1739,9 +1784,13 @@ fn workspace_version() -> String {
 
 #[test]
 fn elf_check_tells_dynamic_from_static_executables() {
-    // The control for the check above: the test binary itself is dynamically linked (glibc).
-    let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-    assert!(!elf_is_static(&me));
+    // The control for the check above: Debian's /bin/sh is dynamically linked (glibc), the
+    // workspace's binaries of a musl build are static.
+    let sh = std::fs::read("/bin/sh").unwrap();
+    assert!(!elf_is_static(&sh));
+    if let Some(binary) = prebuilt_static_binary("whisk-gateway") {
+        assert!(elf_is_static(&std::fs::read(binary).unwrap()));
+    }
 }
 
 /// A binary started from a rendered Deployment's environment, its output in a log file; killed

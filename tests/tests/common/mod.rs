@@ -4,10 +4,9 @@
 //! a small parser of the Prometheus text format.
 //!
 //! Prerequisites (scripts/test.sh builds them; a missing one fails the test with the command):
-//! `cargo build -p whisk-actions --release` (target/release/{hello,orders,flaky}; a newer
-//! target/debug build is used if there is one), `cargo build -p whisk-collector`
-//! (target/debug/whisk-collector) and `cargo build -p whisk-gateway`
-//! (target/debug/whisk-gateway). `WHISK_ACTIONS_DIR` / `WHISK_COLLECTOR_BIN` /
+//! the example actions (target/release/{hello,orders,flaky}, or the running test's own build
+//! when that is newer), whisk-collector and whisk-gateway of the running test's build
+//! (`whisk_testkit::profile_dir`). `WHISK_ACTIONS_DIR` / `WHISK_COLLECTOR_BIN` /
 //! `WHISK_GATEWAY_BIN` override them.
 
 #![allow(dead_code, unreachable_pub)]
@@ -21,37 +20,21 @@ use whisk_emulator::controller::{Controller, new_api_key};
 use whisk_testkit::{
     Prometheus, Pushgateway, ServiceProcess, Tansu, free_port, http_get, wait_until,
 };
-pub use whisk_testkit::{action_exec, target_dir};
+pub use whisk_testkit::{action_exec, workspace_bin};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// target/debug/whisk-collector; panics with the build command when it is missing.
+/// whisk-collector of the running test's build (`WHISK_COLLECTOR_BIN` overrides it).
 pub fn collector_bin() -> PathBuf {
-    let p = std::env::var_os("WHISK_COLLECTOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug").join("whisk-collector"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p whisk-collector` first",
-        p.display()
-    );
-    p
+    workspace_bin("whisk-collector", "WHISK_COLLECTOR_BIN")
 }
 
-/// target/debug/whisk-gateway; panics with the build command when it is missing.
+/// whisk-gateway of the running test's build (`WHISK_GATEWAY_BIN` overrides it).
 pub fn gateway_bin() -> PathBuf {
-    let p = std::env::var_os("WHISK_GATEWAY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug").join("whisk-gateway"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p whisk-gateway` first",
-        p.display()
-    );
-    p
+    workspace_bin("whisk-gateway", "WHISK_GATEWAY_BIN")
 }
 
 /// Pushgateway shards of every stack: the e2e sums cover sharding.
