@@ -103,7 +103,7 @@ pub enum Attempt {
     },
 }
 
-/// The pauses between attempts: from [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`], each
+/// The pauses between attempts: from `FIRST_BACKOFF`, doubling up to `MAX_BACKOFF`, each
 /// drawn from the upper half of its step (jitter); a receiver's `Retry-After` wins.
 #[derive(Debug, Clone)]
 pub struct Backoff {
