@@ -176,9 +176,11 @@ fn a_paused_container_whose_idle_connection_the_gateway_closed_pushes_on_its_nex
     let pgws = pushgateways(1);
     let (controller, keys) = controller(&["guest"]);
     let gw = Gateway::with_controller(&[&pgws[0]], &controller, &["--idle-timeout", "1s"]);
-    // A push timeout far above the SDK's 250 ms: on a loaded machine a slow push would fail
-    // for its time, not for the closed connection this is about.
+    // A push timeout far above the SDK's 250 ms, and a pause grace of 500 ms instead of 50: on a
+    // loaded machine a slow push would fail for its time, or be cut by the freeze (the SDK's
+    // tests cover that), not for the closed connection this is about.
     let config = InvokerConfig::new()
+        .with_pause_grace(Duration::from_millis(500))
         .with_pushgateway_url(&gw.url())
         .with_init_param("WHISK_METRICS_AUTH", "api-key")
         .with_init_param("WHISK_METRICS_TIMEOUT_MS", "5000")
@@ -195,7 +197,7 @@ fn a_paused_container_whose_idle_connection_the_gateway_closed_pushes_on_its_nex
     };
     greet(&inv, "guest/hello", "first");
     assert!(wait_until(Duration::from_secs(30), || counted() == 1.0));
-    // The container is frozen after its activation (pause grace 50 ms) and its kept-alive
+    // The container is frozen after its activation (pause grace 500 ms) and its kept-alive
     // connection idles; the gateway closes it after 1 s (only the SDK keeps one alive here).
     let closed = wait_until(Duration::from_secs(30), || {
         gw.own_value("whisk_gateway_connections_closed_total{reason=\"idle_timeout\"}") >= 1.0

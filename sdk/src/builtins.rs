@@ -148,14 +148,18 @@ pub(crate) enum PushFailure {
     /// No answer: connection refused or reset, name not resolved, timed out, or no time left
     /// before the activation's deadline.
     Transport,
+    /// The container was frozen while the push was in flight (it ended long after its
+    /// timeout): its outcome is unknown, and the next activation pushes again without back-off.
+    Frozen,
 }
 
 impl PushFailure {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Rejected,
         Self::Unauthorized,
         Self::Unavailable,
         Self::Transport,
+        Self::Frozen,
     ];
 
     /// The label value.
@@ -165,6 +169,7 @@ impl PushFailure {
             Self::Unauthorized => "unauthorized",
             Self::Unavailable => "unavailable",
             Self::Transport => "transport",
+            Self::Frozen => "frozen",
         }
     }
 
@@ -198,7 +203,7 @@ pub(crate) struct Builtins {
     cold_start: Gauge,
     container_start: Gauge,
     last_activation: Gauge,
-    push_failures: [IntCounter; 4],
+    push_failures: [IntCounter; 5],
     last_push_duration: Gauge,
     container_info: GaugeVec,
     action_version: Mutex<Option<String>>,
@@ -498,15 +503,15 @@ mod tests {
         let m = Metrics::new();
         m.builtins.action_version_seen("1");
         let series = |m: &Metrics| text(m).lines().filter(|l| !l.starts_with('#')).count();
-        // without any resource figure readable: 30 + the two activation histograms (20)
-        assert_eq!(series(&m), 50, "{}", text(&m));
+        // without any resource figure readable: 31 + the two activation histograms (20)
+        assert_eq!(series(&m), 51, "{}", text(&m));
         m.builtins.container_sampled(&ContainerSample {
             memory_bytes: Some(1.0),
             memory_limit_bytes: Some(2.0),
             cpu_seconds: Some(3.0),
             cpu_throttled_seconds: Some(0.0),
         });
-        assert_eq!(series(&m), 54, "{}", text(&m));
+        assert_eq!(series(&m), 55, "{}", text(&m));
     }
 
     #[test]

@@ -99,7 +99,9 @@
 //! - **When.** By default ([`PushMode::AfterResult`]) right after the result line is written to
 //!   fd 3 (and the CPU yielded once, so the proxy takes the result first) and before the next
 //!   stdin line is read: off the response path, and inside OpenWhisk's pause grace (≥ 50 ms)
-//!   before the container is frozen; a push cut by a freeze completes after the thaw.
+//!   before the container is frozen; a push cut by a freeze completes after the thaw, or, if
+//!   the thaw comes ≥ 1 s past its timeout, is counted `reason="frozen"` without back-off and
+//!   the thawing activation pushes again at once (a PUT replaces the group: nothing doubles).
 //!   [`PushMode::BeforeResult`] pushes before writing the result: nothing can be lost, but the
 //!   push is on the response path.
 //! - **Timeout.** `WHISK_METRICS_TIMEOUT_MS` (default 250 ms). In strict mode it is also bounded

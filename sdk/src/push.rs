@@ -152,11 +152,14 @@ impl Pusher {
             return PushOutcome::Skipped;
         }
         let started = Instant::now();
+        let end = after(started, self.timeout);
+        let end = deadline.map_or(end, |d| end.min(d));
         // A push with a deadline (strict mode, before the result) never waits for a lookup.
         self.client.resolved.allow_lookups(deadline.is_none());
-        let result = self.put(metrics, identity, started, deadline);
+        let result = self.put(metrics, identity, end);
         self.client.resolved.allow_lookups(true);
-        let took = started.elapsed();
+        let finished = Instant::now();
+        let took = finished.saturating_duration_since(started);
         match result {
             Ok(()) => {
                 metrics.builtins.push_done(took);
@@ -164,8 +167,15 @@ impl Pusher {
                 PushOutcome::Pushed
             }
             Err(e) => {
+                let e = e.seen_at(finished, end);
                 metrics.builtins.push_failed(e.reason(), took);
-                let backoff = self.schedule.failed(now + took);
+                // A freeze says nothing about the Pushgateway: no back-off, the next
+                // activation (the one that thawed the container) pushes again at once.
+                let backoff = if matches!(e, PushError::Frozen { .. }) {
+                    self.schedule.interrupted()
+                } else {
+                    self.schedule.failed(now + took)
+                };
                 self.notice(now + took, &e, backoff, activation);
                 PushOutcome::Failed
             }
@@ -176,11 +186,8 @@ impl Pusher {
         &mut self,
         metrics: &Metrics,
         identity: &ActionIdentity,
-        started: Instant,
-        deadline: Option<Instant>,
+        end: Instant,
     ) -> Result<(), PushError> {
-        let end = after(started, self.timeout);
-        let end = deadline.map_or(end, |d| end.min(d));
         self.encode_body(metrics);
         let body = std::mem::take(&mut self.body);
         let mut result = self.send("PUT", identity, &body, end);

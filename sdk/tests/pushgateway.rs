@@ -5,6 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Action, example_exe, signal};
@@ -509,6 +513,122 @@ fn frozen_50ms_after_answering_has_its_counts_pushed_and_loses_nothing_after_tha
     assert!(wait_until(Duration::from_secs(5), || {
         count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(6.0)
     }));
+}
+
+/// A loopback relay in front of a real Pushgateway that holds each request until the test
+/// releases one: a slow network, so that a push is surely in flight when the container freezes.
+struct HoldingRelay {
+    url: String,
+    arrived: Receiver<()>,
+    release: Sender<()>,
+}
+
+fn holding_relay(pgw: &Pushgateway) -> HoldingRelay {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let target = pgw.url().trim_start_matches("http://").to_string();
+    let (arrived_tx, arrived) = channel();
+    let (release, release_rx) = channel();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let (target, arrived, release) =
+                (target.clone(), arrived_tx.clone(), Arc::clone(&release_rx));
+            std::thread::spawn(move || relay_connection(client, &target, &arrived, &release));
+        }
+    });
+    HoldingRelay {
+        url,
+        arrived,
+        release,
+    }
+}
+
+fn relay_connection(
+    mut client: TcpStream,
+    target: &str,
+    arrived: &Sender<()>,
+    release: &Mutex<Receiver<()>>,
+) {
+    let mut from_client = BufReader::new(client.try_clone().unwrap());
+    while let Some(request) = read_http_message(&mut from_client) {
+        let _ = arrived.send(());
+        if release.lock().unwrap().recv().is_err() {
+            return;
+        }
+        let mut upstream = TcpStream::connect(target).unwrap();
+        upstream.write_all(&request).unwrap();
+        let answer = read_http_message(&mut BufReader::new(upstream)).unwrap();
+        if client.write_all(&answer).is_err() {
+            return; // the SDK gave up on this connection
+        }
+    }
+}
+
+/// One HTTP/1.1 message with a `Content-Length` body (or none), as bytes.
+fn read_http_message(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut message = Vec::new();
+    let mut body_len = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            body_len = v.trim().parse().ok()?;
+        }
+        message.extend_from_slice(line.as_bytes());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let head = message.len();
+    message.resize(head + body_len, 0);
+    reader.read_exact(&mut message[head..]).ok()?;
+    Some(message)
+}
+
+#[test]
+fn a_push_frozen_past_its_timeout_is_counted_frozen_and_the_thawing_activation_pushes_at_once() {
+    let pgw = Pushgateway::start(&[]).unwrap();
+    let relay = holding_relay(&pgw);
+    // The default 250 ms timeout; the container stays frozen well past it and a second more.
+    let mut action = probe(&relay.url, &[]);
+    action.invoke(json!({"mode": "ok"}), LONG);
+    relay
+        .arrived
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the first push reaches the relay");
+    action.freeze();
+    std::thread::sleep(Duration::from_millis(1600));
+    action.thaw();
+    // The held push (it may arrive after all) and the next one pass.
+    relay.release.send(()).unwrap();
+    relay.release.send(()).unwrap();
+    action.invoke(json!({"mode": "ok"}), LONG);
+    let pushed = |calls: f64, frozen: f64| {
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(calls)
+            && count(&pgw, "whisk_push_failures_total", &[("reason", "frozen")]) == Some(frozen)
+    };
+    // With a back-off after the cut push, the thawing activation's push would be skipped.
+    assert!(
+        wait_until(Duration::from_secs(20), || pushed(2.0, 1.0)),
+        "the activation that thawed the container pushed at once, its counts and the freeze: {}",
+        pgw.metrics_text().unwrap()
+    );
+    for reason in ["transport", "unavailable", "rejected", "unauthorized"] {
+        assert_eq!(
+            count(&pgw, "whisk_push_failures_total", &[("reason", reason)]),
+            Some(0.0),
+            "{reason}"
+        );
+    }
+    let stderr = action.stderr();
+    assert!(
+        stderr.contains(&format!("after activation {:032x} failed (frozen)", 1)),
+        "the notice names the cut push:\n{stderr}"
+    );
 }
 
 #[test]

@@ -16,6 +16,9 @@ use crate::resolve::{CachingResolver, ResolverCache};
 const MIN_BUDGET: Duration = Duration::from_millis(1);
 /// Keep the idle connection this long (the Pushgateway's Go server keeps it open).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(600);
+/// A push that ends this long after its timeout did not time out on a running process: the
+/// container was frozen (paused) while it was in flight.
+const FROZEN_AFTER: Duration = Duration::from_secs(1);
 /// Cap on the error body read from the Pushgateway.
 const ERROR_BODY_LIMIT: u64 = 1024;
 /// Longest reason quoted from an error body in the notice.
@@ -25,8 +28,16 @@ const REASON_LIMIT: usize = 200;
 #[derive(Debug)]
 pub(crate) enum PushError {
     NoTimeLeft,
-    Status { status: u16, body: String },
+    Status {
+        status: u16,
+        body: String,
+    },
     Transport(ureq::Error),
+    /// `cause`, seen `late` after the push's end: the container was frozen meanwhile.
+    Frozen {
+        late: Duration,
+        cause: Box<PushError>,
+    },
 }
 
 impl std::fmt::Display for PushError {
@@ -49,6 +60,13 @@ impl std::fmt::Display for PushError {
                 }
             }
             Self::Transport(e) => write!(f, "{e}"),
+            Self::Frozen { late, cause } => write!(
+                f,
+                "the container was frozen while the push was in flight ({cause}, seen {} ms \
+                 after its timeout); whether it arrived is unknown, the next activation pushes \
+                 again",
+                late.as_millis()
+            ),
         }
     }
 }
@@ -59,6 +77,20 @@ impl PushError {
         match self {
             Self::NoTimeLeft | Self::Transport(_) => PushFailure::Transport,
             Self::Status { status, .. } => PushFailure::of_status(*status),
+            Self::Frozen { .. } => PushFailure::Frozen,
+        }
+    }
+
+    /// This failure as seen at `finished` by a push that was to end at `end`: a push that ends
+    /// [`FROZEN_AFTER`] or more past its end was stopped meanwhile (a running process's timeout
+    /// fires on time), so its failure is the freeze's, not the Pushgateway's.
+    pub(crate) fn seen_at(self, finished: Instant, end: Instant) -> Self {
+        match finished.checked_duration_since(end) {
+            Some(late) if late >= FROZEN_AFTER => Self::Frozen {
+                late,
+                cause: Box::new(self),
+            },
+            _ => self,
         }
     }
 }
@@ -293,6 +325,30 @@ fn tls_with_ca(path: &std::path::Path) -> Result<ureq::tls::TlsConfig, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_seen_a_second_past_its_end_is_the_freezes() {
+        let end = Instant::now();
+        let on_time = PushError::NoTimeLeft.seen_at(end + Duration::from_millis(999), end);
+        assert_eq!(on_time.reason(), PushFailure::Transport);
+        let early = PushError::NoTimeLeft.seen_at(end, end + Duration::from_secs(5));
+        assert_eq!(early.reason(), PushFailure::Transport);
+        let late = PushError::Status {
+            status: 503,
+            body: String::new(),
+        }
+        .seen_at(end + Duration::from_millis(2500), end);
+        assert_eq!(late.reason(), PushFailure::Frozen);
+        let text = late.to_string();
+        assert!(
+            text.contains("frozen while the push was in flight"),
+            "{text}"
+        );
+        assert!(
+            text.contains("answered 503") && text.contains("2500 ms"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn status_reason_quotes_the_first_line_of_the_body_bounded() {

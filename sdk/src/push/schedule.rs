@@ -69,6 +69,14 @@ impl Schedule {
         backoff
     }
 
+    /// A push was cut by a freeze of the container: noticed like a failure, but no back-off
+    /// (the Pushgateway may be fine); returns the zero back-off.
+    pub(super) fn interrupted(&mut self) -> Duration {
+        self.failures_since_notice += 1;
+        self.retry_at = None;
+        Duration::ZERO
+    }
+
     /// Failed pushes in a row.
     #[cfg(test)]
     pub(super) fn failures_in_a_row(&self) -> u32 {
@@ -108,6 +116,16 @@ mod tests {
         let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_push_cut_by_a_freeze_is_noticed_without_back_off() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Duration::ZERO);
+        assert_eq!(s.interrupted(), Duration::ZERO);
+        assert!(s.due(t0, false));
+        assert_eq!(s.failures_in_a_row(), 0);
+        assert_eq!(s.notice_due(t0), Some(1));
     }
 
     #[test]
