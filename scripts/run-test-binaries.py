@@ -62,13 +62,24 @@ def test_binaries(cargo_args):
     for line in out.splitlines():
         m = json.loads(line)
         if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-            found.append((os.path.dirname(m["manifest_path"]), m["target"]["name"], m["executable"]))
+            found.append(
+                (
+                    os.path.dirname(m["manifest_path"]),
+                    m["target"]["name"],
+                    m["executable"],
+                    m["target"]["kind"][0],
+                )
+            )
     return found
 
 
 def jobs_of(binaries, cargo_args):
-    """(label, cwd, argv) per test binary, plus the doc tests."""
-    jobs = [(f"{os.path.basename(d)}::{name}", d, [exe]) for d, name, exe in binaries]
+    """(label, cwd, argv) per test binary, plus the doc tests. A binary target's label says so:
+    a package's lib and bin may share a name, and each label names one log."""
+    jobs = [
+        (f"{os.path.basename(d)}::{name}" + (" (bin)" if kind == "bin" else ""), d, [exe])
+        for d, name, exe, kind in binaries
+    ]
     jobs.append(("doc tests", ".", ["cargo", "test", "--doc", *cargo_args]))
     return jobs
 
@@ -118,7 +129,7 @@ def main():
     binaries = test_binaries(cargo_args)
     if args.list:
         for row in binaries:
-            print("\t".join(row))
+            print("\t".join(row[:3]))
         return 0
     if not args.out:
         sys.exit("run-test-binaries: give OUT, the directory for the logs (or --list)")
