@@ -125,5 +125,5 @@ fi
 first_line() { local out; out="$("$@" 2>&1 || true)"; printf '%s' "${out%%$'\n'*}"; }
 ready="$(first_line prometheus --version | cut -d' ' -f1-3), pushgateway $(first_line prometheus-pushgateway --version | cut -d' ' -f3)"
 [ "$want_tansu" = 1 ] && ready="$ready, $(tansu --version 2>/dev/null || echo tansu)"
-[ "$want_tests" = 1 ] && ready="$ready, kubectl $(first_line kubectl version --client | awk '{print $3}')"
+[ "$want_tests" = 1 ] && ready="$ready, kubectl $(first_line sh -c 'kubectl version --client 2>/dev/null' | awk '{print $3}')"
 log "ready: $ready"

@@ -10,13 +10,13 @@
 //! | `whisk_activations_total{status}` | 3 |
 //! | `whisk_activation_duration_seconds` (15 buckets + `+Inf`, `_sum`, `_count`) | 18 |
 //! | `whisk_cold_start_seconds`, `whisk_container_start_time_seconds`, `whisk_last_activation_time_seconds` | 3 |
-//! | `whisk_push_failures_total{reason}` | 4 |
+//! | `whisk_push_failures_total{reason}` | 5 |
 //! | `whisk_last_push_duration_seconds` | 1 |
 //! | `whisk_container_info` | 1 |
 //! | `whisk_activation_cpu_seconds` (6 buckets + `+Inf`, `_sum`, `_count`) | 9 |
 //! | `whisk_activation_memory_peak_bytes` (8 buckets + `+Inf`, `_sum`, `_count`) | 11 |
 //! | `whisk_container_memory_bytes`, `whisk_container_memory_limit_bytes`, `whisk_container_cpu_seconds_total`, `whisk_container_cpu_throttled_seconds_total` (each only when readable) | ≤ 4 |
-//! | **total** | **≤ 54** (30 without the resource figures) |
+//! | **total** | **≤ 55** (31 without the resource figures) |
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -100,8 +100,9 @@
 //!   fd 3 (and the CPU yielded once, so the proxy takes the result first) and before the next
 //!   stdin line is read: off the response path, and inside OpenWhisk's pause grace (≥ 50 ms)
 //!   before the container is frozen; a push cut by a freeze completes after the thaw, or, if
-//!   the thaw comes ≥ 1 s past its timeout, is counted `reason="frozen"` without back-off and
-//!   the thawing activation pushes again at once (a PUT replaces the group: nothing doubles).
+//!   it times out ≥ 1 s late (no host lookup in it), is counted `reason="frozen"` without
+//!   back-off (once until a success), so the thawing activation pushes again (a PUT replaces
+//!   the group: nothing doubles), unless within the minimum interval.
 //!   [`PushMode::BeforeResult`] pushes before writing the result: nothing can be lost, but the
 //!   push is on the response path.
 //! - **Timeout.** `WHISK_METRICS_TIMEOUT_MS` (default 250 ms). In strict mode it is also bounded
@@ -110,7 +111,8 @@
 //! - **Failures** (anything but 200/202, a timeout, no connection) keep the state, count
 //!   `whisk_push_failures_total{reason}` and **back off**: after a failure, pushes are skipped
 //!   for 1 s, doubling with every further failure in a row up to 60 s, so a black-holed
-//!   Pushgateway costs one timeout per interval instead of one per activation; the first push
+//!   Pushgateway costs one timeout per interval instead of one per activation (a freeze is let
+//!   off once, see above); the first push
 //!   that succeeds carries everything. At most one notice a minute goes to stderr, with the
 //!   reason and the gateway's one-line answer (e.g. `failed (rejected): the Pushgateway answered
 //!   409: family jobs is a gauge elsewhere`), naming the activation whose push failed. It is
@@ -173,7 +175,7 @@
 //! | `whisk_cold_start_seconds` | gauge | – | Process start to first result written |
 //! | `whisk_container_start_time_seconds` | gauge | – | Unix time the process started |
 //! | `whisk_last_activation_time_seconds` | gauge | – | Unix time the last activation finished |
-//! | `whisk_push_failures_total` | counter | `reason` ∈ rejected, unauthorized, unavailable, transport | Pushes to the Pushgateway that failed, by reason |
+//! | `whisk_push_failures_total` | counter | `reason` ∈ rejected, unauthorized, unavailable, transport, frozen | Pushes to the Pushgateway that failed, by reason |
 //! | `whisk_last_push_duration_seconds` | gauge | – | Duration of the last push attempt |
 //! | `whisk_container_info` | gauge (=1) | `action_version`, `sdk_version` | identity of the container |
 //! | `whisk_activation_cpu_seconds` | histogram | – | CPU time (user + system) the process used during each activation; buckets 0.001, 0.01, 0.1, 1, 10, 60 s |
@@ -184,8 +186,8 @@
 //! | `whisk_container_cpu_throttled_seconds_total` | counter | – | Time throttled by the CPU quota: cgroup v2 `cpu.stat` `throttled_usec`, v1 `throttled_time`; absent without a cgroup |
 //!
 //! Duration buckets: 0.005 … 300 s (the platform's time buckets). **Series per container: at
-//! most 54** — 30 for the activity and push figures (activations 3, duration histogram 18, the
-//! three time gauges 3, push failures 4, last push duration 1, info 1) and 24 for the resource
+//! most 55** — 31 for the activity and push figures (activations 3, duration histogram 18, the
+//! three time gauges 3, push failures 5, last push duration 1, info 1) and 24 for the resource
 //! figures (CPU histogram 9, memory-peak histogram 11, the four container figures 1 each, when
 //! readable); every series is multiplied by the number of live containers in the Pushgateway
 //! and in Prometheus.

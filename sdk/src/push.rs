@@ -156,8 +156,10 @@ impl Pusher {
         let end = deadline.map_or(end, |d| end.min(d));
         // A push with a deadline (strict mode, before the result) never waits for a lookup.
         self.client.resolved.allow_lookups(deadline.is_none());
+        self.client.resolved.take_looked_up();
         let result = self.put(metrics, identity, end);
         self.client.resolved.allow_lookups(true);
+        let looked_up = self.client.resolved.take_looked_up();
         let finished = Instant::now();
         let took = finished.saturating_duration_since(started);
         match result {
@@ -167,12 +169,16 @@ impl Pusher {
                 PushOutcome::Pushed
             }
             Err(e) => {
-                let e = e.seen_at(finished, end);
+                let e = if looked_up {
+                    e
+                } else {
+                    e.seen_at(finished, end)
+                };
                 metrics.builtins.push_failed(e.reason(), took);
-                // A freeze says nothing about the Pushgateway: no back-off, the next
-                // activation (the one that thawed the container) pushes again at once.
+                // A freeze says nothing about the Pushgateway: no back-off (once in a row), the
+                // next activation (the one that thawed the container) pushes again at once.
                 let backoff = if matches!(e, PushError::Frozen { .. }) {
-                    self.schedule.interrupted()
+                    self.schedule.interrupted(now + took)
                 } else {
                     self.schedule.failed(now + took)
                 };

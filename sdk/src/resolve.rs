@@ -34,6 +34,8 @@ type Entry = Option<(String, ResolvedSocketAddrs)>;
 struct Shared {
     entry: Mutex<Entry>,
     lookups: AtomicBool,
+    /// Whether a request asked the system resolver since [`ResolverCache::take_looked_up`].
+    looked_up: AtomicBool,
 }
 
 /// The resolver given to the ureq agent; shares its cache with the [`ResolverCache`] handle.
@@ -54,6 +56,7 @@ impl CachingResolver {
         let shared = Arc::new(Shared {
             entry: Mutex::new(None),
             lookups: AtomicBool::new(true),
+            looked_up: AtomicBool::new(false),
         });
         let handle = ResolverCache {
             shared: Arc::clone(&shared),
@@ -82,6 +85,12 @@ impl ResolverCache {
                 *self.entry() = Some((key(&uri), addrs));
             }
         }
+    }
+
+    /// Whether a request asked the system resolver since the last call (its time is not bounded
+    /// by the push timeout); clears the mark.
+    pub(crate) fn take_looked_up(&self) -> bool {
+        self.shared.looked_up.swap(false, Ordering::Relaxed)
     }
 
     /// Whether addresses are cached.
@@ -167,6 +176,7 @@ impl Resolver for CachingResolver {
                 "the Pushgateway host is not resolved yet (looked up after the result is written)",
             )));
         }
+        self.shared.looked_up.store(true, Ordering::Relaxed);
         let addrs = lookup(uri)?;
         *handle.entry() = Some((key(uri), addrs.clone()));
         Ok(addrs)

@@ -102,9 +102,11 @@ fn group_holds_exactly_n_activations_after_n_invocations() {
         want.push(("status", status));
         count(&pgw, "whisk_activations_total", &want)
     };
+    // (the ninth push already shows 7 successes; the tenth, an error, is the last)
     assert!(
-        wait_until(Duration::from_secs(5), || total("success") == Some(7.0)),
-        "success count never reached 7:\n{}",
+        wait_until(Duration::from_secs(5), || total("success") == Some(7.0)
+            && total("application_error") == Some(2.0)),
+        "the tenth push never arrived:\n{}",
         pgw.metrics_text().unwrap()
     );
     assert_eq!(total("application_error"), Some(2.0));
@@ -593,18 +595,23 @@ fn read_http_message(reader: &mut impl BufRead) -> Option<Vec<u8>> {
 fn a_push_frozen_past_its_timeout_is_counted_frozen_and_the_thawing_activation_pushes_at_once() {
     let pgw = Pushgateway::start(&[]).unwrap();
     let relay = holding_relay(&pgw);
-    // The default 250 ms timeout; the container stays frozen well past it and a second more.
-    let mut action = probe(&relay.url, &[]);
+    // A 1 s timeout, so that the freeze surely lands before it on a loaded machine; the
+    // container stays frozen well past it and the second more that marks a freeze.
+    let mut action = probe(&relay.url, &[("WHISK_METRICS_TIMEOUT_MS", "1000")]);
     action.invoke(json!({"mode": "ok"}), LONG);
     relay
         .arrived
         .recv_timeout(Duration::from_secs(30))
         .expect("the first push reaches the relay");
     action.freeze();
-    std::thread::sleep(Duration::from_millis(1600));
+    std::thread::sleep(Duration::from_millis(2500));
     action.thaw();
-    // The held push (it may arrive after all) and the next one pass.
+    // The held push reaches the Pushgateway after all (its answer finds the connection closed)
+    // before the next one is let through, so that it cannot overwrite the next one's group.
     relay.release.send(()).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        count(&pgw, "probe_calls_total", &[("mode", "ok")]) == Some(1.0)
+    }));
     relay.release.send(()).unwrap();
     action.invoke(json!({"mode": "ok"}), LONG);
     let pushed = |calls: f64, frozen: f64| {

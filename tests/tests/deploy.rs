@@ -1262,6 +1262,8 @@ fn dockerfile_builds_with_the_exact_command_and_env_of_the_static_build_script()
         build.contains("--release") && build.contains("-p whisk-collector"),
         "{build}"
     );
+    // The suite's musl build (which the image tests ship) has kafka-tls; the image's must too.
+    assert!(build.contains("--features kafka-tls"), "{build}");
     let runs: Vec<String> = instructions("RUN")
         .into_iter()
         .filter(|r| r.contains("cargo build"))

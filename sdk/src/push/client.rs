@@ -81,12 +81,17 @@ impl PushError {
         }
     }
 
-    /// This failure as seen at `finished` by a push that was to end at `end`: a push that ends
-    /// [`FROZEN_AFTER`] or more past its end was stopped meanwhile (a running process's timeout
-    /// fires on time), so its failure is the freeze's, not the Pushgateway's.
+    /// This failure as seen at `finished` by a push that was to end at `end`, with no host
+    /// lookup in between (the system resolver ignores the timeout): a timeout, or no time left
+    /// for the retry, seen [`FROZEN_AFTER`] or more past the end was the process being stopped
+    /// meanwhile (a running process's timeout fires on time). An answer is never the freeze's.
     pub(crate) fn seen_at(self, finished: Instant, end: Instant) -> Self {
+        let timed_out = matches!(
+            self,
+            Self::NoTimeLeft | Self::Transport(ureq::Error::Timeout(_))
+        );
         match finished.checked_duration_since(end) {
-            Some(late) if late >= FROZEN_AFTER => Self::Frozen {
+            Some(late) if timed_out && late >= FROZEN_AFTER => Self::Frozen {
                 late,
                 cause: Box::new(self),
             },
@@ -327,17 +332,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failure_seen_a_second_past_its_end_is_the_freezes() {
+    fn a_timeout_seen_a_second_past_its_end_is_the_freezes_an_answer_never() {
         let end = Instant::now();
         let on_time = PushError::NoTimeLeft.seen_at(end + Duration::from_millis(999), end);
         assert_eq!(on_time.reason(), PushFailure::Transport);
         let early = PushError::NoTimeLeft.seen_at(end, end + Duration::from_secs(5));
         assert_eq!(early.reason(), PushFailure::Transport);
-        let late = PushError::Status {
+        let answered = PushError::Status {
             status: 503,
             body: String::new(),
         }
         .seen_at(end + Duration::from_millis(2500), end);
+        assert_eq!(answered.reason(), PushFailure::Unavailable);
+        let late = PushError::Transport(ureq::Error::Timeout(ureq::Timeout::Global))
+            .seen_at(end + Duration::from_millis(2500), end);
         assert_eq!(late.reason(), PushFailure::Frozen);
         let text = late.to_string();
         assert!(
@@ -345,7 +353,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("answered 503") && text.contains("2500 ms"),
+            text.contains("timeout") && text.contains("2500 ms"),
             "{text}"
         );
     }

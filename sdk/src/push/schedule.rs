@@ -23,6 +23,8 @@ pub(super) struct Schedule {
     retry_at: Option<Instant>,
     last_notice: Option<Instant>,
     failures_since_notice: u64,
+    /// Whether a freeze was already let off the back-off since the last success.
+    exempted: bool,
 }
 
 impl Schedule {
@@ -35,6 +37,7 @@ impl Schedule {
             retry_at: None,
             last_notice: None,
             failures_since_notice: 0,
+            exempted: false,
         }
     }
 
@@ -58,6 +61,7 @@ impl Schedule {
         self.last_success = Some(now);
         self.failures_in_a_row = 0;
         self.retry_at = None;
+        self.exempted = false;
     }
 
     /// A push failed at `now`: returns the back-off before the next attempt.
@@ -69,9 +73,14 @@ impl Schedule {
         backoff
     }
 
-    /// A push was cut by a freeze of the container: noticed like a failure, but no back-off
-    /// (the Pushgateway may be fine); returns the zero back-off.
-    pub(super) fn interrupted(&mut self) -> Duration {
+    /// A push was cut at `now` by a freeze of the container: noticed like a failure, but
+    /// without back-off (the Pushgateway may be fine), once until the next success; a second
+    /// one in a row backs off like [`Schedule::failed`]. Returns the back-off.
+    pub(super) fn interrupted(&mut self, now: Instant) -> Duration {
+        if self.exempted {
+            return self.failed(now);
+        }
+        self.exempted = true;
         self.failures_since_notice += 1;
         self.retry_at = None;
         Duration::ZERO
@@ -119,13 +128,18 @@ mod tests {
     }
 
     #[test]
-    fn a_push_cut_by_a_freeze_is_noticed_without_back_off() {
+    fn a_push_cut_by_a_freeze_is_let_off_the_back_off_once_until_a_success() {
         let t0 = Instant::now();
         let mut s = Schedule::new(Duration::ZERO);
-        assert_eq!(s.interrupted(), Duration::ZERO);
+        assert_eq!(s.interrupted(t0), Duration::ZERO);
         assert!(s.due(t0, false));
         assert_eq!(s.failures_in_a_row(), 0);
         assert_eq!(s.notice_due(t0), Some(1));
+        // a second one in a row (a thaw that keeps coming late) backs off
+        assert_eq!(s.interrupted(t0), Duration::from_secs(1));
+        assert!(!s.due(t0, false));
+        s.succeeded(t0 + 1000 * MS);
+        assert_eq!(s.interrupted(t0 + 1000 * MS), Duration::ZERO);
     }
 
     #[test]
