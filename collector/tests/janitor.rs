@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{all_pushed_at_least, instances, pushgateway_client};
-use whisk_collector::{ClashOrder, Janitor, PushgatewayClient};
+use whisk_collector::{ClashOrder, Janitor, JanitorRound, PushgatewayClient};
 use whisk_grouping::GroupingKey;
 use whisk_testkit::Pushgateway;
 
@@ -297,10 +297,7 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
         .unwrap();
     let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
     let sdk = &format!("openwhisk_actions_first{}", std::process::id());
-    let labels = |i| [("instance", i), ("namespace", "guest"), ("action", "clash")];
-    let counter = "# TYPE jobs_total counter\njobs_total 5\n";
-    let gauge = "# TYPE jobs_total gauge\njobs_total 9\n";
-    put_body(&rt, &client, sdk, &labels("first"), counter);
+    put_body(&rt, &client, sdk, &clash_labels("first"), COUNTER);
     assert!(wait_until_instances(&pgw, sdk, &["first"]));
     // A round while the shard is healthy: nothing to do, the guard learns the counter.
     let janitor = Janitor::new(client.clone(), sdk, Duration::from_secs(3600), false);
@@ -309,38 +306,96 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
     assert_eq!(round.first_seen_full, 0);
     assert_eq!(metrics_status(&pgw), 200);
     // Another tenant's gauge in three groups, then the earlier tenant pushes again.
+    three_gauges_then_the_counter_again(&rt, &client, &pgw, sdk);
+    // By last push times alone (`push_time_seconds`) the earlier tenant's group, pushed last,
+    // would go (the guard's unit tests cover that ordering).
+
+    // One guard round: the later family's groups go, however many, and /metrics answers.
+    let round = one_round_deletes_exactly_the_later_gauges(&rt, &janitor, &pgw, sdk);
+    assert!(
+        round.guard_deleted[0]
+            .why
+            .contains("a gauge in this group but a counter"),
+        "{round:?}"
+    );
+}
+
+/// Waits (bounded) until the Pushgateway holds exactly `expected` instances of `job`.
+fn wait_until_instances(pgw: &Pushgateway, job: &str, expected: &[&str]) -> bool {
+    whisk_testkit::wait_until(Duration::from_secs(10), || instances(pgw, job) == expected)
+}
+
+/// The counter the earlier tenant pushes, and the same name as a gauge of the later one.
+const COUNTER: &str = "# TYPE jobs_total counter\njobs_total 5\n";
+const GAUGE: &str = "# TYPE jobs_total gauge\njobs_total 9\n";
+
+/// The clash of the two tests below: `first` pushes a counter, then
+/// [`three_gauges_then_the_counter_again`].
+fn counter_then_three_gauges_then_the_counter_again(
+    rt: &tokio::runtime::Runtime,
+    client: &PushgatewayClient,
+    pgw: &Pushgateway,
+    sdk: &str,
+) {
+    put_body(rt, client, sdk, &clash_labels("first"), COUNTER);
+    three_gauges_then_the_counter_again(rt, client, pgw, sdk);
+}
+
+fn clash_labels(instance: &str) -> [(&str, &str); 3] {
+    [
+        ("instance", instance),
+        ("namespace", "guest"),
+        ("action", "clash"),
+    ]
+}
+
+/// Three groups of another tenant push `first`'s counter name as a gauge, then `first` pushes
+/// again until its push is the newest of all, so that by last pushes (`push_time_seconds`)
+/// `first` would be the later one; the clash breaks `/metrics`.
+fn three_gauges_then_the_counter_again(
+    rt: &tokio::runtime::Runtime,
+    client: &PushgatewayClient,
+    pgw: &Pushgateway,
+    sdk: &str,
+) {
     for i in ["late-1", "late-2", "late-3"] {
-        put_body(&rt, &client, sdk, &labels(i), gauge);
+        put_body(rt, client, sdk, &clash_labels(i), GAUGE);
     }
     assert!(wait_until_instances(
-        &pgw,
+        pgw,
         sdk,
         &["first", "late-1", "late-2", "late-3"]
     ));
-    let newest_late = push_times(&pgw, sdk)
+    let newest_late = push_times(pgw, sdk)
         .iter()
         .filter(|(i, _)| i != "first")
         .map(|(_, t)| *t)
         .fold(f64::MIN, f64::max);
     assert!(
         whisk_testkit::wait_until(Duration::from_secs(10), || {
-            put_body(&rt, &client, sdk, &labels("first"), counter);
-            push_times(&pgw, sdk)
+            put_body(rt, client, sdk, &clash_labels("first"), COUNTER);
+            push_times(pgw, sdk)
                 .iter()
                 .any(|(i, t)| i == "first" && *t > newest_late)
         }),
         "the earlier tenant's push must be the newest: {:?}",
-        push_times(&pgw, sdk)
+        push_times(pgw, sdk)
     );
     assert!(
-        whisk_testkit::wait_until(Duration::from_secs(5), || metrics_status(&pgw) == 500),
+        whisk_testkit::wait_until(Duration::from_secs(5), || metrics_status(pgw) == 500),
         "the clash must break /metrics (status {})",
-        metrics_status(&pgw)
+        metrics_status(pgw)
     );
-    // By last push times alone (`push_time_seconds`) the earlier tenant's group, pushed last,
-    // would go (the guard's unit tests cover that ordering).
+}
 
-    // One guard round: the later family's groups go, however many, and /metrics answers.
+/// One guard round deletes exactly the three gauge groups and `/metrics` answers right after;
+/// returns the round.
+fn one_round_deletes_exactly_the_later_gauges(
+    rt: &tokio::runtime::Runtime,
+    janitor: &Janitor,
+    pgw: &Pushgateway,
+    sdk: &str,
+) -> JanitorRound {
     let round = rt.block_on(janitor.run_once()).unwrap();
     let mut deleted: Vec<&str> = round
         .guard_deleted
@@ -360,72 +415,14 @@ fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer
         })
         .collect();
     assert_eq!(deleted, expected, "{round:?}");
-    assert!(
-        round.guard_deleted[0]
-            .why
-            .contains("a gauge in this group but a counter"),
-        "{round:?}"
-    );
     assert_eq!(
-        metrics_status(&pgw),
+        metrics_status(pgw),
         200,
         "200 right after the guard's round"
     );
-    assert!(wait_until_instances(&pgw, sdk, &["first"]));
+    assert!(wait_until_instances(pgw, sdk, &["first"]));
     assert!(pgw.metrics_text().unwrap().contains("jobs_total{"));
-}
-
-/// Waits (bounded) until the Pushgateway holds exactly `expected` instances of `job`.
-fn wait_until_instances(pgw: &Pushgateway, job: &str, expected: &[&str]) -> bool {
-    whisk_testkit::wait_until(Duration::from_secs(10), || instances(pgw, job) == expected)
-}
-
-/// The clash of the two tests below: `first` pushes a counter, three groups of another tenant
-/// the same name as a gauge, then `first` pushes again until its push is the newest of all, so
-/// that by last pushes (`push_time_seconds`) `first` would be the later one.
-fn counter_then_three_gauges_then_the_counter_again(
-    rt: &tokio::runtime::Runtime,
-    client: &PushgatewayClient,
-    pgw: &Pushgateway,
-    sdk: &str,
-) {
-    let labels = |i| [("instance", i), ("namespace", "guest"), ("action", "clash")];
-    let counter = "# TYPE jobs_total counter\njobs_total 5\n";
-    put_body(rt, client, sdk, &labels("first"), counter);
-    for i in ["late-1", "late-2", "late-3"] {
-        put_body(
-            rt,
-            client,
-            sdk,
-            &labels(i),
-            "# TYPE jobs_total gauge\njobs_total 9\n",
-        );
-    }
-    assert!(wait_until_instances(
-        pgw,
-        sdk,
-        &["first", "late-1", "late-2", "late-3"]
-    ));
-    let newest_late = push_times(pgw, sdk)
-        .iter()
-        .filter(|(i, _)| i != "first")
-        .map(|(_, t)| *t)
-        .fold(f64::MIN, f64::max);
-    assert!(
-        whisk_testkit::wait_until(Duration::from_secs(10), || {
-            put_body(rt, client, sdk, &labels("first"), counter);
-            push_times(pgw, sdk)
-                .iter()
-                .any(|(i, t)| i == "first" && *t > newest_late)
-        }),
-        "the earlier tenant's push must be the newest: {:?}",
-        push_times(pgw, sdk)
-    );
-    assert!(
-        whisk_testkit::wait_until(Duration::from_secs(5), || metrics_status(pgw) == 500),
-        "the clash must break /metrics (status {})",
-        metrics_status(pgw)
-    );
+    round
 }
 
 /// One guard round deletes exactly the three gauge groups, ordered by the Pushgateway's
@@ -436,24 +433,7 @@ fn one_round_deletes_the_later_gauges(
     pgw: &Pushgateway,
     sdk: &str,
 ) {
-    let round = rt.block_on(janitor.run_once()).unwrap();
-    let mut deleted: Vec<&str> = round
-        .guard_deleted
-        .iter()
-        .map(|d| d.path.as_str())
-        .collect();
-    deleted.sort_unstable();
-    let expected: Vec<String> = ["late-1", "late-2", "late-3"]
-        .iter()
-        .map(|i| {
-            GroupingKey::new(sdk)
-                .with("action", "clash")
-                .with("instance", *i)
-                .with("namespace", "guest")
-                .path()
-        })
-        .collect();
-    assert_eq!(deleted, expected, "{round:?}");
+    let round = one_round_deletes_exactly_the_later_gauges(rt, janitor, pgw, sdk);
     assert_eq!(round.guard_clashes, [ClashOrder::FirstPush], "{round:?}");
     assert!(
         round
@@ -461,13 +441,6 @@ fn one_round_deletes_the_later_gauges(
             .iter()
             .all(|d| d.ordered_by == ClashOrder::FirstPush)
     );
-    assert_eq!(
-        metrics_status(pgw),
-        200,
-        "200 right after the guard's round"
-    );
-    assert!(wait_until_instances(pgw, sdk, &["first"]));
-    assert!(pgw.metrics_text().unwrap().contains("jobs_total{"));
 }
 
 #[test]

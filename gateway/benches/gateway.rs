@@ -59,21 +59,13 @@ mod common;
 mod stores;
 use common::{
     CLIENT_CPU, RawClient, STORE_CPU, Target, clock_ticks, container_requests, cpu_ticks,
-    gateway_bin, orders_body, pgw_pid, pin, pinning, value_variants,
+    env_usize, gateway_bin, orders_body, pgw_pid, pin, pinning, value_variants,
 };
 use stores::{QueryFigures, Running, Store};
 
 const PGW_FLAGS: [&str; 1] = ["--push.disable-consistency-check"];
 /// The gateway's default `--family-resync-interval`.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
 
 /// The setups `WHISK_BENCH_SETUPS` names (all by default), in the order of [`Store::ALL`].
 fn selected_stores() -> Vec<Store> {

@@ -47,20 +47,12 @@ use whisk_testkit::{Pushgateway, ServiceProcess, free_port, http_get};
 
 mod common;
 use common::{
-    RawClient, Target, container_requests, gateway_bin, orders_body, pgw_pid, resolve_bin,
-    value_variants,
+    RawClient, Target, container_requests, env_usize, gateway_bin, orders_body, pgw_pid,
+    resolve_bin, value_variants,
 };
 
 /// Pushes per block of the 1-pusher phase before switching setups.
 const BLOCK: usize = 50;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
 
 fn main() {
     let containers = env_usize("WHISK_BENCH_CONTAINERS", 1000);

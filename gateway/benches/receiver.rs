@@ -28,15 +28,7 @@ use whisk_remote_write::{GroupWrite, Label, translate};
 use whisk_testkit::{Prometheus, QueryApi, VictoriaMetrics};
 
 mod common;
-use common::{CLIENT_CPU, STORE_CPU, clock_ticks, cpu_ticks, orders_body, pin, pinning};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
+use common::{CLIENT_CPU, STORE_CPU, clock_ticks, cpu_ticks, env_usize, orders_body, pin, pinning};
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)

@@ -11,6 +11,15 @@ use whisk_emulator::{ActionSpec, Invoker, InvokerConfig, MemorySink, example_par
 
 use whisk_testkit::Pushgateway;
 
+/// The positive integer in the environment variable `name`, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
 /// Where pushes go: `host:port`.
 #[derive(Clone)]
 pub struct Target {
