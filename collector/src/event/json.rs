@@ -311,7 +311,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn string_or_null(&mut self, field: &str) -> Result<Option<Cow<'a, str>>, Fail> {
         if self.peek() == Some(b'"') {
             self.pos += 1;
@@ -328,7 +328,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An integer (an integral float counts; with `allow_str`, a numeric string too).
-    #[inline]
+    #[inline(always)]
     fn int(&mut self, field: &str, allow_str: bool) -> Result<Option<i64>, Fail> {
         if let Some((v, len)) = self.plain_unsigned() {
             if let Ok(v) = i64::try_from(v) {
@@ -370,7 +370,7 @@ impl<'a> Reader<'a> {
 
     /// Milliseconds: negative, zero or non-finite count as 0.
     #[allow(clippy::cast_precision_loss)]
-    #[inline]
+    #[inline(always)]
     fn millis(&mut self, field: &str) -> Result<Option<f64>, Fail> {
         if let Some((v, len)) = self.plain_unsigned() {
             self.pos += len;
