@@ -135,6 +135,14 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `name` from the environment as a count, else `default`.
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn in_memory(rows: &mut Vec<[String; 3]>) {
     let msgs: Vec<String> = (0..200_000).map(|i| event(i, 500)).collect();
     let bytes: usize = msgs.iter().map(String::len).sum();
@@ -253,10 +261,7 @@ fn in_memory(rows: &mut Vec<[String; 3]>) {
 /// `valgrind --tool=callgrind --toggle-collect='*instr_parse_and_apply*'`: instructions per
 /// event are then the same whatever else runs on the machine.
 fn instructions() {
-    let n: usize = std::env::var("WHISK_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n: usize = env_usize("WHISK_BENCH_EVENTS", 100_000);
     let msgs: Vec<String> = (0..n).map(|i| event(i, 500)).collect();
     let mut agg = Aggregator::new(10_000);
     for m in &msgs {
@@ -542,10 +547,7 @@ fn collector_consume_committed(
 }
 
 fn end_to_end(rows: &mut Vec<[String; 3]>) {
-    let n: usize = std::env::var("WHISK_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300_000);
+    let n: usize = env_usize("WHISK_BENCH_EVENTS", 300_000);
     let tansu = Tansu::start().unwrap();
     tansu.create_topic("events", 1).unwrap();
     let start = Instant::now();
@@ -589,10 +591,7 @@ fn end_to_end(rows: &mut Vec<[String; 3]>) {
     ]);
 
     // CPU per event at 10 000 actions, with and without activation ids (exemplars).
-    let m: usize = std::env::var("WHISK_BENCH_EXEMPLAR_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let m: usize = env_usize("WHISK_BENCH_EXEMPLAR_EVENTS", 100_000);
     let cpu_of = |prefix: &str, ids: bool| {
         let topic = format!("{prefix}events");
         tansu.create_topic(&topic, 1).unwrap();
@@ -1022,10 +1021,7 @@ fn reset_peak() -> bool {
 }
 
 fn janitor_rounds(rows: &mut Vec<[String; 3]>, shards: usize) {
-    let groups: usize = std::env::var("WHISK_BENCH_GROUPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let groups: usize = env_usize("WHISK_BENCH_GROUPS", 10_000);
     let mut pgws: Vec<whisk_testkit::Pushgateway> = (0..shards)
         .map(|_| whisk_testkit::Pushgateway::start(&["--push.disable-consistency-check"]).unwrap())
         .collect();
@@ -1482,14 +1478,8 @@ fn collector_run(
 /// a fresh consumer group; the raw consumer before and after. Judging builds side by side is
 /// the only fair way here: the machine's load moves a single run's figures.
 fn side_by_side(rows: &mut Vec<[String; 3]>, baselines: &[std::ffi::OsString]) {
-    let n: usize = std::env::var("WHISK_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300_000);
-    let rounds: usize = std::env::var("WHISK_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let n: usize = env_usize("WHISK_BENCH_EVENTS", 300_000);
+    let rounds: usize = env_usize("WHISK_BENCH_ROUNDS", 3);
     let tansu = Tansu::start().unwrap();
     tansu.create_topic("events", 1).unwrap();
     produce(&tansu.bootstrap(), "events", n, 100);
