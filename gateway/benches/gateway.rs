@@ -22,7 +22,9 @@
 //! `WHISK_BENCH_NAMESPACES` (100 namespaces, one API key each), `WHISK_BENCH_SETUPS` (which
 //! setups, comma-separated: `direct,pgw1,pgw3,prometheus,victoria`, the default),
 //! `WHISK_GATEWAY_BIN` (the gateway executable, absolute or relative to the workspace root;
-//! default: the one cargo built for this bench, in the bench's profile). Each setup runs two
+//! default: the one cargo built for this bench, in the bench's profile),
+//! `WHISK_BENCH_PPROF_SECONDS` (unset: none; N: a Go CPU profile of each store process over
+//! the measured round's first N seconds, in `target/bench-pprof/`). Each setup runs two
 //! rounds: the first creates every group (and warms the auth cache), the second — the measured
 //! one — is every container pushing again into the full store. Then up to 1 000 containers push
 //! once more from a single thread (the latency without queueing behind other pushes). Each
@@ -377,6 +379,7 @@ impl Bench<'_> {
         let gw_before = gw_pid.map(cpu_ticks);
         let store_before = ticks(&store_pids);
         let own_before = cpu_ticks(std::process::id());
+        let profiles = running.start_profiles(store.tag());
         let (latencies, secs, failed) =
             round(&target, &requests, self.bodies, 1, self.concurrency, &acked);
         let own_after = cpu_ticks(std::process::id());
@@ -385,6 +388,9 @@ impl Bench<'_> {
         let load_after = load_1m();
         let writes_after = gw_port.map(remote_writes);
         eprintln!("   round 2 (measured): {secs:.1} s, {failed} failed");
+        for p in profiles {
+            let _ = p.join();
+        }
         if let (Some((_, port)), Store::Pushgateways(shards)) = (&gateway, store) {
             wait_for_rebuild(*port, shards);
         }

@@ -41,6 +41,14 @@ impl Store {
         }
     }
 
+    /// Its name in `WHISK_BENCH_SETUPS`.
+    pub fn tag(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("store", |(n, _)| n)
+    }
+
     pub fn through_gateway(self) -> bool {
         self != Store::Direct
     }
@@ -100,6 +108,57 @@ impl Running {
             Running::Prometheus(p) => vec![p.process().pid()],
             Running::Victoria(v) => vec![v.process().pid()],
         }
+    }
+
+    /// The base URL of each store process (all serve Go's `/debug/pprof`).
+    fn base_urls(&self) -> Vec<String> {
+        match self {
+            Running::Pushgateways(pgws) => pgws.iter().map(Pushgateway::url).collect(),
+            Running::Prometheus(p) => vec![p.url()],
+            Running::Victoria(v) => vec![v.base_url()],
+        }
+    }
+
+    /// `WHISK_BENCH_PPROF_SECONDS=N`: a Go CPU profile of each store process over the next N
+    /// seconds, written to `target/bench-pprof/<tag>-<i>.pb.gz` (read with `go tool pprof -top
+    /// <the store's executable> <file>`); join the handles after the measured round. Unset:
+    /// nothing. Profiling costs the store ~1 % of its CPU.
+    pub fn start_profiles(&self, tag: &str) -> Vec<std::thread::JoinHandle<()>> {
+        let Some(seconds) = std::env::var("WHISK_BENCH_PPROF_SECONDS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+        else {
+            return Vec::new();
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-pprof");
+        std::fs::create_dir_all(&dir).expect("target/bench-pprof");
+        self.base_urls()
+            .into_iter()
+            .enumerate()
+            .map(|(i, base)| {
+                let path = dir.join(format!("{tag}-{i}.pb.gz"));
+                let url = format!("{base}/debug/pprof/profile?seconds={seconds}");
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .timeout_global(Some(Duration::from_secs(seconds + 30)))
+                        .build()
+                        .into();
+                    let got = agent
+                        .get(&url)
+                        .call()
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut a| a.body_mut().read_to_vec().map_err(|e| e.to_string()));
+                    match got.map(|bytes| std::fs::write(&path, bytes)) {
+                        Ok(Ok(())) => eprintln!("   profile ({seconds} s): {}", path.display()),
+                        Ok(Err(e)) => {
+                            eprintln!("   profile not written to {}: {e}", path.display())
+                        }
+                        Err(e) => eprintln!("   profile {url} failed: {e}"),
+                    }
+                })
+            })
+            .collect()
     }
 
     /// The remote-write receiver's query API, if the store is one.

@@ -33,9 +33,9 @@ use whisk_remote_write::{Attempt, Backoff, Client, ClientError, Outcome};
 /// slots the bench's 16 pushers left as 2.6 writes a request on average; two still overlap one
 /// request's transfer with the receiver's work on the other.
 pub(super) const MAX_IN_FLIGHT: usize = 2;
-/// Most writes in one request: a receiver slow per sample (Prometheus, ~1.3 ms of its CPU per
-/// SDK push: docs/benchmarks.md) must still answer a request well within the retry bound, or
-/// every write in it fails together.
+/// Most writes in one request: a receiver slow per sample (Prometheus, 1.2–1.8 ms of its CPU
+/// per SDK push, most of it garbage collection: docs/benchmarks.md) must still answer a request
+/// well within the retry bound, or every write in it fails together.
 pub(super) const MAX_WRITES: usize = 8;
 /// Most uncompressed bytes in one request (a single larger write still goes alone).
 pub(super) const MAX_RAW_BYTES: usize = 4 * 1024 * 1024;
