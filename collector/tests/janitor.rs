@@ -198,14 +198,21 @@ fn ureq_status(url: &str) -> Option<u16> {
     }
 }
 
-#[test]
-fn guard_deletes_the_clashing_minority_groups_and_restores_metrics_in_one_round() {
+/// A Pushgateway that accepts clashing types (as deployed), a runtime for the janitor, and a
+/// client of it.
+fn clashing_store() -> (Pushgateway, tokio::runtime::Runtime, PushgatewayClient) {
     let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    (pgw, rt, client)
+}
+
+#[test]
+fn guard_deletes_the_clashing_minority_groups_and_restores_metrics_in_one_round() {
+    let (pgw, rt, client) = clashing_store();
     let sdk = &format!("openwhisk_actions_guard{}", std::process::id());
     let counter = "# TYPE jobs counter\njobs 1\n# TYPE ok_total counter\nok_total 1\n";
     for i in ["a", "b", "c"] {
@@ -290,12 +297,7 @@ fn push_times(pgw: &Pushgateway, job: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn guard_keeps_the_family_seen_first_though_its_tenant_pushed_last_and_has_fewer_groups() {
-    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    let (pgw, rt, client) = clashing_store();
     let sdk = &format!("openwhisk_actions_first{}", std::process::id());
     put_body(&rt, &client, sdk, &clash_labels("first"), COUNTER);
     assert!(wait_until_instances(&pgw, sdk, &["first"]));
@@ -445,12 +447,7 @@ fn one_round_deletes_the_later_gauges(
 
 #[test]
 fn guard_keeps_the_family_pushed_first_when_both_appeared_within_one_round() {
-    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    let (pgw, rt, client) = clashing_store();
     let sdk = &format!("openwhisk_actions_oneround{}", std::process::id());
     // A round before either family exists: the next read is the first to see both.
     let janitor = Janitor::new(client.clone(), sdk, Duration::from_secs(3600), false);
@@ -462,12 +459,7 @@ fn guard_keeps_the_family_pushed_first_when_both_appeared_within_one_round() {
 
 #[test]
 fn guard_keeps_the_family_pushed_first_after_a_collector_restart() {
-    let pgw = Pushgateway::start(&["--push.disable-consistency-check"]).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = pushgateway_client(&pgw.url(), Duration::from_secs(5));
+    let (pgw, rt, client) = clashing_store();
     let sdk = &format!("openwhisk_actions_restart{}", std::process::id());
     counter_then_three_gauges_then_the_counter_again(&rt, &client, &pgw, sdk);
     // A collector started now: its memory of first sightings is empty.

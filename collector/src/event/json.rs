@@ -315,10 +315,11 @@ impl<'a> Reader<'a> {
     fn string_or_null(&mut self, field: &str) -> Result<Option<Cow<'a, str>>, Fail> {
         if self.peek() == Some(b'"') {
             self.pos += 1;
-            if let Some(s) = self.plain_string() {
-                return Ok(Some(Cow::Borrowed(s)));
-            }
-            return self.string().map(Some);
+            let start = self.pos;
+            return match self.plain_string() {
+                Some(s) => Ok(Some(Cow::Borrowed(s))),
+                None => self.string_slow(start).map(Some),
+            };
         }
         match self.value()? {
             Value::Null => Ok(None),

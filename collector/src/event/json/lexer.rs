@@ -333,19 +333,21 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(super) fn string(&mut self) -> Result<Cow<'a, str>, Fail> {
         let start = self.pos;
-        if let Some(s) = self.plain_string() {
-            return Ok(Cow::Borrowed(s));
+        match self.plain_string() {
+            Some(s) => Ok(Cow::Borrowed(s)),
+            None => self.string_slow(start),
         }
-        self.pos = start + plain_run(&self.bytes[start..]);
-        self.string_slow(start)
     }
 
     /// [`Reader::string`] when the string has no escape and no control character: borrowed,
-    /// returned in registers, the cursor after its closing quote. `None` leaves the cursor.
+    /// returned in registers, the cursor after its closing quote. `None` leaves the cursor on
+    /// the first byte the string cannot hold as is (or at the end of input), where
+    /// [`Reader::string_slow`] goes on.
     #[inline(always)]
     pub(super) fn plain_string(&mut self) -> Option<&'a str> {
         let start = self.pos;
         let end = start + plain_run(self.bytes.get(start..)?);
+        self.pos = end;
         if self.bytes.get(end) != Some(&b'"') {
             return None;
         }
@@ -358,7 +360,7 @@ impl<'a> Reader<'a> {
     /// (at the cursor), `start` being where the string's text began.
     #[cold]
     #[inline(never)]
-    fn string_slow(&mut self, start: usize) -> Result<Cow<'a, str>, Fail> {
+    pub(super) fn string_slow(&mut self, start: usize) -> Result<Cow<'a, str>, Fail> {
         match self.peek() {
             None => return Err(self.syntax("unexpected end of input in a string")),
             Some(b'\\') => {}
