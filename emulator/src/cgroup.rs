@@ -1,10 +1,11 @@
 //! One memory cgroup per container, as the invoker's `docker run --memory <limit>
 //! --memory-swap <limit>` gives each action container: a child of the emulator's own cgroup
 //! (from `/proc/self/cgroup`), the cgroup v1 `memory` controller when the machine has it, else
-//! cgroup v2 with `memory` enabled for children. The action process is moved into it right after
-//! it starts, so what the SDK reads from the cgroup filesystem (`memory.limit_in_bytes`,
-//! `memory.max`, usage) is the container's. Where none of this is possible (no cgroup
-//! filesystem, no permission), the emulator runs plain processes and says so once.
+//! cgroup v2 with `memory` enabled for children. The action process joins it between its fork and
+//! its exec, as `docker run` starts it inside, so what the SDK reads from `/proc/self/cgroup` at
+//! start and then from the cgroup filesystem (`memory.limit_in_bytes`, `memory.max`, usage) is
+//! the container's. Where none of this is possible (no cgroup filesystem, no permission), the
+//! emulator runs plain processes and says so once.
 
 use std::fs;
 use std::io;
@@ -97,9 +98,11 @@ pub(crate) fn unique_name(action: &str) -> String {
 }
 
 impl Cgroup {
-    /// Moves process `pid` into this cgroup.
-    pub(crate) fn add(&self, pid: u32) -> io::Result<()> {
-        self.write("cgroup.procs", &pid.to_string())
+    /// `cgroup.procs` open for writing: a process that writes `0` to it joins this cgroup.
+    pub(crate) fn procs_for_writing(&self) -> io::Result<fs::File> {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))
     }
 
     /// The cgroup's directory.

@@ -56,17 +56,24 @@ impl Container {
                 }
             },
         );
-        let process = ActionProcess::start_with(&spec.exec, env, check, |pid| {
-            if let Some(cg) = &cgroup {
-                if let Err(e) = cg.add(pid) {
-                    tracing::warn!(
-                        "cannot move the container of {} into {}: {e}",
-                        spec.name,
-                        cg.dir().display()
-                    );
-                }
+        let procs = cgroup.as_ref().and_then(|cg| match cg.procs_for_writing() {
+            Ok(procs) => Some(procs),
+            Err(e) => {
+                tracing::warn!("cannot open {}/cgroup.procs: {e}", cg.dir().display());
+                None
             }
-        })?;
+        });
+        let process = ActionProcess::start_in(&spec.exec, env, check, procs)?;
+        if let Some(cg) = &cgroup {
+            let pid = process.pid();
+            if !cg.pids().iter().any(|p| u32::try_from(*p) == Ok(pid)) {
+                tracing::warn!(
+                    "the container of {} runs outside {}: it could not join before its exec",
+                    spec.name,
+                    cg.dir().display()
+                );
+            }
+        }
         Ok(Self {
             id,
             process,

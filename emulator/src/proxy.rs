@@ -29,6 +29,7 @@ pub use protocol::{
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -98,20 +99,36 @@ pub struct ActionProcess {
     exec: PathBuf,
 }
 
+/// Has the child write itself into the cgroup whose `cgroup.procs` is open as `procs`, between
+/// fork and exec (`0` names the writing process). A failed write leaves it where it was.
+#[allow(unsafe_code)]
+fn join_before_exec(cmd: &mut Command, procs: File) {
+    // SAFETY: between fork and exec the closure makes one write(2) on a descriptor opened
+    // before the fork and builds no value that allocates: async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = (&procs).write(b"0");
+            Ok(())
+        });
+    }
+}
+
 impl ActionProcess {
     /// Starts `exec` with exactly `env` as its environment and checks its start as the proxy
     /// does ([`StartCheck`]).
     pub fn start(exec: &Path, env: &[(String, String)], check: StartCheck) -> Result<Self> {
-        Self::start_with(exec, env, check, |_| {})
+        Self::start_in(exec, env, check, None)
     }
 
-    /// Like [`ActionProcess::start`], calling `after_spawn` with the child's pid before the
-    /// start check (the pool moves it into its container's cgroup there).
-    pub fn start_with(
+    /// Like [`ActionProcess::start`], with the child inside the cgroup whose `cgroup.procs` is
+    /// open for writing as `cgroup_procs` from before its exec, as `docker run` starts a
+    /// container's process: what the action reads of its cgroup at start is its container's. If
+    /// the child cannot join, it runs where it was (the caller checks its membership).
+    pub(crate) fn start_in(
         exec: &Path,
         env: &[(String, String)],
         check: StartCheck,
-        after_spawn: impl FnOnce(u32),
+        cgroup_procs: Option<File>,
     ) -> Result<Self> {
         let io = |what: &str| {
             let what = format!("{what} for {}", exec.display());
@@ -128,6 +145,10 @@ impl ActionProcess {
             .map_err(io("duplicating the stderr pipe"))?;
 
         let mut cmd = Command::new(exec);
+        // Before the fd mapping: the child writes to the cgroup's fd before fd 3 is remapped.
+        if let Some(procs) = cgroup_procs {
+            join_before_exec(&mut cmd, procs);
+        }
         cmd.env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(exec.parent().unwrap_or(Path::new("/")))
@@ -150,7 +171,6 @@ impl ActionProcess {
         // is gone.
         drop(cmd);
         let stdin = child.stdin.take();
-        after_spawn(child.id());
 
         let (rtx, results) = mpsc::channel();
         spawn_reader("fd3", move || read_results(result_r, rtx));

@@ -17,8 +17,10 @@ use whisk_emulator::{
 /// `exit` exits, `hang` never answers, `error` returns an application error, `slow` sleeps 300 ms,
 /// `block` answers once the file `release` exists in its directory (the test's gate, so nothing
 /// depends on how fast the machine is), `number` answers `42` (not an object), `pass` answers
-/// its whole input line's `value` unchanged.
+/// its whole input line's `value` unchanged, `cgroup` answers the `/proc/self/cgroup` the shell
+/// read first thing at its start.
 const ACTION: &str = r#"#!/bin/sh
+started_in=""; while read -r l; do started_in="$started_in $l"; done < /proc/self/cgroup
 echo "started" >&2
 while read -r line; do
   case "$line" in
@@ -28,6 +30,7 @@ while read -r line; do
     *'"mode":"slow"'*) /bin/sleep 0.3; echo '{"slow":true}' >&3 ;;
     *'"mode":"block"'*) while [ ! -e release ]; do /bin/sleep 0.01; done; echo '{"ok":true}' >&3 ;;
     *'"mode":"number"'*) echo 42 >&3 ;;
+    *'"mode":"cgroup"'*) echo "{\"started_in\":\"$started_in\"}" >&3 ;;
     *) echo "hello from $$"; echo '{"ok":true}' >&3 ;;
   esac
 done
@@ -538,7 +541,7 @@ fn a_sequence_runs_its_components_in_order_with_caused_by_and_its_own_event() {
 }
 
 #[test]
-fn each_container_gets_a_memory_cgroup_with_the_action_limit_removed_with_it() {
+fn each_container_starts_inside_a_memory_cgroup_with_the_action_limit_removed_with_it() {
     let fx = Fixture::new();
     let (inv, _) = invoker(&fx, InvokerConfig::new(), |s| s.with_memory_mb(192));
     // Said once by the emulator (a warning) and here: this machine gives no cgroup.
@@ -547,12 +550,12 @@ fn each_container_gets_a_memory_cgroup_with_the_action_limit_removed_with_it() {
         .map(std::path::Path::to_path_buf)
         .ok_or("no usable memory cgroup on this machine (see the emulator's warning)");
     let Some(root) = whisk_testkit::require(
-        "each_container_gets_a_memory_cgroup_with_the_action_limit_removed_with_it",
+        "each_container_starts_inside_a_memory_cgroup_with_the_action_limit_removed_with_it",
         root,
     ) else {
         return;
     };
-    let r = run(&inv, json!({}));
+    let r = run(&inv, json!({"mode": "cgroup"}));
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", r.pid)).unwrap();
     let cg = std::fs::read_dir(&root)
         .unwrap()
@@ -562,10 +565,12 @@ fn each_container_gets_a_memory_cgroup_with_the_action_limit_removed_with_it() {
                 .is_ok_and(|procs| procs.split_whitespace().any(|x| x == r.pid.to_string()))
         })
         .unwrap_or_else(|| panic!("no cgroup under {} holds {}: {own}", root.display(), r.pid));
-    assert!(
-        own.contains(cg.file_name().unwrap().to_str().unwrap()),
-        "{own}"
-    );
+    let name = cg.file_name().unwrap().to_str().unwrap();
+    assert!(own.contains(name), "{own}");
+    // In it from its first instruction, as `docker run` starts it: an action reads its cgroup
+    // at start.
+    let started_in = r.result["started_in"].as_str().unwrap();
+    assert!(started_in.contains(name), "{started_in}");
     let limit = ["memory.limit_in_bytes", "memory.max"]
         .iter()
         .find_map(|f| std::fs::read_to_string(cg.join(f)).ok())

@@ -63,6 +63,9 @@ struct Expected {
     sdk_activations: BTreeMap<String, f64>,
     sdk_status: BTreeMap<(String, String), f64>,
     groups: BTreeMap<String, f64>,
+    /// Σ `whisk_container_memory_limit_bytes` per action: every group's container limit, read
+    /// from the cgroup the emulator started it in (none where the emulator has no cgroups).
+    memory_limits: BTreeMap<String, f64>,
     greetings: f64,
     orders_placed: BTreeMap<String, f64>,
     orders_items: BTreeMap<String, f64>,
@@ -128,6 +131,15 @@ fn expected(waves: &[(LoadPlan, LoadSummary)], invoker: &Invoker) -> Expected {
         .into_iter()
         .map(|(a, c)| (a, c.len() as f64))
         .collect();
+    if invoker.cgroup_dir().is_some() {
+        // Every action here has the default limit.
+        let limit = f64::from(ActionSpec::new("/guest/any", "any").memory_mb) * 1_048_576.0;
+        e.memory_limits = e
+            .groups
+            .iter()
+            .map(|(a, g)| (a.clone(), g * limit))
+            .collect();
+    }
     for s in invoker.stats() {
         e.cold_starts
             .insert(short(&s.action), s.containers_created as f64);
@@ -222,6 +234,11 @@ fn check_pushgateway(stack: &Stack, n: f64, e: &Expected) {
         count_groups(&s),
         e.groups,
         "one SDK group per container that served an activation"
+    );
+    assert_eq!(
+        sum_by(&s, "whisk_container_memory_limit_bytes", "action", SDK),
+        e.memory_limits,
+        "each container reports its own cgroup's limit"
     );
     assert_eq!(sum(&s, "hello_greetings_total", SDK), e.greetings);
     assert_eq!(
