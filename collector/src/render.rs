@@ -191,11 +191,11 @@ impl Renderer<'_, '_> {
     fn open(&mut self, name: &str, key: &ActionKey) {
         self.out.push_str(name);
         self.out.push_str("{namespace=\"");
-        escape_into(self.out, &key.namespace);
+        escape_into(self.out, key.namespace());
         self.out.push_str("\",initiator=\"");
-        escape_into(self.out, &key.initiator);
+        escape_into(self.out, key.initiator());
         self.out.push_str("\",action=\"");
-        escape_into(self.out, &key.action);
+        escape_into(self.out, key.action());
         self.out.push('"');
     }
 

@@ -46,7 +46,7 @@ impl Sent {
         let actions: HashMap<(&str, &str, &str), &ActionSeries> = agg
             .actions
             .iter()
-            .map(|(k, s)| ((&*k.namespace, &*k.initiator, &*k.action), &**s))
+            .map(|(k, s)| ((k.namespace(), k.initiator(), k.action()), &**s))
             .collect();
         let mut picked = Picked::default();
         for (i, labels) in series.iter().enumerate() {
