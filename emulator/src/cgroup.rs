@@ -98,6 +98,11 @@ pub(crate) fn unique_name(action: &str) -> String {
 }
 
 impl Cgroup {
+    /// Moves process `pid` into this cgroup.
+    pub(crate) fn add(&self, pid: u32) -> io::Result<()> {
+        self.write("cgroup.procs", &pid.to_string())
+    }
+
     /// `cgroup.procs` open for writing: a process that writes `0` to it joins this cgroup.
     pub(crate) fn procs_for_writing(&self) -> io::Result<fs::File> {
         fs::OpenOptions::new()

@@ -56,28 +56,35 @@ impl Container {
                 }
             },
         );
-        let procs = cgroup.as_ref().and_then(|cg| match cg.procs_for_writing() {
-            Ok(procs) => Some(procs),
-            Err(e) => {
-                tracing::warn!("cannot open {}/cgroup.procs: {e}", cg.dir().display());
-                None
-            }
-        });
-        let process = ActionProcess::start_in(&spec.exec, env, check, procs)?;
+        let procs = cgroup.as_ref().and_then(|cg| cg.procs_for_writing().ok());
+        let mut process = ActionProcess::start_in(&spec.exec, env, check, procs)?;
         if let Some(cg) = &cgroup {
-            let pid = process.pid();
-            if !cg.pids().iter().any(|p| u32::try_from(*p) == Ok(pid)) {
-                tracing::warn!(
-                    "the container of {} runs outside {}: it could not join before its exec",
-                    spec.name,
-                    cg.dir().display()
-                );
-            }
+            join_late_if_outside(cg, &mut process, &spec.name);
         }
         Ok(Self {
             id,
             process,
             _cgroup: cgroup,
         })
+    }
+}
+
+/// The fallback when the process could not join `cg` before its exec (its `cgroup.procs` did
+/// not open, or the write failed): moved in now, as late as the emulator once always did, and
+/// said, since the action may have read its cgroup before.
+fn join_late_if_outside(cg: &Cgroup, process: &mut ActionProcess, action: &str) {
+    let pid = process.pid();
+    if cg.pids().iter().any(|p| u32::try_from(*p) == Ok(pid)) || process.has_exited() {
+        return;
+    }
+    match cg.add(pid) {
+        Ok(()) => tracing::warn!(
+            "the container of {action} joined {} only after its start",
+            cg.dir().display()
+        ),
+        Err(e) => tracing::warn!(
+            "cannot move the container of {action} into {}: {e}",
+            cg.dir().display()
+        ),
     }
 }
