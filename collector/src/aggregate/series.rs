@@ -48,7 +48,8 @@ impl ActionKey {
         &self.text[self.ends[1]..]
     }
 
-    fn as_ref(&self) -> KeyRef<'_> {
+    /// The three labels, borrowed: what hashing, equality and order go by.
+    fn labels(&self) -> KeyRef<'_> {
         KeyRef {
             namespace: self.namespace(),
             initiator: self.initiator(),
@@ -60,7 +61,7 @@ impl ActionKey {
 /// Ordered as (namespace, initiator, action): the render's order.
 impl Ord for ActionKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let (a, b) = (self.as_ref(), other.as_ref());
+        let (a, b) = (self.labels(), other.labels());
         (a.namespace, a.initiator, a.action).cmp(&(b.namespace, b.initiator, b.action))
     }
 }
@@ -97,7 +98,7 @@ impl KeyRef<'_> {
 
 impl Hash for ActionKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_ref().hash(state);
+        self.labels().hash(state);
     }
 }
 
@@ -111,7 +112,7 @@ impl Hash for KeyRef<'_> {
 
 impl Equivalent<ActionKey> for KeyRef<'_> {
     fn equivalent(&self, key: &ActionKey) -> bool {
-        let k = key.as_ref();
+        let k = key.labels();
         k.namespace == self.namespace && k.action == self.action && k.initiator == self.initiator
     }
 }
